@@ -1,0 +1,13 @@
+//! Shared REST plumbing for every outbound request: one reqwest client on rustls (public
+//! webpki roots + `tls.ca_file` + `SSL_CERT_FILE`), per-request timeout, one retry policy
+//! (exponential backoff with jitter; `Retry-After`, `retry-after-ms`, `x-ms-retry-after-ms`
+//! honoured), request metrics, and errors that carry status, error code and request id but
+//! never a response body.
+
+mod client;
+mod error;
+mod retry;
+
+pub use client::{AzureClient, HttpSettings, Service};
+pub use error::{AzureError, ErrorBody};
+pub use retry::{retry_after, Backoff, RetryPolicy};

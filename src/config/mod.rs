@@ -1,0 +1,18 @@
+//! Configuration: what to fetch, from where, as whom, and where to hand it over.
+//!
+//! Two stages, as the spec's layers demand: `raw` is the serde schema (every key of SPEC.md,
+//! `deny_unknown_fields`, plain strings and numbers), merged by `load` from defaults < file <
+//! `SIDECAR_*` env < flags through figment; `validate` turns it into the typed `Config` of
+//! `model` (durations, URLs, `RelPath`s, enums), or a `ConfigError` naming the key and the reason.
+//! Nothing past this module sees a string where a type would do.
+
+mod duration;
+mod load;
+mod model;
+mod raw;
+mod validate;
+
+pub use duration::{format_duration, parse_duration};
+pub use load::{load, ConfigSource, Overrides, DEFAULT_CONFIG_PATH};
+pub use model::*;
+pub use validate::ConfigError;

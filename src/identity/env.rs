@@ -1,0 +1,57 @@
+/// The standard Azure environment variables, captured once from the process environment (or a
+/// test's list), so nothing below reads `std::env` and tests never mutate it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AzureEnv {
+    pub client_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub federated_token_file: Option<String>,
+    pub authority_host: Option<String>,
+    /// Secret: never printed (see the `Debug` impl).
+    pub client_secret: Option<String>,
+    pub client_certificate_path: Option<String>,
+    pub identity_endpoint: Option<String>,
+    /// Secret-ish (anti-SSRF header): never printed.
+    pub identity_header: Option<String>,
+    pub imds_endpoint: Option<String>,
+    /// Secret: never printed.
+    pub access_token: Option<String>,
+    pub ssl_cert_file: Option<String>,
+}
+
+impl AzureEnv {
+    pub fn from_vars(vars: &[(String, String)]) -> Self {
+        let get = |k: &str| vars.iter().find(|(n, v)| n == k && !v.is_empty()).map(|(_, v)| v.clone());
+        AzureEnv {
+            client_id: get("AZURE_CLIENT_ID"),
+            tenant_id: get("AZURE_TENANT_ID"),
+            federated_token_file: get("AZURE_FEDERATED_TOKEN_FILE"),
+            authority_host: get("AZURE_AUTHORITY_HOST"),
+            client_secret: get("AZURE_CLIENT_SECRET"),
+            client_certificate_path: get("AZURE_CLIENT_CERTIFICATE_PATH"),
+            identity_endpoint: get("IDENTITY_ENDPOINT"),
+            identity_header: get("IDENTITY_HEADER"),
+            imds_endpoint: get("IMDS_ENDPOINT"),
+            access_token: get("ACCESS_TOKEN"),
+            ssl_cert_file: get("SSL_CERT_FILE"),
+        }
+    }
+}
+
+impl std::fmt::Debug for AzureEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("AzureEnv")
+            .field("client_id", &self.client_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("federated_token_file", &self.federated_token_file)
+            .field("authority_host", &self.authority_host)
+            .field("client_secret", &set(&self.client_secret))
+            .field("client_certificate_path", &self.client_certificate_path)
+            .field("identity_endpoint", &self.identity_endpoint)
+            .field("identity_header", &set(&self.identity_header))
+            .field("imds_endpoint", &self.imds_endpoint)
+            .field("access_token", &set(&self.access_token))
+            .field("ssl_cert_file", &self.ssl_cert_file)
+            .finish()
+    }
+}

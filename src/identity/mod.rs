@@ -1,0 +1,61 @@
+//! Identity: an Azure AD access token for a scope, from the pod's identity.
+//!
+//! One trait (`Credential`: a fresh token for a scope), one file per mechanism, and a
+//! `TokenCache` in front that keeps a token per scope and renews it at about 70% of its
+//! lifetime. `resolve` decides, without network, which mechanism the config and the standard
+//! Azure environment variables select (`auto` in the spec's order); `build` makes it.
+//! This is the only module that knows how tokens are obtained.
+
+mod cache;
+mod env;
+mod resolve;
+
+pub use cache::TokenCache;
+pub use env::AzureEnv;
+pub use resolve::{build, resolve, ResolvedIdentity};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::azure::AzureError;
+use crate::secret::SecretString;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A bearer token and when it stops being valid.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_on: SystemTime,
+}
+
+/// One way of getting a token (workload identity, IMDS, ...). Implementations do no caching.
+pub trait Credential: Send + Sync {
+    /// The mode name for logs: `workload`, `managed`, ...
+    fn kind(&self) -> &'static str;
+    /// Ask the identity provider for a new token for `scope` (`https://vault.azure.net/.default`).
+    fn request_token<'a>(
+        &'a self,
+        scope: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The provider refused (AADSTS codes, IMDS `invalid_request`, ...): retrying will not help
+    /// until something changes in Azure or the pod.
+    #[error("{mode} identity: token request refused: {source}")]
+    Refused { mode: &'static str, source: AzureError },
+    /// Could not reach the provider, or it failed transiently past its retries.
+    #[error("{mode} identity: failed to get a token: {source}")]
+    Unavailable { mode: &'static str, source: AzureError },
+    /// A local input is missing or unreadable (the federated token file, the access token file).
+    #[error("{mode} identity: {reason}")]
+    Local { mode: &'static str, reason: String },
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}

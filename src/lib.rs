@@ -1,0 +1,17 @@
+//! azure-secrets-sidecar: Azure Key Vault secrets and App Configuration settings, fetched with
+//! the pod's identity and handed to the app as atomically published files or loopback HTTP.
+//!
+//! The data path runs one way: `config` -> `identity` -> `source` -> `snapshot` -> `output`,
+//! with `runtime` (schedule, signals, shutdown) around it and `app` wiring it for each command.
+
+pub mod azure;
+pub mod config;
+pub mod emulator;
+pub mod identity;
+pub mod metrics;
+pub mod output;
+pub mod relpath;
+pub mod runtime;
+pub mod secret;
+pub mod snapshot;
+pub mod source;

@@ -1,0 +1,3 @@
+//! Outputs: hand a `Snapshot` over to the app. They know files or HTTP, nothing about Azure.
+
+pub mod files;

@@ -1,0 +1,1 @@
+//! The set of objects published together, and what changed against the last one.

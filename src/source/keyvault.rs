@@ -1,0 +1,2 @@
+//! Key Vault secrets: named secrets (latest or pinned), or `all: true` with include/exclude
+//! globs over the paged list, fetched with bounded concurrency.
