@@ -53,10 +53,20 @@ impl Applied {
 /// A change of one path, by version: never a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Added { path: RelPath, version: String },
+    Added {
+        path: RelPath,
+        version: String,
+    },
     /// A different version, or the same version with different bytes.
-    Updated { path: RelPath, old_version: String, new_version: String },
-    Removed { path: RelPath, version: String },
+    Updated {
+        path: RelPath,
+        old_version: String,
+        new_version: String,
+    },
+    Removed {
+        path: RelPath,
+        version: String,
+    },
 }
 
 impl Change {
@@ -105,7 +115,11 @@ impl fmt::Display for Conflict {
         if self.path == self.held {
             write!(f, "path {} is already provided by {}", self.path, self.holder)
         } else {
-            write!(f, "path {} clashes with {} provided by {} (a file cannot also be a directory)", self.path, self.held, self.holder)
+            write!(
+                f,
+                "path {} clashes with {} provided by {} (a file cannot also be a directory)",
+                self.path, self.held, self.holder
+            )
         }
     }
 }
@@ -177,7 +191,11 @@ impl Snapshot {
 
 /// The entries `source_id` asks for: its objects (the first of duplicate paths), and the
 /// previous entry of each failure it had published and did not return this time.
-fn candidates(source_id: &str, polled: &Polled, previous: &BTreeMap<RelPath, Entry>) -> (Vec<(RelPath, Entry)>, Vec<Kept>) {
+fn candidates(
+    source_id: &str,
+    polled: &Polled,
+    previous: &BTreeMap<RelPath, Entry>,
+) -> (Vec<(RelPath, Entry)>, Vec<Kept>) {
     let mut wanted: BTreeMap<RelPath, Entry> = BTreeMap::new();
     for o in &polled.objects {
         wanted.entry(o.path.clone()).or_insert_with(|| Entry {
@@ -282,7 +300,8 @@ mod tests {
 
     #[test]
     fn first_poll_adds_every_object() {
-        let a = Snapshot::new().apply("kv", &ok(vec![obj("db/password", "v1", "x"), obj("api-key", "k1", "y")], vec![]));
+        let a =
+            Snapshot::new().apply("kv", &ok(vec![obj("db/password", "v1", "x"), obj("api-key", "k1", "y")], vec![]));
         assert_eq!(a.snapshot.len(), 2);
         assert_eq!(
             a.changes,
@@ -375,7 +394,8 @@ mod tests {
 
     #[test]
     fn file_and_directory_clash_is_rejected_both_ways() {
-        let s = Snapshot::new().apply("kv1", &ok(vec![obj("db", "v1", "x"), obj("app/cfg", "v1", "y")], vec![])).snapshot;
+        let s =
+            Snapshot::new().apply("kv1", &ok(vec![obj("db", "v1", "x"), obj("app/cfg", "v1", "y")], vec![])).snapshot;
         let a = s.apply("kv2", &ok(vec![obj("db/password", "w1", "z"), obj("app", "w1", "z")], vec![]));
         assert_eq!(a.snapshot.len(), 2);
         assert_eq!(
@@ -392,7 +412,8 @@ mod tests {
     #[test]
     fn similar_names_are_not_a_clash() {
         let s = Snapshot::new().apply("kv1", &ok(vec![obj("db", "v1", "x")], vec![])).snapshot;
-        let a = s.apply("kv2", &ok(vec![obj("db-x/a", "w1", "z"), obj("db.x", "w1", "z"), obj("dbx", "w1", "z")], vec![]));
+        let a =
+            s.apply("kv2", &ok(vec![obj("db-x/a", "w1", "z"), obj("db.x", "w1", "z"), obj("dbx", "w1", "z")], vec![]));
         assert!(a.conflicts.is_empty(), "{:?}", a.conflicts);
         assert_eq!(a.snapshot.len(), 4);
     }

@@ -58,6 +58,7 @@ impl FileOutput {
     /// Create `dir` if missing and remove what an interrupted publish left behind: the
     /// temporary links and snapshot dirs that `..data` does not point to.
     pub fn prepare(&self) -> Result<(), PublishError> {
+        let _publishing = self.last_stamp.lock().unwrap_or_else(|e| e.into_inner());
         fs::create_dir_all(&self.dir).map_err(|e| PublishError::new("create directory", &self.dir, e))?;
         let current = read_data_link(&self.dir);
         let entries = fs::read_dir(&self.dir).map_err(|e| PublishError::new("list directory", &self.dir, e))?;
@@ -92,9 +93,12 @@ impl FileOutput {
         refuse_dirs_in_the_way(&self.dir, &tops)?;
         let old = read_data_link(&self.dir);
         let (name, root) = create_snapshot_dir(&self.dir, &mut last_stamp)?;
-        let written = write_tree(&root, snap, self.file_mode).and_then(|()| swap_data(&self.dir, &name));
-        if let Err(e) = written {
-            let _ = fs::remove_dir_all(&root);
+        if let Err(e) = write_tree(&root, snap, self.file_mode).and_then(|()| swap_data(&self.dir, &name)) {
+            // Only a dir that `..data` does not point to may go (the swap may have failed after
+            // the rename, at the fsync).
+            if read_data_link(&self.dir).as_deref() != Some(name.as_os_str()) {
+                let _ = fs::remove_dir_all(&root);
+            }
             return Err(e);
         }
         link_tops(&self.dir, &tops)?;
