@@ -10,9 +10,11 @@ mod duration;
 mod load;
 mod model;
 mod raw;
+mod render;
 mod validate;
 
 pub use duration::{format_duration, parse_duration};
 pub use load::{load, ConfigSource, Overrides, DEFAULT_CONFIG_PATH};
 pub use model::*;
+pub use render::render;
 pub use validate::ConfigError;
