@@ -1,11 +1,24 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AzureError, RetryPolicy};
+use super::{retry_after, AzureError, Backoff, RetryPolicy};
 use crate::metrics::Metrics;
+
+const USER_AGENT: &str = concat!("azure-secrets-sidecar/", env!("CARGO_PKG_VERSION"));
+/// Upper bound of the connect phase; the whole request is bounded by `request_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest delay a response may ask for that we honour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// IMDS answers 410 while it updates and "will be available in a maximum of 70 seconds".
+const IMDS_GONE_WINDOW: Duration = Duration::from_secs(70);
+/// IMDS guidance: after a 5xx wait at least one second.
+const IMDS_5XX_MIN_DELAY: Duration = Duration::from_secs(1);
 
 /// Which Azure service a request goes to: the `service` label of `sidecar_azure_requests_total`
 /// and the key to the retry rules that differ per service (IMDS retries 404/410).
@@ -30,6 +43,15 @@ impl Service {
             Service::AppConfig => "appconfig",
         }
     }
+
+    /// Whether a response with this status is worth another attempt. IMDS (and Arc, which
+    /// follows it) also retries 404 (updating) and 410 (restarting) and every 5xx.
+    pub fn retries_status(self, status: u16) -> bool {
+        match self {
+            Service::Imds | Service::Arc => matches!(status, 404 | 410 | 429 | 500..=599),
+            _ => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+        }
+    }
 }
 
 /// How the client is built: extra roots and the per-request timeout.
@@ -42,6 +64,7 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
 }
 
+/// The one HTTP client every outbound request goes through. Cheap to clone (shared pool).
 #[derive(Clone)]
 pub struct AzureClient {
     http: reqwest::Client,
@@ -50,8 +73,25 @@ pub struct AzureClient {
 }
 
 impl AzureClient {
+    /// A rustls client trusting the built-in public roots plus every certificate of
+    /// `ca_file` and `ssl_cert_file`. A file that cannot be read or holds no usable
+    /// certificate is an `AzureError::Setup` naming it.
     pub fn new(settings: &HttpSettings, policy: RetryPolicy, metrics: Arc<Metrics>) -> Result<Self, AzureError> {
-        todo!("azure helper {settings:?} {policy:?} {}", metrics.azure_requests_total())
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(true)
+            .user_agent(USER_AGENT)
+            .timeout(settings.request_timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(settings.request_timeout))
+            // Azure's APIs do not redirect; following one could carry a token elsewhere.
+            .redirect(reqwest::redirect::Policy::none());
+        for path in settings.ca_file.iter().chain(settings.ssl_cert_file.iter()) {
+            for cert in load_pem_roots(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| AzureError::Setup(describe(&e)))?;
+        Ok(AzureClient { http, policy, metrics })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -62,16 +102,166 @@ impl AzureClient {
         &self.metrics
     }
 
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// Send a request built by `build`, retrying transient failures per the policy and the
     /// service's rules, honouring retry-after headers, counting every attempt in the metrics.
     /// Returns the final response whatever its status; the caller interprets non-2xx.
+    /// `cancel` interrupts a request in flight or a wait between attempts.
     pub async fn send(
         &self,
         service: Service,
         cancel: &CancellationToken,
         build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync),
     ) -> Result<reqwest::Response, AzureError> {
-        let _ = (service, cancel, build, &self.policy);
-        todo!("azure helper")
+        let started = Instant::now();
+        let mut backoff = Backoff::new(self.policy.min_backoff, self.policy.max_backoff);
+        let mut retries = 0u32;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(AzureError::Cancelled);
+            }
+            let outcome = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(AzureError::Cancelled),
+                r = build(&self.http).send() => r,
+            };
+            let (asked, reason) = match outcome {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    self.metrics.azure_request(service.as_str(), Some(status));
+                    let retry = service.retries_status(status)
+                        && may_retry(service, Some(status), retries, started.elapsed(), &self.policy);
+                    if !retry {
+                        return Ok(resp);
+                    }
+                    let code = error_code_header(resp.headers());
+                    (retry_after(resp.headers(), SystemTime::now()), Attempt::Status { status, code })
+                }
+                Err(e) => {
+                    if e.is_builder() {
+                        return Err(AzureError::Transport { service: service.as_str(), reason: describe(&e) });
+                    }
+                    self.metrics.azure_request(service.as_str(), None);
+                    let transient = e.is_connect() || e.is_timeout() || e.is_request();
+                    if !transient || !may_retry(service, None, retries, started.elapsed(), &self.policy) {
+                        return Err(AzureError::Transport { service: service.as_str(), reason: describe(&e) });
+                    }
+                    (None, Attempt::Transport(describe(&e)))
+                }
+            };
+            let delay = retry_delay(service, &reason, backoff.next_delay(), asked);
+            retries += 1;
+            log_retry(service, retries, &reason, delay);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(AzureError::Cancelled),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 }
+
+/// What went wrong with an attempt that will be retried, for the log line.
+enum Attempt {
+    Status { status: u16, code: Option<String> },
+    Transport(String),
+}
+
+/// Whether another attempt is allowed after `retries` retries: up to `max_retries`, and for
+/// IMDS's 410 until at least 70 s have passed since the first attempt.
+fn may_retry(service: Service, status: Option<u16>, retries: u32, elapsed: Duration, policy: &RetryPolicy) -> bool {
+    retries < policy.max_retries || (service == Service::Imds && status == Some(410) && elapsed < IMDS_GONE_WINDOW)
+}
+
+/// Our own backoff, or longer when the response asks for it (capped at 10 minutes).
+fn retry_delay(service: Service, attempt: &Attempt, own: Duration, asked: Option<Duration>) -> Duration {
+    let mut delay = own.max(asked.unwrap_or_default().min(MAX_RETRY_AFTER));
+    if let (Service::Imds, Attempt::Status { status: 500..=599, .. }) = (service, attempt) {
+        delay = delay.max(IMDS_5XX_MIN_DELAY);
+    }
+    delay
+}
+
+fn log_retry(service: Service, retry: u32, attempt: &Attempt, delay: Duration) {
+    let delay_ms = delay.as_millis() as u64;
+    let service = service.as_str();
+    match attempt {
+        Attempt::Status { status, code } => {
+            let code = code.as_deref().unwrap_or("-");
+            if retry > 1 {
+                tracing::warn!(service, status, code, delay_ms, retry, "retrying azure request");
+            } else {
+                tracing::debug!(service, status, code, delay_ms, retry, "retrying azure request");
+            }
+        }
+        Attempt::Transport(reason) => {
+            if retry > 1 {
+                tracing::warn!(service, error = %reason, delay_ms, retry, "retrying azure request");
+            } else {
+                tracing::debug!(service, error = %reason, delay_ms, retry, "retrying azure request");
+            }
+        }
+    }
+}
+
+/// Key Vault and most Azure services name the error in a header: no need to read the body.
+fn error_code_header(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let v = headers.get("x-ms-error-code")?.to_str().ok()?;
+    Some(v.chars().take(100).collect())
+}
+
+/// A transport error in a few words: its kind and its innermost cause, without the URL.
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "failed to connect"
+    } else if e.is_builder() {
+        "invalid request"
+    } else if e.is_body() || e.is_decode() {
+        "failed to read the response"
+    } else {
+        "request failed"
+    };
+    let mut cause = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    match cause {
+        Some(c) if !c.is_empty() => format!("{kind}: {c}"),
+        _ => kind.to_string(),
+    }
+}
+
+/// Every certificate of a PEM bundle that rustls accepts as a trust anchor. Certificates it
+/// cannot use (system bundles sometimes carry a few) are skipped with a warning.
+fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, AzureError> {
+    let setup = |reason: String| AzureError::Setup(format!("failed to load CA certificates from {}: {reason}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| setup(e.to_string()))?;
+    let mut certs = Vec::new();
+    let mut skipped = 0usize;
+    for item in CertificateDer::pem_slice_iter(&pem) {
+        let der = item.map_err(|e| setup(format!("invalid PEM: {e}")))?;
+        if rustls::RootCertStore::empty().add(der.clone()).is_err() {
+            skipped += 1;
+            continue;
+        }
+        certs.push(reqwest::Certificate::from_der(&der).map_err(|e| setup(describe(&e)))?);
+    }
+    if skipped > 0 {
+        tracing::warn!(file = %path.display(), skipped, "skipped CA certificates that cannot be used as trust anchors");
+    }
+    if certs.is_empty() {
+        return Err(setup("no usable certificate in the file".to_string()));
+    }
+    tracing::debug!(file = %path.display(), count = certs.len(), "added CA certificates");
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests;

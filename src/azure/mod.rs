@@ -7,7 +7,9 @@
 mod client;
 mod error;
 mod retry;
+#[cfg(test)]
+pub(crate) mod testserver;
 
 pub use client::{AzureClient, HttpSettings, Service};
-pub use error::{AzureError, ErrorBody};
+pub use error::{read_json, AzureError, ErrorBody};
 pub use retry::{retry_after, Backoff, RetryPolicy};

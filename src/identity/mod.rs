@@ -6,13 +6,25 @@
 //! Azure environment variables select (`auto` in the spec's order); `build` makes it.
 //! This is the only module that knows how tokens are obtained.
 
+mod aad;
+mod access_token;
+mod app_service;
 mod cache;
+mod client_secret;
 mod env;
+mod imds;
 mod resolve;
+mod response;
+mod workload;
 
+pub use access_token::AccessTokenCredential;
+pub use app_service::AppServiceCredential;
 pub use cache::TokenCache;
+pub use client_secret::ClientSecretCredential;
 pub use env::AzureEnv;
-pub use resolve::{build, resolve, ResolvedIdentity};
+pub use imds::ImdsCredential;
+pub use resolve::{build, resolve, ResolvedIdentity, SecretSource, UserAssigned};
+pub use workload::WorkloadCredential;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,7 +56,8 @@ pub trait Credential: Send + Sync {
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>>;
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable so that callers waiting on the same token request share its failure.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IdentityError {
     /// The provider refused (AADSTS codes, IMDS `invalid_request`, ...): retrying will not help
     /// until something changes in Azure or the pod.
@@ -58,4 +71,20 @@ pub enum IdentityError {
     Local { mode: &'static str, reason: String },
     #[error("cancelled by shutdown")]
     Cancelled,
+}
+
+/// Read a local secret input (federated token, client secret, access token) afresh, trimmed.
+/// Errors name the file, never its content.
+async fn read_secret_file(mode: &'static str, what: &str, path: &std::path::Path) -> Result<SecretString, IdentityError> {
+    let local = |reason: String| IdentityError::Local { mode, reason };
+    let text = zeroize::Zeroizing::new(
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| local(format!("failed to read the {what} file {}: {e}", path.display())))?,
+    );
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(local(format!("the {what} file {} is empty", path.display())));
+    }
+    Ok(SecretString::new(trimmed.to_string()))
 }

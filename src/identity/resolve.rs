@@ -1,24 +1,310 @@
+//! Which identity mechanism the config and the standard Azure environment variables select,
+//! decided without network or file reads, and the credential that implements it.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{AzureEnv, Credential};
+use url::{Host, Url};
+
+use super::{
+    AccessTokenCredential, AppServiceCredential, AzureEnv, ClientSecretCredential, Credential, ImdsCredential,
+    WorkloadCredential,
+};
 use crate::azure::AzureClient;
-use crate::config::{Cloud, ConfigError, IdentityConfig};
+use crate::config::{Cloud, ConfigError, IdentityConfig, IdentityMode};
+use crate::secret::SecretString;
 
 /// Which mechanism, with its parameters, after `auto` and the env fallbacks are applied.
-/// `Debug` never shows a secret.
+/// `Debug` and `Display` never show a secret (they live in `SecretString`s).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedIdentity {
-    Placeholder,
+    /// Federated token file exchanged at Entra ID (AKS workload identity).
+    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf },
+    /// Service principal with a client secret.
+    ClientSecret { authority: Url, tenant_id: String, client_id: String, secret: SecretSource },
+    /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
+    Managed { endpoint: Url, identity: Option<UserAssigned> },
+    /// App Service / Functions / Container Apps managed identity.
+    AppService { endpoint: Url, header: SecretString, identity: Option<UserAssigned> },
+    /// A ready-made token (local development).
+    AccessToken { token: SecretSource },
 }
 
-/// Decide the identity from config and environment, with no network. Errors name the key.
+/// How a user-assigned managed identity is selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAssigned {
+    ClientId(String),
+    ObjectId(String),
+    /// The ARM resource id of the identity.
+    ResourceId(String),
+}
+
+impl UserAssigned {
+    pub fn value(&self) -> &str {
+        match self {
+            UserAssigned::ClientId(v) | UserAssigned::ObjectId(v) | UserAssigned::ResourceId(v) => v,
+        }
+    }
+}
+
+impl fmt::Display for UserAssigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserAssigned::ClientId(v) => write!(f, "user-assigned client_id {v}"),
+            UserAssigned::ObjectId(v) => write!(f, "user-assigned object_id {v}"),
+            UserAssigned::ResourceId(v) => write!(f, "user-assigned resource_id {v}"),
+        }
+    }
+}
+
+/// Where a secret input comes from: an environment variable captured at start (kept in
+/// memory), or a file re-read at each use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSource {
+    Env(SecretString),
+    File(PathBuf),
+}
+
+impl ResolvedIdentity {
+    /// The mode name, as in `identity.mode`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            ResolvedIdentity::Workload { .. } => IdentityMode::Workload.as_str(),
+            ResolvedIdentity::ClientSecret { .. } => IdentityMode::ClientSecret.as_str(),
+            ResolvedIdentity::Managed { .. } => IdentityMode::Managed.as_str(),
+            ResolvedIdentity::AppService { .. } => IdentityMode::AppService.as_str(),
+            ResolvedIdentity::AccessToken { .. } => IdentityMode::AccessToken.as_str(),
+        }
+    }
+}
+
+/// One line for `check` and the startup log: the mode and its non-secret parameters.
+impl fmt::Display for ResolvedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = self.mode();
+        let authority = |u: &Url| u.as_str().trim_end_matches('/').to_string();
+        let selected = |id: &Option<UserAssigned>| id.as_ref().map_or("system-assigned".to_string(), |i| i.to_string());
+        match self {
+            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file } => write!(
+                f,
+                "{mode} (client_id {client_id}, tenant {tenant_id}, token file {}, authority {})",
+                token_file.display(),
+                authority(a)
+            ),
+            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret } => {
+                let from = match secret {
+                    SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
+                    SecretSource::File(p) => format!("file {}", p.display()),
+                };
+                write!(f, "{mode} (client_id {client_id}, tenant {tenant_id}, secret from {from}, authority {})", authority(a))
+            }
+            ResolvedIdentity::Managed { endpoint, identity } => {
+                write!(f, "{mode} (IMDS {}, {})", endpoint.as_str().trim_end_matches('/'), selected(identity))
+            }
+            ResolvedIdentity::AppService { endpoint, identity, .. } => {
+                write!(f, "{mode} (endpoint {endpoint}, {})", selected(identity))
+            }
+            ResolvedIdentity::AccessToken { token } => match token {
+                SecretSource::Env(_) => write!(f, "{mode} (from ACCESS_TOKEN)"),
+                SecretSource::File(p) => write!(f, "{mode} (from file {})", p.display()),
+            },
+        }
+    }
+}
+
+/// Decide the identity from config and environment, with no network. Config values win over
+/// the environment. Errors name the key and how to fix it.
 pub fn resolve(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
-    let _ = (cfg, cloud, env);
-    todo!("identity helper")
+    match cfg.mode {
+        IdentityMode::Auto => resolve(&IdentityConfig { mode: auto_mode(cfg, env), ..cfg.clone() }, cloud, env),
+        IdentityMode::Workload => workload(cfg, cloud, env),
+        IdentityMode::ClientSecret => client_secret(cfg, cloud, env),
+        IdentityMode::Managed => managed(cfg, env),
+        IdentityMode::AppService => app_service(cfg, env),
+        IdentityMode::AccessToken => access_token(cfg, env),
+        IdentityMode::Arc => Err(err("identity.mode", "arc identity is not supported by this version")),
+    }
+}
+
+/// The spec's `auto` order: client secret, workload identity, App Service, Arc, access
+/// token, IMDS.
+fn auto_mode(cfg: &IdentityConfig, env: &AzureEnv) -> IdentityMode {
+    let env_secret_complete = env.client_secret.is_some() && client_id(cfg, env).is_some() && tenant_id(cfg, env).is_some();
+    if cfg.client_secret_file.is_some() || env_secret_complete {
+        IdentityMode::ClientSecret
+    } else if cfg.federated_token_file.is_some() || env.federated_token_file.is_some() {
+        IdentityMode::Workload
+    } else if env.identity_endpoint.is_some() && env.identity_header.is_some() {
+        IdentityMode::AppService
+    } else if env.identity_endpoint.is_some() && env.imds_endpoint.is_some() {
+        IdentityMode::Arc
+    } else if cfg.access_token_file.is_some() || env.access_token.is_some() {
+        IdentityMode::AccessToken
+    } else {
+        IdentityMode::Managed
+    }
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_string(), reason: reason.into() }
+}
+
+fn client_id(cfg: &IdentityConfig, env: &AzureEnv) -> Option<String> {
+    cfg.client_id.clone().or_else(|| env.client_id.clone())
+}
+
+fn tenant_id(cfg: &IdentityConfig, env: &AzureEnv) -> Option<String> {
+    cfg.tenant_id.clone().or_else(|| env.tenant_id.clone())
+}
+
+/// Client id and tenant of an app registration (workload identity, client secret).
+fn app_registration(mode: &str, cfg: &IdentityConfig, env: &AzureEnv) -> Result<(String, String), ConfigError> {
+    let client_id = client_id(cfg, env)
+        .ok_or_else(|| err("identity.client_id", format!("{mode} identity needs a client id: set identity.client_id or AZURE_CLIENT_ID")))?;
+    let tenant_id = tenant_id(cfg, env)
+        .ok_or_else(|| err("identity.tenant_id", format!("{mode} identity needs a tenant: set identity.tenant_id or AZURE_TENANT_ID")))?;
+    let tenant_ok = tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !tenant_ok {
+        return Err(err(
+            "identity.tenant_id",
+            format!("{tenant_id:?} is not a tenant id: use the directory's GUID or its domain name (letters, digits, '-', '.')"),
+        ));
+    }
+    Ok((client_id, tenant_id))
+}
+
+fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    let token_file = cfg.federated_token_file.clone().or_else(|| env.federated_token_file.as_ref().map(PathBuf::from)).ok_or_else(|| {
+        err(
+            "identity.federated_token_file",
+            "workload identity needs a federated token file: set identity.federated_token_file or AZURE_FEDERATED_TOKEN_FILE \
+             (the workload identity webhook injects it when the pod's service account is labelled azure.workload.identity/use)",
+        )
+    })?;
+    let (client_id, tenant_id) = app_registration("workload", cfg, env)?;
+    Ok(ResolvedIdentity::Workload { authority: authority(cfg, cloud, env)?, tenant_id, client_id, token_file })
+}
+
+fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    let secret = match (&cfg.client_secret_file, &env.client_secret) {
+        (Some(path), _) => SecretSource::File(path.clone()),
+        (None, Some(s)) => SecretSource::Env(SecretString::new(s.clone())),
+        (None, None) => {
+            return Err(err(
+                "identity.client_secret_file",
+                "client-secret identity needs a secret: set identity.client_secret_file or AZURE_CLIENT_SECRET",
+            ))
+        }
+    };
+    let (client_id, tenant_id) = app_registration("client-secret", cfg, env)?;
+    Ok(ResolvedIdentity::ClientSecret { authority: authority(cfg, cloud, env)?, tenant_id, client_id, secret })
+}
+
+fn managed(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    let endpoint = cfg.imds_endpoint.clone();
+    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
+        return Err(err("identity.imds_endpoint", format!("{endpoint} is not an http(s) URL: use e.g. http://169.254.169.254")));
+    }
+    Ok(ResolvedIdentity::Managed { endpoint, identity: user_assigned(cfg, env)? })
+}
+
+fn app_service(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    let (Some(endpoint), Some(header)) = (&env.identity_endpoint, &env.identity_header) else {
+        return Err(err(
+            "identity.mode",
+            "app-service identity needs IDENTITY_ENDPOINT and IDENTITY_HEADER, which App Service and Container Apps set \
+             when the app has a managed identity",
+        ));
+    };
+    let endpoint = Url::parse(endpoint)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| err("identity.mode", format!("IDENTITY_ENDPOINT={endpoint:?} is not an http(s) URL")))?;
+    Ok(ResolvedIdentity::AppService { endpoint, header: SecretString::new(header.clone()), identity: user_assigned(cfg, env)? })
+}
+
+fn access_token(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    let token = match (&cfg.access_token_file, &env.access_token) {
+        (Some(path), _) => SecretSource::File(path.clone()),
+        (None, Some(t)) => SecretSource::Env(SecretString::new(t.clone())),
+        (None, None) => {
+            return Err(err(
+                "identity.access_token_file",
+                "access-token identity needs a token: set identity.access_token_file or ACCESS_TOKEN",
+            ))
+        }
+    };
+    Ok(ResolvedIdentity::AccessToken { token })
+}
+
+/// At most one of `client_id`, `object_id`, `resource_id`; with none configured,
+/// `AZURE_CLIENT_ID` if set; else the system-assigned identity.
+fn user_assigned(cfg: &IdentityConfig, env: &AzureEnv) -> Result<Option<UserAssigned>, ConfigError> {
+    let configured: Vec<UserAssigned> = [
+        cfg.client_id.clone().map(UserAssigned::ClientId),
+        cfg.object_id.clone().map(UserAssigned::ObjectId),
+        cfg.resource_id.clone().map(UserAssigned::ResourceId),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match configured.len() {
+        0 => Ok(env.client_id.clone().map(UserAssigned::ClientId)),
+        1 => Ok(configured.into_iter().next()),
+        _ => Err(err(
+            "identity.client_id",
+            "a user-assigned identity is selected by one of identity.client_id, identity.object_id, identity.resource_id: \
+             set only one",
+        )),
+    }
+}
+
+/// `identity.authority_host`, else `AZURE_AUTHORITY_HOST`, else the cloud's; https unless the
+/// host is loopback (a local emulator).
+fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, ConfigError> {
+    const KEY: &str = "identity.authority_host";
+    let (url, origin) = match (&cfg.authority_host, &env.authority_host) {
+        (Some(u), _) => (u.clone(), "identity.authority_host"),
+        (None, Some(s)) => {
+            let u = Url::parse(s).map_err(|e| err(KEY, format!("AZURE_AUTHORITY_HOST={s:?} is not a URL ({e})")))?;
+            (u, "AZURE_AUTHORITY_HOST")
+        }
+        (None, None) => return Url::parse(cloud.authority_host()).map_err(|e| err(KEY, e.to_string())),
+    };
+    let loopback = match url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    };
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    if !scheme_ok || url.host().is_none() || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(err(
+            KEY,
+            format!("{origin} {url} is not usable: use an https URL such as {} (http only for a loopback host)", cloud.authority_host()),
+        ));
+    }
+    Ok(url)
 }
 
 /// Make the credential for a resolved identity.
 pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Credential> {
-    let _ = (resolved, client);
-    todo!("identity helper")
+    match resolved.clone() {
+        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file } => {
+            Arc::new(WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file))
+        }
+        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret } => {
+            Arc::new(ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret))
+        }
+        ResolvedIdentity::Managed { endpoint, identity } => Arc::new(ImdsCredential::new(client, &endpoint, identity)),
+        ResolvedIdentity::AppService { endpoint, header, identity } => {
+            Arc::new(AppServiceCredential::new(client, endpoint, header, identity))
+        }
+        ResolvedIdentity::AccessToken { token } => Arc::new(AccessTokenCredential::new(token)),
+    }
 }
+
+#[cfg(test)]
+mod tests;

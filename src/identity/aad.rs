@@ -1,0 +1,82 @@
+//! The Entra ID v2 token endpoint (`POST {authority}/{tenant}/oauth2/v2.0/token`), shared by
+//! the workload identity (client assertion) and client secret credentials.
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::response::fetch_token;
+use super::{AccessToken, IdentityError};
+use crate::azure::{AzureClient, Service};
+use crate::secret::SecretString;
+
+/// How the app proves who it is in a client-credentials grant.
+pub(super) enum ClientAuth<'a> {
+    /// A federated token (workload identity): `client_assertion` + its type.
+    Assertion(&'a SecretString),
+    Secret(&'a SecretString),
+}
+
+/// `{authority}/{tenant}/oauth2/v2.0/token`, with or without a trailing slash on the authority.
+pub(super) fn token_url(authority: &Url, tenant_id: &str) -> Url {
+    let base = authority.as_str().trim_end_matches('/');
+    let url = format!("{base}/{tenant_id}/oauth2/v2.0/token");
+    // `resolve` validated the authority and the tenant, so this cannot fail; fall back to the
+    // authority rather than panic if it ever did.
+    Url::parse(&url).unwrap_or_else(|_| authority.clone())
+}
+
+/// One client-credentials grant for `scope`.
+pub(super) async fn request_token(
+    client: &AzureClient,
+    mode: &'static str,
+    token_url: &Url,
+    client_id: &str,
+    auth: ClientAuth<'_>,
+    scope: &str,
+    cancel: &CancellationToken,
+) -> Result<AccessToken, IdentityError> {
+    let scope = v2_scope(scope);
+    let mut form: Vec<(&str, &str)> = vec![
+        ("client_id", client_id),
+        ("grant_type", "client_credentials"),
+        ("scope", &scope),
+    ];
+    match auth {
+        ClientAuth::Assertion(a) => {
+            form.push(("client_assertion", a.expose()));
+            form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
+        }
+        ClientAuth::Secret(s) => form.push(("client_secret", s.expose())),
+    }
+    let build = |http: &reqwest::Client| http.post(token_url.clone()).form(&form);
+    fetch_token(client, mode, Service::Aad, cancel, &build).await
+}
+
+/// The scope Entra expects: a bare resource (`https://vault.azure.net`) gets `/.default`.
+pub(super) fn v2_scope(scope: &str) -> String {
+    if scope.ends_with("/.default") {
+        scope.to_string()
+    } else {
+        format!("{}/.default", scope.trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_url_tolerates_a_trailing_slash_on_the_authority() {
+        for a in ["https://login.microsoftonline.com", "https://login.microsoftonline.com/"] {
+            let u = token_url(&Url::parse(a).unwrap(), "tenant-1");
+            assert_eq!(u.as_str(), "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token");
+        }
+    }
+
+    #[test]
+    fn v2_scope_adds_default_to_a_bare_resource() {
+        assert_eq!(v2_scope("https://vault.azure.net/.default"), "https://vault.azure.net/.default");
+        assert_eq!(v2_scope("https://vault.azure.net"), "https://vault.azure.net/.default");
+        assert_eq!(v2_scope("https://vault.azure.net/"), "https://vault.azure.net/.default");
+    }
+}

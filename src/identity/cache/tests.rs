@@ -1,0 +1,194 @@
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::advance;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::azure::AzureError;
+use crate::identity::BoxFuture;
+
+const SCOPE: &str = "https://vault.azure.net/.default";
+
+/// A credential that counts its calls and hands out `tok-<n>` tokens living `lifetime`.
+struct Fake {
+    calls: AtomicUsize,
+    lifetime: Duration,
+    fail: AtomicBool,
+    delay: Duration,
+}
+
+impl Fake {
+    fn new(lifetime: Duration) -> Arc<Fake> {
+        Arc::new(Fake { calls: AtomicUsize::new(0), lifetime, fail: AtomicBool::new(false), delay: Duration::ZERO })
+    }
+
+    fn slow(lifetime: Duration, delay: Duration) -> Arc<Fake> {
+        Arc::new(Fake { calls: AtomicUsize::new(0), lifetime, fail: AtomicBool::new(false), delay })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Credential for Fake {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn request_token<'a>(&'a self, _scope: &'a str, _cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                let source = AzureError::Transport { service: "aad", reason: "failed to connect".into() };
+                return Err(IdentityError::Unavailable { mode: "fake", source });
+            }
+            Ok(AccessToken { token: SecretString::new(format!("tok-{n}")), expires_on: SystemTime::now() + self.lifetime })
+        })
+    }
+}
+
+fn cache(fake: &Arc<Fake>) -> TokenCache {
+    TokenCache::new(fake.clone(), Arc::new(Metrics::default()))
+}
+
+async fn token(c: &TokenCache) -> Result<String, IdentityError> {
+    c.token_for(SCOPE, &CancellationToken::new()).await.map(|t| t.expose().to_string())
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_is_reused_until_70_percent_of_its_lifetime() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    advance(Duration::from_secs(41 * 60)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    assert_eq!(fake.calls(), 1);
+    advance(Duration::from_secs(2 * 60)).await; // 43 min > 42 min
+    assert_eq!(token(&c).await.unwrap(), "tok-2");
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn short_token_is_renewed_five_minutes_before_expiry() {
+    let fake = Fake::new(Duration::from_secs(600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    advance(Duration::from_secs(299)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    advance(Duration::from_secs(2)).await; // 5:01, 70% would be 7:00
+    assert_eq!(token(&c).await.unwrap(), "tok-2");
+}
+
+#[test]
+fn refresh_point_is_clamped_between_now_and_five_minutes_before_expiry() {
+    assert_eq!(refresh_after(Duration::from_secs(3600)), Duration::from_secs(2520));
+    assert_eq!(refresh_after(Duration::from_secs(86400)), Duration::from_secs(60480));
+    assert_eq!(refresh_after(Duration::from_secs(600)), Duration::from_secs(300));
+    assert_eq!(refresh_after(Duration::from_secs(120)), Duration::ZERO);
+    assert_eq!(refresh_after(Duration::ZERO), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_renewal_serves_the_cached_token_until_it_expires() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    fake.fail.store(true, Ordering::SeqCst);
+    advance(Duration::from_secs(50 * 60)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    assert_eq!(fake.calls(), 2, "the renewal was attempted");
+    advance(Duration::from_secs(11 * 60)).await; // past expiry
+    assert!(matches!(token(&c).await, Err(IdentityError::Unavailable { .. })));
+    fake.fail.store(false, Ordering::SeqCst);
+    assert_eq!(token(&c).await.unwrap(), "tok-4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_share_one_request() {
+    let fake = Fake::slow(Duration::from_secs(3600), Duration::from_secs(2));
+    let c = cache(&fake);
+    let (a, b, d, e) = tokio::join!(token(&c), token(&c), token(&c), token(&c));
+    for t in [a, b, d, e] {
+        assert_eq!(t.unwrap(), "tok-1");
+    }
+    assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_share_one_failure() {
+    let fake = Fake::slow(Duration::from_secs(3600), Duration::from_secs(2));
+    fake.fail.store(true, Ordering::SeqCst);
+    let c = cache(&fake);
+    let (a, b, d) = tokio::join!(token(&c), token(&c), token(&c));
+    for t in [a, b, d] {
+        assert!(matches!(t, Err(IdentityError::Unavailable { .. })));
+    }
+    assert_eq!(fake.calls(), 1);
+    // A later call tries again.
+    assert!(token(&c).await.is_err());
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_forces_a_new_request() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    c.invalidate(SCOPE);
+    assert_eq!(token(&c).await.unwrap(), "tok-2");
+    c.invalidate("https://never-asked.example/.default");
+    assert_eq!(token(&c).await.unwrap(), "tok-2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn scopes_are_cached_separately_and_the_earliest_expiry_is_published() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let metrics = Arc::new(Metrics::default());
+    let c = TokenCache::new(fake.clone(), metrics.clone());
+    let cancel = CancellationToken::new();
+    let before = SystemTime::now();
+    let kv = c.token_for(SCOPE, &cancel).await.unwrap();
+    let ac = c.token_for("https://appconfig.azure.com/.default", &cancel).await.unwrap();
+    assert_ne!(kv.expose(), ac.expose());
+    assert_eq!(fake.calls(), 2);
+    let text = metrics.render();
+    let line = text.lines().find(|l| l.starts_with("sidecar_token_expiry_timestamp_seconds ")).expect(&text);
+    let published: f64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let expected = (before + Duration::from_secs(3600)).duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((published - expected).abs() < 5.0, "{published} vs {expected}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_while_waiting_for_another_callers_request() {
+    let fake = Fake::slow(Duration::from_secs(3600), Duration::from_secs(60));
+    let c = cache(&fake);
+    let cancel = CancellationToken::new();
+    let waiter = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cancel_later = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cancel.cancel();
+        };
+        let (result, ()) = tokio::join!(c.token_for(SCOPE, &cancel), cancel_later);
+        (result, tokio::time::Instant::now())
+    };
+    let started = tokio::time::Instant::now();
+    let (first, (second, cancelled_at)) = tokio::join!(token(&c), waiter);
+    assert_eq!(first.unwrap(), "tok-1");
+    assert!(matches!(second, Err(IdentityError::Cancelled)));
+    assert_eq!(cancelled_at - started, Duration::from_secs(2), "the waiter returned when cancelled, not after the request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_never_appear_in_debug_output() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    let t = c.token_for(SCOPE, &CancellationToken::new()).await.unwrap();
+    assert!(!format!("{t:?}").contains("tok-1"));
+}

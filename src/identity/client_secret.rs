@@ -1,0 +1,49 @@
+//! Client secret (service principal): a client-credentials grant with `client_secret`, taken
+//! from `AZURE_CLIENT_SECRET` or re-read from `identity.client_secret_file` at every request
+//! (a mounted Kubernetes secret may be rotated).
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::aad::{self, ClientAuth};
+use super::{read_secret_file, AccessToken, BoxFuture, Credential, IdentityError, SecretSource};
+use crate::azure::AzureClient;
+
+const MODE: &str = "client-secret";
+
+pub struct ClientSecretCredential {
+    client: AzureClient,
+    token_url: Url,
+    client_id: String,
+    secret: SecretSource,
+}
+
+impl ClientSecretCredential {
+    pub fn new(client: AzureClient, authority: &Url, tenant_id: &str, client_id: &str, secret: SecretSource) -> Self {
+        ClientSecretCredential {
+            client,
+            token_url: aad::token_url(authority, tenant_id),
+            client_id: client_id.to_string(),
+            secret,
+        }
+    }
+
+    async fn exchange(&self, scope: &str, cancel: &CancellationToken) -> Result<AccessToken, IdentityError> {
+        let secret = match &self.secret {
+            SecretSource::Env(s) => s.clone(),
+            SecretSource::File(path) => read_secret_file(MODE, "client secret", path).await?,
+        };
+        let auth = ClientAuth::Secret(&secret);
+        aad::request_token(&self.client, MODE, &self.token_url, &self.client_id, auth, scope, cancel).await
+    }
+}
+
+impl Credential for ClientSecretCredential {
+    fn kind(&self) -> &'static str {
+        MODE
+    }
+
+    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, cancel))
+    }
+}

@@ -1,0 +1,70 @@
+//! Managed identity through the Azure Instance Metadata Service (VMs, VM scale sets, AKS nodes,
+//! and aad-pod-identity's NMI, which answers on the same address):
+//! `GET {imds}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=...` with
+//! `Metadata: true`. Retries follow IMDS guidance (`Service::Imds`).
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::response::fetch_token;
+use super::{AccessToken, BoxFuture, Credential, IdentityError, UserAssigned};
+use crate::azure::{AzureClient, Service};
+
+const MODE: &str = "managed";
+const API_VERSION: &str = "2018-02-01";
+
+pub struct ImdsCredential {
+    client: AzureClient,
+    token_url: Url,
+    identity: Option<UserAssigned>,
+}
+
+impl ImdsCredential {
+    /// `endpoint` is the IMDS base (`http://169.254.169.254`); `identity` selects a
+    /// user-assigned identity, `None` the system-assigned one.
+    pub fn new(client: AzureClient, endpoint: &Url, identity: Option<UserAssigned>) -> Self {
+        let base = endpoint.as_str().trim_end_matches('/');
+        let token_url = Url::parse(&format!("{base}/metadata/identity/oauth2/token")).unwrap_or_else(|_| endpoint.clone());
+        ImdsCredential { client, token_url, identity }
+    }
+
+    fn url_for(&self, scope: &str) -> Url {
+        let mut url = self.token_url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("api-version", API_VERSION).append_pair("resource", resource_of(scope));
+            if let Some(id) = &self.identity {
+                let name = match id {
+                    UserAssigned::ClientId(_) => "client_id",
+                    UserAssigned::ObjectId(_) => "object_id",
+                    UserAssigned::ResourceId(_) => "msi_res_id",
+                };
+                q.append_pair(name, id.value());
+            }
+        }
+        url
+    }
+}
+
+/// Managed identity endpoints take a resource, not a scope: `https://vault.azure.net/.default`
+/// -> `https://vault.azure.net`.
+pub(super) fn resource_of(scope: &str) -> &str {
+    scope.strip_suffix("/.default").unwrap_or(scope)
+}
+
+impl Credential for ImdsCredential {
+    fn kind(&self) -> &'static str {
+        MODE
+    }
+
+    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(async move {
+            let url = self.url_for(scope);
+            let build = |http: &reqwest::Client| http.get(url.clone()).header("Metadata", "true");
+            fetch_token(&self.client, MODE, Service::Imds, cancel, &build).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+use super::*;
+
+fn cfg() -> IdentityConfig {
+    IdentityConfig {
+        mode: IdentityMode::Auto,
+        client_id: None,
+        object_id: None,
+        resource_id: None,
+        tenant_id: None,
+        federated_token_file: None,
+        authority_host: None,
+        imds_endpoint: Url::parse("http://169.254.169.254").unwrap(),
+        client_secret_file: None,
+        access_token_file: None,
+    }
+}
+
+fn env(vars: &[(&str, &str)]) -> AzureEnv {
+    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    AzureEnv::from_vars(&vars)
+}
+
+fn workload_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AZURE_CLIENT_ID", "wi-client"),
+        ("AZURE_TENANT_ID", "wi-tenant"),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/azure-identity-token"),
+        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/"),
+    ]
+}
+
+fn mode_of(c: &IdentityConfig, e: &AzureEnv) -> &'static str {
+    resolve(c, Cloud::Public, e).unwrap().mode()
+}
+
+#[test]
+fn auto_uses_the_workload_identity_webhook_injection() {
+    let r = resolve(&cfg(), Cloud::Public, &env(&workload_env())).unwrap();
+    let ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file } = &r else { panic!("{r:?}") };
+    assert_eq!(authority.as_str(), "https://login.microsoftonline.com/");
+    assert_eq!(tenant_id, "wi-tenant");
+    assert_eq!(client_id, "wi-client");
+    assert_eq!(token_file, &PathBuf::from("/var/run/secrets/azure/tokens/azure-identity-token"));
+    assert_eq!(
+        r.to_string(),
+        "workload (client_id wi-client, tenant wi-tenant, token file /var/run/secrets/azure/tokens/azure-identity-token, \
+         authority https://login.microsoftonline.com)"
+    );
+}
+
+#[test]
+fn auto_follows_the_spec_order() {
+    let secret = [("AZURE_CLIENT_SECRET", "s3cret-canary"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")];
+    let app_service = [("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"), ("IDENTITY_HEADER", "hdr")];
+    let mut all = workload_env();
+    all.extend(secret);
+    all.extend(app_service);
+    all.push(("ACCESS_TOKEN", "tok"));
+    assert_eq!(mode_of(&cfg(), &env(&all)), "client-secret");
+    assert_eq!(mode_of(&cfg(), &env(&[&workload_env()[..], &app_service[..]].concat())), "workload");
+    assert_eq!(mode_of(&cfg(), &env(&[&app_service[..], &[("ACCESS_TOKEN", "tok")][..]].concat())), "app-service");
+    assert_eq!(mode_of(&cfg(), &env(&[("ACCESS_TOKEN", "tok")])), "access-token");
+    assert_eq!(mode_of(&cfg(), &env(&[])), "managed");
+    // A client secret without a tenant is not a service principal: fall through.
+    assert_eq!(mode_of(&cfg(), &env(&[("AZURE_CLIENT_SECRET", "s"), ("AZURE_CLIENT_ID", "c")])), "managed");
+    // Config file inputs count as well.
+    let c = IdentityConfig { access_token_file: Some("/tmp/tok".into()), ..cfg() };
+    assert_eq!(mode_of(&c, &env(&[])), "access-token");
+}
+
+#[test]
+fn auto_detects_arc_and_says_it_is_unsupported() {
+    let e = env(&[
+        ("IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token"),
+        ("IMDS_ENDPOINT", "http://localhost:40342"),
+    ]);
+    let err = resolve(&cfg(), Cloud::Public, &e).unwrap_err();
+    assert_eq!(err.key, "identity.mode");
+    assert_eq!(err.reason, "arc identity is not supported by this version");
+}
+
+#[test]
+fn config_values_win_over_the_environment() {
+    let c = IdentityConfig {
+        client_id: Some("cfg-client".into()),
+        tenant_id: Some("cfg-tenant".into()),
+        federated_token_file: Some("/cfg/token".into()),
+        authority_host: Some(Url::parse("https://login.microsoftonline.us").unwrap()),
+        ..cfg()
+    };
+    let r = resolve(&c, Cloud::Public, &env(&workload_env())).unwrap();
+    assert_eq!(
+        r,
+        ResolvedIdentity::Workload {
+            authority: Url::parse("https://login.microsoftonline.us").unwrap(),
+            tenant_id: "cfg-tenant".into(),
+            client_id: "cfg-client".into(),
+            token_file: "/cfg/token".into(),
+        }
+    );
+}
+
+#[test]
+fn workload_errors_name_the_missing_key_and_the_fix() {
+    let c = IdentityConfig { mode: IdentityMode::Workload, ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_TENANT_ID", "t")])).unwrap_err();
+    assert_eq!(err.key, "identity.client_id");
+    assert_eq!(err.reason, "workload identity needs a client id: set identity.client_id or AZURE_CLIENT_ID");
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_CLIENT_ID", "c")])).unwrap_err();
+    assert_eq!(err.key, "identity.tenant_id");
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")])).unwrap_err();
+    assert_eq!(err.key, "identity.federated_token_file");
+    assert!(err.reason.contains("AZURE_FEDERATED_TOKEN_FILE"), "{}", err.reason);
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "../evil")]))
+        .unwrap_err();
+    assert_eq!(err.key, "identity.tenant_id");
+}
+
+#[test]
+fn authority_host_defaults_to_the_cloud_and_must_be_https_unless_loopback() {
+    let e: Vec<_> = workload_env().into_iter().filter(|(k, _)| *k != "AZURE_AUTHORITY_HOST").collect();
+    let authority_of = |r: ResolvedIdentity| match r {
+        ResolvedIdentity::Workload { authority, .. } => authority.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(authority_of(resolve(&cfg(), Cloud::China, &env(&e)).unwrap()), "https://login.chinacloudapi.cn/");
+    assert_eq!(authority_of(resolve(&cfg(), Cloud::UsGov, &env(&e)).unwrap()), "https://login.microsoftonline.us/");
+
+    let with_authority = |a: &'static str| [&e[..], &[("AZURE_AUTHORITY_HOST", a)][..]].concat();
+    assert_eq!(authority_of(resolve(&cfg(), Cloud::Public, &env(&with_authority("http://127.0.0.1:8443/"))).unwrap()), "http://127.0.0.1:8443/");
+    assert_eq!(authority_of(resolve(&cfg(), Cloud::Public, &env(&with_authority("http://localhost:1"))).unwrap()), "http://localhost:1/");
+    for bad in ["http://login.example.com", "not a url", "ftp://login.example.com"] {
+        let err = resolve(&cfg(), Cloud::Public, &env(&with_authority(bad))).unwrap_err();
+        assert_eq!(err.key, "identity.authority_host", "{bad}");
+        assert!(err.reason.contains("AZURE_AUTHORITY_HOST"), "{}", err.reason);
+    }
+    let c = IdentityConfig { authority_host: Some(Url::parse("http://login.example.com").unwrap()), ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&e)).unwrap_err();
+    assert_eq!(err.key, "identity.authority_host");
+    assert!(err.reason.contains("https"), "{}", err.reason);
+}
+
+#[test]
+fn managed_identity_selectors_come_from_config_then_azure_client_id() {
+    let r = resolve(&cfg(), Cloud::Public, &env(&[])).unwrap();
+    assert_eq!(r, ResolvedIdentity::Managed { endpoint: Url::parse("http://169.254.169.254").unwrap(), identity: None });
+    assert_eq!(r.to_string(), "managed (IMDS http://169.254.169.254, system-assigned)");
+
+    let r = resolve(&cfg(), Cloud::Public, &env(&[("AZURE_CLIENT_ID", "env-client")])).unwrap();
+    assert_eq!(r.to_string(), "managed (IMDS http://169.254.169.254, user-assigned client_id env-client)");
+
+    let c = IdentityConfig { object_id: Some("oid".into()), ..cfg() };
+    let r = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "env-client")])).unwrap();
+    assert_eq!(r, ResolvedIdentity::Managed { endpoint: c.imds_endpoint.clone(), identity: Some(UserAssigned::ObjectId("oid".into())) });
+
+    let c = IdentityConfig { resource_id: Some("/subscriptions/x".into()), client_id: Some("c".into()), ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&[])).unwrap_err();
+    assert_eq!(err.key, "identity.client_id");
+    assert!(err.reason.contains("only one"), "{}", err.reason);
+}
+
+#[test]
+fn app_service_needs_both_variables_and_hides_the_header() {
+    let c = IdentityConfig { mode: IdentityMode::AppService, ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "http://localhost:4141/MSI/token")])).unwrap_err();
+    assert_eq!(err.key, "identity.mode");
+    assert!(err.reason.contains("IDENTITY_HEADER"), "{}", err.reason);
+
+    let e = env(&[("IDENTITY_ENDPOINT", "http://localhost:4141/MSI/token"), ("IDENTITY_HEADER", "header-canary")]);
+    let r = resolve(&c, Cloud::Public, &e).unwrap();
+    assert_eq!(r.mode(), "app-service");
+    assert_eq!(r.to_string(), "app-service (endpoint http://localhost:4141/MSI/token, system-assigned)");
+    assert!(!format!("{r:?}").contains("canary"));
+}
+
+#[test]
+fn secrets_never_show_in_display_or_debug() {
+    let e = env(&[("AZURE_CLIENT_SECRET", "secret-canary"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]);
+    let r = resolve(&cfg(), Cloud::Public, &e).unwrap();
+    assert_eq!(r.to_string(), "client-secret (client_id c, tenant t, secret from AZURE_CLIENT_SECRET, authority https://login.microsoftonline.com)");
+    assert!(!format!("{r:?}").contains("canary"));
+
+    let r = resolve(&cfg(), Cloud::Public, &env(&[("ACCESS_TOKEN", "token-canary")])).unwrap();
+    assert_eq!(r.to_string(), "access-token (from ACCESS_TOKEN)");
+    assert!(!format!("{r:?}").contains("canary"));
+}
+
+#[test]
+fn explicit_modes_without_their_inputs_say_what_to_set() {
+    let c = IdentityConfig { mode: IdentityMode::ClientSecret, ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")])).unwrap_err();
+    assert_eq!(err.key, "identity.client_secret_file");
+    assert!(err.reason.contains("AZURE_CLIENT_SECRET"));
+
+    let c = IdentityConfig { mode: IdentityMode::AccessToken, ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&[])).unwrap_err();
+    assert_eq!(err.key, "identity.access_token_file");
+
+    let c = IdentityConfig { mode: IdentityMode::Arc, ..cfg() };
+    assert_eq!(resolve(&c, Cloud::Public, &env(&[])).unwrap_err().key, "identity.mode");
+
+    // A client secret file in the config selects client-secret in auto and needs its ids.
+    let c = IdentityConfig { client_secret_file: Some("/etc/sp/secret".into()), ..cfg() };
+    assert_eq!(resolve(&c, Cloud::Public, &env(&[])).unwrap_err().key, "identity.client_id");
+    let r = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")])).unwrap();
+    assert!(r.to_string().contains("secret from file /etc/sp/secret"), "{r}");
+}
+
+#[test]
+fn build_makes_the_credential_of_the_resolved_mode() {
+    let client = crate::azure::testserver::test_client(0);
+    let cases = [
+        (env(&workload_env()), "workload"),
+        (env(&[("ACCESS_TOKEN", "t")]), "access-token"),
+        (env(&[]), "managed"),
+        (env(&[("IDENTITY_ENDPOINT", "http://localhost:1/msi"), ("IDENTITY_HEADER", "h")]), "app-service"),
+        (env(&[("AZURE_CLIENT_SECRET", "s"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]), "client-secret"),
+    ];
+    for (e, mode) in cases {
+        let r = resolve(&cfg(), Cloud::Public, &e).unwrap();
+        assert_eq!(build(&r, client.clone()).kind(), mode);
+    }
+}

@@ -1,0 +1,51 @@
+//! Workload identity (AKS, federated credentials): exchange the projected service account
+//! token for an Entra token with a client-credentials grant. The token file is re-read at every
+//! exchange because the kubelet rotates it.
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::aad::{self, ClientAuth};
+use super::{read_secret_file, AccessToken, BoxFuture, Credential, IdentityError};
+use crate::azure::AzureClient;
+
+const MODE: &str = "workload";
+
+pub struct WorkloadCredential {
+    client: AzureClient,
+    token_url: Url,
+    client_id: String,
+    token_file: PathBuf,
+}
+
+impl WorkloadCredential {
+    pub fn new(client: AzureClient, authority: &Url, tenant_id: &str, client_id: &str, token_file: PathBuf) -> Self {
+        WorkloadCredential {
+            client,
+            token_url: aad::token_url(authority, tenant_id),
+            client_id: client_id.to_string(),
+            token_file,
+        }
+    }
+
+    async fn exchange(&self, scope: &str, cancel: &CancellationToken) -> Result<AccessToken, IdentityError> {
+        let assertion = read_secret_file(MODE, "federated token", &self.token_file).await?;
+        let auth = ClientAuth::Assertion(&assertion);
+        aad::request_token(&self.client, MODE, &self.token_url, &self.client_id, auth, scope, cancel).await
+    }
+}
+
+impl Credential for WorkloadCredential {
+    fn kind(&self) -> &'static str {
+        MODE
+    }
+
+    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, cancel))
+    }
+}
+
+#[cfg(test)]
+mod tests;
