@@ -50,6 +50,12 @@
 //!
 //! Every request to an emulated Azure endpoint is counted and logged, including 401
 //! challenges and faulted ones; the log never holds a token, assertion, secret or form value.
+//!
+//! # Rust API
+//!
+//! [`Emulator::start`] returns the running emulator; its addresses and state methods live on
+//! [`Handle`] (which `Emulator` derefs to, and [`Emulator::clone_handle`] hands to other tasks).
+//! [`Handle::wait_for_count`] lets a test wait for traffic with a deadline instead of sleeping.
 
 // Handlers return the error response itself as the `Err` of a `Result`; it is built once and
 // sent, so boxing it would buy nothing.
@@ -241,15 +247,17 @@ impl Emulator {
                 (temp.path().to_owned(), Some(temp))
             }
         };
-        tokio::fs::create_dir_all(&state_dir).await?;
+        tokio::fs::create_dir_all(&state_dir).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("failed to create the emulator state directory {}: {e}", state_dir.display()))
+        })?;
         let tls = tls::generate(config.advertise_host.as_deref())?;
         let files = write_files(&state_dir, &tls.ca_pem).await?;
 
-        let authority = server::bind(config.bind).await?;
-        let plain = server::bind(config.bind).await?;
+        let authority = server::bind(config.bind, "authority").await?;
+        let plain = server::bind(config.bind, "IMDS and control").await?;
         let mut vault_listeners = Vec::with_capacity(vaults.len());
         for name in &vaults {
-            vault_listeners.push((name.clone(), server::bind(config.bind).await?));
+            vault_listeners.push((name.clone(), server::bind(config.bind, &format!("vault {name}")).await?));
         }
 
         let host = url_host(&config);
@@ -567,8 +575,15 @@ async fn write_files(state_dir: &Path, ca_pem: &str) -> io::Result<WrittenFiles>
         client_secret_file: state_dir.join("client-secret"),
     };
     let client_secret = SecretString::new(format!("emu~{}", state::random_hex(20)));
-    tokio::fs::write(&paths.ca_file, ca_pem).await?;
-    tokio::fs::write(&paths.federated_token_file, format!("emulator-assertion.{}", state::random_hex(24))).await?;
-    tokio::fs::write(&paths.client_secret_file, client_secret.expose()).await?;
+    let assertion = format!("emulator-assertion.{}", state::random_hex(24));
+    for (path, content) in [
+        (&paths.ca_file, ca_pem),
+        (&paths.federated_token_file, assertion.as_str()),
+        (&paths.client_secret_file, client_secret.expose()),
+    ] {
+        tokio::fs::write(path, content)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
+    }
     Ok(WrittenFiles { paths, client_secret })
 }

@@ -35,8 +35,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request<Bytes>) -> impl Future<Output = Resp> + Send;
 }
 
-pub(crate) async fn bind(ip: IpAddr) -> io::Result<TcpListener> {
-    TcpListener::bind((ip, 0)).await
+/// Bind `ip` on a free port; `what` names the listener in the error.
+pub(crate) async fn bind(ip: IpAddr, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind((ip, 0))
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("failed to bind the emulator's {what} listener on {ip}: {e}")))
 }
 
 /// Serve `listener` until `cancel` fires; the task ends once connections are drained.
