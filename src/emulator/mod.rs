@@ -1,3 +1,589 @@
 //! A local stand-in for Azure (IMDS, Entra ID token endpoint, Key Vault), over real TLS with a
 //! CA generated per run, with fault injection and request counts. Backs `demo`, the tests and
-//! the benchmarks.
+//! the benchmarks. Its wire shapes follow Azure's public REST specs and docs (not our client),
+//! and Microsoft's own Python SDK is run against it in `tests/contract/`.
+//!
+//! # Listeners
+//!
+//! Every listener binds `<bind>:0` (default `127.0.0.1`) and stops on shutdown.
+//!
+//! | listener | scheme | serves |
+//! |---|---|---|
+//! | authority | https | `POST /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration` (`aad.rs`) |
+//! | one per vault | https | `GET /secrets...` of that vault (`keyvault.rs`) |
+//! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`) and the control API `/_emulator/...` |
+//!
+//! The CA that signs the server certificate (for `127.0.0.1`, `::1`, `localhost` and the
+//! optional advertised host) is written to `<state_dir>/ca.pem`; the state directory also holds
+//! `federated-token` (an assertion the authority accepts, for `AZURE_FEDERATED_TOKEN_FILE`) and
+//! `client-secret` (the client secret it accepts).
+//!
+//! # Control API
+//!
+//! JSON over the local listener, for out-of-process callers; each route mirrors an
+//! [`Emulator`] method. Errors are `{"error": "..."}` with 400 or 404.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `GET /_emulator/info` | | the URLs, ids and files (the line `emulator` prints) |
+//! | `PUT /_emulator/vaults/{vault}/secrets/{name}` | `{"value", "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | `{"name","version","id"}`: a new latest version |
+//! | `PATCH /_emulator/vaults/{vault}/secrets/{name}` | `{"version"?, "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | 204; no version: the latest |
+//! | `DELETE /_emulator/vaults/{vault}/secrets/{name}` | | 204 |
+//! | `POST /_emulator/faults` | a [`Fault`], e.g. `{"endpoint":"keyvault_get","vault":"demo","status":429,"retry_after":{"seconds":1},"times":2}` | `{"id"}` |
+//! | `DELETE /_emulator/faults[/{id}]` | | 204: all faults (or one) removed |
+//! | `GET /_emulator/counts` | | `{"any","imds","aad","keyvault_get","keyvault_list","vaults":{"demo":{...}}}` |
+//! | `GET /_emulator/requests` | | the request log: a list of [`RequestRecord`] |
+//! | `DELETE /_emulator/requests` | | 204: counts and log reset |
+//! | `GET /_emulator/last-assertion` | | `{"assertion": "..." or null}` |
+//! | `PUT /_emulator/identities` | an [`Identities`] | 204 |
+//! | `PUT /_emulator/token-lifetime` | `{"seconds": 3600}` | 204 (tokens minted from now on) |
+//! | `DELETE /_emulator/tokens` | | 204: every token minted so far is revoked |
+//! | `POST /_emulator/canned` | `{"vault","path","fixture","entries"?}` or `{"vault","path","responses":[{"status","headers"?,"body"?}]}` | `{"responses": n}` |
+//! | `DELETE /_emulator/canned` | | 204 |
+//!
+//! Fault `endpoint` is one of `any`, `imds`, `aad`, `keyvault_get`, `keyvault_list`;
+//! `retry_after` is `{"seconds":n}`, `{"http_date":n}` (n seconds from now), `{"millis":n}`
+//! (`retry-after-ms`) or `{"x_ms_millis":n}`; `delay_ms` delays the answer (a fault with a delay
+//! and no status answers normally after it; [`Fault::hang`] waits an hour); without `times` a
+//! fault stands until cleared. Canned responses bypass auth and routing for their path on that
+//! vault; a queue of several is served in order, the last one standing (see [`fixtures`]).
+//!
+//! Every request to an emulated Azure endpoint is counted and logged, including 401
+//! challenges and faulted ones; the log never holds a token, assertion, secret or form value.
+//!
+//! # Rust API
+//!
+//! [`Emulator::start`] returns the running emulator; its addresses and state methods live on
+//! [`Handle`] (which `Emulator` derefs to, and [`Emulator::clone_handle`] hands to other tasks).
+//! [`Handle::wait_for_count`] lets a test wait for traffic with a deadline instead of sleeping.
+
+// Handlers return the error response itself as the `Err` of a `Result`; it is built once and
+// sent, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+mod aad;
+mod control;
+mod exchange;
+mod faults;
+pub mod fixtures;
+mod imds;
+mod keyvault;
+mod plain;
+mod server;
+mod standalone;
+mod state;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::{Fault, FaultId, RetryAfter};
+pub use fixtures::{CannedResponse, FixtureError};
+pub use standalone::run_standalone;
+pub use state::{AuthKind, Endpoint, Identities, ImdsIdentity, RequestRecord, SecretAttributes, StateError};
+
+use crate::secret::{SecretString, SecretValue};
+use state::State;
+
+/// The default tenant and client ids: fixed, so logs and configs from different runs compare.
+pub const DEFAULT_TENANT_ID: &str = "e0e0e0e0-1111-4222-8333-444455556666";
+pub const DEFAULT_CLIENT_ID: &str = "c11e4700-aaaa-4bbb-8ccc-dddd0000e001";
+/// Key Vault's token audience in the public cloud.
+pub const KEYVAULT_RESOURCE: &str = "https://vault.azure.net";
+
+/// How to start an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where the listeners bind (port 0 each).
+    pub bind: IpAddr,
+    /// Host name used in URLs and added to the certificate (e.g. a container's service name);
+    /// default: the bind address (`127.0.0.1` when it is unspecified).
+    pub advertise_host: Option<String>,
+    /// Where `ca.pem` and the credential files go; `None`: a temporary directory removed on drop.
+    pub state_dir: Option<PathBuf>,
+    /// The vaults, each on its own listener.
+    pub vaults: Vec<String>,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// Lifetime of the tokens minted (Entra `expires_in`, IMDS `expires_in`/`expires_on`).
+    pub token_lifetime: Duration,
+    /// The audience Key Vault accepts and names in its challenge.
+    pub keyvault_resource: String,
+    /// The managed identities IMDS serves; `None`: a system-assigned one and a user-assigned
+    /// one whose client id is `client_id`.
+    pub imds_identities: Option<Vec<ImdsIdentity>>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_host: None,
+            state_dir: None,
+            vaults: vec!["demo".to_owned()],
+            tenant_id: DEFAULT_TENANT_ID.to_owned(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            token_lifetime: Duration::from_secs(3600),
+            keyvault_resource: KEYVAULT_RESOURCE.to_owned(),
+            imds_identities: None,
+        }
+    }
+}
+
+/// Why an emulator operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+}
+
+/// What to serve verbatim for a path (see [`fixtures`]).
+#[derive(Debug, Clone)]
+pub enum Canned {
+    /// A built-in fixture name (`keyvault/7.6/GetSecret-example.json`) or a file path, with
+    /// recording entries picked by index (default: its `GET` entries).
+    Fixture { name: String, entries: Option<Vec<usize>> },
+    /// Responses given directly.
+    Responses(Vec<CannedResponse>),
+}
+
+/// What every listener shares: the state, the URLs, the shutdown signal.
+pub(crate) struct Shared {
+    pub(crate) state: State,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) authority_url: String,
+    pub(crate) imds_url: String,
+    pub(crate) vault_urls: BTreeMap<String, String>,
+    pub(crate) keyvault_resource: String,
+    pub(crate) files: Files,
+}
+
+/// The files the emulator writes into its state directory.
+pub(crate) struct Files {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) federated_token_file: PathBuf,
+    pub(crate) client_secret_file: PathBuf,
+}
+
+impl Shared {
+    fn control_url(&self) -> String {
+        format!("{}{}", self.imds_url, control::PREFIX)
+    }
+
+    /// Everything a client needs to reach this emulator, as one JSON object.
+    pub(crate) fn info(&self) -> Value {
+        let ids = self.state.identities();
+        json!({
+            "authority_url": self.authority_url,
+            "imds_url": self.imds_url,
+            "control_url": self.control_url(),
+            "vaults": self.vault_urls,
+            "tenant_id": ids.tenant_id,
+            "client_id": ids.client_ids.first(),
+            "keyvault_resource": self.keyvault_resource,
+            "ca_file": self.files.ca_file,
+            "federated_token_file": self.files.federated_token_file,
+            "client_secret_file": self.files.client_secret_file,
+            "state_dir": self.files.state_dir,
+        })
+    }
+
+    pub(crate) async fn serve_canned(&self, vault: &str, path: &str, canned: Canned) -> Result<usize, EmulatorError> {
+        let vault_url = self.vault_urls.get(vault).ok_or_else(|| StateError::UnknownVault(vault.to_owned()))?;
+        let responses = match canned {
+            Canned::Responses(responses) => responses,
+            Canned::Fixture { name, entries } => fixtures::load(&name, entries.as_deref(), vault_url).await?,
+        };
+        let count = responses.len();
+        self.state.set_canned(vault, path, responses)?;
+        Ok(count)
+    }
+}
+
+/// A running emulator. Dropping it stops the listeners; [`Emulator::shutdown`] also waits.
+/// Its state and addresses are reached through [`Handle`], which it derefs to.
+pub struct Emulator {
+    handle: Handle,
+    tasks: Vec<JoinHandle<()>>,
+    /// Held so a temporary state directory lives as long as the emulator.
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Emulator {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// A cheap, cloneable reference to a running emulator's addresses and state, for tasks that
+/// change secrets while the emulator serves (the `demo` rotation). Once the [`Emulator`] is
+/// shut down, its listeners are gone; a handle then changes state nobody serves.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Emulator {
+    /// Generate the CA, write the state files, bind every listener and start serving.
+    pub async fn start(config: EmulatorConfig) -> io::Result<Emulator> {
+        let vaults = vault_names(&config.vaults)?;
+        let (state_dir, temp_dir) = match &config.state_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new().prefix("azure-emulator-").tempdir()?;
+                (temp.path().to_owned(), Some(temp))
+            }
+        };
+        tokio::fs::create_dir_all(&state_dir).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("failed to create the emulator state directory {}: {e}", state_dir.display()))
+        })?;
+        let tls = tls::generate(config.advertise_host.as_deref())?;
+        let files = write_files(&state_dir, &tls.ca_pem).await?;
+
+        let authority = server::bind(config.bind, "authority").await?;
+        let plain = server::bind(config.bind, "IMDS and control").await?;
+        let mut vault_listeners = Vec::with_capacity(vaults.len());
+        for name in &vaults {
+            vault_listeners.push((name.clone(), server::bind(config.bind, &format!("vault {name}")).await?));
+        }
+
+        let host = url_host(&config);
+        let authority_url = format!("https://{host}:{}", authority.local_addr()?.port());
+        let imds_url = format!("http://{host}:{}", plain.local_addr()?.port());
+        let mut vault_urls = BTreeMap::new();
+        for (name, listener) in &vault_listeners {
+            vault_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
+        }
+
+        let identities = Identities {
+            tenant_id: config.tenant_id.clone(),
+            client_ids: vec![config.client_id.clone()],
+            client_secret: Some(files.client_secret.expose().to_owned()),
+            accepted_assertions: None,
+            imds: config.imds_identities.clone().unwrap_or_else(|| default_imds_identities(&config.client_id)),
+        };
+        let shared = Arc::new(Shared {
+            state: State::new(&vaults, identities, config.token_lifetime),
+            cancel: CancellationToken::new(),
+            authority_url,
+            imds_url,
+            vault_urls,
+            keyvault_resource: config.keyvault_resource.trim_end_matches('/').to_owned(),
+            files: files.paths,
+        });
+
+        let cancel = shared.cancel.clone();
+        let mut tasks = vec![
+            server::serve(authority, Some(tls.acceptor.clone()), Arc::new(aad::AadHandler { shared: shared.clone() }), cancel.clone()),
+            server::serve(plain, None, Arc::new(plain::PlainHandler { shared: shared.clone() }), cancel.clone()),
+        ];
+        for (vault, listener) in vault_listeners {
+            let handler = Arc::new(keyvault::VaultHandler { shared: shared.clone(), vault });
+            tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
+        }
+        tracing::info!(authority = shared.authority_url, imds = shared.imds_url, vaults = ?shared.vault_urls, "emulator listening");
+        Ok(Emulator { handle: Handle { shared }, tasks, _temp_dir: temp_dir })
+    }
+
+    /// Stop every listener and wait until they have drained.
+    pub async fn shutdown(mut self) {
+        self.handle.shared.cancel.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+
+    /// A handle that can be moved into another task.
+    pub fn clone_handle(&self) -> Handle {
+        self.handle.clone()
+    }
+}
+
+impl Handle {
+    // ---- where things are -------------------------------------------------------------------
+
+    /// The PEM file of this run's CA.
+    pub fn ca_file(&self) -> &Path {
+        &self.shared.files.ca_file
+    }
+
+    /// The Entra authority host, for `AZURE_AUTHORITY_HOST` (`https://127.0.0.1:<port>`).
+    pub fn authority_url(&self) -> &str {
+        &self.shared.authority_url
+    }
+
+    /// The IMDS base URL, for `identity.imds_endpoint` / `AZURE_POD_IDENTITY_AUTHORITY_HOST`
+    /// (`http://127.0.0.1:<port>`; the token path is `/metadata/identity/oauth2/token`).
+    pub fn imds_url(&self) -> &str {
+        &self.shared.imds_url
+    }
+
+    /// A vault's base URL (`https://127.0.0.1:<port>`), if the vault exists.
+    pub fn vault_url(&self, vault: &str) -> Option<&str> {
+        self.shared.vault_urls.get(vault).map(String::as_str)
+    }
+
+    pub fn vault_urls(&self) -> &BTreeMap<String, String> {
+        &self.shared.vault_urls
+    }
+
+    /// The control API's base URL (`http://127.0.0.1:<port>/_emulator`).
+    pub fn control_url(&self) -> String {
+        self.shared.control_url()
+    }
+
+    pub fn tenant_id(&self) -> String {
+        self.shared.state.identities().tenant_id
+    }
+
+    /// The first accepted client id.
+    pub fn client_id(&self) -> String {
+        self.shared.state.identities().client_ids.first().cloned().unwrap_or_default()
+    }
+
+    /// The client secret accepted, if client secrets are.
+    pub fn client_secret(&self) -> Option<SecretString> {
+        self.shared.state.identities().client_secret.map(SecretString::new)
+    }
+
+    /// A file holding an assertion the authority accepts (for `AZURE_FEDERATED_TOKEN_FILE`).
+    pub fn federated_token_file(&self) -> &Path {
+        &self.shared.files.federated_token_file
+    }
+
+    /// A file holding the accepted client secret.
+    pub fn client_secret_file(&self) -> &Path {
+        &self.shared.files.client_secret_file
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.shared.files.state_dir
+    }
+
+    /// The URLs, ids and files as one JSON object (what `emulator` prints).
+    pub fn info(&self) -> Value {
+        self.shared.info()
+    }
+
+    // ---- secrets ----------------------------------------------------------------------------
+
+    /// Add a new (latest, enabled) version; returns its 32-hex version id.
+    pub fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<String, EmulatorError> {
+        self.set_secret_with(vault, name, value, &SecretAttributes::default())
+    }
+
+    /// Add a new version with attributes (enabled, nbf, exp, content type, tags).
+    pub fn set_secret_with(&self, vault: &str, name: &str, value: &str, attrs: &SecretAttributes) -> Result<String, EmulatorError> {
+        Ok(self.shared.state.set_secret(vault, name, SecretValue::from(value.to_owned()), attrs)?)
+    }
+
+    /// Change attributes of one version (`None`: the latest).
+    pub fn set_secret_attributes(
+        &self,
+        vault: &str,
+        name: &str,
+        version: Option<&str>,
+        attrs: &SecretAttributes,
+    ) -> Result<(), EmulatorError> {
+        Ok(self.shared.state.set_secret_attributes(vault, name, version, attrs)?)
+    }
+
+    /// Enable or disable the latest version; reading a disabled one answers 403 `SecretDisabled`.
+    pub fn set_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), EmulatorError> {
+        let attrs = SecretAttributes { enabled: Some(enabled), ..Default::default() };
+        self.set_secret_attributes(vault, name, None, &attrs)
+    }
+
+    pub fn delete_secret(&self, vault: &str, name: &str) -> Result<(), EmulatorError> {
+        Ok(self.shared.state.delete_secret(vault, name)?)
+    }
+
+    /// The version ids of a secret, oldest first (empty if it does not exist).
+    pub fn secret_versions(&self, vault: &str, name: &str) -> Vec<String> {
+        let secret = self.shared.state.secret(vault, name).unwrap_or_default();
+        secret.versions.into_iter().map(|v| v.version).collect()
+    }
+
+    // ---- identities and tokens --------------------------------------------------------------
+
+    pub fn identities(&self) -> Identities {
+        self.shared.state.identities()
+    }
+
+    pub fn set_identities(&self, identities: Identities) {
+        self.shared.state.set_identities(identities)
+    }
+
+    /// Lifetime of tokens minted from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.state.set_token_lifetime(lifetime)
+    }
+
+    /// Revoke every token minted so far.
+    pub fn revoke_tokens(&self) {
+        self.shared.state.revoke_tokens()
+    }
+
+    /// Every token minted and not yet pruned (tokens are pruned only past 10,000), for tests
+    /// asserting that no log line carries one.
+    pub fn issued_tokens(&self) -> Vec<SecretString> {
+        self.shared.state.issued_tokens()
+    }
+
+    /// The last `client_assertion` the authority received (accepted or not).
+    pub fn last_assertion(&self) -> Option<SecretString> {
+        self.shared.state.last_assertion()
+    }
+
+    // ---- faults, canned responses, observation ----------------------------------------------
+
+    pub fn add_fault(&self, fault: Fault) -> FaultId {
+        self.shared.state.add_fault(fault)
+    }
+
+    pub fn remove_fault(&self, id: FaultId) -> bool {
+        self.shared.state.remove_fault(id)
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.state.clear_faults()
+    }
+
+    /// Serve `canned` for `path` on `vault` instead of the emulated answer. Returns how many
+    /// responses were queued.
+    pub async fn serve_canned(&self, vault: &str, path: &str, canned: Canned) -> Result<usize, EmulatorError> {
+        self.shared.serve_canned(vault, path, canned).await
+    }
+
+    pub fn clear_canned(&self) {
+        self.shared.state.clear_canned()
+    }
+
+    /// Requests seen by an endpoint class (`Any`: all), in one vault if given.
+    pub fn count(&self, endpoint: Endpoint, vault: Option<&str>) -> u64 {
+        self.shared.state.count(endpoint, vault)
+    }
+
+    /// The most recent requests (at most a few thousand), oldest first.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.shared.state.request_log()
+    }
+
+    /// Reset counts and the request log.
+    pub fn reset_requests(&self) {
+        self.shared.state.reset_requests()
+    }
+
+    /// Wait until `count(endpoint, vault) >= at_least`, up to `timeout`; returns whether it got
+    /// there. For tests that wait on a condition instead of sleeping.
+    pub async fn wait_for_count(&self, endpoint: Endpoint, vault: Option<&str>, at_least: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.state.recorded();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count(endpoint, vault) >= at_least {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count(endpoint, vault) >= at_least;
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.handle.shared.cancel.cancel();
+    }
+}
+
+/// The vault names, each a valid Key Vault name, without duplicates.
+fn vault_names(names: &[String]) -> io::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let valid = !name.is_empty() && name.len() <= 24 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid vault name {name:?}: use 1-24 letters, digits and hyphens"),
+            ));
+        }
+        if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn url_host(config: &EmulatorConfig) -> String {
+    if let Some(host) = &config.advertise_host {
+        return host.clone();
+    }
+    match config.bind {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    }
+}
+
+fn default_imds_identities(client_id: &str) -> Vec<ImdsIdentity> {
+    vec![
+        ImdsIdentity {
+            client_id: "5a5a5a5a-0000-4000-8000-00000000e001".to_owned(),
+            object_id: "0b0b0b0b-0000-4000-8000-00000000e001".to_owned(),
+            msi_res_id: None,
+            system_assigned: true,
+        },
+        ImdsIdentity {
+            client_id: client_id.to_owned(),
+            object_id: "0b0b0b0b-0000-4000-8000-00000000e002".to_owned(),
+            msi_res_id: Some(
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/emulator/providers/\
+                 Microsoft.ManagedIdentity/userAssignedIdentities/emulator"
+                    .to_owned(),
+            ),
+            system_assigned: false,
+        },
+    ]
+}
+
+struct WrittenFiles {
+    paths: Files,
+    client_secret: SecretString,
+}
+
+/// Write the CA and the credential files a client of this run needs.
+async fn write_files(state_dir: &Path, ca_pem: &str) -> io::Result<WrittenFiles> {
+    let paths = Files {
+        state_dir: state_dir.to_owned(),
+        ca_file: state_dir.join("ca.pem"),
+        federated_token_file: state_dir.join("federated-token"),
+        client_secret_file: state_dir.join("client-secret"),
+    };
+    let client_secret = SecretString::new(format!("emu~{}", state::random_hex(20)));
+    let assertion = format!("emulator-assertion.{}", state::random_hex(24));
+    for (path, content) in [
+        (&paths.ca_file, ca_pem),
+        (&paths.federated_token_file, assertion.as_str()),
+        (&paths.client_secret_file, client_secret.expose()),
+    ] {
+        tokio::fs::write(path, content)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
+    }
+    Ok(WrittenFiles { paths, client_secret })
+}
