@@ -1,14 +1,16 @@
-// Temporary (wt/emulator): only the hidden `emulator` subcommand, so the contract tests can run
-// the binary; the integrator's `app` replaces this file.
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("emulator") {
-        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
-        let cancel = tokio_util::sync::CancellationToken::new();
-        if let Err(e) = runtime.block_on(azure_secrets_sidecar::emulator::run_standalone(&args[1..], cancel)) {
+//! azure-secrets-sidecar: parse nothing here; hand over to `app` and map its error to an exit code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    match azure_secrets_sidecar::app::main(std::env::args_os(), env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("azure-secrets-sidecar: {e}");
-            std::process::exit(2);
+            ExitCode::from(e.exit_code())
         }
     }
-    std::process::exit(0);
 }

@@ -109,7 +109,7 @@ impl KeyVaultSource {
         for _ in 0..MAX_PAGES {
             let resp = get_authorized(&*self.vault, &url, cancel).await?;
             if !resp.status().is_success() {
-                return Err(azure_error(error_from_response(resp).await));
+                return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
             }
             let page = parse_page(&read_body(resp, MAX_BODY).await.map_err(azure_error)?).map_err(azure_error)?;
             listed.extend(page.items);
@@ -290,7 +290,7 @@ async fn fetch(
     let resp = get_authorized(vault, &url, cancel).await?;
     let status = resp.status();
     if fails_the_poll(status) {
-        return Err(azure_error(error_from_response(resp).await));
+        return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
     }
     let fail = |reason: String| {
         Ok(Fetched::Failure(Failure {
@@ -301,7 +301,7 @@ async fn fetch(
         }))
     };
     if !status.is_success() {
-        return fail(failure_reason(&error_from_response(resp).await));
+        return fail(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await));
     }
     let body = match read_body(resp, MAX_BODY).await {
         Ok(body) => body,
@@ -479,18 +479,6 @@ struct RawAttributes {
     updated: Option<i64>,
 }
 
-/// `{"error":{"code":..,"innererror":{"code":..}}}`.
-#[derive(Deserialize)]
-struct RawError {
-    error: Option<RawErrorDetail>,
-}
-
-#[derive(Deserialize)]
-struct RawErrorDetail {
-    code: Option<String>,
-    innererror: Option<Box<RawErrorDetail>>,
-}
-
 /// A JSON string read straight into a `SecretValue`.
 struct SecretText(SecretValue);
 
@@ -605,18 +593,6 @@ fn parse_page(bytes: &[u8]) -> Result<Page, AzureError> {
     Ok(Page { items, next_link: raw.next_link.filter(|l| !l.is_empty()) })
 }
 
-/// The innermost error code of a Key Vault error body (`SecretDisabled` inside `Forbidden`).
-fn parse_error_code(bytes: &[u8]) -> Option<String> {
-    let raw: RawError = serde_json::from_slice(bytes).ok()?;
-    let mut detail = raw.error?;
-    let mut code = detail.code.take();
-    while let Some(inner) = detail.innererror.take() {
-        detail = *inner;
-        code = detail.code.take().or(code);
-    }
-    code
-}
-
 /// JSON into `T`. The error names only the kind and position: serde's own message may quote
 /// the input, and the input may hold a secret.
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, AzureError> {
@@ -633,8 +609,8 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 
 // ---- Response bodies ----
 
-// TODO(integrate): use azure::read_json (keep the buffer zeroized: a bundle holds a value).
-/// The body, at most `max` bytes, in memory that is zeroed when dropped.
+/// The body, at most `max` bytes, in memory that is zeroed when dropped (a bundle holds a
+/// value, so not `azure::read_json`, whose buffer is not zeroed).
 async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Zeroizing<Vec<u8>>, AzureError> {
     let too_large = || invalid(format!("response body over {max} bytes"));
     let expected = resp.content_length().unwrap_or(0);
@@ -653,15 +629,6 @@ async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Zeroizing<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-// TODO(integrate): use AzureError::from_response.
-/// A non-2xx response as an error: status, error code and request id, never the body.
-async fn error_from_response(resp: reqwest::Response) -> AzureError {
-    let status = resp.status().as_u16();
-    let request_id = resp.headers().get("x-ms-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let code = read_body(resp, 64 * 1024).await.ok().and_then(|body| parse_error_code(&body));
-    AzureError::Status { service: SERVICE, status, code, request_id }
 }
 
 #[cfg(test)]
@@ -750,12 +717,12 @@ mod tests {
     #[test]
     fn reads_the_innermost_error_code_of_recorded_errors() {
         let not_found = recorded_body("sdk-recordings/recording_can_get_a_secret_non_existing.json", 404);
-        assert_eq!(parse_error_code(&not_found).as_deref(), Some("SecretNotFound"));
+        assert_eq!(crate::azure::ErrorBody::parse(&not_found).code.as_deref(), Some("SecretNotFound"));
         let disabled = recorded_body("sdk-recordings/recording_cant_get_a_disabled_secret.json", 403);
-        assert_eq!(parse_error_code(&disabled).as_deref(), Some("SecretDisabled"));
+        assert_eq!(crate::azure::ErrorBody::parse(&disabled).code.as_deref(), Some("SecretDisabled"));
         let unauthorized = recorded_body("sdk-recordings/recording_cant_get_a_disabled_secret.json", 401);
-        assert_eq!(parse_error_code(&unauthorized).as_deref(), Some("Unauthorized"));
-        assert_eq!(parse_error_code(b"<html>"), None);
+        assert_eq!(crate::azure::ErrorBody::parse(&unauthorized).code.as_deref(), Some("Unauthorized"));
+        assert_eq!(crate::azure::ErrorBody::parse(b"<html>").code, None);
     }
 
     #[test]
