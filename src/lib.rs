@@ -4,10 +4,14 @@
 //! The data path runs one way: `config` -> `identity` -> `source` -> `snapshot` -> `output`,
 //! with `runtime` (schedule, signals, shutdown) around it and `app` wiring it for each command.
 
+pub mod app;
 pub mod azure;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod emulator;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod relpath;

@@ -1,0 +1,240 @@
+//! Wiring for each command: config -> identity -> sources -> outputs, handed to the runtime.
+//!
+//! Reads like a script (as linkerd2-proxy's `main` does): load and validate the config, set up
+//! logging, build the pipeline, log what was built, start the signal thread, run until told to
+//! stop, drain within the 5 s bound. Every failure comes back as an `AppError` whose exit code
+//! `main` returns; nothing below here exits the process.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::azure::{AzureClient, HttpSettings, RetryPolicy};
+use crate::cli::{self, Command};
+use crate::config::{self, Config, ConfigError, ConfigSource, Overrides, SourceConfig};
+use crate::identity::{self, AzureEnv, TokenCache};
+use crate::metrics::Metrics;
+use crate::output::files::FileOutput;
+use crate::relpath::RelPath;
+use crate::runtime::{signals, sync, Control};
+use crate::snapshot::Snapshot;
+use crate::source::keyvault::KeyVaultSource;
+use crate::source::Source;
+
+/// How long SIGTERM waits for an in-flight publish before exiting anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long `run --once` keeps retrying a required object before giving up.
+pub const ONCE_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}\n\n{usage}", usage = cli::USAGE)]
+    Usage(#[from] cli::UsageError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl AppError {
+    /// The spec's exit codes: 1 runtime failure, 2 bad usage or invalid configuration.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) | AppError::Config(_) => 2,
+            AppError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// The whole program, given its arguments and environment.
+pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>) -> Result<(), AppError> {
+    match cli::parse(args)? {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            Ok(())
+        }
+        Command::Version => {
+            println!("azure-secrets-sidecar {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Check { config } => check(config, &env),
+        Command::Run { config, once } => {
+            let source = ConfigSource::resolve(config, &env);
+            let cfg = config::load(source.path(), &env, &Overrides::default())?;
+            run(cfg, &env, once)
+        }
+        Command::Demo { dir } => crate::demo::run(dir, env),
+        Command::Probe { .. } => Err(AppError::Runtime(
+            "probe: the health listener is not part of this version yet".into(),
+        )),
+        Command::Emulator { args } => block_on(async move {
+            let cancel = CancellationToken::new();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            signals::forward(tx).map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                while let Some(c) = rx.recv().await {
+                    if matches!(c, Control::Shutdown(_)) {
+                        stop.cancel();
+                    }
+                }
+            });
+            crate::emulator::run_standalone(&args, cancel).await.map_err(AppError::Runtime)
+        }),
+    }
+}
+
+fn check(flag: Option<PathBuf>, env: &[(String, String)]) -> Result<(), AppError> {
+    let source = ConfigSource::resolve(flag, env);
+    let cfg = config::load(source.path(), env, &Overrides::default())?;
+    let ident = identity::resolve(&cfg.identity, cfg.cloud, &AzureEnv::from_vars(env))?;
+    println!("# config: {}", source.path().display());
+    println!("# identity: {ident}");
+    print!("{}", config::render(&cfg));
+    Ok(())
+}
+
+fn block_on<F: std::future::Future<Output = Result<(), AppError>>>(f: F) -> Result<(), AppError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Runtime(format!("failed to start the async runtime: {e}")))?;
+    let result = rt.block_on(f);
+    // A publish still running past the grace period is abandoned, not waited for.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// `run` and `run --once`.
+pub fn run(cfg: Config, env: &[(String, String)], once: bool) -> Result<(), AppError> {
+    crate::logging::init(&cfg.log);
+    let env = env.to_vec();
+    block_on(async move {
+        let cancel = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        signals::forward(tx).map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
+        serve(cfg, env, once, cancel, rx).await
+    })
+}
+
+/// Build and run the pipeline until a shutdown arrives on `control` (or `--once` finishes).
+/// `demo` calls this too, with its own control channel.
+pub async fn serve(
+    cfg: Config,
+    env: Vec<(String, String)>,
+    once: bool,
+    cancel: CancellationToken,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> Result<(), AppError> {
+    let metrics = Arc::new(Metrics::default());
+    let built = build(&cfg, &env, metrics.clone())?;
+    let status = sync::Status::new(metrics);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        identity = %built.identity,
+        sources = built.pipeline.sources.len(),
+        output = %cfg.output.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "none".into()),
+        interval = %config::format_duration(cfg.sync.interval),
+        "starting"
+    );
+
+    if once {
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            while let Some(c) = control.recv().await {
+                if let Control::Shutdown(sig) = c {
+                    info!(signal = sig, "stopping");
+                    stop.cancel();
+                }
+            }
+        });
+        return sync::once(built.pipeline, status, ONCE_DEADLINE, cancel)
+            .await
+            .map(|()| info!("--once: every required object is published"))
+            .map_err(|missing| AppError::Runtime(format!("--once: could not publish required objects: {}", missing.join(", "))));
+    }
+
+    let mut task = tokio::spawn(sync::run(built.pipeline, status.clone(), Arc::new(Snapshot::default()), cancel.child_token()));
+    loop {
+        let signal = tokio::select! {
+            msg = control.recv() => match msg {
+                Some(Control::Reload(reason)) => {
+                    warn!(?reason, "config reload is not supported by this version yet; keeping the running config");
+                    continue;
+                }
+                Some(Control::Shutdown(sig)) => sig,
+                None => "control channel closed",
+            },
+            res = &mut task => {
+                return res.map(|_| ()).map_err(|e| AppError::Runtime(format!("sync loop stopped unexpectedly: {e}")));
+            }
+        };
+        info!(signal, "stopping: no new polls; waiting for an in-flight publish");
+        cancel.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+            warn!("a publish did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (the previous snapshot stays intact)");
+        }
+        info!("stopped; published files are kept");
+        return Ok(());
+    }
+}
+
+struct Built {
+    pipeline: sync::Pipeline,
+    identity: identity::ResolvedIdentity,
+}
+
+/// config -> identity -> sources -> outputs. Errors here are configuration errors (exit 2),
+/// except an output directory that cannot be prepared (exit 1).
+fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Result<Built, AppError> {
+    let azure_env = AzureEnv::from_vars(env);
+    let resolved = identity::resolve(&cfg.identity, cfg.cloud, &azure_env)?;
+    let settings = HttpSettings {
+        ca_file: cfg.tls.ca_file.clone(),
+        ssl_cert_file: azure_env.ssl_cert_file.as_ref().map(PathBuf::from),
+        request_timeout: cfg.sync.request_timeout,
+    };
+    let policy = RetryPolicy { max_retries: 3, min_backoff: cfg.sync.min_backoff, max_backoff: cfg.sync.max_backoff };
+    let client = AzureClient::new(&settings, policy, metrics.clone())
+        .map_err(|e| ConfigError { key: "tls.ca_file".into(), reason: e.to_string() })?;
+    let tokens = Arc::new(TokenCache::new(identity::build(&resolved, client.clone()), metrics));
+
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let mut required: Vec<RelPath> = Vec::new();
+    for (i, source) in cfg.sources.iter().enumerate() {
+        match source {
+            SourceConfig::KeyVault(kv) => {
+                required.extend(kv.secrets.iter().filter(|s| s.required).map(|s| s.path.clone()));
+                sources.push(Box::new(KeyVaultSource::new(
+                    source.id(),
+                    kv.clone(),
+                    client.clone(),
+                    tokens.clone(),
+                    cfg.cloud.keyvault_scope().to_string(),
+                    cfg.sync.concurrency,
+                )));
+            }
+            SourceConfig::AppConfig(_) => {
+                return Err(ConfigError {
+                    key: format!("sources[{i}].type"),
+                    reason: "appconfig sources are not supported by this version yet".into(),
+                }
+                .into())
+            }
+        }
+    }
+    let files = match &cfg.output.dir {
+        Some(dir) => {
+            let out = FileOutput::new(dir.clone(), cfg.output.file_mode);
+            out.prepare().map_err(|e| AppError::Runtime(format!("failed to prepare output.dir: {e}")))?;
+            Some(Arc::new(out))
+        }
+        None => None,
+    };
+    Ok(Built { pipeline: sync::Pipeline { sources, files, required, sync: cfg.sync.clone() }, identity: resolved })
+}

@@ -1,0 +1,130 @@
+//! The command line of SPEC.md, parsed by hand (five commands and four flags do not need a
+//! parser crate in a binary that must stay small). Usage errors are exit code 2.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run { config: Option<PathBuf>, once: bool },
+    Check { config: Option<PathBuf> },
+    Demo { dir: Option<PathBuf> },
+    Probe { what: ProbeKind, addr: Option<String> },
+    Version,
+    Help,
+    /// Hidden: the local Azure emulator on its own, for containers, benchmarks and SDK tests.
+    Emulator { args: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Ready,
+    Live,
+}
+
+pub const USAGE: &str = "\
+usage:
+  azure-secrets-sidecar [run] [--config PATH] [--once]   run until SIGTERM (default)
+  azure-secrets-sidecar check [--config PATH]            validate and print the resolved config
+  azure-secrets-sidecar demo [--dir DIR]                 local emulator + sidecar, no Azure account
+  azure-secrets-sidecar probe (ready|live) [--addr A]    exec probe against the health listener
+  azure-secrets-sidecar version
+
+The config path is --config, else $SIDECAR_CONFIG, else /etc/azure-secrets-sidecar/config.yaml.";
+
+/// A usage error: the message says what was wrong; the caller prints it with `USAGE`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut args: Vec<String> = args
+        .into_iter()
+        .skip(1)
+        .map(|a| a.into_string().map_err(|a| UsageError(format!("argument {a:?} is not valid UTF-8"))))
+        .collect::<Result<_, _>>()?;
+    let cmd = match args.first().map(String::as_str) {
+        None => "run".to_string(),
+        Some(a) if a.starts_with('-') => "run".to_string(),
+        Some(_) => args.remove(0),
+    };
+    let mut it = args.into_iter();
+    let mut config = None;
+    let mut once = false;
+    let mut dir = None;
+    let mut addr = None;
+    let mut probe = None;
+    if cmd == "emulator" {
+        return Ok(Command::Emulator { args: it.collect() });
+    }
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            inline.clone().or_else(|| it.next()).ok_or_else(|| UsageError(format!("{name} needs a value")))
+        };
+        match (cmd.as_str(), flag.as_str()) {
+            (_, "-h" | "--help") => return Ok(Command::Help),
+            ("run" | "check", "--config" | "-c") => config = Some(PathBuf::from(value("--config")?)),
+            ("run", "--once") if inline.is_none() => once = true,
+            ("demo", "--dir") => dir = Some(PathBuf::from(value("--dir")?)),
+            ("probe", "--addr") => addr = Some(value("--addr")?),
+            ("probe", "ready") if probe.is_none() => probe = Some(ProbeKind::Ready),
+            ("probe", "live") if probe.is_none() => probe = Some(ProbeKind::Live),
+            _ => return Err(UsageError(format!("unexpected argument {arg:?} for command {cmd:?}"))),
+        }
+    }
+    Ok(match cmd.as_str() {
+        "run" => Command::Run { config, once },
+        "check" => Command::Check { config },
+        "demo" => Command::Demo { dir },
+        "probe" => Command::Probe {
+            what: probe.ok_or_else(|| UsageError("probe needs 'ready' or 'live'".into()))?,
+            addr,
+        },
+        "version" | "--version" => Command::Version,
+        "help" => Command::Help,
+        other => return Err(UsageError(format!("unknown command {other:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, UsageError> {
+        parse(std::iter::once("bin").chain(args.iter().copied()).map(OsString::from))
+    }
+
+    #[test]
+    fn run_is_the_default_command() {
+        assert_eq!(p(&[]).unwrap(), Command::Run { config: None, once: false });
+        assert_eq!(
+            p(&["--config", "/c.yaml", "--once"]).unwrap(),
+            Command::Run { config: Some("/c.yaml".into()), once: true }
+        );
+        assert_eq!(p(&["run", "--config=/c.yaml"]).unwrap(), Command::Run { config: Some("/c.yaml".into()), once: false });
+    }
+
+    #[test]
+    fn every_command_parses() {
+        assert_eq!(p(&["check", "-c", "x"]).unwrap(), Command::Check { config: Some("x".into()) });
+        assert_eq!(p(&["demo", "--dir", "d"]).unwrap(), Command::Demo { dir: Some("d".into()) });
+        assert_eq!(
+            p(&["probe", "ready", "--addr", "127.0.0.1:8201"]).unwrap(),
+            Command::Probe { what: ProbeKind::Ready, addr: Some("127.0.0.1:8201".into()) }
+        );
+        assert_eq!(p(&["version"]).unwrap(), Command::Version);
+        assert_eq!(p(&["emulator", "--vault", "x"]).unwrap(), Command::Emulator { args: vec!["--vault".into(), "x".into()] });
+    }
+
+    #[test]
+    fn bad_usage_is_named() {
+        assert!(p(&["frobnicate"]).unwrap_err().0.contains("frobnicate"));
+        assert!(p(&["check", "--once"]).unwrap_err().0.contains("--once"));
+        assert!(p(&["run", "--config"]).unwrap_err().0.contains("needs a value"));
+        assert!(p(&["probe"]).unwrap_err().0.contains("ready"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The real binary against the emulator: identity -> Key Vault -> atomically published files.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn named_sources(w: &World) -> String {
+    format!(
+        "sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n        path: db/password\n      - name: api-key\n",
+        w.vault("main")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_publish_writes_every_secret_in_the_atomicwriter_layout() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", &format!("{CANARY}-db"));
+    w.emu.set_secret("main", "api-key", &format!("{CANARY}-api"));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), named_sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+
+    wait_for("both files published", LIMIT, || read(&out, "api-key").filter(|_| read(&out, "db/password").is_some())).await;
+    assert_eq!(read(&out, "db/password").unwrap(), format!("{CANARY}-db"));
+    assert_eq!(read(&out, "api-key").unwrap(), format!("{CANARY}-api"));
+
+    // ..data -> ..<timestamp>, top-level links into ..data, files with file_mode 0440.
+    let data = std::fs::read_link(out.join("..data")).unwrap();
+    let data = data.to_str().unwrap();
+    assert!(data.starts_with("..") && data.len() == "..2026_11_23_07_00_00.123456789".len(), "{data}");
+    assert_eq!(std::fs::read_link(out.join("db")).unwrap().to_str().unwrap(), "..data/db");
+    assert_eq!(std::fs::read_link(out.join("api-key")).unwrap().to_str().unwrap(), "..data/api-key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join(data).join("db/password")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o440);
+    let snapshots: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().unwrap().starts_with("..2"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "one snapshot dir");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_secret_is_republished_within_one_interval_and_nothing_else_changes() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "v1");
+    w.emu.set_secret("main", "api-key", "k1");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), named_sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("first publish", LIMIT, || read(&out, "db/password").filter(|v| v == "v1")).await;
+    let first = std::fs::read_link(out.join("..data")).unwrap();
+
+    // Unchanged polls publish nothing: after two more polls, ..data is the same.
+    let gets = w.emu.count("keyvault_get", Some("main"));
+    wait_for("two more polls", LIMIT, || (w.emu.count("keyvault_get", Some("main")) >= gets + 4).then_some(())).await;
+    assert_eq!(std::fs::read_link(out.join("..data")).unwrap(), first, "republished without a change");
+
+    let changed_at = std::time::Instant::now();
+    w.emu.set_secret("main", "db-password", "v2");
+    wait_for("v2 published", LIMIT, || read(&out, "db/password").filter(|v| v == "v2")).await;
+    // Within one interval (1s) plus a poll's duration; generous bound for a loaded CI machine.
+    assert!(changed_at.elapsed() < Duration::from_secs(5), "took {:?}", changed_at.elapsed());
+    assert_eq!(read(&out, "api-key").unwrap(), "k1");
+    assert!(sc.logs().contains("updated"), "the change is logged:\n{}", sc.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_never_sees_a_torn_or_mixed_set_during_50_publishes() {
+    let w = World::start(&["main"]).await;
+    let names = ["s-a", "s-b", "s-c", "s-d"];
+    for n in names {
+        w.emu.set_secret("main", n, &format!("gen-0-{n}-{}", "x".repeat(4096)));
+    }
+    let secrets: String = names.iter().map(|n| format!("      - name: {n}\n")).collect();
+    let cfg = w.write_config(&format!(
+        "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n{secrets}",
+        w.base_config("1s"),
+        w.vault("main")
+    ));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("first publish", LIMIT, || read(&out, "s-d")).await;
+
+    // The reader: resolve ..data, read every file below it, check ..data did not move.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut consistent, mut generations) = (0u64, std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(target) = std::fs::read_link(out.join("..data")) else { continue };
+                let vals: Vec<_> = names.iter().map(|n| std::fs::read_to_string(out.join(&target).join(n))).collect();
+                if vals.iter().any(|v| v.is_err()) {
+                    continue; // the old snapshot was removed mid-read: retry, as the kubelet's readers do
+                }
+                let vals: Vec<String> = vals.into_iter().map(Result::unwrap).collect();
+                let gens: std::collections::BTreeSet<&str> = vals.iter().map(|v| v.split('-').nth(1).unwrap()).collect();
+                assert_eq!(gens.len(), 1, "mixed generations in one snapshot: {gens:?}");
+                for (v, n) in vals.iter().zip(names) {
+                    assert!(v.ends_with(&"x".repeat(4096)) && v.contains(n), "torn file {n}: {} bytes", v.len());
+                }
+                generations.insert(gens.into_iter().next().unwrap().to_string());
+                consistent += 1;
+            }
+            (consistent, generations.len())
+        })
+    };
+    for gen in 1..=50 {
+        for n in names {
+            w.emu.set_secret("main", n, &format!("gen-{gen}-{n}-{}", "x".repeat(4096)));
+        }
+        let want = format!("gen-{gen}-");
+        wait_for(&format!("generation {gen} published"), LIMIT, || {
+            read(&out, "s-a").filter(|v| v.starts_with(&want)).and(read(&out, "s-d")).filter(|v| v.starts_with(&want))
+        })
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (consistent, generations) = reader.join().expect("reader saw no torn or mixed set");
+    assert!(consistent > 50, "the reader completed {consistent} consistent reads");
+    assert!(generations > 10, "the reader saw {generations} generations");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_zero_within_five_seconds_and_keeps_the_files() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "v1");
+    w.emu.set_secret("main", "api-key", "k1");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), named_sources(&w)));
+    let mut sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("first publish", LIMIT, || read(&out, "api-key")).await;
+    for sig in ["TERM", "INT"] {
+        if sig == "INT" {
+            sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+            wait_for("running again", LIMIT, || sc.logs().contains("published").then_some(())).await;
+        }
+        sc.signal(sig);
+        let status = sc.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "SIG{sig} exit status; log:\n{}", sc.logs());
+        assert_eq!(read(&out, "db/password").as_deref(), Some("v1"), "files kept after SIG{sig}");
+        assert_eq!(read(&out, "api-key").as_deref(), Some("k1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_identity_through_imds_reads_the_vault() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "via-imds");
+    w.emu.set_secret("main", "api-key", "k");
+    let cfg = w.write_config(&format!(
+        "identity:\n  mode: managed\n  imds_endpoint: \"{}\"\ntls:\n  ca_file: \"{}\"\nsync:\n  interval: 30s\noutput:\n  dir: \"{}\"\n{}",
+        w.emu.imds_url(),
+        w.emu.ca_file().display(),
+        w.out().display(),
+        named_sources(&w)
+    ));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("published via IMDS", LIMIT, || read(&w.out(), "db/password").filter(|v| v == "via-imds")).await;
+    assert!(w.emu.count("imds", None) >= 1);
+    assert_eq!(w.emu.count("aad", None), 0, "no Entra request in managed mode");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_identity_rereads_the_federated_token_file_at_every_exchange() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "v");
+    w.emu.set_secret("main", "api-key", "k");
+    w.emu.set_token_lifetime(Duration::from_secs(2)); // renewal at ~70% of 2 s
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), named_sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("first publish", LIMIT, || read(&w.out(), "api-key")).await;
+    assert_eq!(w.emu.last_assertion().as_deref(), Some("projected-sa-token-1"));
+    std::fs::write(w.token_file(), "projected-sa-token-2").unwrap(); // the kubelet rotates it
+    wait_for("the rotated assertion is used", LIMIT, || (w.emu.last_assertion().as_deref() == Some("projected-sa-token-2")).then_some(())).await;
+    assert_clean(&sc.logs(), &["projected-sa-token"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_required_secret_keeps_its_last_value_and_is_reported() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "still-here");
+    w.emu.set_secret("main", "api-key", "k1");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), named_sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("first publish", LIMIT, || read(&out, "db/password")).await;
+    w.emu.set_enabled("main", "db-password", false);
+    w.emu.set_secret("main", "api-key", "k2"); // a change elsewhere forces a publish
+    wait_for("k2 published", LIMIT, || read(&out, "api-key").filter(|v| v == "k2")).await;
+    assert_eq!(read(&out, "db/password").as_deref(), Some("still-here"));
+    wait_for("the disabled secret is reported", LIMIT, || sc.logs().contains("SecretDisabled").then_some(())).await;
+    w.emu.delete_secret("main", "db-password");
+    let n = w.emu.count("keyvault_get", Some("main"));
+    wait_for("more polls", LIMIT, || (w.emu.count("keyvault_get", Some("main")) > n + 2).then_some(())).await;
+    assert_eq!(read(&out, "db/password").as_deref(), Some("still-here"), "deleted: the last value stays");
+    wait_for("the deleted secret is reported", LIMIT, || sc.logs().contains("SecretNotFound").then_some(())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_secrets_are_paged_and_filtered_by_globs() {
+    let w = World::start(&["main"]).await;
+    for i in 0..60 {
+        w.emu.set_secret("main", &format!("app-{i:02}"), &format!("value-{i}"));
+    }
+    w.emu.set_secret("main", "app-admin-root", "no");
+    w.emu.set_secret("main", "other", "no");
+    w.emu.set_secret("main", "app-off", "no");
+    w.emu.set_enabled("main", "app-off", false);
+    let cfg = w.write_config(&format!(
+        "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    all: true\n    include: [\"app-*\"]\n    exclude: [\"app-admin-*\"]\n",
+        w.base_config("30s"),
+        w.vault("main")
+    ));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("all published", LIMIT, || read(&out, "app-59")).await;
+    for i in 0..60 {
+        assert_eq!(read(&out, &format!("app-{i:02}")).unwrap(), format!("value-{i}"));
+    }
+    for absent in ["app-admin-root", "other", "app-off"] {
+        assert!(read(&out, absent).is_none(), "{absent} must not be published");
+    }
+    assert!(w.emu.count("keyvault_list", Some("main")) >= 3, "63 secrets take 3 pages of 25");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_503_storm_is_retried_and_recovered_from() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "v1");
+    w.emu.set_secret("main", "api-key", "k1");
+    w.emu.add_fault("keyvault_get", 503, Some("1"), 6);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), named_sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("published after the storm", LIMIT, || read(&w.out(), "db/password")).await;
+    assert!(sc.logs().contains("503"), "the failures are logged with their status");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_publishes_and_exits_0_or_exits_1_naming_what_is_missing() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "v1");
+    w.emu.set_secret("main", "api-key", "k1");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), named_sources(&w)));
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    assert_eq!(sc.wait_exit(LIMIT).code(), Some(0), "log:\n{}", sc.logs());
+    assert_eq!(read(&w.out(), "db/password").as_deref(), Some("v1"));
+
+    w.emu.delete_secret("main", "api-key");
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    // --once retries for up to a minute before giving up.
+    assert_eq!(sc.wait_exit(Duration::from_secs(90)).code(), Some(1));
+    let logs = sc.logs();
+    assert!(logs.contains("api-key"), "names the missing object:\n{logs}");
+}
