@@ -6,20 +6,24 @@
 //! `main` returns; nothing below here exits the process.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::azure::{AzureClient, HttpSettings, RetryPolicy};
-use crate::cli::{self, Command};
+use crate::cli::{self, Command, ProbeKind};
 use crate::config::{self, Config, ConfigError, ConfigSource, Overrides, SourceConfig};
 use crate::identity::{self, AzureEnv, TokenCache};
 use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
+use crate::output::serve as secrets_http;
+use crate::output::webhook::{Delivery, Webhook};
 use crate::relpath::RelPath;
 use crate::runtime::{signals, sync, Control};
 use crate::snapshot::Snapshot;
@@ -69,9 +73,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
             run(cfg, &env, once)
         }
         Command::Demo { dir } => crate::demo::run(dir, env),
-        Command::Probe { .. } => Err(AppError::Runtime(
-            "probe: the health listener is not part of this version yet".into(),
-        )),
+        Command::Probe { what, addr } => probe(what, addr, &env),
         Command::Emulator { args } => block_on(async move {
             let cancel = CancellationToken::new();
             let (tx, mut rx) = mpsc::unbounded_channel();
@@ -132,7 +134,7 @@ pub async fn serve(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::default());
-    let built = build(&cfg, &env, metrics.clone())?;
+    let mut built = build(&cfg, &env, metrics.clone())?;
     let status = sync::Status::new(metrics);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -159,6 +161,11 @@ pub async fn serve(
             .map_err(|missing| AppError::Runtime(format!("--once: could not publish required objects: {}", missing.join(", "))));
     }
 
+    start_listeners(&cfg, &status, &cancel).await?;
+    if let Some(url) = &cfg.on_change.webhook {
+        let webhook = Webhook::new(url.clone(), Delivery::default()).map_err(|e| AppError::Runtime(e.to_string()))?;
+        built.pipeline.notify = Some(webhook.spawn(cancel.clone()));
+    }
     let mut task = tokio::spawn(sync::run(built.pipeline, status.clone(), Arc::new(Snapshot::default()), cancel.child_token()));
     loop {
         let signal = tokio::select! {
@@ -182,6 +189,68 @@ pub async fn serve(
         info!("stopped; published files are kept");
         return Ok(());
     }
+}
+
+/// Where the listeners were bound (port 0 in the config becomes the port chosen at start).
+#[derive(Debug, Default)]
+pub struct Listening {
+    pub health: Option<SocketAddr>,
+    pub secrets: Option<SocketAddr>,
+}
+
+/// Bind the health and secrets listeners before the first poll (probes answer at once, and a
+/// port in use fails the start, exit 1), log the bound addresses, and serve until `cancel`.
+pub async fn start_listeners(
+    cfg: &Config,
+    status: &Arc<sync::Status>,
+    cancel: &CancellationToken,
+) -> Result<Listening, AppError> {
+    let mut listening = Listening::default();
+    if let Some(addr) = cfg.health.listen {
+        let (listener, bound) = bind("health.listen", addr).await?;
+        info!(addr = %bound, "health listener: /healthz /readyz /metrics");
+        let stale_after = crate::health::stale_after(&cfg.sync);
+        tokio::spawn(crate::health::serve(listener, status.clone(), stale_after, cancel.clone()));
+        listening.health = Some(bound);
+    }
+    if let Some(addr) = cfg.serve.listen {
+        let path = secrets_http::token_path(&cfg.serve, &cfg.output).ok_or_else(|| ConfigError {
+            key: "serve.token_file".into(),
+            reason: "required when output.dir is null".into(),
+        })?;
+        let at = path.clone();
+        let (token, origin) = tokio::task::spawn_blocking(move || secrets_http::load_or_create_token(&at))
+            .await
+            .map_err(|e| AppError::Runtime(format!("failed to prepare the serve token: {e}")))?
+            .map_err(|e| AppError::Runtime(e.to_string()))?;
+        let (listener, bound) = bind("serve.listen", addr).await?;
+        let token_file = path.display();
+        info!(addr = %bound, %token_file, token = ?origin, "secrets listener: GET /v1/secrets/{{path}} with X-Sidecar-Token");
+        tokio::spawn(secrets_http::serve(listener, status.clone(), token, cancel.clone()));
+        listening.secrets = Some(bound);
+    }
+    Ok(listening)
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {
+    let failed = |e: std::io::Error| AppError::Runtime(format!("failed to listen on {addr} ({key}): {e}"));
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// `probe ready|live`: exit 0 on a 200 from the health listener, 1 with a one-line reason.
+fn probe(what: ProbeKind, addr: Option<String>, env: &[(String, String)]) -> Result<(), AppError> {
+    let target = crate::probe::target(addr.as_deref(), env).map_err(|e| match e {
+        crate::probe::TargetError::BadAddr(msg) => AppError::Usage(cli::UsageError(msg)),
+        e => AppError::Runtime(format!("probe: {e}")),
+    })?;
+    let name = if what == ProbeKind::Ready { "ready" } else { "live" };
+    block_on(async move {
+        crate::probe::probe(target, what, crate::probe::TIMEOUT)
+            .await
+            .map_err(|e| AppError::Runtime(format!("probe {name}: {e}")))
+    })
 }
 
 struct Built {
@@ -236,5 +305,77 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
         }
         None => None,
     };
-    Ok(Built { pipeline: sync::Pipeline { sources, files, required, sync: cfg.sync.clone() }, identity: resolved })
+    Ok(Built {
+        pipeline: sync::Pipeline { sources, files, required, sync: cfg.sync.clone(), notify: None },
+        identity: resolved,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, listeners: &str) -> Config {
+        let path = dir.join("config.yaml");
+        let yaml = format!(
+            "sources:\n  - type: keyvault\n    vault: myvault\n    secrets:\n      - name: a\noutput:\n  dir: \"{}\"\n{listeners}",
+            dir.join("out").display()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        std::fs::create_dir_all(dir.join("out")).unwrap();
+        config::load(&path, &[], &Overrides::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn listeners_bind_port_0_report_their_addresses_and_stop_on_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "serve:\n  listen: 127.0.0.1:0\nhealth:\n  listen: 127.0.0.1:0\n");
+        let status = sync::Status::new(Arc::new(Metrics::default()));
+        let cancel = CancellationToken::new();
+        let listening = start_listeners(&cfg, &status, &cancel).await.unwrap();
+        let (health, secrets) = (listening.health.unwrap(), listening.secrets.unwrap());
+        assert_ne!(health.port(), 0);
+        assert_ne!(secrets.port(), 0);
+        let live = reqwest::get(format!("http://{health}/healthz")).await.unwrap();
+        assert_eq!(live.status(), 200);
+        let token = std::fs::read_to_string(dir.path().join("out/.sidecar-token")).unwrap();
+        let before_publish = reqwest::Client::new()
+            .get(format!("http://{secrets}/v1/secrets"))
+            .header(secrets_http::TOKEN_HEADER, token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(before_publish.status(), 503);
+
+        cancel.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(health).await.is_ok()
+            || tokio::net::TcpStream::connect(secrets).await.is_ok()
+        {
+            assert!(std::time::Instant::now() < deadline, "still listening after cancel");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_a_runtime_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let cfg = config(dir.path(), &format!("serve:\n  listen: null\nhealth:\n  listen: {addr}\n"));
+        let status = sync::Status::new(Arc::new(Metrics::default()));
+        let err = start_listeners(&cfg, &status, &CancellationToken::new()).await.unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(err.to_string().starts_with(&format!("failed to listen on {addr} (health.listen)")), "{err}");
+    }
+
+    #[tokio::test]
+    async fn no_listener_is_started_when_both_are_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "serve:\n  listen: null\nhealth:\n  listen: null\n");
+        let status = sync::Status::new(Arc::new(Metrics::default()));
+        let listening = start_listeners(&cfg, &status, &CancellationToken::new()).await.unwrap();
+        assert!(listening.health.is_none() && listening.secrets.is_none());
+        assert!(!dir.path().join("out/.sidecar-token").exists(), "no token without a secrets listener");
+    }
 }

@@ -18,6 +18,9 @@ use crate::runtime::signals;
 
 const VAULT: &str = "demo";
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
+/// The spec's default HTTP address; health on loopback too (the demo is not in a pod).
+const SERVE_ADDR: &str = "127.0.0.1:8200";
+const HEALTH_ADDR: &str = "127.0.0.1:8201";
 
 pub fn run(dir: Option<PathBuf>, _env: Vec<(String, String)>) -> Result<(), AppError> {
     let rt_err = |e: std::io::Error| AppError::Runtime(format!("demo: {e}"));
@@ -90,7 +93,13 @@ sources:
 output:
   dir: "{dir}"
   file_mode: "0440"
+serve:
+  listen: "{serve}"
+health:
+  listen: "{health}"
 "#,
+        serve = SERVE_ADDR,
+        health = HEALTH_ADDR,
         client_id = emulator.client_id(),
         tenant_id = emulator.tenant_id(),
         token_file = token_file.display(),
@@ -106,7 +115,7 @@ output:
 
 fn print_banner(emulator: &Emulator, dir: &Path) {
     println!(
-        "azure-secrets-sidecar demo
+        r#"azure-secrets-sidecar demo
   emulated Entra ID : {authority}
   emulated Key Vault: {vault}  (secrets db-password, api-key, greeting)
   output directory  : {dir}
@@ -115,8 +124,13 @@ Look at it from another terminal:
   ls -la {dir}
   cat {dir}/db/password; echo
   watch -n1 cat {dir}/api-key      # rotated every {rotate}s by the demo
+  curl -s -H "X-Sidecar-Token: $(cat {dir}/.sidecar-token)" http://{serve}/v1/secrets/db/password; echo
+  curl -s -H "X-Sidecar-Token: $(cat {dir}/.sidecar-token)" http://{serve}/v1/secrets
+  curl -s http://{health}/readyz; curl -s http://{health}/metrics | grep ^sidecar_
 Stop with Ctrl-C.
-",
+"#,
+        serve = SERVE_ADDR,
+        health = HEALTH_ADDR,
         authority = emulator.authority_url(),
         vault = emulator.vault_url(VAULT).map(|u| u.to_string()).unwrap_or_default(),
         dir = dir.display(),

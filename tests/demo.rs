@@ -30,6 +30,16 @@ async fn demo_publishes_sample_secrets_and_stops_cleanly_on_ctrl_c() {
     })
     .await;
     assert!(out.contains("cat ") && out.contains("db/password"), "prints how to look:\n{out}");
+    // The same values over loopback HTTP, with the generated token.
+    let token = std::fs::read_to_string(dir.join(".sidecar-token")).unwrap();
+    let resp = reqwest::Client::new()
+        .get("http://127.0.0.1:8200/v1/secrets/db/password")
+        .header("X-Sidecar-Token", token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), read(&dir, "db/password").unwrap());
     sc.signal("INT");
     assert_eq!(sc.wait_exit(Duration::from_secs(5)).code(), Some(0), "log:\n{}", sc.logs());
     assert!(read(&dir, "db/password").is_some(), "files kept after Ctrl-C");

@@ -174,7 +174,7 @@ async fn managed_identity_through_imds_reads_the_vault() {
     w.emu.set_secret("main", "db-password", "via-imds").unwrap();
     w.emu.set_secret("main", "api-key", "k").unwrap();
     let cfg = w.write_config(&format!(
-        "identity:\n  mode: managed\n  imds_endpoint: \"{}\"\ntls:\n  ca_file: \"{}\"\nsync:\n  interval: 30s\noutput:\n  dir: \"{}\"\n{}",
+        "identity:\n  mode: managed\n  imds_endpoint: \"{}\"\ntls:\n  ca_file: \"{}\"\nsync:\n  interval: 30s\noutput:\n  dir: \"{}\"\nserve:\n  listen: 127.0.0.1:0\nhealth:\n  listen: 127.0.0.1:0\n{}",
         w.emu.imds_url(),
         w.emu.ca_file().display(),
         w.out().display(),

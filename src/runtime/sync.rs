@@ -16,6 +16,7 @@ use crate::azure::Backoff;
 use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
+use crate::output::webhook::Published;
 use crate::relpath::RelPath;
 use crate::snapshot::{Applied, Change, Snapshot};
 use crate::source::{Polled, Source, SourceError};
@@ -27,6 +28,8 @@ pub struct Pipeline {
     /// Paths that gate readiness and `--once`.
     pub required: Vec<RelPath>,
     pub sync: SyncConfig,
+    /// Told the changes of each publish (`on_change.webhook`); sending never waits.
+    pub notify: Option<mpsc::UnboundedSender<Published>>,
 }
 
 /// What the loop shares with the health and HTTP listeners.
@@ -82,7 +85,7 @@ pub fn jittered(interval: Duration, jitter: f64) -> Duration {
 
 /// Run until `cancel`. Returns the last published snapshot (a reload hands it to the next run).
 pub async fn run(pipeline: Pipeline, status: Arc<Status>, initial: Arc<Snapshot>, cancel: CancellationToken) -> Arc<Snapshot> {
-    let Pipeline { sources, files, required, sync } = pipeline;
+    let Pipeline { sources, files, required, sync, notify } = pipeline;
     let (tx, mut rx) = mpsc::channel::<Report>(sources.len().max(1));
     let mut waiting_first: Vec<bool> = vec![true; sources.len()];
     for (index, source) in sources.into_iter().enumerate() {
@@ -92,7 +95,7 @@ pub async fn run(pipeline: Pipeline, status: Arc<Status>, initial: Arc<Snapshot>
 
     let mut current = initial;
     // Changes folded into `current` and not yet on disk (a failed publish is retried).
-    let mut pending = 0usize;
+    let mut pending: Vec<Change> = Vec::new();
     loop {
         let report = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => break },
@@ -103,20 +106,23 @@ pub async fn run(pipeline: Pipeline, status: Arc<Status>, initial: Arc<Snapshot>
         status.metrics.sync_finished(&report.id, report.result.is_ok(), report.elapsed.as_secs_f64());
         let applied = current.apply(&report.id, &report.result);
         log_report(&report, &applied);
-        pending += applied.changes.len();
+        pending.extend(applied.changes.iter().cloned());
         current = Arc::new(applied.snapshot);
         status.metrics.set_objects(&report.id, current.iter().filter(|(_, e)| e.source == report.id).count());
         if waiting_first.iter().any(|w| *w) {
             continue; // the first publish carries every source's objects at once
         }
         let never_published = status.current().is_none();
-        if (pending > 0 || never_published) && !current.is_empty() {
+        if (!pending.is_empty() || never_published) && !current.is_empty() {
             match publish(&files, &current).await {
                 Ok(()) => {
-                    info!(objects = current.len(), changes = pending, "published");
-                    pending = 0;
+                    info!(objects = current.len(), changes = pending.len(), "published");
+                    let changes = std::mem::take(&mut pending);
                     status.metrics.published();
                     status.published.send_replace(Some(current.clone()));
+                    if let (Some(notify), false) = (&notify, changes.is_empty()) {
+                        let _ = notify.send(Published { at: SystemTime::now(), changes });
+                    }
                 }
                 Err(e) => error!(error = %e, "failed to publish; the previous files stay and the publish is retried at the next poll"),
             }
@@ -207,7 +213,7 @@ fn log_report(report: &Report, applied: &Applied) {
 /// `--once`: poll every source until it succeeds with all its required objects or `deadline`
 /// passes, publish once, and say which required objects are missing.
 pub async fn once(pipeline: Pipeline, status: Arc<Status>, deadline: Duration, cancel: CancellationToken) -> Result<(), Vec<String>> {
-    let Pipeline { sources, files, required, sync } = pipeline;
+    let Pipeline { sources, files, required, sync, .. } = pipeline;
     let until = Instant::now() + deadline;
     let mut current = Arc::new(Snapshot::default());
     for mut source in sources {

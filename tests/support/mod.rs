@@ -61,14 +61,16 @@ impl World {
         )
     }
 
-    /// Everything but `sources`: identity, TLS trust of the emulator CA, fast sync, output dir.
+    /// Everything but `sources`: identity, TLS trust of the emulator CA, fast sync, output dir,
+    /// and both listeners on ports chosen at start (tests run in parallel; the bound addresses
+    /// are logged).
     pub fn base_config(&self, interval: &str) -> String {
         self.base_config_at(interval, "debug")
     }
 
     pub fn base_config_at(&self, interval: &str, level: &str) -> String {
         format!(
-            "{}tls:\n  ca_file: \"{}\"\nsync:\n  interval: {interval}\n  jitter: 0\n  min_backoff: 100ms\n  max_backoff: 1s\n  request_timeout: 5s\noutput:\n  dir: \"{}\"\nlog:\n  level: {level}\n",
+            "{}tls:\n  ca_file: \"{}\"\nsync:\n  interval: {interval}\n  jitter: 0\n  min_backoff: 100ms\n  max_backoff: 1s\n  request_timeout: 5s\noutput:\n  dir: \"{}\"\nserve:\n  listen: 127.0.0.1:0\nhealth:\n  listen: 127.0.0.1:0\nlog:\n  level: {level}\n",
             self.workload_identity(),
             self.emu.ca_file().display(),
             self.out().display()
