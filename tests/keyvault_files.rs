@@ -187,6 +187,28 @@ async fn managed_identity_through_imds_reads_the_vault() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn ssl_cert_file_is_trusted_like_tls_ca_file_and_logs_can_be_json() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", "via-ssl-cert-file").unwrap();
+    w.emu.set_secret("main", "api-key", "k").unwrap();
+    let without_ca = w.base_config("30s").replace(&format!("tls:\n  ca_file: \"{}\"\n", w.emu.ca_file().display()), "");
+    assert!(!without_ca.contains("ca_file"));
+    let cfg = w.write_config(&format!("{without_ca}{}", named_sources(&w)).replace("log:\n  level: debug", "log:\n  format: json\n  level: debug"));
+    // Without it the emulator's CA is unknown: refused, and said so.
+    let untrusted = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("the TLS failure is logged", LIMIT, || untrusted.logs().contains("certificate").then_some(())).await;
+    assert!(read(&w.out(), "db/password").is_none());
+    drop(untrusted);
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[("SSL_CERT_FILE", w.emu.ca_file().display().to_string())]);
+    wait_for("published over TLS trusted via SSL_CERT_FILE", LIMIT, || read(&w.out(), "db/password")).await;
+    for line in sc.logs().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{line}");
+    }
+    assert_clean(&sc.logs(), &["via-ssl-cert-file"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn workload_identity_rereads_the_federated_token_file_at_every_exchange() {
     let w = World::start(&["main"]).await;
     w.emu.set_secret("main", "db-password", "v").unwrap();
