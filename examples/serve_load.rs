@@ -4,7 +4,11 @@
 //! it asserts only that every answer was a 200 with the right length.
 //!
 //! ```text
-//! cargo run --release --example serve_load -- [--clients 32] [--requests 100000] [--objects 100] [--size 256]
+//! cargo run --release --example serve_load -- [--clients 32] [--requests 100000] [--objects 100] [--size 256] [--flood 10000]
+//!
+//! `--flood N` then opens N connections at once that send nothing (slow clients), and prints
+//! how many the connection cap closed, the process's resident memory while they are held, and
+//! how soon a normal request is served again once they go.
 //! ```
 //!
 //! Clients and server share the machine (and this process's runtime), so the figures are a
@@ -30,15 +34,17 @@ struct Args {
     requests: usize,
     objects: usize,
     size: usize,
+    flood: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { clients: 32, requests: 100_000, objects: 100, size: 256 };
+    let mut a = Args { clients: 32, requests: 100_000, objects: 100, size: 256, flood: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value: usize = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage(&flag));
         match flag.as_str() {
             "--clients" => a.clients = value.max(1),
+            "--flood" => a.flood = value,
             "--requests" => a.requests = value.max(1),
             "--objects" => a.objects = value.max(1),
             "--size" => a.size = value,
@@ -49,7 +55,7 @@ fn args() -> Args {
 }
 
 fn usage(flag: &str) -> ! {
-    eprintln!("bad argument {flag:?}\nusage: serve_load [--clients N] [--requests N] [--objects N] [--size BYTES]");
+    eprintln!("bad argument {flag:?}\nusage: serve_load [--clients N] [--requests N] [--objects N] [--size BYTES] [--flood CONNECTIONS]");
     std::process::exit(2)
 }
 
@@ -106,6 +112,9 @@ async fn main() {
         latencies.extend(w.await.expect("worker"));
     }
     let elapsed = started.elapsed();
+    if a.flood > 0 {
+        flood(addr, a.flood).await;
+    }
     cancel.cancel();
 
     latencies.sort_unstable();
@@ -121,5 +130,54 @@ async fn main() {
         pct(0.99),
         latencies[latencies.len() - 1],
         elapsed,
+    );
+}
+
+/// Resident memory of this process (server and clients together), KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn flood(addr: std::net::SocketAddr, n: usize) {
+    use tokio::io::AsyncReadExt;
+    let before = rss_kib();
+    let mut held = Vec::with_capacity(n);
+    let mut refused = 0;
+    for _ in 0..n {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => held.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+    // Let the accept loop catch up, then count the connections it closed (read gives EOF).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut closed = 0;
+    for s in &mut held {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_micros(50), s.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    let during = rss_kib();
+    let open = held.len() - closed;
+    drop(held);
+    let released = Instant::now();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{addr}/v1/secrets/app/secret-0");
+    loop {
+        if let Ok(r) = client.get(&url).header(TOKEN_HEADER, TOKEN).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(released.elapsed() < Duration::from_secs(30), "not served again within 30 s of the flood");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "flood: {n} connection attempts: {open} held open, {closed} closed by the connection cap, {refused} refused by the kernel; RSS {before} KiB before, {during} KiB while held; served again {:?} after release",
+        released.elapsed()
     );
 }
