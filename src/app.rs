@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::azure::{AzureClient, HttpSettings, RetryPolicy};
 use crate::cli::{self, Command, ProbeKind};
@@ -70,7 +70,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
         Command::Run { config, once } => {
             let source = ConfigSource::resolve(config, &env);
             let cfg = config::load(source.path(), &env, &Overrides::default())?;
-            run(cfg, &env, once)
+            run(cfg, source.path().to_path_buf(), &env, once)
         }
         Command::Demo { dir } => crate::demo::run(dir, env),
         Command::Probe { what, addr } => probe(what, addr, &env),
@@ -113,28 +113,31 @@ fn block_on<F: std::future::Future<Output = Result<(), AppError>>>(f: F) -> Resu
 }
 
 /// `run` and `run --once`.
-pub fn run(cfg: Config, env: &[(String, String)], once: bool) -> Result<(), AppError> {
+pub fn run(cfg: Config, path: PathBuf, env: &[(String, String)], once: bool) -> Result<(), AppError> {
     crate::logging::init(&cfg.log);
     let env = env.to_vec();
     block_on(async move {
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        signals::forward(tx).map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
-        serve(cfg, env, once, cancel, rx).await
+        signals::forward(tx.clone()).map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
+        serve(cfg, env, once, cancel, Some((path, tx)), rx).await
     })
 }
 
 /// Build and run the pipeline until a shutdown arrives on `control` (or `--once` finishes).
 /// `demo` calls this too, with its own control channel.
+/// `reload_from`: the config file to watch and re-read on SIGHUP, with the sender the
+/// watcher feeds into `control`; `None` runs the given config unchanged.
 pub async fn serve(
     cfg: Config,
     env: Vec<(String, String)>,
     once: bool,
     cancel: CancellationToken,
+    reload_from: Option<(PathBuf, mpsc::UnboundedSender<Control>)>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::default());
-    let mut built = build(&cfg, &env, metrics.clone())?;
+    let built = build(&cfg, &env, metrics.clone())?;
     let status = sync::Status::new(metrics);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -161,34 +164,148 @@ pub async fn serve(
             .map_err(|missing| AppError::Runtime(format!("--once: could not publish required objects: {}", missing.join(", "))));
     }
 
-    start_listeners(&cfg, &status, &cancel).await?;
-    if let Some(url) = &cfg.on_change.webhook {
-        let webhook = Webhook::new(url.clone(), Delivery::default()).map_err(|e| AppError::Runtime(e.to_string()))?;
-        built.pipeline.notify = Some(webhook.spawn(cancel.clone()));
-    }
-    let mut task = tokio::spawn(sync::run(built.pipeline, status.clone(), Arc::new(Snapshot::default()), cancel.child_token()));
+    let mut listeners = cancel.child_token();
+    start_listeners(&cfg, &status, &listeners).await?;
+    let _watcher = match &reload_from {
+        Some((path, tx)) => match crate::runtime::watch::watch_config(path, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch the config directory; reload on SIGHUP only");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut current = Running::start(cfg, built.pipeline, status.clone(), Arc::new(Snapshot::default()), false, &cancel);
     loop {
         let signal = tokio::select! {
             msg = control.recv() => match msg {
                 Some(Control::Reload(reason)) => {
-                    warn!(?reason, "config reload is not supported by this version yet; keeping the running config");
-                    continue;
+                    // Debounce: a ConfigMap update is a burst of events.
+                    let mut stop = None;
+                    while let Ok(Some(more)) = tokio::time::timeout(RELOAD_DEBOUNCE, control.recv()).await {
+                        if let Control::Shutdown(sig) = more {
+                            stop = Some(sig);
+                            break;
+                        }
+                    }
+                    if let Some(sig) = stop {
+                        sig
+                    } else {
+                        if let Some((path, _)) = &reload_from {
+                            current = reload(current, path, &env, &status, &mut listeners, &cancel, reason).await;
+                        }
+                        continue;
+                    }
                 }
                 Some(Control::Shutdown(sig)) => sig,
                 None => "control channel closed",
             },
-            res = &mut task => {
+            res = &mut current.task => {
                 return res.map(|_| ()).map_err(|e| AppError::Runtime(format!("sync loop stopped unexpectedly: {e}")));
             }
         };
         info!(signal, "stopping: no new polls; waiting for an in-flight publish");
         cancel.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut current.task).await.is_err() {
             warn!("a publish did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (the previous snapshot stays intact)");
         }
         info!("stopped; published files are kept");
         return Ok(());
     }
+}
+
+/// Reload events closer together than this are one reload.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The running sync loop of one config.
+struct Running {
+    cfg: Config,
+    task: tokio::task::JoinHandle<Arc<Snapshot>>,
+    /// Cancels this loop (and its webhook) only: a reload stops it and starts the next.
+    cancel: CancellationToken,
+}
+
+impl Running {
+    fn start(
+        cfg: Config,
+        mut pipeline: sync::Pipeline,
+        status: Arc<sync::Status>,
+        initial: Arc<Snapshot>,
+        republish: bool,
+        parent: &CancellationToken,
+    ) -> Running {
+        let cancel = parent.child_token();
+        if let Some(url) = &cfg.on_change.webhook {
+            // A webhook never blocks syncing: one that cannot be set up is logged and skipped.
+            match Webhook::new(url.clone(), Delivery::default()) {
+                Ok(webhook) => pipeline.notify = Some(webhook.spawn(cancel.clone())),
+                Err(e) => error!(error = %e, "on_change.webhook disabled"),
+            }
+        }
+        let task = tokio::spawn(sync::run(pipeline, status, initial, republish, cancel.clone()));
+        Running { cfg, task, cancel }
+    }
+}
+
+/// Re-read and validate the config; apply it if it is valid and different, else keep running
+/// the old one. Sources, intervals and outputs change by swapping the sync loop (the published
+/// snapshot carries over); listeners are rebound when their settings changed.
+async fn reload(
+    running: Running,
+    path: &std::path::Path,
+    env: &[(String, String)],
+    status: &Arc<sync::Status>,
+    listeners: &mut CancellationToken,
+    cancel: &CancellationToken,
+    reason: crate::runtime::ReloadReason,
+) -> Running {
+    let rejected = |e: &dyn std::fmt::Display| {
+        status.metrics.config_reload(false);
+        warn!(?reason, error = %e, "config reload rejected; the running config stays");
+    };
+    let new = match config::load(path, env, &Overrides::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            rejected(&e);
+            return running;
+        }
+    };
+    if new == running.cfg {
+        debug!(?reason, "config unchanged");
+        return running;
+    }
+    let built = match build(&new, env, status.metrics.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            rejected(&e);
+            return running;
+        }
+    };
+    let old = running.cfg.clone();
+    let relisten = (&old.health, &old.serve, &old.output.dir) != (&new.health, &new.serve, &new.output.dir);
+    if relisten {
+        listeners.cancel();
+        *listeners = cancel.child_token();
+        if let Err(e) = start_listeners(&new, status, listeners).await {
+            rejected(&e);
+            *listeners = cancel.child_token();
+            if let Err(e) = start_listeners(&old, status, listeners).await {
+                error!(error = %e, "failed to restore the previous listeners");
+            }
+            return running;
+        }
+    }
+    running.cancel.cancel();
+    let last = match tokio::time::timeout(SHUTDOWN_GRACE, running.task).await {
+        Ok(Ok(last)) => last,
+        _ => status.current().unwrap_or_default(),
+    };
+    let ids: Vec<String> = new.sources.iter().map(|s| s.id()).collect();
+    let (kept, _) = last.retain_sources(&ids);
+    info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
+    status.metrics.config_reload(true);
+    Running::start(new, built.pipeline, status.clone(), Arc::new(kept), true, cancel)
 }
 
 /// Where the listeners were bound (port 0 in the config becomes the port chosen at start).

@@ -48,10 +48,10 @@ pub fn run(dir: Option<PathBuf>, _env: Vec<(String, String)>) -> Result<(), AppE
 
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        signals::forward(tx).map_err(rt_err)?;
+        signals::forward(tx.clone()).map_err(rt_err)?;
         tokio::spawn(rotate(emulator.clone_handle(), cancel.clone()));
         tokio::spawn(show_first_publish(dir.clone(), cancel.clone()));
-        let out = crate::app::serve(cfg, Vec::new(), false, cancel.clone(), rx).await;
+        let out = crate::app::serve(cfg, Vec::new(), false, cancel.clone(), Some((config_path.clone(), tx)), rx).await;
         cancel.cancel();
         emulator.shutdown().await;
         out

@@ -146,6 +146,15 @@ impl Snapshot {
         self.entries.iter()
     }
 
+    /// This snapshot without the entries of sources not in `sources` (a reload removed them).
+    /// Returns the snapshot and whether anything was dropped.
+    pub fn retain_sources(&self, sources: &[String]) -> (Snapshot, bool) {
+        let entries: BTreeMap<RelPath, Entry> =
+            self.entries.iter().filter(|(_, e)| sources.contains(&e.source)).map(|(p, e)| (p.clone(), e.clone())).collect();
+        let dropped = entries.len() != self.entries.len();
+        (Snapshot { entries }, dropped)
+    }
+
     /// The paths of `required` that are not published.
     pub fn missing(&self, required: &[RelPath]) -> Vec<RelPath> {
         required.iter().filter(|p| !self.entries.contains_key(*p)).cloned().collect()

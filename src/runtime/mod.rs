@@ -4,6 +4,7 @@
 
 pub mod signals;
 pub mod sync;
+pub mod watch;
 
 /// Why the runtime was asked to reload its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -84,7 +84,15 @@ pub fn jittered(interval: Duration, jitter: f64) -> Duration {
 }
 
 /// Run until `cancel`. Returns the last published snapshot (a reload hands it to the next run).
-pub async fn run(pipeline: Pipeline, status: Arc<Status>, initial: Arc<Snapshot>, cancel: CancellationToken) -> Arc<Snapshot> {
+/// `republish`: publish after the first round even if nothing changed (after a reload, whose
+/// outputs or sources may differ from what is on disk).
+pub async fn run(
+    pipeline: Pipeline,
+    status: Arc<Status>,
+    initial: Arc<Snapshot>,
+    mut republish: bool,
+    cancel: CancellationToken,
+) -> Arc<Snapshot> {
     let Pipeline { sources, files, required, sync, notify } = pipeline;
     let (tx, mut rx) = mpsc::channel::<Report>(sources.len().max(1));
     let mut waiting_first: Vec<bool> = vec![true; sources.len()];
@@ -112,7 +120,7 @@ pub async fn run(pipeline: Pipeline, status: Arc<Status>, initial: Arc<Snapshot>
         if waiting_first.iter().any(|w| *w) {
             continue; // the first publish carries every source's objects at once
         }
-        let never_published = status.current().is_none();
+        let never_published = status.current().is_none() || std::mem::take(&mut republish);
         if (!pending.is_empty() || never_published) && !current.is_empty() {
             match publish(&files, &current).await {
                 Ok(()) => {
