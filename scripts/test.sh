@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: unit and integration tests (the real binary against the
 # local emulator), then the emulator's contract tests with Microsoft's Python SDK.
-# Installs what it needs (the Python SDK into target/contract-venv) and touches nothing else.
+# Then the Kubernetes manifests, validated against the Kubernetes schemas.
+# Installs what it needs (Python packages into target/*-venv) and touches nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ echo "==> cargo build"
 cargo build --locked --bins
 echo "==> cargo test"
 cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+
+echo "==> Kubernetes manifests: rendered and validated against the Kubernetes schemas"
+bash scripts/validate-k8s.sh
 
 echo "==> contract tests: the emulator driven by Microsoft's Python SDK"
 venv=target/contract-venv
