@@ -6,6 +6,7 @@
 //! ones it could not get (`Failure`), whose last published values stay.
 
 pub mod keyvault;
+pub mod render;
 
 use std::time::SystemTime;
 
