@@ -88,3 +88,49 @@ async fn unchanged_polls_cost_one_304_and_a_change_is_published_within_one_inter
     w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
     wait_for("the change is published", LIMIT, || read(&out, "app.env").filter(|t| t.contains("LOG_LEVEL=\"debug\""))).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_are_followed_and_an_unresolvable_reference_keeps_its_last_value() {
+    let w = world().await;
+    seed(&w);
+    w.emu.set_appconfig_page_size(1);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "properties", "app.properties")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("app.properties published", LIMIT, || read(&out, "app.properties")).await;
+    assert_eq!(text, format!("db\\:host=db.prd.internal\ndb\\:password={CANARY}-db\nlog\\:level=warn\n"));
+
+    w.emu.delete_secret("main", "db-password").unwrap();
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "error", None).unwrap();
+    let text = wait_for("the change is published", LIMIT, || read(&out, "app.properties").filter(|t| t.contains("level=error"))).await;
+    assert!(text.contains(&format!("db\\:password={CANARY}-db\n")), "the last resolved value stays");
+    wait_for("the failed reference is logged", LIMIT, || sc.logs().contains("failed to resolve Key Vault reference").then_some(())).await;
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_references_unresolved_the_reference_json_is_the_value() {
+    let w = world().await;
+    seed(&w);
+    let source = seeds_source(&w, "yaml", "app.yaml").replace("    path:", "    resolve_keyvault_refs: false\n    path:");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let text = wait_for("app.yaml published", LIMIT, || read(&w.out(), "app.yaml")).await;
+    let reference = format!("{{\\\"uri\\\":\\\"{}/secrets/db-password\\\"}}", w.vault("main"));
+    assert!(text.contains(&format!("  \"password\": \"{reference}\"\n")), "{text}");
+    assert!(!text.contains(CANARY));
+    assert_eq!(w.emu.count(Endpoint::KeyvaultGet, Some("main")), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn format_files_writes_one_file_per_key_under_path() {
+    let w = world().await;
+    seed(&w);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), seeds_source(&w, "files", "conf")));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("files published", LIMIT, || read(&out, "conf/log/level")).await;
+    assert_eq!(read(&out, "conf/db/host").unwrap(), "db.prd.internal");
+    assert_eq!(read(&out, "conf/db/password").unwrap(), format!("{CANARY}-db"));
+    assert_eq!(read(&out, "conf/log/level").unwrap(), "warn");
+}
