@@ -27,6 +27,7 @@ use crate::output::webhook::{Delivery, Webhook};
 use crate::relpath::RelPath;
 use crate::runtime::{signals, sync, Control};
 use crate::snapshot::Snapshot;
+use crate::source::appconfig::AppConfigSource;
 use crate::source::keyvault::KeyVaultSource;
 use crate::source::Source;
 
@@ -392,7 +393,7 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
 
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut required: Vec<RelPath> = Vec::new();
-    for (i, source) in cfg.sources.iter().enumerate() {
+    for source in &cfg.sources {
         match source {
             SourceConfig::KeyVault(kv) => {
                 required.extend(kv.secrets.iter().filter(|s| s.required).map(|s| s.path.clone()));
@@ -405,12 +406,18 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
                     cfg.sync.concurrency,
                 )));
             }
-            SourceConfig::AppConfig(_) => {
-                return Err(ConfigError {
-                    key: format!("sources[{i}].type"),
-                    reason: "appconfig sources are not supported by this version yet".into(),
+            SourceConfig::AppConfig(ac) => {
+                if ac.format != config::Format::Files {
+                    required.push(ac.path.clone());
                 }
-                .into())
+                sources.push(Box::new(AppConfigSource::new(
+                    source.id(),
+                    ac.clone(),
+                    client.clone(),
+                    tokens.clone(),
+                    cfg.cloud.appconfig_scope().to_string(),
+                    cfg.cloud.keyvault_scope().to_string(),
+                )));
             }
         }
     }

@@ -157,6 +157,9 @@ fn counts(shared: &Shared) -> Value {
     let vaults: serde_json::Map<String, Value> =
         shared.state.vault_names().into_iter().map(|v| (v.clone(), classes(Some(&v)))).collect();
     all["vaults"] = Value::Object(vaults);
+    let stores: serde_json::Map<String, Value> =
+        shared.appconfig.names().into_iter().map(|v| (v.clone(), classes(Some(&v)))).collect();
+    all["stores"] = Value::Object(stores);
     all
 }
 

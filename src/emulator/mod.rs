@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | authority | https | `POST /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration` (`aad.rs`) |
 //! | one per vault | https | `GET /secrets...` of that vault (`keyvault.rs`) |
+//! | one per App Configuration store | https | `GET /kv` of that store (`appconfig.rs`) |
 //! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`) and the control API `/_emulator/...` |
 //!
 //! The CA that signs the server certificate (for `127.0.0.1`, `::1`, `localhost` and the
@@ -62,6 +63,7 @@
 #![allow(clippy::result_large_err)]
 
 mod aad;
+mod appconfig;
 mod control;
 mod exchange;
 mod faults;
@@ -85,6 +87,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use appconfig::AppConfigError;
 pub use faults::{Fault, FaultId, RetryAfter};
 pub use fixtures::{CannedResponse, FixtureError};
 pub use standalone::run_standalone;
@@ -98,6 +101,8 @@ pub const DEFAULT_TENANT_ID: &str = "e0e0e0e0-1111-4222-8333-444455556666";
 pub const DEFAULT_CLIENT_ID: &str = "c11e4700-aaaa-4bbb-8ccc-dddd0000e001";
 /// Key Vault's token audience in the public cloud.
 pub const KEYVAULT_RESOURCE: &str = "https://vault.azure.net";
+/// App Configuration's token audience in the public cloud.
+pub const APPCONFIG_RESOURCE: &str = "https://appconfig.azure.com";
 
 /// How to start an emulator.
 #[derive(Debug, Clone)]
@@ -111,6 +116,10 @@ pub struct EmulatorConfig {
     pub state_dir: Option<PathBuf>,
     /// The vaults, each on its own listener.
     pub vaults: Vec<String>,
+    /// The App Configuration stores, each on its own listener.
+    pub appconfig_stores: Vec<String>,
+    /// The audience App Configuration accepts.
+    pub appconfig_resource: String,
     pub tenant_id: String,
     pub client_id: String,
     /// Lifetime of the tokens minted (Entra `expires_in`, IMDS `expires_in`/`expires_on`).
@@ -129,6 +138,8 @@ impl Default for EmulatorConfig {
             advertise_host: None,
             state_dir: None,
             vaults: vec!["demo".to_owned()],
+            appconfig_stores: Vec::new(),
+            appconfig_resource: APPCONFIG_RESOURCE.to_owned(),
             tenant_id: DEFAULT_TENANT_ID.to_owned(),
             client_id: DEFAULT_CLIENT_ID.to_owned(),
             token_lifetime: Duration::from_secs(3600),
@@ -165,6 +176,9 @@ pub(crate) struct Shared {
     pub(crate) imds_url: String,
     pub(crate) vault_urls: BTreeMap<String, String>,
     pub(crate) keyvault_resource: String,
+    pub(crate) store_urls: BTreeMap<String, String>,
+    pub(crate) appconfig: appconfig::Stores,
+    pub(crate) appconfig_resource: String,
     pub(crate) files: Files,
 }
 
@@ -189,6 +203,7 @@ impl Shared {
             "imds_url": self.imds_url,
             "control_url": self.control_url(),
             "vaults": self.vault_urls,
+            "appconfig_stores": self.store_urls,
             "tenant_id": ids.tenant_id,
             "client_id": ids.client_ids.first(),
             "keyvault_resource": self.keyvault_resource,
@@ -260,12 +275,23 @@ impl Emulator {
             vault_listeners.push((name.clone(), server::bind(config.bind, &format!("vault {name}")).await?));
         }
 
+        let stores = vault_names(&config.appconfig_stores)?;
+        let mut store_listeners = Vec::with_capacity(stores.len());
+        for name in &stores {
+            store_listeners.push((name.clone(), server::bind(config.bind, &format!("App Configuration store {name}")).await?));
+        }
+
         let host = url_host(&config);
         let authority_url = format!("https://{host}:{}", authority.local_addr()?.port());
         let imds_url = format!("http://{host}:{}", plain.local_addr()?.port());
         let mut vault_urls = BTreeMap::new();
         for (name, listener) in &vault_listeners {
             vault_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
+        }
+
+        let mut store_urls = BTreeMap::new();
+        for (name, listener) in &store_listeners {
+            store_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
         }
 
         let identities = Identities {
@@ -282,6 +308,9 @@ impl Emulator {
             imds_url,
             vault_urls,
             keyvault_resource: config.keyvault_resource.trim_end_matches('/').to_owned(),
+            store_urls,
+            appconfig: appconfig::Stores::new(&stores),
+            appconfig_resource: config.appconfig_resource.trim_end_matches('/').to_owned(),
             files: files.paths,
         });
 
@@ -292,6 +321,10 @@ impl Emulator {
         ];
         for (vault, listener) in vault_listeners {
             let handler = Arc::new(keyvault::VaultHandler { shared: shared.clone(), vault });
+            tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
+        }
+        for (store, listener) in store_listeners {
+            let handler = Arc::new(appconfig::StoreHandler { shared: shared.clone(), store });
             tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
         }
         tracing::info!(authority = shared.authority_url, imds = shared.imds_url, vaults = ?shared.vault_urls, "emulator listening");
@@ -415,6 +448,45 @@ impl Handle {
     pub fn secret_versions(&self, vault: &str, name: &str) -> Vec<String> {
         let secret = self.shared.state.secret(vault, name).unwrap_or_default();
         secret.versions.into_iter().map(|v| v.version).collect()
+    }
+
+    // ---- App Configuration --------------------------------------------------------------------
+
+    /// A store's base URL (`https://127.0.0.1:<port>`), if the store exists.
+    pub fn store_url(&self, store: &str) -> Option<&str> {
+        self.shared.store_urls.get(store).map(String::as_str)
+    }
+
+    /// Set a key-value (`label: None` is the null label); returns its new etag.
+    pub fn set_kv(
+        &self,
+        store: &str,
+        key: &str,
+        label: Option<&str>,
+        value: &str,
+        content_type: Option<&str>,
+    ) -> Result<String, AppConfigError> {
+        self.shared.appconfig.set(store, key, label, value, content_type)
+    }
+
+    /// Delete a key-value; `Ok(false)` when it did not exist.
+    pub fn delete_kv(&self, store: &str, key: &str, label: Option<&str>) -> Result<bool, AppConfigError> {
+        self.shared.appconfig.delete(store, key, label)
+    }
+
+    /// How many key-values a store holds.
+    pub fn kv_count(&self, store: &str) -> usize {
+        self.shared.appconfig.len(store)
+    }
+
+    /// Items per `/kv` page (default 100), to exercise paging with few key-values.
+    pub fn set_appconfig_page_size(&self, size: usize) {
+        self.shared.appconfig.set_page_size(size)
+    }
+
+    /// `/kv` requests a store has seen (304s and 401s included).
+    pub fn appconfig_requests(&self, store: &str) -> u64 {
+        self.shared.state.count(Endpoint::AppconfigList, Some(store))
     }
 
     // ---- identities and tokens --------------------------------------------------------------

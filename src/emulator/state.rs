@@ -38,6 +38,8 @@ pub enum Endpoint {
     KeyvaultGet,
     /// Key Vault lists (`/secrets`, `/secrets/{name}/versions`).
     KeyvaultList,
+    /// App Configuration key-value lists (`/kv`) and anything else on a store listener.
+    AppconfigList,
 }
 
 impl Endpoint {
@@ -48,11 +50,12 @@ impl Endpoint {
             Endpoint::Aad => "aad",
             Endpoint::KeyvaultGet => "keyvault_get",
             Endpoint::KeyvaultList => "keyvault_list",
+            Endpoint::AppconfigList => "appconfig_list",
         }
     }
 
-    pub(crate) const COUNTED: [Endpoint; 4] =
-        [Endpoint::Imds, Endpoint::Aad, Endpoint::KeyvaultGet, Endpoint::KeyvaultList];
+    pub(crate) const COUNTED: [Endpoint; 5] =
+        [Endpoint::Imds, Endpoint::Aad, Endpoint::KeyvaultGet, Endpoint::KeyvaultList, Endpoint::AppconfigList];
 }
 
 /// Which kind of `Authorization` header a request carried; the value itself is never kept.

@@ -324,6 +324,43 @@ async fn fetch(
     }))
 }
 
+/// GET one secret by its URL (an App Configuration Key Vault reference's `uri`, on any vault),
+/// with a token for `scope`. `Ok(Err(reason))` when this secret cannot be had (the reason
+/// names no value); `Err` only on shutdown.
+pub(crate) async fn get_secret_by_url(
+    client: &AzureClient,
+    tokens: &Arc<TokenCache>,
+    scope: &str,
+    secret_uri: &Url,
+    cancel: &CancellationToken,
+) -> Result<Result<SecretValue, String>, SourceError> {
+    let mut url = secret_uri.clone();
+    url.set_query(Some(&format!("api-version={API_VERSION}")));
+    url.set_fragment(None);
+    let vault = AzureVault { client: client.clone(), tokens: tokens.clone(), scope: scope.to_owned() };
+    let resp = match get_authorized(&vault, &url, cancel).await {
+        Ok(resp) => resp,
+        Err(SourceError::Cancelled) => return Err(SourceError::Cancelled),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if !resp.status().is_success() {
+        return Ok(Err(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await)));
+    }
+    let body = match read_body(resp, MAX_BODY).await {
+        Ok(body) => body,
+        Err(AzureError::Cancelled) => return Err(SourceError::Cancelled),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let bundle = match parse_bundle(&body) {
+        Ok(bundle) => bundle,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    match bundle.attributes.unusable(SystemTime::now()) {
+        Some(why) => Ok(Err(why.to_string())),
+        None => Ok(Ok(bundle.value)),
+    }
+}
+
 /// Statuses that say nothing about one secret but about the vault or the caller: 401 (even
 /// with a fresh token), timeouts, throttling and outages past the client's retries.
 fn fails_the_poll(status: StatusCode) -> bool {

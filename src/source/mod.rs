@@ -5,7 +5,9 @@
 //! which case everything it published before stays, or returns the objects it got plus the
 //! ones it could not get (`Failure`), whose last published values stay.
 
+pub mod appconfig;
 pub mod keyvault;
+pub mod render;
 
 use std::time::SystemTime;
 

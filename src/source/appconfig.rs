@@ -1,0 +1,449 @@
+//! The App Configuration source: lists the key-values each `select` entry names, resolves Key
+//! Vault references, trims prefixes and renders one document at `path` (or one file per key
+//! for `format: files`).
+//!
+//! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
+//! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
+//! sent back. A Key Vault reference that cannot be resolved keeps its last resolved value (and
+//! is logged); one never resolved holds back the document, reported as a `Failure`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::keyvault::get_secret_by_url;
+use super::render::{self, Setting};
+use super::{Failure, Object, Polled, Source, SourceError};
+use crate::azure::{AzureClient, AzureError, Service};
+use crate::config::{self, Format};
+use crate::identity::{BoxFuture, IdentityError, TokenCache};
+use crate::relpath::RelPath;
+use crate::secret::{SecretString, SecretValue};
+
+/// A current GA data-plane version.
+const API_VERSION: &str = "2023-11-01";
+const KEYVAULT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.keyvaultref+json";
+const FEATURE_FLAG_PREFIX: &str = ".appconfig.featureflag/";
+/// A list longer than this many pages is taken for a link loop.
+const MAX_PAGES: usize = 10_000;
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// The key-values of one App Configuration store.
+pub struct AppConfigSource {
+    id: String,
+    cfg: config::AppConfigSource,
+    client: AzureClient,
+    tokens: Arc<TokenCache>,
+    scope: String,
+    keyvault_scope: String,
+    /// Per `select` entry, its pages as fetched last time.
+    pages: Vec<Vec<CachedPage>>,
+    /// `Sync-Token` id -> (value, sn): the highest sn seen per id.
+    sync_tokens: BTreeMap<String, (String, u64)>,
+    /// Last resolved value per Key Vault reference URI.
+    resolved: BTreeMap<String, SecretString>,
+}
+
+/// A page and its ETag, reused when the store answers 304.
+#[derive(Clone)]
+struct CachedPage {
+    url: Url,
+    etag: Option<String>,
+    items: Vec<Kv>,
+    next: Option<Url>,
+}
+
+/// One key-value as listed.
+#[derive(Clone, Deserialize)]
+struct Kv {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    #[serde(default)]
+    items: Vec<Kv>,
+    #[serde(rename = "@nextLink", default)]
+    next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KeyVaultRef {
+    uri: Option<String>,
+    secret_uri: Option<String>,
+}
+
+impl AppConfigSource {
+    /// `scope`: the App Configuration token scope; `keyvault_scope`: the one for references.
+    pub fn new(
+        id: String,
+        cfg: config::AppConfigSource,
+        client: AzureClient,
+        tokens: Arc<TokenCache>,
+        scope: String,
+        keyvault_scope: String,
+    ) -> Self {
+        let pages = vec![Vec::new(); cfg.select.len()];
+        AppConfigSource {
+            id,
+            cfg,
+            client,
+            tokens,
+            scope,
+            keyvault_scope,
+            pages,
+            sync_tokens: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+        }
+    }
+
+    async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
+        let mut kvs = Vec::new();
+        for i in 0..self.cfg.select.len() {
+            let pages = self.list(i, cancel).await?;
+            kvs.extend(pages.iter().flat_map(|p| p.items.iter().cloned()));
+            self.pages[i] = pages;
+        }
+        let mut failures = Vec::new();
+        let mut settings = Vec::new();
+        for kv in kvs {
+            if kv.key.starts_with(FEATURE_FLAG_PREFIX) {
+                continue;
+            }
+            let value = match self.value_of(&kv, cancel).await? {
+                Ok(value) => value,
+                Err(reason) => {
+                    failures.push(reason);
+                    continue;
+                }
+            };
+            let key = render::trim_prefix(&kv.key, &self.cfg.trim_prefix).to_owned();
+            settings.push(Setting { key, value: value.expose().to_owned() });
+        }
+        Ok(self.publish(settings, failures))
+    }
+
+    /// The value a setting renders with: its own, or the secret a Key Vault reference names.
+    /// `Ok(Err(reason))` for a reference that never resolved.
+    async fn value_of(&mut self, kv: &Kv, cancel: &CancellationToken) -> Result<Result<SecretString, String>, SourceError> {
+        let raw = kv.value.clone().unwrap_or_default();
+        if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) {
+            return Ok(Ok(SecretString::new(raw)));
+        }
+        let uri = match reference_uri(&raw) {
+            Ok(uri) => uri,
+            Err(why) => return Ok(Err(format!("Key Vault reference {}: {why}", kv.key))),
+        };
+        match get_secret_by_url(&self.client, &self.tokens, &self.keyvault_scope, &uri, cancel).await? {
+            Ok(value) => {
+                let text = SecretString::new(String::from_utf8_lossy(value.expose()).into_owned());
+                self.resolved.insert(uri.to_string(), text.clone());
+                Ok(Ok(text))
+            }
+            Err(why) => match self.resolved.get(uri.as_str()) {
+                Some(last) => {
+                    tracing::warn!(source = self.id, key = kv.key, "failed to resolve Key Vault reference, keeping its last value: {why}");
+                    Ok(Ok(last.clone()))
+                }
+                None => Ok(Err(format!("failed to resolve the Key Vault reference {}: {why}", kv.key))),
+            },
+        }
+    }
+
+    /// The rendered object(s); with an unresolved reference, a `Failure` instead.
+    fn publish(&self, settings: Vec<Setting>, unresolved: Vec<String>) -> Polled {
+        let mut polled = Polled::default();
+        if self.cfg.format == Format::Files {
+            let (files, skipped) = render::render_files(&settings);
+            self.log_skipped(&skipped);
+            for file in files {
+                let path = self.cfg.path.join(&file.path);
+                polled.objects.push(object(path, file.value.into_bytes(), false));
+            }
+        } else {
+            let rendered = render::render_document(self.cfg.format, &settings);
+            self.log_skipped(&rendered.skipped);
+            if unresolved.is_empty() {
+                polled.objects.push(object(self.cfg.path.clone(), rendered.bytes, true));
+            }
+        }
+        for reason in unresolved {
+            polled.failures.push(Failure { path: self.cfg.path.clone(), name: self.id.clone(), required: true, reason });
+        }
+        polled
+    }
+
+    fn log_skipped(&self, skipped: &[render::Skipped]) {
+        for s in skipped {
+            tracing::warn!(source = self.id, key = s.key, "skipping App Configuration key: {}", s.reason);
+        }
+    }
+
+    /// Every page of `select[i]`, each fetched conditionally against last time's.
+    async fn list(&mut self, i: usize, cancel: &CancellationToken) -> Result<Vec<CachedPage>, SourceError> {
+        let previous = std::mem::take(&mut self.pages[i]);
+        let mut url = Some(list_url(&self.cfg.endpoint, &self.cfg.select[i]));
+        let mut pages = Vec::new();
+        while let Some(page_url) = url.take() {
+            if pages.len() >= MAX_PAGES {
+                return Err(SourceError::Invalid(format!("failed to list {}: more than {MAX_PAGES} pages", self.id)));
+            }
+            let cached = previous.get(pages.len()).filter(|p| p.url == page_url);
+            let page = self.fetch_page(page_url, cached, cancel).await?;
+            url = page.next.clone();
+            pages.push(page);
+        }
+        Ok(pages)
+    }
+
+    async fn fetch_page(&mut self, url: Url, cached: Option<&CachedPage>, cancel: &CancellationToken) -> Result<CachedPage, SourceError> {
+        let if_none_match = cached.and_then(|c| c.etag.clone());
+        let resp = self.get(&url, if_none_match.as_deref(), cancel).await?;
+        self.keep_sync_tokens(resp.headers());
+        let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some(cached) = cached {
+                return Ok(cached.clone());
+            }
+        }
+        if !status.is_success() {
+            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
+        }
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let link = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_from_link_header);
+        let body = read_body(resp).await?;
+        let raw: RawPage = serde_json::from_slice(&body).map_err(|e| {
+            azure_error(AzureError::InvalidResponse {
+                service: Service::AppConfig.as_str(),
+                reason: format!("key-value list is not valid JSON (line {}, column {})", e.line(), e.column()),
+            })
+        })?;
+        let next = match raw.next_link.filter(|l| !l.is_empty()).or(link) {
+            None => None,
+            Some(link) => Some(self.resolve_link(&link)?),
+        };
+        Ok(CachedPage { url, etag, items: raw.items, next })
+    }
+
+    /// A relative (or same-origin absolute) link resolved against the endpoint.
+    fn resolve_link(&self, link: &str) -> Result<Url, SourceError> {
+        let url = self.cfg.endpoint.join(link).map_err(|e| SourceError::Invalid(format!("failed to follow the next link of {}: {e}", self.id)))?;
+        if url.origin() != self.cfg.endpoint.origin() {
+            return Err(SourceError::Invalid(format!("failed to follow the next link of {}: it leaves the store's origin", self.id)));
+        }
+        Ok(url)
+    }
+
+    /// GET with the bearer token, the Sync-Tokens and `If-None-Match`; one retry on 401.
+    async fn get(&self, url: &Url, if_none_match: Option<&str>, cancel: &CancellationToken) -> Result<reqwest::Response, SourceError> {
+        let sync = self.sync_header();
+        for attempt in 0..2 {
+            let token = self.tokens.token_for(&self.scope, cancel).await.map_err(identity_error)?;
+            let build = |http: &reqwest::Client| {
+                let mut req = http.get(url.clone()).bearer_auth(token.expose());
+                if let Some(etag) = if_none_match {
+                    req = req.header("if-none-match", etag);
+                }
+                if let Some(sync) = &sync {
+                    req = req.header("sync-token", sync);
+                }
+                req
+            };
+            let resp = self.client.send(Service::AppConfig, cancel, &build).await.map_err(azure_error)?;
+            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+                return Ok(resp);
+            }
+            self.tokens.invalidate(&self.scope);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn sync_header(&self) -> Option<String> {
+        if self.sync_tokens.is_empty() {
+            return None;
+        }
+        Some(self.sync_tokens.iter().map(|(id, (value, _))| format!("{id}={value}")).collect::<Vec<_>>().join(","))
+    }
+
+    fn keep_sync_tokens(&mut self, headers: &reqwest::header::HeaderMap) {
+        for header in headers.get_all("sync-token") {
+            let Ok(text) = header.to_str() else { continue };
+            for token in text.split(',') {
+                if let Some((id, value, sn)) = parse_sync_token(token) {
+                    let newer = self.sync_tokens.get(&id).is_none_or(|(_, old)| sn > *old);
+                    if newer {
+                        self.sync_tokens.insert(id, (value, sn));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Source for AppConfigSource {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn poll<'a>(&'a mut self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Polled, SourceError>> {
+        Box::pin(self.poll_once(cancel))
+    }
+}
+
+fn object(path: RelPath, bytes: Vec<u8>, required: bool) -> Object {
+    let version = fnv_hex(&bytes);
+    Object { path, value: SecretValue::new(bytes), version, updated: None, required }
+}
+
+/// FNV-1a of the rendered bytes: the object's version (changes exactly when the output does).
+fn fnv_hex(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// `{endpoint}/kv?key=..&label=..&api-version=..`; the null label is `%00`.
+fn list_url(endpoint: &Url, select: &config::Selector) -> Url {
+    let mut url = endpoint.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().push("kv");
+    }
+    url.set_query(None);
+    url.query_pairs_mut()
+        .append_pair("key", &select.key)
+        .append_pair("label", select.label.as_deref().unwrap_or("\0"))
+        .append_pair("api-version", API_VERSION);
+    url
+}
+
+/// `</kv?...>; rel="next"` -> `/kv?...`.
+fn next_from_link_header(value: &str) -> Option<String> {
+    value.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| p.trim().trim_start_matches("rel=").trim_matches('"') == "next");
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
+/// `id=value;sn=123` -> (id, value, 123); the value may itself contain `=`.
+fn parse_sync_token(token: &str) -> Option<(String, String, u64)> {
+    let (id_value, sn) = token.trim().rsplit_once(";sn=")?;
+    let (id, value) = id_value.split_once('=')?;
+    Some((id.to_owned(), value.to_owned(), sn.trim().parse().ok()?))
+}
+
+/// The media type, compared case-insensitively, parameters ignored.
+fn is_keyvault_ref(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(KEYVAULT_REF_TYPE))
+}
+
+/// The secret URL of a reference value `{"uri": ...}` (`secret_uri` as a fallback).
+fn reference_uri(value: &str) -> Result<Url, String> {
+    let parsed: KeyVaultRef = serde_json::from_str(value).map_err(|_| "the value is not reference JSON".to_owned())?;
+    let uri = parsed.uri.or(parsed.secret_uri).ok_or_else(|| "the value has no uri".to_owned())?;
+    let url = Url::parse(&uri).map_err(|e| format!("invalid uri: {e}"))?;
+    let is_secret = url.path_segments().and_then(|mut s| s.next()).is_some_and(|first| first == "secrets");
+    if url.scheme() != "https" || !is_secret {
+        return Err("the uri is not an https Key Vault secret URL".into());
+    }
+    Ok(url)
+}
+
+async fn read_body(mut resp: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, SourceError> {
+    let mut body = Zeroizing::new(Vec::new());
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        azure_error(AzureError::Transport { service: Service::AppConfig.as_str(), reason: e.without_url().to_string() })
+    })? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(azure_error(AzureError::InvalidResponse {
+                service: Service::AppConfig.as_str(),
+                reason: format!("response body over {MAX_BODY} bytes"),
+            }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn identity_error(e: IdentityError) -> SourceError {
+    match e {
+        IdentityError::Cancelled => SourceError::Cancelled,
+        e => SourceError::Identity(e),
+    }
+}
+
+fn azure_error(e: AzureError) -> SourceError {
+    match e {
+        AzureError::Cancelled => SourceError::Cancelled,
+        e => SourceError::Azure(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_url_sends_the_null_label_as_percent_00_and_escapes_reserved_characters() {
+        let endpoint = Url::parse("https://store.azconfig.io").unwrap();
+        let null = config::Selector { key: "myapp:*".into(), label: None };
+        assert_eq!(list_url(&endpoint, &null).as_str(), "https://store.azconfig.io/kv?key=myapp%3A*&label=%00&api-version=2023-11-01");
+        let odd = config::Selector { key: "a\\,b&c=d".into(), label: Some("prd".into()) };
+        let url = list_url(&endpoint, &odd);
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs[0], ("key".to_string(), "a\\,b&c=d".to_string()));
+        assert_eq!(pairs[1], ("label".to_string(), "prd".to_string()));
+    }
+
+    #[test]
+    fn link_header_yields_the_next_target() {
+        assert_eq!(next_from_link_header("</kv?after=x&api-version=1.0>; rel=\"next\"").as_deref(), Some("/kv?after=x&api-version=1.0"));
+        assert_eq!(next_from_link_header("</x>; rel=\"prev\""), None);
+    }
+
+    #[test]
+    fn sync_tokens_parse_values_with_equals_signs() {
+        assert_eq!(
+            parse_sync_token("zAJw6V16=NjotMSM3ODk3NjM=;sn=789763"),
+            Some(("zAJw6V16".into(), "NjotMSM3ODk3NjM=".into(), 789_763))
+        );
+        assert_eq!(parse_sync_token("garbage"), None);
+    }
+
+    #[test]
+    fn keyvault_ref_media_type_ignores_case_and_parameters() {
+        assert!(is_keyvault_ref(Some("application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8")));
+        assert!(is_keyvault_ref(Some("Application/VND.Microsoft.AppConfig.KeyVaultRef+JSON")));
+        assert!(!is_keyvault_ref(Some("application/json")));
+        assert!(!is_keyvault_ref(None));
+    }
+
+    #[test]
+    fn reference_uri_accepts_uri_or_secret_uri_and_refuses_others() {
+        let u = reference_uri(r#"{"uri":"https://v.vault.azure.net/secrets/db-password"}"#).unwrap();
+        assert_eq!(u.path(), "/secrets/db-password");
+        assert!(reference_uri(r#"{"secret_uri":"https://v.vault.azure.net/secrets/x/abc"}"#).is_ok());
+        assert!(reference_uri(r#"{"uri":"http://v.vault.azure.net/secrets/x"}"#).is_err());
+        assert!(reference_uri(r#"{"uri":"https://v.vault.azure.net/keys/x"}"#).is_err());
+        assert!(reference_uri("not json").is_err());
+    }
+
+    #[test]
+    fn versions_are_digests_of_the_bytes() {
+        assert_eq!(fnv_hex(b"a"), fnv_hex(b"a"));
+        assert_ne!(fnv_hex(b"a"), fnv_hex(b"b"));
+    }
+}

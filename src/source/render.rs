@@ -1,0 +1,473 @@
+//! Rendering of App Configuration settings into the output formats of SPEC.md: `json` and
+//! `yaml` nest keys on `:`, `properties` writes escaped `key=value` lines, `env` writes
+//! dotenv `KEY="value"` lines and `files` yields one object per key. Pure functions: no I/O,
+//! deterministic output (keys sorted), problems reported as `Skipped` rather than failing.
+//!
+//! Rules shared by every format:
+//! - when the same key appears more than once, the later setting wins (later `select` entries
+//!   override earlier ones, as in the App Configuration providers);
+//! - a key that is empty after prefix trimming is skipped;
+//! - in the nesting formats (`json`, `yaml`, `files`) a key that is also the parent of another
+//!   key (`db` next to `db:host`) cannot be both a value and a map: the shorter key is skipped
+//!   and reported, the deeper keys are kept.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::config::Format;
+use crate::relpath::RelPath;
+
+/// One setting: its key (after prefix trimming) and its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting").field("key", &self.key).field("value", &"<redacted>").finish()
+    }
+}
+
+/// A setting left out of the output, and why (never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub key: String,
+    pub reason: String,
+}
+
+/// A rendered document (json, yaml, env, properties).
+pub struct Rendered {
+    pub bytes: Vec<u8>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// One file of `format: files`: its path relative to the source's `path`.
+pub struct RenderedFile {
+    pub path: RelPath,
+    pub key: String,
+    pub value: String,
+}
+
+/// Strips the longest matching prefix from `key`; the key unchanged when none matches.
+pub fn trim_prefix<'a>(key: &'a str, prefixes: &[String]) -> &'a str {
+    prefixes
+        .iter()
+        .filter(|p| key.starts_with(p.as_str()))
+        .max_by_key(|p| p.len())
+        .map_or(key, |p| &key[p.len()..])
+}
+
+/// Renders `settings` as one document. `Format::Files` is not a document: use `render_files`.
+pub fn render_document(format: Format, settings: &[Setting]) -> Rendered {
+    let (settings, mut skipped) = dedupe(settings);
+    let bytes = match format {
+        Format::Json | Format::Yaml => {
+            let (leaves, conflicts) = drop_parent_conflicts(settings);
+            skipped.extend(conflicts);
+            let tree = build_tree(&leaves);
+            let mut out = String::new();
+            if format == Format::Json {
+                write_json(&mut out, &tree, 0);
+                out.push('\n');
+            } else {
+                write_yaml_root(&mut out, &tree);
+            }
+            out
+        }
+        Format::Properties => render_properties(&settings),
+        Format::Env => {
+            let (out, conflicts) = render_env(&settings);
+            skipped.extend(conflicts);
+            out
+        }
+        Format::Files => String::new(),
+    };
+    Rendered { bytes: bytes.into_bytes(), skipped }
+}
+
+/// One file per key, `:` turning into `/`; keys that are not valid paths are skipped.
+pub fn render_files(settings: &[Setting]) -> (Vec<RenderedFile>, Vec<Skipped>) {
+    let (settings, mut skipped) = dedupe(settings);
+    let (leaves, conflicts) = drop_parent_conflicts(settings);
+    skipped.extend(conflicts);
+    let mut files = Vec::new();
+    for (key, value) in leaves {
+        match RelPath::parse(&key.replace(':', "/")) {
+            Ok(path) => files.push(RenderedFile { path, key: key.to_string(), value: value.to_string() }),
+            Err(e) => skipped.push(Skipped { key: key.to_string(), reason: format!("not a valid file path: {e}") }),
+        }
+    }
+    (files, skipped)
+}
+
+/// Later settings override earlier ones; empty keys are skipped. Sorted by key.
+fn dedupe(settings: &[Setting]) -> (BTreeMap<&str, &str>, Vec<Skipped>) {
+    let mut map = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for s in settings {
+        if s.key.is_empty() {
+            skipped.push(Skipped { key: s.key.clone(), reason: "key is empty after prefix trimming".into() });
+        } else {
+            map.insert(s.key.as_str(), s.value.as_str());
+        }
+    }
+    (map, skipped)
+}
+
+/// Removes every key that is also a parent (`db` when `db:host` exists).
+fn drop_parent_conflicts<'a>(map: BTreeMap<&'a str, &'a str>) -> (BTreeMap<&'a str, &'a str>, Vec<Skipped>) {
+    let mut parents = std::collections::BTreeSet::new();
+    for key in map.keys() {
+        for (i, c) in key.char_indices() {
+            if c == ':' {
+                parents.insert(&key[..i]);
+            }
+        }
+    }
+    let mut kept = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (k, v) in map {
+        if parents.contains(k) {
+            skipped.push(Skipped {
+                key: k.to_string(),
+                reason: "key is also the parent of other keys (the deeper keys are kept)".into(),
+            });
+        } else {
+            kept.insert(k, v);
+        }
+    }
+    (kept, skipped)
+}
+
+enum Node<'a> {
+    Leaf(&'a str),
+    Map(BTreeMap<&'a str, Node<'a>>),
+}
+
+/// Nests conflict-free keys on `:`.
+fn build_tree<'a>(leaves: &BTreeMap<&'a str, &'a str>) -> BTreeMap<&'a str, Node<'a>> {
+    let mut root: BTreeMap<&'a str, Node<'a>> = BTreeMap::new();
+    for (key, value) in leaves {
+        insert(&mut root, key.split(':').collect::<Vec<_>>().as_slice(), value);
+    }
+    root
+}
+
+fn insert<'a>(map: &mut BTreeMap<&'a str, Node<'a>>, segments: &[&'a str], value: &'a str) {
+    match segments {
+        [] => {}
+        [last] => {
+            map.entry(last).or_insert(Node::Leaf(value));
+        }
+        [first, rest @ ..] => {
+            // A leaf here is unreachable after drop_parent_conflicts; the earlier leaf stays.
+            if let Node::Map(child) = map.entry(first).or_insert_with(|| Node::Map(BTreeMap::new())) {
+                insert(child, rest, value);
+            }
+        }
+    }
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+fn write_json(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
+    if map.is_empty() {
+        out.push_str("{}");
+        return;
+    }
+    out.push_str("{\n");
+    for (i, (k, node)) in map.iter().enumerate() {
+        out.push_str(&"  ".repeat(depth + 1));
+        json_string(out, k);
+        out.push_str(": ");
+        match node {
+            Node::Leaf(v) => json_string(out, v),
+            Node::Map(m) => write_json(out, m, depth + 1),
+        }
+        if i + 1 < map.len() {
+            out.push(',');
+        }
+        out.push('\n');
+    }
+    out.push_str(&"  ".repeat(depth));
+    out.push('}');
+}
+
+/// A YAML double-quoted scalar: JSON-style escapes, plus every character YAML treats as a
+/// line break or does not allow raw (C0/C1 controls, DEL, NEL, U+2028/2029, BOM).
+fn yaml_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (0x7f..=0x9f).contains(&(c as u32)) => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            '\u{2028}' | '\u{2029}' | '\u{feff}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_yaml_root(out: &mut String, map: &BTreeMap<&str, Node>) {
+    if map.is_empty() {
+        out.push_str("{}\n");
+    } else {
+        write_yaml(out, map, 0);
+    }
+}
+
+fn write_yaml(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
+    for (k, node) in map {
+        out.push_str(&"  ".repeat(depth));
+        yaml_string(out, k);
+        out.push(':');
+        match node {
+            Node::Leaf(v) => {
+                out.push(' ');
+                yaml_string(out, v);
+                out.push('\n');
+            }
+            Node::Map(m) => {
+                out.push('\n');
+                write_yaml(out, m, depth + 1);
+            }
+        }
+    }
+}
+
+/// Java properties escaping; `is_key` also escapes spaces, which end a key.
+fn properties_escape(out: &mut String, s: &str, is_key: bool) {
+    let mut leading = true;
+    for c in s.chars() {
+        match c {
+            ' ' if is_key || leading => out.push_str("\\ "),
+            '\\' => out.push_str("\\\\"),
+            '=' | ':' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (' '..='~').contains(&c) => out.push(c),
+            c => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{:04X}", unit);
+                }
+            }
+        }
+        if c != ' ' {
+            leading = false;
+        }
+    }
+}
+
+fn render_properties(map: &BTreeMap<&str, &str>) -> String {
+    let mut out = String::new();
+    for (k, v) in map {
+        properties_escape(&mut out, k, true);
+        out.push('=');
+        properties_escape(&mut out, v, false);
+        out.push('\n');
+    }
+    out
+}
+
+/// `db.host` -> `DB_HOST`: upper-cased, every character outside [A-Za-z0-9] turned into `_`.
+pub fn env_name(key: &str) -> String {
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect()
+}
+
+fn env_escape(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '$' => out.push_str("\\$"),
+            '`' => out.push_str("\\`"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Two keys that map to the same name (`db.host`, `db_host`): the first in key order wins.
+fn render_env(map: &BTreeMap<&str, &str>) -> (String, Vec<Skipped>) {
+    let mut names: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (k, v) in map {
+        let name = env_name(k);
+        if let Some((first, _)) = names.get(&name) {
+            skipped.push(Skipped {
+                key: k.to_string(),
+                reason: format!("variable name {name} already taken by key {first:?}"),
+            });
+        } else {
+            names.insert(name, (k, v));
+        }
+    }
+    let mut out = String::new();
+    for (name, (_, v)) in names {
+        out.push_str(&name);
+        out.push('=');
+        env_escape(&mut out, v);
+        out.push('\n');
+    }
+    (out, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(key: &str, value: &str) -> Setting {
+        Setting { key: key.into(), value: value.into() }
+    }
+
+    fn text(format: Format, settings: &[Setting]) -> String {
+        String::from_utf8(render_document(format, settings).bytes).unwrap()
+    }
+
+    #[test]
+    fn trim_prefix_takes_the_longest_match() {
+        let prefixes = vec!["myapp:".to_string(), "myapp:db:".to_string(), "other:".to_string()];
+        assert_eq!(trim_prefix("myapp:db:host", &prefixes), "host");
+        assert_eq!(trim_prefix("myapp:level", &prefixes), "level");
+        assert_eq!(trim_prefix("unrelated", &prefixes), "unrelated");
+        assert_eq!(trim_prefix("myapp:", &prefixes), "");
+    }
+
+    #[test]
+    fn json_nests_keys_on_colons_sorted_and_parses_back() {
+        let out = text(Format::Json, &[s("db:port", "5432"), s("db:host", "h\"o\n"), s("a", "ü€😀")]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"a": "ü€😀", "db": {"host": "h\"o\n", "port": "5432"}}));
+        assert!(out.find("\"a\"").unwrap() < out.find("\"db\"").unwrap());
+        assert!(out.ends_with("}\n"));
+    }
+
+    #[test]
+    fn json_leaf_that_is_also_a_parent_is_skipped_and_reported() {
+        let r = render_document(Format::Json, &[s("db", "x"), s("db:host", "h")]);
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(v, serde_json::json!({"db": {"host": "h"}}));
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].key, "db");
+        assert!(!r.skipped[0].reason.contains('x'));
+    }
+
+    #[test]
+    fn later_settings_override_earlier_and_empty_keys_are_skipped() {
+        let r = render_document(Format::Json, &[s("k", "old"), s("", "v"), s("k", "new")]);
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(v, serde_json::json!({"k": "new"}));
+        assert_eq!(r.skipped.len(), 1);
+    }
+
+    #[test]
+    fn empty_settings_render_as_empty_documents() {
+        assert_eq!(text(Format::Json, &[]), "{}\n");
+        assert_eq!(text(Format::Yaml, &[]), "{}\n");
+        assert_eq!(text(Format::Env, &[]), "");
+        assert_eq!(text(Format::Properties, &[]), "");
+    }
+
+    #[test]
+    fn yaml_quotes_every_scalar_and_nests() {
+        let out = text(
+            Format::Yaml,
+            &[s("db:host", "a: b # c"), s("db:pw", "q\"\\\n\t\u{2028}"), s("empty", ""), s("yes", "no")],
+        );
+        assert_eq!(
+            out,
+            "\"db\":\n  \"host\": \"a: b # c\"\n  \"pw\": \"q\\\"\\\\\\n\\t\\u2028\"\n\"empty\": \"\"\n\"yes\": \"no\"\n"
+        );
+    }
+
+    #[test]
+    fn yaml_escapes_control_characters() {
+        let out = text(Format::Yaml, &[s("k\u{1}", "\u{7f}\u{85}é")]);
+        assert_eq!(out, "\"k\\u0001\": \"\\u007f\\u0085é\"\n");
+    }
+
+    #[test]
+    fn properties_escape_keys_and_values_java_style() {
+        let out = text(
+            Format::Properties,
+            &[s("a key=x:y", "  lead = #!: \\ end"), s("multi", "l1\nl2\r"), s("uni", "é😀"), s("empty", "")],
+        );
+        assert_eq!(
+            out,
+            "a\\ key\\=x\\:y=\\ \\ lead \\= \\#\\!\\: \\\\ end\nempty=\nmulti=l1\\nl2\\r\nuni=\\u00E9\\uD83D\\uDE00\n"
+        );
+    }
+
+    #[test]
+    fn properties_keep_keys_unchanged_apart_from_escaping() {
+        assert_eq!(text(Format::Properties, &[s("db:host", "h")]), "db\\:host=h\n");
+        assert_eq!(text(Format::Properties, &[s("Db.Host", "h")]), "Db.Host=h\n");
+    }
+
+    #[test]
+    fn env_upper_cases_names_and_quotes_values_dotenv_style() {
+        let out = text(
+            Format::Env,
+            &[s("db:host", "x\"y$HOME`id`\\\nz"), s("Feature.Flag-1", ""), s("ünï", "é")],
+        );
+        assert_eq!(out, "DB_HOST=\"x\\\"y\\$HOME\\`id\\`\\\\\\nz\"\nFEATURE_FLAG_1=\"\"\n_N_=\"é\"\n");
+    }
+
+    #[test]
+    fn env_name_collisions_keep_the_first_key_and_report_the_rest() {
+        let r = render_document(Format::Env, &[s("db_host", "2"), s("db.host", "1")]);
+        assert_eq!(String::from_utf8(r.bytes).unwrap(), "DB_HOST=\"1\"\n");
+        assert_eq!(r.skipped, vec![Skipped { key: "db_host".into(), reason: "variable name DB_HOST already taken by key \"db.host\"".into() }]);
+    }
+
+    #[test]
+    fn env_value_with_equals_and_quotes_survives() {
+        assert_eq!(text(Format::Env, &[s("k", "a=b='c'")]), "K=\"a=b='c'\"\n");
+    }
+
+    #[test]
+    fn files_turn_colons_into_folders_and_skip_invalid_paths() {
+        let (files, skipped) = render_files(&[
+            s("db:host", "h"),
+            s("db:pass word", "p"),
+            s("..:evil", "e"),
+            s("tls", "t"),
+            s("tls:cert", "c"),
+            s("ok.txt", "line\n"),
+        ]);
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, vec!["db/host", "ok.txt", "tls/cert"]);
+        assert_eq!(files[1].value, "line\n");
+        let mut keys: Vec<&str> = skipped.iter().map(|s| s.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["..:evil", "db:pass word", "tls"]);
+    }
+
+    #[test]
+    fn setting_debug_hides_the_value() {
+        assert!(!format!("{:?}", s("k", "hunter2")).contains("hunter2"));
+    }
+}
