@@ -1,5 +1,6 @@
 //! The emulator's App Configuration store over the wire: key and label filters, the null label,
-//! paging by `Link`/`@nextLink`, page ETags and 304, Sync-Token, api-version and audience checks.
+//! paging by `Link`/`@nextLink` (the `Link` also on a 304), page ETags and 304, one key-value by
+//! `GET /kv/{key}` with its ETag, Sync-Token, api-version and audience checks.
 
 use std::time::Duration;
 
@@ -145,4 +146,57 @@ async fn kv_list_refuses_other_audiences_missing_api_version_and_bad_filters() {
     assert_eq!(body["title"], "API version is not specified");
     let resp = client.get(format!("{base}/kv?key=a*b&api-version=2023-11-01")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_304_page_still_links_to_the_next_one() {
+    let (emu, client) = start().await;
+    emu.set_appconfig_page_size(1);
+    for k in ["k1", "k2"] {
+        emu.set_kv("store", k, None, "v", None).unwrap();
+    }
+    let token = token(&emu, &client, "https://appconfig.azure.com/.default").await;
+    let url = format!("{}/kv?api-version=2023-11-01", emu.store_url("store").unwrap());
+    let first = client.get(&url).bearer_auth(&token).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let link = first.headers()["link"].to_str().unwrap().to_owned();
+    let again = client.get(&url).bearer_auth(&token).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["link"].to_str().unwrap(), link);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn one_key_value_is_read_by_key_and_label_with_its_etag_and_304() {
+    let (emu, client) = start().await;
+    let etag = emu.set_kv("store", "myapp:db/host name", Some("prd"), "h", Some("text/plain")).unwrap();
+    emu.set_kv("store", "myapp:db/host name", None, "null-label", None).unwrap();
+    let token = token(&emu, &client, "https://appconfig.azure.com/.default").await;
+    let base = emu.store_url("store").unwrap();
+    let url = format!("{base}/kv/myapp%3Adb%2Fhost%20name?label=prd&api-version=2026-04-01");
+
+    let resp = client.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/vnd.microsoft.appconfig.kv+json"));
+    assert_eq!(resp.headers()["etag"].to_str().unwrap(), format!("W/\"{etag}\""));
+    assert!(resp.headers().contains_key("last-modified") && resp.headers().contains_key("sync-token"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((body["key"].as_str(), body["label"].as_str(), body["value"].as_str()), (Some("myapp:db/host name"), Some("prd"), Some("h")));
+    assert_eq!(body["etag"], etag.as_str());
+    assert_eq!(body["content_type"], "text/plain");
+
+    let unchanged = client.get(&url).bearer_auth(&token).header("if-none-match", format!("\"{etag}\"")).send().await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    let null_label: Value = client
+        .get(format!("{base}/kv/myapp%3Adb%2Fhost%20name?api-version=2023-11-01"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((null_label["value"].as_str(), &null_label["label"]), (Some("null-label"), &Value::Null));
+    let missing = client.get(format!("{base}/kv/absent?api-version=2023-11-01")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }

@@ -1,9 +1,11 @@
 //! Azure App Configuration, one HTTPS listener per store: `GET /kv` with key and label filters
 //! (`*` suffix, comma alternatives, `\` escapes, `%00` the null label), a required
-//! api-version, pages linked by `@nextLink` and a relative `Link` header, a per-page `ETag`
-//! answered with 304 to a matching `If-None-Match`, a `Sync-Token` on every answer, and the
-//! Bearer token checked for the App Configuration audience (401 for any other).
-//! Errors use App Configuration's `application/problem+json` shape.
+//! api-version, pages linked by `@nextLink` and a relative `Link` header (also on a 304, where
+//! the SDKs read it to go on paging), a per-page `ETag` answered with 304 to a matching
+//! `If-None-Match`, `GET /kv/{key}?label=` for one key-value (its own ETag, 304 and 404), a
+//! `Sync-Token` on every answer, and the Bearer token checked for the App Configuration
+//! audience (401 for any other). Errors use App Configuration's `application/problem+json`
+//! shape. Key-values are set through the Rust API or the control API (`control`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,11 +19,13 @@ use super::server::{self, Query, Resp};
 use super::state::{random_uuid, unix_now, Endpoint, TokenCheck};
 use super::Shared;
 
-/// The api-versions answered (the docs' pivots and the TypeSpec's GA versions).
-pub(crate) const API_VERSIONS: [&str; 4] = ["1.0", "2023-10-01", "2023-11-01", "2024-09-01"];
+/// The api-versions answered (the docs' pivots and the TypeSpec's GA versions; 2026-04-01 is
+/// the default of azure-appconfiguration 1.10).
+pub(crate) const API_VERSIONS: [&str; 5] = ["1.0", "2023-10-01", "2023-11-01", "2024-09-01", "2026-04-01"];
 /// App Configuration's page size.
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
 const KVSET_TYPE: &str = "application/vnd.microsoft.appconfig.kvset+json; charset=utf-8";
+const KV_TYPE: &str = "application/vnd.microsoft.appconfig.kv+json; charset=utf-8";
 const PROBLEM_TYPE: &str = "application/problem+json; charset=utf-8";
 
 /// One key-value.
@@ -103,6 +107,13 @@ impl Stores {
 
     pub(crate) fn len(&self, store: &str) -> usize {
         self.lock().stores.get(store).map_or(0, BTreeMap::len)
+    }
+
+    /// One key-value as the service returns it, if it exists.
+    fn get(&self, store: &str, key: &str, label: Option<&str>) -> Option<(Value, Kv)> {
+        let inner = self.lock();
+        let kv = inner.stores.get(store)?.get(&(key.to_owned(), label.map(str::to_owned)))?;
+        Some((item(key, label, kv), kv.clone()))
     }
 
     fn sync_token(&self) -> String {
@@ -252,9 +263,18 @@ fn answer(shared: &Shared, store: &str, req: &Request<Bytes>) -> Resp {
     if req.method() != Method::GET {
         return problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "The emulator only reads key-values; use its Rust API", None, None);
     }
-    if req.uri().path().trim_end_matches('/') != "/kv" {
-        return problem(StatusCode::NOT_FOUND, "not-found", "The requested resource was not found", None, None);
+    let path = req.uri().path().trim_end_matches('/');
+    if path == "/kv" {
+        return list(shared, store, req, &query, &api_version);
     }
+    match path.strip_prefix("/kv/").map(percent_decode) {
+        Some(Some(key)) if !key.is_empty() => get_one(shared, store, req, &query, &key),
+        _ => problem(StatusCode::NOT_FOUND, "not-found", "The requested resource was not found", None, None),
+    }
+}
+
+/// `GET /kv`: one page of the key-values the filters match.
+fn list(shared: &Shared, store: &str, req: &Request<Bytes>, query: &Query, api_version: &str) -> Resp {
     let keys = match Filter::parse(query.get("key")) {
         Ok(f) => f,
         Err(at) => return bad_filter("key", at),
@@ -270,23 +290,61 @@ fn answer(shared: &Shared, store: &str, req: &Request<Bytes>) -> Resp {
     };
     let (items, next) = shared.appconfig.page(store, &keys, &labels, after.as_deref());
     let etag = page_etag(&items);
-    let if_none_match = server::header(req, "if-none-match").map(unquote);
-    if if_none_match.is_some_and(|tags| tags.split(',').any(|t| unquote(t) == etag || t.trim() == "*")) {
-        let mut resp = server::empty(StatusCode::NOT_MODIFIED);
-        server::set_header(&mut resp, "etag", &format!("W/\"{etag}\""));
-        return resp;
-    }
-    let next_link = next.map(|marker| next_link(&query, &api_version, &marker));
-    let mut body = json!({"items": items, "etag": etag});
-    if let Some(link) = &next_link {
-        body["@nextLink"] = Value::String(link.clone());
-    }
-    let mut resp = server::bytes_response(StatusCode::OK, KVSET_TYPE, Bytes::from(body.to_string()));
+    let next_link = next.map(|marker| next_link(query, api_version, &marker));
+    let mut resp = if none_match(req, &etag) {
+        server::empty(StatusCode::NOT_MODIFIED)
+    } else {
+        let mut body = json!({"items": items, "etag": etag});
+        if let Some(link) = &next_link {
+            body["@nextLink"] = Value::String(link.clone());
+        }
+        server::bytes_response(StatusCode::OK, KVSET_TYPE, Bytes::from(body.to_string()))
+    };
     server::set_header(&mut resp, "etag", &format!("W/\"{etag}\""));
     if let Some(link) = next_link {
         server::set_header(&mut resp, "link", &format!("<{link}>; rel=\"next\""));
     }
     resp
+}
+
+/// `GET /kv/{key}?label=`: one key-value; no `label` (or `%00`) is the null label.
+fn get_one(shared: &Shared, store: &str, req: &Request<Bytes>, query: &Query, key: &str) -> Resp {
+    let label = query.get("label").filter(|l| !l.is_empty() && *l != "\0");
+    let Some((item, kv)) = shared.appconfig.get(store, key, label) else {
+        return problem(StatusCode::NOT_FOUND, "not-found", "The requested resource was not found", None, None);
+    };
+    let mut resp = if none_match(req, &kv.etag) {
+        server::empty(StatusCode::NOT_MODIFIED)
+    } else {
+        server::bytes_response(StatusCode::OK, KV_TYPE, Bytes::from(item.to_string()))
+    };
+    server::set_header(&mut resp, "etag", &format!("W/\"{}\"", kv.etag));
+    let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(kv.last_modified.max(0) as u64);
+    server::set_header(&mut resp, "last-modified", &httpdate::fmt_http_date(modified));
+    resp
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`).
+fn none_match(req: &Request<Bytes>, etag: &str) -> bool {
+    server::header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| unquote(t) == etag || t.trim() == "*"))
+}
+
+/// `%2F` -> `/`; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The relative link to the next page: the same filters, `After` the last item.

@@ -34,6 +34,33 @@ struct UpdateSecret {
     attributes: SecretAttributes,
 }
 
+/// `PUT /stores/{store}/kv`; `label` absent or null is the null label.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetKv {
+    key: String,
+    #[serde(default)]
+    label: Option<String>,
+    value: String,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+/// `DELETE /stores/{store}/kv`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvId {
+    key: String,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageSize {
+    size: usize,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenLifetime {
@@ -64,6 +91,24 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
         (&Method::DELETE, ["vaults", vault, "secrets", name]) => {
             shared.state.delete_secret(vault, name).map(|_| no_content()).map_err(state_error)
         }
+        (&Method::PUT, ["stores", store, "kv"]) => parse::<SetKv>(req.body()).and_then(|kv| {
+            let etag = shared
+                .appconfig
+                .set(store, &kv.key, kv.label.as_deref(), &kv.value, kv.content_type.as_deref())
+                .map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+            Ok(ok(json!({"etag": etag})))
+        }),
+        (&Method::DELETE, ["stores", store, "kv"]) => parse::<KvId>(req.body()).and_then(|kv| {
+            match shared.appconfig.delete(store, &kv.key, kv.label.as_deref()) {
+                Ok(true) => Ok(no_content()),
+                Ok(false) => Err(error(StatusCode::NOT_FOUND, &format!("no key-value {:?} with that label", kv.key))),
+                Err(e) => Err(error(StatusCode::NOT_FOUND, &e.to_string())),
+            }
+        }),
+        (&Method::PUT, ["stores", _, "page-size"]) => parse::<PageSize>(req.body()).map(|p| {
+            shared.appconfig.set_page_size(p.size);
+            no_content()
+        }),
         (&Method::POST, ["faults"]) => parse::<Fault>(req.body()).map(|f| ok(json!({"id": shared.state.add_fault(f)}))),
         (&Method::DELETE, ["faults"]) => {
             shared.state.clear_faults();

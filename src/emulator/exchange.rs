@@ -89,6 +89,7 @@ fn record_of(endpoint: Endpoint, vault: Option<&str>, req: &Request<Bytes>) -> R
         headers,
         form_keys: form_keys(req),
         status: None,
+        at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     }
 }
 

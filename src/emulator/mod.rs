@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | authority | https | `POST /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration` (`aad.rs`) |
 //! | one per vault | https | `GET /secrets...` of that vault (`keyvault.rs`) |
-//! | one per App Configuration store | https | `GET /kv` of that store (`appconfig.rs`) |
+//! | one per App Configuration store | https | `GET /kv` and `GET /kv/{key}` of that store (`appconfig.rs`) |
 //! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`) and the control API `/_emulator/...` |
 //!
 //! The CA that signs the server certificate (for `127.0.0.1`, `::1`, `localhost` and the
@@ -30,6 +30,9 @@
 //! | `PUT /_emulator/vaults/{vault}/secrets/{name}` | `{"value", "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | `{"name","version","id"}`: a new latest version |
 //! | `PATCH /_emulator/vaults/{vault}/secrets/{name}` | `{"version"?, "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | 204; no version: the latest |
 //! | `DELETE /_emulator/vaults/{vault}/secrets/{name}` | | 204 |
+//! | `PUT /_emulator/stores/{store}/kv` | `{"key", "label"?, "value", "content_type"?}` (no label: the null label) | `{"etag"}` |
+//! | `DELETE /_emulator/stores/{store}/kv` | `{"key", "label"?}` | 204, or 404 if absent |
+//! | `PUT /_emulator/stores/{store}/page-size` | `{"size": n}` | 204: items per `/kv` page in every store |
 //! | `POST /_emulator/faults` | a [`Fault`], e.g. `{"endpoint":"keyvault_get","vault":"demo","status":429,"retry_after":{"seconds":1},"times":2}` | `{"id"}` |
 //! | `DELETE /_emulator/faults[/{id}]` | | 204: all faults (or one) removed |
 //! | `GET /_emulator/counts` | | `{"any","imds","aad","keyvault_get","keyvault_list","vaults":{"demo":{...}}}` |
@@ -42,7 +45,8 @@
 //! | `POST /_emulator/canned` | `{"vault","path","fixture","entries"?}` or `{"vault","path","responses":[{"status","headers"?,"body"?}]}` | `{"responses": n}` |
 //! | `DELETE /_emulator/canned` | | 204 |
 //!
-//! Fault `endpoint` is one of `any`, `imds`, `aad`, `keyvault_get`, `keyvault_list`;
+//! Fault `endpoint` is one of `any`, `imds`, `aad`, `keyvault_get`, `keyvault_list`,
+//! `appconfig_list` (every request to a store; `vault` then names the store);
 //! `retry_after` is `{"seconds":n}`, `{"http_date":n}` (n seconds from now), `{"millis":n}`
 //! (`retry-after-ms`) or `{"x_ms_millis":n}`; `delay_ms` delays the answer (a fault with a delay
 //! and no status answers normally after it; [`Fault::hang`] waits an hour); without `times` a

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Emulator, EmulatorConfig};
 
 const USAGE: &str = "usage: azure-secrets-sidecar emulator [--bind IP] [--advertise-host HOST] [--state-dir DIR] \
-                     [--vault NAME]... [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID]";
+                     [--vault NAME]... [--store NAME]... [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID]";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -25,7 +25,8 @@ struct Options {
 
 /// Run the emulator until `cancel`. `args` are the flags after the subcommand name:
 /// `--bind IP`, `--advertise-host HOST`, `--state-dir DIR`, `--vault NAME` (repeatable; default
-/// `demo`), `--seed FILE` (JSON `{"vault": {"secret-name": "value"}}`; its vaults are created),
+/// `demo`), `--store NAME` (an App Configuration store; repeatable), `--seed FILE` (JSON
+/// `{"vault": {"secret-name": "value"}}`; its vaults are created),
 /// `--secrets N` (`secret-0000`.. in every vault, value `value-0000`..), `--token-lifetime 1h`,
 /// `--tenant-id ID`, `--client-id ID`. Prints one JSON line to stdout once listening.
 pub async fn run_standalone(args: &[String], cancel: CancellationToken) -> Result<(), String> {
@@ -86,6 +87,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--advertise-host" => config.advertise_host = Some(value()?),
             "--state-dir" => config.state_dir = Some(PathBuf::from(value()?)),
             "--vault" => config.vaults.push(value()?),
+            "--store" => config.appconfig_stores.push(value()?),
             "--seed" => seed = Some(PathBuf::from(value()?)),
             "--secrets" => {
                 let v = value()?;

@@ -100,6 +100,10 @@ pub struct RequestRecord {
     pub form_keys: Vec<String>,
     /// The status answered, once known (absent while a hung request is still waiting).
     pub status: Option<u16>,
+    /// When the request arrived, in milliseconds since the Unix epoch (to measure the spacing
+    /// of retries without sleeping in tests).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// Request headers copied into the log: none of them carries a credential.
