@@ -10,9 +10,16 @@
 //! - in the nesting formats (`json`, `yaml`, `files`) a key that is also the parent of another
 //!   key (`db` next to `db:host`) cannot be both a value and a map: the shorter key is skipped
 //!   and reported, the deeper keys are kept.
+//!
+//! Feature flags, in `json` and `yaml` only, are written in the Microsoft feature-management
+//! schema: `{"feature_management": {"feature_flags": [<flag>, ...]}}`, each flag the JSON its
+//! key-value holds, sorted by `id` (a later flag with the same `id` wins). A setting that would
+//! land on `feature_management:feature_flags` itself is skipped and reported.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use serde_json::Value;
 
 use crate::config::Format;
 use crate::relpath::RelPath;
@@ -59,14 +66,29 @@ pub fn trim_prefix<'a>(key: &'a str, prefixes: &[String]) -> &'a str {
         .map_or(key, |p| &key[p.len()..])
 }
 
-/// Renders `settings` as one document. `Format::Files` is not a document: use `render_files`.
-pub fn render_document(format: Format, settings: &[Setting]) -> Rendered {
-    let (settings, mut skipped) = dedupe(settings);
+/// Where feature flags go in `json` and `yaml` output.
+const FEATURE_MANAGEMENT: &str = "feature_management";
+const FEATURE_FLAGS: &str = "feature_flags";
+
+/// Renders `settings` (and, in json and yaml, the feature `flags`) as one document; other
+/// formats ignore `flags`. `Format::Files` is not a document: use `render_files`.
+pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) -> Rendered {
+    let (mut settings, mut skipped) = dedupe(settings);
     let bytes = match format {
         Format::Json | Format::Yaml => {
+            let flags = feature_flags(flags);
+            if flags.is_some() {
+                skipped.extend(drop_flag_conflicts(&mut settings));
+            }
             let (leaves, conflicts) = drop_parent_conflicts(settings);
             skipped.extend(conflicts);
-            let tree = build_tree(&leaves);
+            let mut tree = build_tree(&leaves);
+            if let Some(flags) = flags {
+                let section = tree.entry(FEATURE_MANAGEMENT).or_insert_with(|| Node::Map(BTreeMap::new()));
+                if let Node::Map(section) = section {
+                    section.insert(FEATURE_FLAGS, Node::Json(flags));
+                }
+            }
             let mut out = String::new();
             if format == Format::Json {
                 write_json(&mut out, &tree, 0);
@@ -116,6 +138,33 @@ fn dedupe(settings: &[Setting]) -> (BTreeMap<&str, &str>, Vec<Skipped>) {
     (map, skipped)
 }
 
+/// The flags as one array, sorted by `id`, the last of each `id` kept; `None` when there are none.
+fn feature_flags(flags: &[Value]) -> Option<Value> {
+    if flags.is_empty() {
+        return None;
+    }
+    let mut by_id: BTreeMap<&str, &Value> = BTreeMap::new();
+    for flag in flags {
+        by_id.insert(flag.get("id").and_then(Value::as_str).unwrap_or_default(), flag);
+    }
+    Some(Value::Array(by_id.into_values().cloned().collect()))
+}
+
+/// Removes the settings that would sit where the feature flags go (`feature_management`
+/// itself, `feature_management:feature_flags` and below); the flags win.
+fn drop_flag_conflicts(map: &mut BTreeMap<&str, &str>) -> Vec<Skipped> {
+    let section = format!("{FEATURE_MANAGEMENT}:{FEATURE_FLAGS}");
+    let clashes = |k: &str| k == FEATURE_MANAGEMENT || k == section || k.starts_with(&format!("{section}:"));
+    let dropped: Vec<&str> = map.keys().copied().filter(|k| clashes(k)).collect();
+    dropped
+        .into_iter()
+        .map(|k| {
+            map.remove(k);
+            Skipped { key: k.to_string(), reason: "key clashes with the feature flags written under feature_management".into() }
+        })
+        .collect()
+}
+
 /// Removes every key that is also a parent (`db` when `db:host` exists).
 fn drop_parent_conflicts<'a>(map: BTreeMap<&'a str, &'a str>) -> (BTreeMap<&'a str, &'a str>, Vec<Skipped>) {
     let mut parents = std::collections::BTreeSet::new();
@@ -144,6 +193,8 @@ fn drop_parent_conflicts<'a>(map: BTreeMap<&'a str, &'a str>) -> (BTreeMap<&'a s
 enum Node<'a> {
     Leaf(&'a str),
     Map(BTreeMap<&'a str, Node<'a>>),
+    /// Written as the JSON value it is (the feature flags).
+    Json(Value),
 }
 
 /// Nests conflict-free keys on `:`.
@@ -187,6 +238,11 @@ fn write_json(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
         match node {
             Node::Leaf(v) => json_string(out, v),
             Node::Map(m) => write_json(out, m, depth + 1),
+            Node::Json(v) => {
+                // String escapes keep newlines out of the text, so re-indenting lines is safe.
+                let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
+                out.push_str(&text.replace('\n', &format!("\n{}", "  ".repeat(depth + 1))));
+            }
         }
         if i + 1 < map.len() {
             out.push(',');
@@ -243,7 +299,66 @@ fn write_yaml(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
                 out.push('\n');
                 write_yaml(out, m, depth + 1);
             }
+            Node::Json(v) => yaml_value(out, v, depth),
         }
+    }
+}
+
+/// A JSON value in block style, written after a `key:` at nesting `depth`.
+fn yaml_value(out: &mut String, value: &Value, depth: usize) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            for (k, v) in map {
+                out.push_str(&"  ".repeat(depth + 1));
+                yaml_string(out, k);
+                out.push(':');
+                yaml_value(out, v, depth + 1);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            for item in items {
+                out.push_str(&"  ".repeat(depth + 1));
+                out.push('-');
+                yaml_item(out, item, depth + 1);
+            }
+        }
+        scalar => {
+            out.push(' ');
+            yaml_scalar(out, scalar);
+            out.push('\n');
+        }
+    }
+}
+
+/// A sequence item, written after its `-` at nesting `depth`: a map starts on the dash's line.
+fn yaml_item(out: &mut String, item: &Value, depth: usize) {
+    match item {
+        Value::Object(map) if !map.is_empty() => {
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i == 0 {
+                    out.push(' ');
+                } else {
+                    out.push_str(&"  ".repeat(depth + 1));
+                }
+                yaml_string(out, k);
+                out.push(':');
+                yaml_value(out, v, depth + 1);
+            }
+        }
+        other => yaml_value(out, other, depth),
+    }
+}
+
+fn yaml_scalar(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => yaml_string(out, s),
+        Value::Array(_) => out.push_str("[]"),
+        Value::Object(_) => out.push_str("{}"),
     }
 }
 
@@ -344,7 +459,7 @@ mod tests {
     }
 
     fn text(format: Format, settings: &[Setting]) -> String {
-        String::from_utf8(render_document(format, settings).bytes).unwrap()
+        String::from_utf8(render_document(format, settings, &[]).bytes).unwrap()
     }
 
     #[test]
@@ -367,7 +482,7 @@ mod tests {
 
     #[test]
     fn json_leaf_that_is_also_a_parent_is_skipped_and_reported() {
-        let r = render_document(Format::Json, &[s("db", "x"), s("db:host", "h")]);
+        let r = render_document(Format::Json, &[s("db", "x"), s("db:host", "h")], &[]);
         let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
         assert_eq!(v, serde_json::json!({"db": {"host": "h"}}));
         assert_eq!(r.skipped.len(), 1);
@@ -377,7 +492,7 @@ mod tests {
 
     #[test]
     fn later_settings_override_earlier_and_empty_keys_are_skipped() {
-        let r = render_document(Format::Json, &[s("k", "old"), s("", "v"), s("k", "new")]);
+        let r = render_document(Format::Json, &[s("k", "old"), s("", "v"), s("k", "new")], &[]);
         let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
         assert_eq!(v, serde_json::json!({"k": "new"}));
         assert_eq!(r.skipped.len(), 1);
@@ -438,7 +553,7 @@ mod tests {
 
     #[test]
     fn env_name_collisions_keep_the_first_key_and_report_the_rest() {
-        let r = render_document(Format::Env, &[s("db_host", "2"), s("db.host", "1")]);
+        let r = render_document(Format::Env, &[s("db_host", "2"), s("db.host", "1")], &[]);
         assert_eq!(String::from_utf8(r.bytes).unwrap(), "DB_HOST=\"1\"\n");
         assert_eq!(r.skipped, vec![Skipped { key: "db_host".into(), reason: "variable name DB_HOST already taken by key \"db.host\"".into() }]);
     }
@@ -464,6 +579,81 @@ mod tests {
         let mut keys: Vec<&str> = skipped.iter().map(|s| s.key.as_str()).collect();
         keys.sort();
         assert_eq!(keys, vec!["..:evil", "db:pass word", "tls"]);
+    }
+
+    fn flag(id: &str, enabled: bool) -> Value {
+        serde_json::json!({"id": id, "enabled": enabled, "conditions": {"client_filters": []}})
+    }
+
+    #[test]
+    fn json_writes_feature_flags_in_the_feature_management_schema() {
+        let targeting = serde_json::json!({
+            "id": "Beta", "description": "a \"quoted\"\nline", "enabled": true,
+            "conditions": {"requirement_type": "All", "client_filters": [
+                {"name": "Microsoft.Targeting", "parameters": {"Audience": {"Users": ["ü@x"], "DefaultRolloutPercentage": 50}}},
+                {"name": "Microsoft.TimeWindow", "parameters": {"Start": "Mon, 01 Jan 2024 00:00:00 GMT"}}
+            ]}
+        });
+        let r = render_document(
+            Format::Json,
+            &[s("db:host", "h"), s("feature_management:other", "kept"), s("feature_management:feature_flags:0", "clash")],
+            &[flag("Zeta", false), targeting.clone(), flag("Alpha", false), flag("Alpha", true)],
+        );
+        let v: Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "db": {"host": "h"},
+                "feature_management": {"other": "kept", "feature_flags": [flag("Alpha", true), targeting, flag("Zeta", false)]}
+            })
+        );
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].key, "feature_management:feature_flags:0");
+        let text = String::from_utf8(r.bytes).unwrap();
+        assert!(text.contains("\n    \"feature_flags\": [\n      {\n        \"conditions\": {"), "indented as the rest:\n{text}");
+    }
+
+    #[test]
+    fn yaml_writes_feature_flags_in_block_style() {
+        let out = text_with_flags(Format::Yaml, &[s("k", "v")], &[flag("Beta", true)]);
+        assert_eq!(
+            out,
+            "\"feature_management\":\n  \"feature_flags\":\n    - \"conditions\":\n        \"client_filters\": []\n      \"enabled\": true\n      \"id\": \"Beta\"\n\"k\": \"v\"\n"
+        );
+    }
+
+    #[test]
+    fn yaml_feature_flags_parse_back_to_the_same_json() {
+        use figment::providers::Format as _;
+        let nested = serde_json::json!({
+            "id": "Gamma", "enabled": true, "display_name": "ü: \"x\" # y",
+            "conditions": {"client_filters": [
+                {"name": "Microsoft.Targeting", "parameters": {"Audience": {"Users": ["a", "b"], "Groups": [{"Name": "g", "RolloutPercentage": 25}], "DefaultRolloutPercentage": 0.5}}},
+                {"name": "Empty", "parameters": {}}
+            ]},
+            "variants": [], "telemetry": {"enabled": false, "metadata": null}, "nested": [[1, 2], [], ["x"]]
+        });
+        let out = text_with_flags(Format::Yaml, &[s("a:b", "c")], &[nested.clone(), flag("Beta", false)]);
+        let parsed: Value = figment::Figment::from(figment::providers::Yaml::string(&out)).extract().unwrap();
+        assert_eq!(parsed["a"], serde_json::json!({"b": "c"}));
+        let flags = &parsed["feature_management"]["feature_flags"];
+        assert_eq!(flags[0], flag("Beta", false));
+        for field in ["id", "enabled", "display_name", "conditions", "variants", "nested"] {
+            assert_eq!(flags[1][field], nested[field], "{field}:\n{out}");
+        }
+        assert_eq!(flags[1]["telemetry"]["enabled"], false);
+    }
+
+    #[test]
+    fn flat_formats_leave_feature_flags_out() {
+        assert_eq!(text_with_flags(Format::Env, &[s("k", "v")], &[flag("Beta", true)]), "K=\"v\"\n");
+        assert_eq!(text_with_flags(Format::Properties, &[s("k", "v")], &[flag("Beta", true)]), "k=v\n");
+        let r = render_document(Format::Json, &[s("feature_management", "x")], &[]);
+        assert_eq!(String::from_utf8(r.bytes).unwrap(), "{\n  \"feature_management\": \"x\"\n}\n", "no flags, no clash");
+    }
+
+    fn text_with_flags(format: Format, settings: &[Setting], flags: &[Value]) -> String {
+        String::from_utf8(render_document(format, settings, flags).bytes).unwrap()
     }
 
     #[test]
