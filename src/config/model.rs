@@ -149,6 +149,24 @@ impl SourceConfig {
     }
 }
 
+/// The ids of `sources` in order, made unique: a second source on the same vault or store
+/// (say a json document and a folder of files from one store) gets `#2`, and so on, so that
+/// what one publishes is never taken for the other's.
+pub fn source_ids(sources: &[SourceConfig]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::with_capacity(sources.len());
+    for source in sources {
+        let id = source.id();
+        let mut unique = id.clone();
+        let mut n = 1;
+        while ids.contains(&unique) {
+            n += 1;
+            unique = format!("{id}#{n}");
+        }
+        ids.push(unique);
+    }
+    ids
+}
+
 fn host_port(u: &Url) -> String {
     match (u.host_str(), u.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -297,7 +315,26 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Glob;
+    use super::*;
+
+    #[test]
+    fn source_ids_are_unique_per_config() {
+        let store = |path: &str| {
+            SourceConfig::AppConfig(AppConfigSource {
+                endpoint: Url::parse("https://s.azconfig.io").unwrap(),
+                select: Vec::new(),
+                trim_prefix: Vec::new(),
+                resolve_keyvault_refs: true,
+                path: RelPath::parse(path).unwrap(),
+                format: Format::Json,
+                sentinel: None,
+            })
+        };
+        assert_eq!(
+            source_ids(&[store("a"), store("b"), store("c")]),
+            vec!["appconfig:s.azconfig.io", "appconfig:s.azconfig.io#2", "appconfig:s.azconfig.io#3"]
+        );
+    }
 
     #[test]
     fn glob_matches_like_a_shell() {

@@ -96,6 +96,9 @@ pub async fn run(
     let Pipeline { sources, files, required, sync, notify } = pipeline;
     let (tx, mut rx) = mpsc::channel::<Report>(sources.len().max(1));
     let mut waiting_first: Vec<bool> = vec![true; sources.len()];
+    // Per source, the required objects its latest poll reported it could not get (an App
+    // Configuration file of `format: files`): readiness waits for them too.
+    let mut reported: Vec<Vec<RelPath>> = vec![Vec::new(); sources.len()];
     for (index, source) in sources.into_iter().enumerate() {
         tokio::spawn(poll_forever(index, source, sync.clone(), tx.clone(), cancel.clone()));
     }
@@ -111,6 +114,9 @@ pub async fn run(
         };
         status.beat();
         waiting_first[report.index] = false;
+        if let Ok(polled) = &report.result {
+            reported[report.index] = required_failures(polled);
+        }
         status.metrics.sync_finished(&report.id, report.result.is_ok(), report.elapsed.as_secs_f64());
         let applied = current.apply(&report.id, &report.result);
         log_report(&report, &applied);
@@ -136,12 +142,18 @@ pub async fn run(
             }
         }
         let published = status.current();
-        let missing = published.as_ref().map(|s| s.missing(&required)).unwrap_or_else(|| required.clone());
+        let wanted: Vec<RelPath> = required.iter().chain(reported.iter().flatten()).cloned().collect();
+        let missing = published.as_ref().map(|s| s.missing(&wanted)).unwrap_or(wanted);
         if published.is_some() && missing.is_empty() && !status.ready.swap(true, Ordering::SeqCst) {
             info!("ready: every required object is published");
         }
     }
     current
+}
+
+/// The paths of the required objects a poll could not get.
+fn required_failures(polled: &Polled) -> Vec<RelPath> {
+    polled.failures.iter().filter(|f| f.required).map(|f| f.path.clone()).collect()
 }
 
 async fn publish(files: &Option<Arc<FileOutput>>, snapshot: &Arc<Snapshot>) -> Result<(), String> {
@@ -224,6 +236,7 @@ pub async fn once(pipeline: Pipeline, status: Arc<Status>, deadline: Duration, c
     let Pipeline { sources, files, required, sync, .. } = pipeline;
     let until = Instant::now() + deadline;
     let mut current = Arc::new(Snapshot::default());
+    let mut wanted = required.clone();
     for mut source in sources {
         let mut backoff = Backoff::new(sync.min_backoff, sync.max_backoff);
         loop {
@@ -231,12 +244,14 @@ pub async fn once(pipeline: Pipeline, status: Arc<Status>, deadline: Duration, c
             let result = source.poll(&cancel).await;
             status.metrics.sync_finished(source.id(), result.is_ok(), started.elapsed().as_secs_f64());
             let complete = matches!(&result, Ok(p) if p.failures.iter().all(|f| !f.required));
+            let failed = result.as_ref().map(required_failures).unwrap_or_default();
             let applied = current.apply(source.id(), &result);
             let report = Report { index: 0, id: source.id().to_string(), result, elapsed: started.elapsed() };
             log_report(&report, &applied);
             current = Arc::new(applied.snapshot);
             let delay = backoff.next_delay();
             if complete || cancel.is_cancelled() || Instant::now() + delay > until {
+                wanted.extend(failed);
                 break;
             }
             tokio::select! {
@@ -250,7 +265,7 @@ pub async fn once(pipeline: Pipeline, status: Arc<Status>, deadline: Duration, c
         info!(objects = current.len(), "published");
         status.published.send_replace(Some(current.clone()));
     }
-    let missing = current.missing(&required);
+    let missing = current.missing(&wanted);
     if missing.is_empty() {
         Ok(())
     } else {

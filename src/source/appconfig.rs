@@ -1,11 +1,17 @@
 //! The App Configuration source: lists the key-values each `select` entry names, resolves Key
 //! Vault references, trims prefixes and renders one document at `path` (or one file per key
-//! for `format: files`).
+//! for `format: files`); selected feature flags go under `feature_management` in json/yaml.
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
-//! sent back. A Key Vault reference that cannot be resolved keeps its last resolved value (and
-//! is logged); one never resolved holds back the document, reported as a `Failure`.
+//! sent back. With a `sentinel`, a poll lists only the sentinel key (conditionally, under the
+//! labels the `select` entries name) and lists everything again only when it changed. Key
+//! Vault references are resolved again at every poll, whatever the lists answered.
+//!
+//! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
+//! resolved is reported as a required `Failure`: a document (json, yaml, env, properties) is
+//! held back whole (the last published one stays), while with `format: files` the other files
+//! are published and the reference's own file is the one missing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +49,10 @@ pub struct AppConfigSource {
     keyvault_scope: String,
     /// Per `select` entry, its pages as fetched last time.
     pages: Vec<Vec<CachedPage>>,
+    /// Whether every `select` entry has been listed in full once.
+    listed: bool,
+    /// The sentinel's pages as fetched last time (empty: never, or a refresh is due).
+    sentinel_pages: Vec<CachedPage>,
     /// `Sync-Token` id -> (value, sn): the highest sn seen per id.
     sync_tokens: BTreeMap<String, (String, u64)>,
     /// Last resolved value per Key Vault reference URI.
@@ -101,35 +111,69 @@ impl AppConfigSource {
             scope,
             keyvault_scope,
             pages,
+            listed: false,
+            sentinel_pages: Vec::new(),
             sync_tokens: BTreeMap::new(),
             resolved: BTreeMap::new(),
         }
     }
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
-        let mut kvs = Vec::new();
-        for i in 0..self.cfg.select.len() {
-            let pages = self.list(i, cancel).await?;
-            kvs.extend(pages.iter().flat_map(|p| p.items.iter().cloned()));
-            self.pages[i] = pages;
-        }
-        let mut failures = Vec::new();
+        self.refresh_lists(cancel).await?;
+        let kvs: Vec<Kv> = self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()).collect();
+        let mut unresolved = Vec::new();
         let mut settings = Vec::new();
+        let mut flags = Vec::new();
         for kv in kvs {
             if kv.key.starts_with(FEATURE_FLAG_PREFIX) {
+                match feature_flag(&kv) {
+                    Ok(flag) => flags.push(flag),
+                    Err(why) => tracing::warn!(source = self.id, key = kv.key, "skipping feature flag: {why}"),
+                }
                 continue;
             }
-            let value = match self.value_of(&kv, cancel).await? {
-                Ok(value) => value,
-                Err(reason) => {
-                    failures.push(reason);
-                    continue;
-                }
-            };
             let key = render::trim_prefix(&kv.key, &self.cfg.trim_prefix).to_owned();
-            settings.push(Setting { key, value: value.expose().to_owned() });
+            match self.value_of(&kv, cancel).await? {
+                Ok(value) => settings.push(Setting { key, value: value.expose().to_owned() }),
+                Err(reason) => unresolved.push((key, reason)),
+            }
         }
-        Ok(self.publish(settings, failures))
+        Ok(self.publish(settings, flags, unresolved))
+    }
+
+    /// Lists every `select` entry again (each page conditionally), unless a `sentinel` is set
+    /// and answered unchanged. The sentinel is fetched first, so a change that lands during the
+    /// lists is seen at the next poll, and its pages are kept only once the lists succeeded.
+    async fn refresh_lists(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
+        let sentinel = match self.cfg.sentinel.clone() {
+            None => None,
+            Some(key) => {
+                let previous = std::mem::take(&mut self.sentinel_pages);
+                let first_time = previous.is_empty();
+                let url = sentinel_url(&self.cfg.endpoint, &key, &self.cfg.select);
+                let (pages, changed) = self.list_pages(url, previous, cancel).await?;
+                Some((pages, changed || first_time))
+            }
+        };
+        let due = match &sentinel {
+            None => true,
+            Some((_, changed)) => *changed || !self.listed,
+        };
+        if due {
+            for i in 0..self.cfg.select.len() {
+                let previous = std::mem::take(&mut self.pages[i]);
+                let url = list_url(&self.cfg.endpoint, &self.cfg.select[i]);
+                let (pages, _) = self.list_pages(url, previous, cancel).await?;
+                self.pages[i] = pages;
+            }
+            self.listed = true;
+        } else {
+            tracing::debug!(source = self.id, "sentinel unchanged; key-values not listed");
+        }
+        if let Some((pages, _)) = sentinel {
+            self.sentinel_pages = pages;
+        }
+        Ok(())
     }
 
     /// The value a setting renders with: its own, or the secret a Key Vault reference names.
@@ -159,27 +203,45 @@ impl AppConfigSource {
         }
     }
 
-    /// The rendered object(s); with an unresolved reference, a `Failure` instead.
-    fn publish(&self, settings: Vec<Setting>, unresolved: Vec<String>) -> Polled {
+    /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
+    /// reason): a document is then held back; with `format: files`, that key's file is missing.
+    fn publish(&self, settings: Vec<Setting>, flags: Vec<serde_json::Value>, unresolved: Vec<(String, String)>) -> Polled {
         let mut polled = Polled::default();
+        let failure = |path: RelPath, key: String, reason: String| Failure { path, name: key, required: true, reason };
         if self.cfg.format == Format::Files {
             let (files, skipped) = render::render_files(&settings);
             self.log_skipped(&skipped);
+            self.log_flags_left_out(&flags);
             for file in files {
                 let path = self.cfg.path.join(&file.path);
                 polled.objects.push(object(path, file.value.into_bytes(), false));
             }
+            for (key, reason) in unresolved {
+                match RelPath::parse(&key.replace(':', "/")) {
+                    Ok(rel) => polled.failures.push(failure(self.cfg.path.join(&rel), key, reason)),
+                    Err(e) => tracing::warn!(source = self.id, key, "skipping App Configuration key: not a valid file path: {e}; {reason}"),
+                }
+            }
         } else {
-            let rendered = render::render_document(self.cfg.format, &settings);
+            if !matches!(self.cfg.format, Format::Json | Format::Yaml) {
+                self.log_flags_left_out(&flags);
+            }
+            let rendered = render::render_document(self.cfg.format, &settings, &flags);
             self.log_skipped(&rendered.skipped);
             if unresolved.is_empty() {
                 polled.objects.push(object(self.cfg.path.clone(), rendered.bytes, true));
             }
-        }
-        for reason in unresolved {
-            polled.failures.push(Failure { path: self.cfg.path.clone(), name: self.id.clone(), required: true, reason });
+            for (key, reason) in unresolved {
+                polled.failures.push(failure(self.cfg.path.clone(), key, reason));
+            }
         }
         polled
+    }
+
+    fn log_flags_left_out(&self, flags: &[serde_json::Value]) {
+        if !flags.is_empty() {
+            tracing::warn!(source = self.id, flags = flags.len(), "feature flags are written only in json and yaml output; left out");
+        }
     }
 
     fn log_skipped(&self, skipped: &[render::Skipped]) {
@@ -188,31 +250,40 @@ impl AppConfigSource {
         }
     }
 
-    /// Every page of `select[i]`, each fetched conditionally against last time's.
-    async fn list(&mut self, i: usize, cancel: &CancellationToken) -> Result<Vec<CachedPage>, SourceError> {
-        let previous = std::mem::take(&mut self.pages[i]);
-        let mut url = Some(list_url(&self.cfg.endpoint, &self.cfg.select[i]));
+    /// Every page of the list starting at `first`, each fetched conditionally against the page
+    /// at the same position in `previous`; and whether anything differs from `previous`.
+    async fn list_pages(
+        &mut self,
+        first: Url,
+        previous: Vec<CachedPage>,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<CachedPage>, bool), SourceError> {
+        let mut url = Some(first);
         let mut pages = Vec::new();
+        let mut changed = false;
         while let Some(page_url) = url.take() {
             if pages.len() >= MAX_PAGES {
                 return Err(SourceError::Invalid(format!("failed to list {}: more than {MAX_PAGES} pages", self.id)));
             }
             let cached = previous.get(pages.len()).filter(|p| p.url == page_url);
-            let page = self.fetch_page(page_url, cached, cancel).await?;
+            let (page, not_modified) = self.fetch_page(page_url, cached, cancel).await?;
+            changed |= !not_modified;
             url = page.next.clone();
             pages.push(page);
         }
-        Ok(pages)
+        let changed = changed || pages.len() != previous.len();
+        Ok((pages, changed))
     }
 
-    async fn fetch_page(&mut self, url: Url, cached: Option<&CachedPage>, cancel: &CancellationToken) -> Result<CachedPage, SourceError> {
+    /// One page; `true` when the store answered 304 and the cached page is returned.
+    async fn fetch_page(&mut self, url: Url, cached: Option<&CachedPage>, cancel: &CancellationToken) -> Result<(CachedPage, bool), SourceError> {
         let if_none_match = cached.and_then(|c| c.etag.clone());
         let resp = self.get(&url, if_none_match.as_deref(), cancel).await?;
         self.keep_sync_tokens(resp.headers());
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED {
             if let Some(cached) = cached {
-                return Ok(cached.clone());
+                return Ok((cached.clone(), true));
             }
         }
         if !status.is_success() {
@@ -231,7 +302,7 @@ impl AppConfigSource {
             None => None,
             Some(link) => Some(self.resolve_link(&link)?),
         };
-        Ok(CachedPage { url, etag, items: raw.items, next })
+        Ok((CachedPage { url, etag, items: raw.items, next }, false))
     }
 
     /// A relative (or same-origin absolute) link resolved against the endpoint.
@@ -328,6 +399,66 @@ fn list_url(endpoint: &Url, select: &config::Selector) -> Url {
     url
 }
 
+/// The list of the sentinel key alone (escaped: it is a key, not a filter) under the labels the
+/// `select` entries name; under any label when they name more than the 5 alternatives a filter
+/// may have.
+fn sentinel_url(endpoint: &Url, sentinel: &str, select: &[config::Selector]) -> Url {
+    let mut labels: Vec<&str> = Vec::new();
+    for s in select {
+        let label = s.label.as_deref().unwrap_or("\0");
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    let alternatives: usize = labels.iter().map(|l| filter_alternatives(l)).sum();
+    let label = if labels.contains(&"*") || alternatives > 5 { "*".to_owned() } else { labels.join(",") };
+    let selector = config::Selector { key: escape_filter(sentinel), label: Some(label) };
+    list_url(endpoint, &selector)
+}
+
+/// A literal key as a filter: `*`, `,` and `\` escaped with `\`.
+fn escape_filter(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        if matches!(c, '*' | ',' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How many comma-separated alternatives a filter has (escaped commas do not separate).
+fn filter_alternatives(filter: &str) -> usize {
+    let mut count = 1;
+    let mut escaped = false;
+    for c in filter.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' => count += 1,
+            _ => {}
+        }
+    }
+    count
+}
+
+/// A feature flag's value, as the Microsoft feature-management schema has it: a JSON object
+/// with a string `id` and a boolean `enabled` (its other fields are kept as they are).
+fn feature_flag(kv: &Kv) -> Result<serde_json::Value, String> {
+    let text = kv.value.as_deref().unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("the value is not JSON (line {}, column {})", e.line(), e.column()))?;
+    let flag = value.as_object().ok_or("the value is not a JSON object")?;
+    if !flag.get("id").and_then(|v| v.as_str()).is_some_and(|id| !id.is_empty()) {
+        return Err("the value has no string \"id\"".into());
+    }
+    if !flag.get("enabled").is_some_and(serde_json::Value::is_boolean) {
+        return Err("the value has no boolean \"enabled\"".into());
+    }
+    Ok(value)
+}
+
 /// `</kv?...>; rel="next"` -> `/kv?...`.
 fn next_from_link_header(value: &str) -> Option<String> {
     value.split(',').find_map(|part| {
@@ -406,6 +537,53 @@ mod tests {
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs[0], ("key".to_string(), "a\\,b&c=d".to_string()));
         assert_eq!(pairs[1], ("label".to_string(), "prd".to_string()));
+    }
+
+    #[test]
+    fn list_url_percent_encodes_every_character_a_query_reserves() {
+        let endpoint = Url::parse("https://store.azconfig.io/").unwrap();
+        let select = config::Selector { key: "a b+c#d%e/f?g;h\\*,ü".into(), label: Some("l&l=\\,x".into()) };
+        let url = list_url(&endpoint, &select);
+        assert_eq!(
+            url.query(),
+            Some("key=a+b%2Bc%23d%25e%2Ff%3Fg%3Bh%5C*%2C%C3%BC&label=l%26l%3D%5C%2Cx&api-version=2023-11-01")
+        );
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs[0].1, "a b+c#d%e/f?g;h\\*,ü");
+        assert_eq!(pairs[1].1, "l&l=\\,x");
+        assert_eq!(url.path(), "/kv");
+    }
+
+    #[test]
+    fn the_scope_is_app_configurations_audience_for_each_cloud() {
+        assert_eq!(config::Cloud::Public.appconfig_scope(), "https://appconfig.azure.com/.default");
+        assert_eq!(config::Cloud::UsGov.appconfig_scope(), "https://appconfig.azure.us/.default");
+        assert_eq!(config::Cloud::China.appconfig_scope(), "https://appconfig.azure.cn/.default");
+    }
+
+    #[test]
+    fn the_sentinel_is_listed_as_an_escaped_key_under_the_selected_labels() {
+        let endpoint = Url::parse("https://store.azconfig.io").unwrap();
+        let sel = |label: Option<&str>| config::Selector { key: "myapp:*".into(), label: label.map(Into::into) };
+        let pairs = |url: Url| url.query_pairs().into_owned().collect::<Vec<(String, String)>>();
+        let p = pairs(sentinel_url(&endpoint, "myapp:sentinel*,\\", &[sel(Some("prd")), sel(None), sel(Some("prd"))]));
+        assert_eq!(p[0], ("key".into(), "myapp:sentinel\\*\\,\\\\".into()));
+        assert_eq!(p[1], ("label".into(), "prd,\0".into()));
+        let many = [sel(Some("a,b,c")), sel(Some("d,e")), sel(Some("f"))];
+        assert_eq!(pairs(sentinel_url(&endpoint, "s", &many))[1].1, "*", "more than 5 alternatives: any label");
+        assert_eq!(pairs(sentinel_url(&endpoint, "s", &[sel(Some("a\\,b")), sel(Some("c"))]))[1].1, "a\\,b,c");
+        assert_eq!(filter_alternatives("a\\,b,c"), 2);
+    }
+
+    #[test]
+    fn feature_flags_need_an_id_and_a_boolean_enabled() {
+        let kv = |value: &str| Kv { key: ".appconfig.featureflag/Beta".into(), value: Some(value.into()), content_type: None };
+        let ok = feature_flag(&kv(r#"{"id":"Beta","enabled":true,"conditions":{"client_filters":[]}}"#)).unwrap();
+        assert_eq!(ok["id"], "Beta");
+        assert!(feature_flag(&kv(r#"{"id":"Beta","enabled":"yes"}"#)).unwrap_err().contains("enabled"));
+        assert!(feature_flag(&kv(r#"{"enabled":true}"#)).unwrap_err().contains("id"));
+        assert!(feature_flag(&kv("[1]")).unwrap_err().contains("object"));
+        assert!(feature_flag(&kv("{")).unwrap_err().contains("not JSON"));
     }
 
     #[test]
