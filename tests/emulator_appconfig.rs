@@ -108,6 +108,17 @@ async fn kv_list_pages_by_relative_links_and_answers_304_to_the_page_etag() {
         client.get(format!("{base}{next}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(keys(&second), vec!["k3"]);
     assert!(second.get("@nextLink").is_none());
+    // Parameter names are case-insensitive: the Python SDK lower-cases them.
+    let lower: Value = client
+        .get(format!("{base}{}", next.replace("After=", "after=")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys(&lower), vec!["k3"]);
 
     let again = client
         .get(format!("{base}/kv?api-version=2023-11-01"))
@@ -126,7 +137,7 @@ async fn kv_list_pages_by_relative_links_and_answers_304_to_the_page_etag() {
         .await
         .unwrap();
     assert_eq!(changed.status(), StatusCode::OK);
-    assert_eq!(emu.appconfig_requests("store"), 4);
+    assert_eq!(emu.appconfig_requests("store"), 5);
 }
 
 #[tokio::test]

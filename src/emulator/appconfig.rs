@@ -15,7 +15,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::exchange;
-use super::server::{self, Query, Resp};
+use super::server::{self, Resp};
 use super::state::{random_uuid, unix_now, Endpoint, TokenCheck};
 use super::Shared;
 
@@ -226,6 +226,21 @@ fn pattern(text: String, prefix: bool) -> Pattern {
         Pattern::Exact(None)
     } else {
         Pattern::Exact(Some(text))
+    }
+}
+
+/// The query parameters; names are matched ignoring case, as the service does (the Python SDK
+/// sends them lower-cased and sorted: `after`, `api-version`, `key`, `label`).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn of(req: &Request<Bytes>) -> Query {
+        let pairs = req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect());
+        Query(pairs.unwrap_or_default())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
