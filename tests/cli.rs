@@ -89,3 +89,24 @@ fn check_prints_the_resolved_config_and_identity_but_never_a_secret() {
     assert_clean(&out, &[CANARY]);
     assert_clean(&err, &[CANARY]);
 }
+
+#[test]
+fn every_example_config_passes_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    // What the workload-identity webhook injects into a pod.
+    let webhook = [
+        ("AZURE_CLIENT_ID", "c11e4700-aaaa-4bbb-8ccc-dddd0000e001".to_string()),
+        ("AZURE_TENANT_ID", "e0e0e0e0-1111-4222-8333-444455556666".to_string()),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/azure-identity-token".to_string()),
+        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/".to_string()),
+    ];
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let (code, out, err) = run(&["check", "--config", path.to_str().unwrap()], &webhook);
+        assert_eq!(code, Some(0), "{}:\n{err}", path.display());
+        assert!(out.contains("sources:"), "{}:\n{out}", path.display());
+        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(checked.iter().any(|n| n == "appconfig.yaml"), "{checked:?}");
+}
