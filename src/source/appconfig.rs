@@ -183,7 +183,7 @@ impl AppConfigSource {
         if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) {
             return Ok(Ok(SecretString::new(raw)));
         }
-        let uri = match reference_uri(&raw) {
+        let uri = match reference_uri(&raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)) {
             Ok(uri) => uri,
             Err(why) => return Ok(Err(format!("Key Vault reference {}: {why}", kv.key))),
         };
@@ -459,6 +459,27 @@ fn feature_flag(kv: &Kv) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
+/// The reference's URL if its host is a vault of this cloud (`*.vault.azure.net` with the scope
+/// `https://vault.azure.net/.default`) or a loopback host (emulators): the identity's Key Vault
+/// token is never sent to a host that whoever can write the store merely names.
+fn trusted_vault(uri: Url, keyvault_scope: &str) -> Result<Url, String> {
+    let suffix = keyvault_scope.trim_start_matches("https://").trim_end_matches("/.default");
+    let trusted = match uri.host() {
+        Some(url::Host::Domain(host)) => {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            host == "localhost" || host.strip_suffix(suffix).is_some_and(|name| name.len() > 1 && name.ends_with('.'))
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if trusted {
+        Ok(uri)
+    } else {
+        Err(format!("the uri's host is not a vault under {suffix}; no Key Vault token is sent there"))
+    }
+}
+
 /// `</kv?...>; rel="next"` -> `/kv?...`.
 fn next_from_link_header(value: &str) -> Option<String> {
     value.split(',').find_map(|part| {
@@ -617,6 +638,29 @@ mod tests {
         assert!(reference_uri(r#"{"uri":"http://v.vault.azure.net/secrets/x"}"#).is_err());
         assert!(reference_uri(r#"{"uri":"https://v.vault.azure.net/keys/x"}"#).is_err());
         assert!(reference_uri("not json").is_err());
+    }
+
+    #[test]
+    fn references_go_only_to_this_clouds_vaults_or_loopback() {
+        let scope = "https://vault.azure.net/.default";
+        let check = |u: &str| trusted_vault(Url::parse(u).unwrap(), scope);
+        assert!(check("https://myvault.vault.azure.net/secrets/x").is_ok());
+        assert!(check("https://MyVault.Vault.Azure.Net./secrets/x").is_ok());
+        assert!(check("https://127.0.0.1:8443/secrets/x").is_ok());
+        assert!(check("https://[::1]:8443/secrets/x").is_ok());
+        assert!(check("https://localhost:8443/secrets/x").is_ok());
+        for bad in [
+            "https://attacker.example/secrets/x",
+            "https://vault.azure.net/secrets/x",
+            "https://evilvault.azure.net/secrets/x",
+            "https://myvault.vault.azure.net.attacker.example/secrets/x",
+            "https://myvault.vault.azure.cn/secrets/x",
+            "https://10.0.0.1/secrets/x",
+        ] {
+            let err = check(bad).unwrap_err();
+            assert!(err.contains("vault.azure.net"), "{bad}: {err}");
+        }
+        assert!(trusted_vault(Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(), "https://vault.azure.cn/.default").is_ok());
     }
 
     #[test]
