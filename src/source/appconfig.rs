@@ -450,7 +450,7 @@ fn feature_flag(kv: &Kv) -> Result<serde_json::Value, String> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| format!("the value is not JSON (line {}, column {})", e.line(), e.column()))?;
     let flag = value.as_object().ok_or("the value is not a JSON object")?;
-    if !flag.get("id").and_then(|v| v.as_str()).is_some_and(|id| !id.is_empty()) {
+    if flag.get("id").and_then(|v| v.as_str()).is_none_or(|id| id.is_empty()) {
         return Err("the value has no string \"id\"".into());
     }
     if !flag.get("enabled").is_some_and(serde_json::Value::is_boolean) {
