@@ -12,19 +12,23 @@ cd "$(dirname "$0")/.."
 
 echo "==> cargo build"
 cargo build --locked --bins
+# The container tests read the image tags from CONTAINER_TEST_*; given to cargo test only
+# (a SIDECAR_* variable would be read as sidecar config by every binary started later).
+container_env=()
 if docker info >/dev/null 2>&1; then
   echo "==> container images (FROM scratch) for the container tests"
   t=$SECONDS
-  export SIDECAR_IMAGE=${SIDECAR_IMAGE:-azure-secrets-sidecar:test}
-  export SIDECAR_TEST_APP_IMAGE=${SIDECAR_TEST_APP_IMAGE:-azure-secrets-sidecar-test-app:test}
-  bash scripts/build-image.sh "$SIDECAR_IMAGE"
-  bash scripts/build-test-app-image.sh "$SIDECAR_TEST_APP_IMAGE"
+  sidecar_image=${CONTAINER_TEST_SIDECAR_IMAGE:-azure-secrets-sidecar:test}
+  app_image=${CONTAINER_TEST_APP_IMAGE:-azure-secrets-sidecar-test-app:test}
+  bash scripts/build-image.sh "$sidecar_image"
+  bash scripts/build-test-app-image.sh "$app_image"
   echo "    the images took $((SECONDS - t)) s"
+  container_env=(CONTAINER_TEST_SIDECAR_IMAGE="$sidecar_image" CONTAINER_TEST_APP_IMAGE="$app_image")
 else
   echo "==> no Docker engine answers: the container tests will print SKIPPED"
 fi
 echo "==> cargo test"
-cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+env "${container_env[@]}" cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
 
 echo "==> Kubernetes manifests: rendered and validated against the Kubernetes schemas"
 bash scripts/validate-k8s.sh

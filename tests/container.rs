@@ -6,11 +6,12 @@
 //! emulator's control API reaches them, and `docker stop` ends the sidecar with exit 0 within
 //! 5 s, leaving the files in place.
 //!
-//! Images: `SIDECAR_IMAGE` and `SIDECAR_TEST_APP_IMAGE` name them; `scripts/test.sh` builds
-//! both (scripts/build-image.sh, scripts/build-test-app-image.sh) and sets them. Without a
-//! Docker engine, or without the images named, each test prints one `SKIPPED: ...` line and
-//! passes. Every container, volume and network has a per-run name and is removed on the way
-//! out, failed or not.
+//! Images: `CONTAINER_TEST_SIDECAR_IMAGE` and `CONTAINER_TEST_APP_IMAGE` name them (not
+//! `SIDECAR_*`: the sidecar reads those as config); `scripts/test.sh` builds both
+//! (scripts/build-image.sh, scripts/build-test-app-image.sh) and sets them. Without a Docker
+//! engine, or without the images named, each test prints one `SKIPPED: ...` line and passes.
+//! Every container, volume and network has a per-run name and is removed on the way out,
+//! failed or not.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -47,16 +48,16 @@ fn images(test: &str) -> Option<Images> {
         }
         Ok(_) => {}
     }
-    let Ok(sidecar) = std::env::var("SIDECAR_IMAGE") else {
+    let Ok(sidecar) = std::env::var("CONTAINER_TEST_SIDECAR_IMAGE") else {
         return skip(
-            "SIDECAR_IMAGE is not set; scripts/test.sh builds the images and sets it (or run \
+            "CONTAINER_TEST_SIDECAR_IMAGE is not set; scripts/test.sh builds the images and sets it (or run \
              scripts/build-image.sh TAG and scripts/build-test-app-image.sh TAG2, then set \
-             SIDECAR_IMAGE=TAG SIDECAR_TEST_APP_IMAGE=TAG2)"
+             CONTAINER_TEST_SIDECAR_IMAGE=TAG CONTAINER_TEST_APP_IMAGE=TAG2)"
                 .to_owned(),
         );
     };
-    let app = std::env::var("SIDECAR_TEST_APP_IMAGE")
-        .expect("SIDECAR_IMAGE is set but SIDECAR_TEST_APP_IMAGE is not (scripts/build-test-app-image.sh TAG builds it)");
+    let app = std::env::var("CONTAINER_TEST_APP_IMAGE")
+        .expect("CONTAINER_TEST_APP_IMAGE is not set (scripts/build-test-app-image.sh TAG builds the app image)");
     for image in [&sidecar, &app] {
         let out = docker(&["image", "inspect", "-f", "{{.Id}}", image]);
         assert!(out.status.success(), "image {image} does not exist: {}", String::from_utf8_lossy(&out.stderr));
@@ -198,18 +199,23 @@ fn control_request(app: &str, port: &str, method: &str, path: &str, body: &str) 
         .stderr(Stdio::piped())
         .spawn()
         .expect("docker exec runs");
-    child.stdin.take().unwrap().write_all(request.as_bytes()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the control request {method} {path} did not complete within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut response = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut response).unwrap();
-    response
+    // Stdin stays open until the answer is in: busybox nc may quit on stdin's end before the
+    // server has answered. The server closes the connection after answering (`Connection:
+    // close`), which ends nc and its stdout.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut response = String::new();
+        let _ = stdout.read_to_string(&mut response);
+        let _ = tx.send(response);
+    });
+    let response = rx.recv_timeout(Duration::from_secs(30));
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    response.unwrap_or_else(|_| panic!("the control request {method} {path} got no answer within 30 s"))
 }
 
 /// Docker's RFC 3339 UTC timestamps (`2026-11-23T11:48:20.173609123Z`).
@@ -241,7 +247,8 @@ fn docker_timestamps_parse() {
     let t = parse_docker_time("2026-11-23T11:48:20.173609123Z");
     assert_eq!(t.duration_since(UNIX_EPOCH).unwrap(), Duration::new(1_795_434_500, 173_609_123));
     assert_eq!(parse_docker_time("1970-01-01T00:00:01Z"), UNIX_EPOCH + Duration::from_secs(1));
-    assert_eq!(parse_docker_time("2000-03-01T00:00:00.5Z").duration_since(UNIX_EPOCH).unwrap(), Duration::new(951_868_800, 500_000_000));
+    let leap = parse_docker_time("2000-03-01T00:00:00.5Z").duration_since(UNIX_EPOCH).unwrap();
+    assert_eq!(leap, Duration::new(951_868_800, 500_000_000));
     assert!(try_parse_docker_time("2026-11-23 11:48:20").is_none());
 }
 
@@ -298,16 +305,21 @@ fn container_pod_shares_files_propagates_a_change_and_stops_cleanly() {
 
     // The sidecar's config, as a ConfigMap would mount it: workload identity against the
     // emulator's authority, its CA as tls.ca_file, every endpoint on the emulator's host name.
-    let config = format!(
-        "identity:\n  mode: workload\n  client_id: \"{}\"\n  tenant_id: \"{}\"\n  federated_token_file: /emulator/federated-token\n  authority_host: \"{}\"\n\
-         tls:\n  ca_file: /emulator/ca.pem\n\
-         sync:\n  interval: 1s\n  jitter: 0\n  min_backoff: 100ms\n  max_backoff: 1s\n\
-         sources:\n  - type: keyvault\n    vault: \"{vault}\"\n    secrets:\n      - name: db-password\n        path: db/password\n      - name: api-key\n\
-         log:\n  level: debug\n",
-        field("client_id"),
-        field("tenant_id"),
-        field("authority_url"),
-    );
+    let config = [
+        "identity:".to_owned(),
+        "  mode: workload".to_owned(),
+        format!("  client_id: \"{}\"", field("client_id")),
+        format!("  tenant_id: \"{}\"", field("tenant_id")),
+        "  federated_token_file: /emulator/federated-token".to_owned(),
+        format!("  authority_host: \"{}\"", field("authority_url")),
+        "tls:\n  ca_file: /emulator/ca.pem".to_owned(),
+        "sync:\n  interval: 1s\n  jitter: 0\n  min_backoff: 100ms\n  max_backoff: 1s".to_owned(),
+        "sources:".to_owned(),
+        format!("  - type: keyvault\n    vault: \"{vault}\""),
+        "    secrets:\n      - name: db-password\n        path: db/password\n      - name: api-key".to_owned(),
+        "log:\n  level: debug\n".to_owned(),
+    ]
+    .join("\n");
     write_shared(&config_dir, "config.yaml", &config);
 
     // The sidecar, hardened as in the pod; its default command `run` and config path.
@@ -342,7 +354,8 @@ fn container_pod_shares_files_propagates_a_change_and_stops_cleanly() {
             assert!(line("Uid:").split_whitespace().skip(1).all(|id| id == "65532"), "{}", line("Uid:"));
             assert_eq!(line("CapEff:").split_whitespace().nth(1), Some("0000000000000000"));
             assert_eq!(line("NoNewPrivs:").split_whitespace().nth(1), Some("1"));
-            let _ = writeln!(std::io::stderr(), "container test: sidecar process {pid}: {}, {}, {}", line("Uid:"), line("CapEff:"), line("NoNewPrivs:"));
+            let (uid, caps, nnp) = (line("Uid:"), line("CapEff:"), line("NoNewPrivs:"));
+            let _ = writeln!(std::io::stderr(), "container test: sidecar process {pid}: {uid}, {caps}, {nnp}");
         }
     }
 
@@ -361,8 +374,8 @@ fn container_pod_shares_files_propagates_a_change_and_stops_cleanly() {
     let snapshot_1 = docker_ok(&["exec", &app, "/bin/busybox", "readlink", "/secrets/..data"]);
 
     // A change in the vault reaches the app's file.
-    let response =
-        control_request(&app, &control_port, "PUT", "/vaults/demo/secrets/db-password", &format!(r#"{{"value":"{password_2}"}}"#));
+    let body = format!(r#"{{"value":"{password_2}"}}"#);
+    let response = control_request(&app, &control_port, "PUT", "/vaults/demo/secrets/db-password", &body);
     assert!(response.starts_with("HTTP/1.1 200"), "control API: {response}");
     wait_for("the new db/password in the app", Duration::from_secs(60), || {
         (app_read(&app, "/secrets/db/password").as_deref() == Some(password_2.as_str())).then_some(())
@@ -381,7 +394,8 @@ fn container_pod_shares_files_propagates_a_change_and_stops_cleanly() {
     let exited_after = parse_docker_time(parts[2]).duration_since(sent).unwrap_or_default();
     let _ = writeln!(
         std::io::stderr(),
-        "container test: docker stop on the sidecar: exit code {}, process gone {:.3} s after the stop was sent, docker stop returned after {:.3} s",
+        "container test: docker stop on the sidecar: exit code {}, process gone {:.3} s after the stop \
+         was sent, docker stop returned after {:.3} s",
         parts[1],
         exited_after.as_secs_f64(),
         stop_wall.as_secs_f64()
@@ -408,7 +422,8 @@ fn container_image_is_small_static_non_root_and_has_no_shell() {
     let image = images.sidecar.as_str();
 
     let size: u64 = inspect(image, "{{.Size}}").parse().unwrap();
-    let _ = writeln!(std::io::stderr(), "container test: image {image} is {size} bytes ({:.2} MiB)", size as f64 / 1048576.0);
+    let mib = size as f64 / 1048576.0;
+    let _ = writeln!(std::io::stderr(), "container test: image {image} is {size} bytes ({mib:.2} MiB)");
     assert!(size <= MAX_IMAGE_BYTES, "image {image} is {size} bytes, over 4 MiB");
     assert_eq!(inspect(image, "{{.Config.User}}"), "65532:65532");
     assert_eq!(inspect(image, "{{json .Config.Entrypoint}}"), r#"["/azure-secrets-sidecar"]"#);
@@ -422,7 +437,8 @@ fn container_image_is_small_static_non_root_and_has_no_shell() {
     let tar = dir.path().join("fs.tar");
     docker_ok(&["export", "-o", tar.to_str().unwrap(), &container]);
     let listing = Command::new("tar").arg("-tf").arg(&tar).output().expect("tar runs");
-    let engine_added = [".dockerenv", "dev/", "proc/", "sys/", "etc/", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"];
+    let engine_added =
+        [".dockerenv", "dev/", "proc/", "sys/", "etc/", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"];
     let mut own: Vec<String> = String::from_utf8_lossy(&listing.stdout)
         .lines()
         .filter(|e| !engine_added.contains(e) && !e.starts_with("dev/") && !e.starts_with("proc/") && !e.starts_with("sys/"))
