@@ -2,14 +2,33 @@
 # The test command of the README: unit and integration tests (the real binary against the
 # local emulator), then the emulator's contract tests with Microsoft's Python SDK.
 # Then the Kubernetes manifests, validated against the Kubernetes schemas.
-# Installs what it needs (Python packages into target/*-venv) and touches nothing else.
+# Where a Docker engine answers, it first builds the scratch image and the test app image
+# (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container tests
+# (tests/container.rs), which otherwise print SKIPPED.
+# Installs what it needs (Python packages into target/*-venv; for the image: the rustup musl
+# target, Debian's musl-tools and busybox-static) and touches nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "==> cargo build"
 cargo build --locked --bins
+# The container tests read the image tags from CONTAINER_TEST_*; given to cargo test only
+# (a SIDECAR_* variable would be read as sidecar config by every binary started later).
+container_env=()
+if docker info >/dev/null 2>&1; then
+  echo "==> container images (FROM scratch) for the container tests"
+  t=$SECONDS
+  sidecar_image=${CONTAINER_TEST_SIDECAR_IMAGE:-azure-secrets-sidecar:test}
+  app_image=${CONTAINER_TEST_APP_IMAGE:-azure-secrets-sidecar-test-app:test}
+  bash scripts/build-image.sh "$sidecar_image"
+  bash scripts/build-test-app-image.sh "$app_image"
+  echo "    the images took $((SECONDS - t)) s"
+  container_env=(CONTAINER_TEST_SIDECAR_IMAGE="$sidecar_image" CONTAINER_TEST_APP_IMAGE="$app_image")
+else
+  echo "==> no Docker engine answers: the container tests will print SKIPPED"
+fi
 echo "==> cargo test"
-cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+env "${container_env[@]}" cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
 
 echo "==> Kubernetes manifests: rendered and validated against the Kubernetes schemas"
 bash scripts/validate-k8s.sh

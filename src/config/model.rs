@@ -265,7 +265,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
-    /// A tracing `EnvFilter` directive, checked at load (`info`, `debug,hyper=warn`).
+    /// A level or `target=level` directives (tracing `Targets`), checked at load (`info`, `debug,hyper=warn`).
     pub level: String,
 }
 

@@ -576,7 +576,7 @@ fn check_publish_targets(output: &OutputConfig, serve: &ServeConfig, health: &He
 
 fn log(raw: &RawLog) -> Result<LogConfig> {
     let format = one_of("log.format", &raw.format, &[("text", LogFormat::Text), ("json", LogFormat::Json)])?;
-    tracing_subscriber::EnvFilter::try_new(&raw.level).map_err(|e| {
+    crate::logging::parse_filter(&raw.level).map_err(|e| {
         ConfigError::invalid(
             "log.level",
             &raw.level,

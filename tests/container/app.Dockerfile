@@ -1,0 +1,9 @@
+# The "app" of the container tests (tests/container.rs): a stand-in for the workload that reads
+# the sidecar's files. Debian's static busybox on an empty filesystem: cat, ls, sleep, and nc
+# to reach the emulator's control API from inside the private network. FROM scratch, like the
+# sidecar image, so nothing is pulled. Built by scripts/build-test-app-image.sh TAG.
+FROM scratch
+COPY busybox /bin/busybox
+USER 65532:65532
+ENTRYPOINT ["/bin/busybox"]
+CMD ["sleep", "3600"]
