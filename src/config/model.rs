@@ -30,6 +30,7 @@ pub enum IdentityMode {
     AppService,
     Arc,
     ClientSecret,
+    ClientCertificate,
     AccessToken,
 }
 
@@ -42,6 +43,7 @@ impl IdentityMode {
             IdentityMode::AppService => "app-service",
             IdentityMode::Arc => "arc",
             IdentityMode::ClientSecret => "client-secret",
+            IdentityMode::ClientCertificate => "client-certificate",
             IdentityMode::AccessToken => "access-token",
         }
     }
@@ -60,6 +62,9 @@ pub struct IdentityConfig {
     pub authority_host: Option<Url>,
     pub imds_endpoint: Url,
     pub client_secret_file: Option<PathBuf>,
+    /// Client-certificate mode: a PEM file with the private key and the certificate; default
+    /// `$AZURE_CLIENT_CERTIFICATE_PATH`.
+    pub client_certificate_file: Option<PathBuf>,
     pub access_token_file: Option<PathBuf>,
 }
 

@@ -112,6 +112,7 @@ const MODES: &[(&str, IdentityMode)] = &[
     ("app-service", IdentityMode::AppService),
     ("arc", IdentityMode::Arc),
     ("client-secret", IdentityMode::ClientSecret),
+    ("client-certificate", IdentityMode::ClientCertificate),
     ("access-token", IdentityMode::AccessToken),
 ];
 
@@ -131,6 +132,7 @@ fn identity(raw: &RawIdentity) -> Result<IdentityConfig> {
         authority_host: opt(&raw.authority_host, |u| url("identity.authority_host", u, UrlKind::Base))?,
         imds_endpoint: url("identity.imds_endpoint", &raw.imds_endpoint, UrlKind::Imds)?,
         client_secret_file: opt_file("identity.client_secret_file", &raw.client_secret_file)?,
+        client_certificate_file: opt_file("identity.client_certificate_file", &raw.client_certificate_file)?,
         access_token_file: opt_file("identity.access_token_file", &raw.access_token_file)?,
     })
 }
@@ -925,7 +927,7 @@ mod tests {
         assert_err(
             &raw,
             "identity.mode",
-            "expected one of auto, workload, managed, app-service, arc, client-secret, access-token",
+            "expected one of auto, workload, managed, app-service, arc, client-secret, client-certificate, access-token",
         );
 
         let mut raw = base();

@@ -40,6 +40,10 @@ pub enum Endpoint {
     KeyvaultList,
     /// App Configuration key-value lists (`/kv`) and anything else on a store listener.
     AppconfigList,
+    /// The App Service / Container Apps identity endpoint (`IDENTITY_ENDPOINT`).
+    AppService,
+    /// The Azure Arc agent's identity endpoint (challenge and token requests).
+    Arc,
 }
 
 impl Endpoint {
@@ -51,11 +55,20 @@ impl Endpoint {
             Endpoint::KeyvaultGet => "keyvault_get",
             Endpoint::KeyvaultList => "keyvault_list",
             Endpoint::AppconfigList => "appconfig_list",
+            Endpoint::AppService => "app_service",
+            Endpoint::Arc => "arc",
         }
     }
 
-    pub(crate) const COUNTED: [Endpoint; 5] =
-        [Endpoint::Imds, Endpoint::Aad, Endpoint::KeyvaultGet, Endpoint::KeyvaultList, Endpoint::AppconfigList];
+    pub(crate) const COUNTED: [Endpoint; 7] = [
+        Endpoint::Imds,
+        Endpoint::Aad,
+        Endpoint::KeyvaultGet,
+        Endpoint::KeyvaultList,
+        Endpoint::AppconfigList,
+        Endpoint::AppService,
+        Endpoint::Arc,
+    ];
 }
 
 /// Which kind of `Authorization` header a request carried; the value itself is never kept.
@@ -139,6 +152,10 @@ pub struct Identities {
     /// Assertions accepted from workload identity; `None`: any non-empty assertion.
     #[serde(default)]
     pub accepted_assertions: Option<Vec<String>>,
+    /// Certificates (base64 DER) registered as certificate credentials of every client id: a
+    /// client assertion whose header names one by `x5t` / `x5t#S256` must be signed by its key.
+    #[serde(default)]
+    pub client_certificates: Vec<String>,
     #[serde(default)]
     pub imds: Vec<ImdsIdentity>,
 }
@@ -150,6 +167,7 @@ impl fmt::Debug for Identities {
             .field("client_ids", &self.client_ids)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("accepted_assertions", &self.accepted_assertions.as_ref().map(|a| a.len()))
+            .field("client_certificates", &self.client_certificates.len())
             .field("imds", &self.imds)
             .finish()
     }
@@ -635,6 +653,7 @@ mod tests {
             client_ids: vec!["c".into()],
             client_secret: None,
             accepted_assertions: None,
+            client_certificates: vec![],
             imds: vec![],
         };
         State::new(&["v".to_owned()], ids, Duration::from_secs(3600))
