@@ -110,6 +110,8 @@ impl Cloud {
         }
     }
 
+    /// The token scope for App Configuration: the cloud's Entra audience (AC-RBAC), which the
+    /// SDKs also infer from a store's `*.azconfig.*` / `*.appconfig.*` host name.
     pub fn appconfig_scope(self) -> &'static str {
         match self {
             Cloud::Public => "https://appconfig.azure.com/.default",
@@ -117,6 +119,37 @@ impl Cloud {
             Cloud::UsGov => "https://appconfig.azure.us/.default",
         }
     }
+
+    /// DNS suffix of App Configuration stores (`mystore.<suffix>`).
+    pub fn appconfig_suffix(self) -> &'static str {
+        match self {
+            Cloud::Public => "azconfig.io",
+            Cloud::China => "azconfig.azure.cn",
+            Cloud::UsGov => "azconfig.azure.us",
+        }
+    }
+
+    pub const ALL: [Cloud; 3] = [Cloud::Public, Cloud::China, Cloud::UsGov];
+
+    /// The cloud whose Key Vault DNS suffix `host` ends with, if any.
+    pub fn of_vault_host(host: &str) -> Option<Cloud> {
+        Cloud::ALL.into_iter().find(|c| host_in(host, c.keyvault_suffix()))
+    }
+
+    /// The cloud whose App Configuration DNS suffix (`azconfig.*`, or the newer `appconfig.*`
+    /// form of the audience) `host` ends with, if any.
+    pub fn of_appconfig_host(host: &str) -> Option<Cloud> {
+        Cloud::ALL.into_iter().find(|c| {
+            let audience_host = c.appconfig_scope().trim_start_matches("https://").trim_end_matches("/.default");
+            host_in(host, c.appconfig_suffix()) || host_in(host, audience_host)
+        })
+    }
+}
+
+/// Whether `host` is a name under `suffix` (`x.vault.azure.net` under `vault.azure.net`).
+fn host_in(host: &str, suffix: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.len() > suffix.len() && host.ends_with(suffix) && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
