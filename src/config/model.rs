@@ -211,6 +211,57 @@ pub struct SecretSpec {
     pub path: RelPath,
     pub version: Option<String>,
     pub required: bool,
+    /// What the entry names: a secret, a certificate or a key.
+    pub kind: ObjectKind,
+}
+
+/// The Key Vault object a `secrets` entry names (`type:`), and how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObjectKind {
+    /// The secret's value, byte for byte, at `path`.
+    #[default]
+    Secret,
+    /// A certificate's backing secret (PKCS#12 or PEM in Key Vault).
+    Certificate(CertFormat),
+    /// A key's public part as PEM (`SubjectPublicKeyInfo`) at `path`.
+    Key,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFormat {
+    /// `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the private key).
+    Pem,
+    /// The PKCS#12 archive at `path` (empty password).
+    Pfx,
+}
+
+/// The file names of a certificate in `pem` format, as in a Kubernetes TLS secret.
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "secret",
+            ObjectKind::Certificate(_) => "certificate",
+            ObjectKind::Key => "key",
+        }
+    }
+}
+
+impl SecretSpec {
+    /// Where this entry publishes: `path`, or for a certificate in `pem` format
+    /// `path/tls.crt` and `path/tls.key`.
+    pub fn outputs(&self) -> Vec<RelPath> {
+        match self.kind {
+            ObjectKind::Certificate(CertFormat::Pem) => [CERT_FILE, KEY_FILE]
+                .iter()
+                .filter_map(|f| RelPath::parse(f).ok())
+                .map(|f| self.path.join(&f))
+                .collect(),
+            _ => vec![self.path.clone()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -156,6 +156,13 @@ pub struct RawSecret {
     pub version: Option<String>,
     #[serde(default = "yes")]
     pub required: bool,
+    /// `secret` (default), `certificate` (the backing secret as a chain and a key, or PFX), or
+    /// `key` (the public part, PEM).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// For certificates: `pem` (default; `<path>/tls.crt` and `<path>/tls.key`) or `pfx`.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 fn yes() -> bool {

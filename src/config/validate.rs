@@ -373,7 +373,29 @@ fn secret(at: &str, raw: &RawSecret) -> Result<SecretSpec> {
             ))
         }
     })?;
-    Ok(SecretSpec { name: name.to_string(), path, version, required: raw.required })
+    let kind = object_kind(at, raw)?;
+    Ok(SecretSpec { name: name.to_string(), path, version, required: raw.required, kind })
+}
+
+/// `type` and `format` of a `secrets` entry.
+fn object_kind(at: &str, raw: &RawSecret) -> Result<ObjectKind> {
+    let kind_key = format!("{at}.type");
+    let format_key = format!("{at}.format");
+    let kind = raw.kind.as_deref().unwrap_or("secret");
+    let kinds = [("secret", "secret"), ("certificate", "certificate"), ("key", "key")];
+    match (one_of(&kind_key, kind, &kinds)?, raw.format.as_deref()) {
+        ("certificate", format) => {
+            let format = one_of(&format_key, format.unwrap_or("pem"), &[("pem", CertFormat::Pem), ("pfx", CertFormat::Pfx)])?;
+            Ok(ObjectKind::Certificate(format))
+        }
+        (kind, Some(format)) if !(kind == "key" && format == "pem") => Err(ConfigError::invalid(
+            &format_key,
+            format,
+            format!("format applies to type: certificate (pem or pfx); a {kind} is written as it is"),
+        )),
+        ("key", _) => Ok(ObjectKind::Key),
+        _ => Ok(ObjectKind::Secret),
+    }
 }
 
 fn globs(key: &str, patterns: &[String]) -> Result<Vec<Glob>> {
@@ -500,7 +522,7 @@ fn check_path_conflicts(sources: &[SourceConfig]) -> Result<()> {
                 .secrets
                 .iter()
                 .enumerate()
-                .map(|(j, s)| (s.path.clone(), format!("sources[{i}].secrets[{j}].path")))
+                .flat_map(|(j, s)| s.outputs().into_iter().map(move |p| (p, format!("sources[{i}].secrets[{j}].path"))))
                 .collect(),
             SourceConfig::AppConfig(ac) => vec![(ac.path.clone(), format!("sources[{i}].path"))],
         };
@@ -635,7 +657,7 @@ mod tests {
     }
 
     fn secret_raw(name: &str, path: Option<&str>) -> RawSecret {
-        RawSecret { name: Some(name.to_string()), path: path.map(str::to_string), version: None, required: true }
+        RawSecret { name: Some(name.to_string()), path: path.map(str::to_string), version: None, required: true, kind: None, format: None }
     }
 
     fn kv(raw: &mut RawConfig) -> &mut RawKeyVault {
