@@ -97,7 +97,57 @@ pub(crate) struct MadeCertificate {
     pub chain: Vec<Vec<u8>>,
     /// PKCS#8 DER of the leaf's key.
     pub key_pkcs8: Vec<u8>,
-    pub key: KeyKind,
+    /// The leaf key's `SubjectPublicKeyInfo`, DER.
+    pub spki: Vec<u8>,
+}
+
+/// A key for `type: key`: RSA (the fixed test key) or a fresh P-256 key; returns its SPKI.
+pub(crate) fn make_key(kind: KeyKind) -> Result<Vec<u8>, String> {
+    let key = match kind {
+        KeyKind::Rsa => KeyPair::from_pem(VAULT_RSA_KEY_PEM),
+        KeyKind::Ec => KeyPair::generate(),
+    }
+    .map_err(|e| format!("failed to make the key: {e}"))?;
+    Ok(rcgen::PublicKeyData::subject_public_key_info(&key))
+}
+
+/// The public JSON Web Key of a `SubjectPublicKeyInfo` (RSA or P-256/P-384), as Key Vault
+/// returns it (`kid` is added by the handler).
+pub(crate) fn jwk_of(spki: &[u8]) -> Result<serde_json::Value, String> {
+    use base64::Engine as _;
+    use x509_parser::public_key::PublicKey;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (_, info) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(spki)
+        .map_err(|e| format!("invalid public key: {e}"))?;
+    match info.parsed().map_err(|e| format!("invalid public key: {e}"))? {
+        PublicKey::RSA(rsa) => {
+            let n: Vec<u8> = rsa.modulus.iter().copied().skip_while(|b| *b == 0).collect();
+            Ok(serde_json::json!({
+                "kty": "RSA",
+                "key_ops": ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"],
+                "n": b64.encode(n),
+                "e": b64.encode(rsa.exponent),
+            }))
+        }
+        PublicKey::EC(point) => {
+            let curve = info.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+            let crv = match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => "P-256",
+                Some("1.3.132.0.34") => "P-384",
+                other => return Err(format!("unsupported curve {other:?}")),
+            };
+            let data = point.data();
+            let len = (data.len() - 1) / 2;
+            Ok(serde_json::json!({
+                "kty": "EC",
+                "key_ops": ["sign", "verify"],
+                "crv": crv,
+                "x": b64.encode(&data[1..1 + len]),
+                "y": b64.encode(&data[1 + len..]),
+            }))
+        }
+        _ => Err("unsupported key type".into()),
+    }
 }
 
 /// A leaf for `subject` signed by a fresh "Key Vault test CA", with the backing secret encoded
@@ -144,7 +194,8 @@ pub(crate) fn make_certificate(subject: &str, spec: &CertificateSpec) -> Result<
             base64::engine::general_purpose::STANDARD.encode(pfx)
         }
     };
-    Ok(MadeCertificate { secret_value, content_type: spec.content.content_type(), chain, key_pkcs8, key: spec.key })
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&leaf_key);
+    Ok(MadeCertificate { secret_value, content_type: spec.content.content_type(), chain, key_pkcs8, spki })
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@
 //! | `PUT /_emulator/vaults/{vault}/secrets/{name}` | `{"value", "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | `{"name","version","id"}`: a new latest version |
 //! | `PATCH /_emulator/vaults/{vault}/secrets/{name}` | `{"version"?, "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | 204; no version: the latest |
 //! | `DELETE /_emulator/vaults/{vault}/secrets/{name}` | | 204 |
+//! | `PUT /_emulator/vaults/{vault}/certificates/{name}` | a [`CertificateSpec`]: `{"content": "pkcs12"\|"pem", "key": "rsa"\|"ec", "pfx_encryption": "legacy"\|"rc2"\|"aes", "subject"?, "non_exportable"?}` | `{"name","version","x5t"}` |
+//! | `PUT /_emulator/vaults/{vault}/keys/{name}` | `{"kty": "rsa"\|"ec"}` | `{"name","version"}` |
 //! | `POST /_emulator/faults` | a [`Fault`], e.g. `{"endpoint":"keyvault_get","vault":"demo","status":429,"retry_after":{"seconds":1},"times":2}` | `{"id"}` |
 //! | `DELETE /_emulator/faults[/{id}]` | | 204: all faults (or one) removed |
 //! | `GET /_emulator/counts` | | `{"any","imds","aad","keyvault_get","keyvault_list","vaults":{"demo":{...}}}` |
@@ -95,6 +97,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use appconfig::AppConfigError;
+pub use certs::{CertContent, CertificateSpec, KeyKind, PfxEncryption};
 pub use faults::{Fault, FaultId, RetryAfter};
 pub use fixtures::{CannedResponse, FixtureError};
 pub use standalone::run_standalone;
@@ -167,6 +170,29 @@ pub enum EmulatorError {
     State(#[from] StateError),
     #[error(transparent)]
     Fixture(#[from] FixtureError),
+    #[error("{0}")]
+    Certificate(String),
+}
+
+/// A Key Vault certificate the emulator made, for tests to compare with what a client wrote.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// The version shared by the certificate, its backing secret and its key.
+    pub version: String,
+    /// DER, leaf first, then the issuing CA.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER of the leaf's private key.
+    pub key_pkcs8: Vec<u8>,
+    /// The backing secret's value (base64 PFX or PEM).
+    pub secret_value: String,
+}
+
+/// A Key Vault key the emulator made.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub version: String,
+    /// The public key's `SubjectPublicKeyInfo`, DER.
+    pub spki: Vec<u8>,
 }
 
 /// What to serve verbatim for a path (see [`fixtures`]).
@@ -235,6 +261,31 @@ impl Shared {
             "arc_key_dir": self.arc.key_dir,
             "state_dir": self.files.state_dir,
         })
+    }
+
+    /// Make a Key Vault certificate (a leaf signed by a test CA) with its backing secret and
+    /// its key, all under one new version.
+    pub(crate) fn set_certificate(&self, vault: &str, name: &str, spec: &CertificateSpec) -> Result<IssuedCertificate, EmulatorError> {
+        let subject = spec.subject.clone().unwrap_or_else(|| format!("{name}.example"));
+        let made = certs::make_certificate(&subject, spec).map_err(EmulatorError::Certificate)?;
+        let jwk = certs::jwk_of(&made.spki).map_err(EmulatorError::Certificate)?;
+        let version = self.state.set_certificate(
+            vault,
+            name,
+            SecretValue::from(made.secret_value.clone()),
+            made.content_type,
+            made.chain[0].clone(),
+            jwk,
+        )?;
+        Ok(IssuedCertificate { version, chain: made.chain, key_pkcs8: made.key_pkcs8, secret_value: made.secret_value })
+    }
+
+    /// Make a Key Vault key (RSA: a fixed test key; EC: a fresh P-256 key), a new latest version.
+    pub(crate) fn set_key(&self, vault: &str, name: &str, kind: KeyKind) -> Result<IssuedKey, EmulatorError> {
+        let spki = certs::make_key(kind).map_err(EmulatorError::Certificate)?;
+        let jwk = certs::jwk_of(&spki).map_err(EmulatorError::Certificate)?;
+        let version = self.state.set_key(vault, name, jwk, false)?;
+        Ok(IssuedKey { version, spki })
     }
 
     pub(crate) async fn serve_canned(&self, vault: &str, path: &str, canned: Canned) -> Result<usize, EmulatorError> {
@@ -500,6 +551,22 @@ impl Handle {
     pub fn set_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), EmulatorError> {
         let attrs = SecretAttributes { enabled: Some(enabled), ..Default::default() };
         self.set_secret_attributes(vault, name, None, &attrs)
+    }
+
+    /// Make a Key Vault certificate (a leaf signed by a test CA) with its backing secret and
+    /// its key, all under one new version.
+    pub fn set_certificate(&self, vault: &str, name: &str, spec: &CertificateSpec) -> Result<IssuedCertificate, EmulatorError> {
+        self.shared.set_certificate(vault, name, spec)
+    }
+
+    /// Make a Key Vault key (RSA: a fixed test key; EC: a fresh P-256 key), a new latest version.
+    pub fn set_key(&self, vault: &str, name: &str, kind: KeyKind) -> Result<IssuedKey, EmulatorError> {
+        self.shared.set_key(vault, name, kind)
+    }
+
+    /// Enable or disable a key's latest version (a disabled key answers 403 `KeyDisabled`).
+    pub fn set_key_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), EmulatorError> {
+        Ok(self.shared.state.set_key_enabled(vault, name, enabled)?)
     }
 
     pub fn delete_secret(&self, vault: &str, name: &str) -> Result<(), EmulatorError> {
