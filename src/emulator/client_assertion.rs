@@ -29,10 +29,14 @@ pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion
     let signature = b64.decode(s).map_err(|_| malformed())?;
 
     let thumbprint = header.get("x5t").and_then(Value::as_str).map(|t| ("x5t", t)).or_else(|| header.get("x5t#S256").and_then(Value::as_str).map(|t| ("x5t#S256", t)));
+    // MSAL Python sends the thumbprint in standard base64 with padding, JOSE says base64url
+    // without: Entra takes both, so compare the decoded bytes.
     let certificate = thumbprint.and_then(|(kind, t)| {
+        let normalized: String = t.trim_end_matches('=').chars().map(|c| match c { '+' => '-', '/' => '_', c => c }).collect();
+        let presented = b64.decode(normalized).ok()?;
         ids.client_certificates.iter().filter_map(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()).find(|der| {
             let alg = if kind == "x5t" { &ring::digest::SHA1_FOR_LEGACY_USE_ONLY } else { &ring::digest::SHA256 };
-            b64.encode(ring::digest::digest(alg, der)) == t
+            ring::digest::digest(alg, der).as_ref() == presented.as_slice()
         })
     });
     let Some(certificate) = certificate else {
@@ -61,10 +65,12 @@ pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion
         return Err((700021, "Client assertion application identifier doesn't match 'client_id' parameter.".into()));
     }
     let now = unix_now();
-    let exp = claims.get("exp").and_then(Value::as_i64);
-    let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(i64::MIN);
+    // NumericDate may carry a fraction (MSAL Python sends `time.time() + 600`).
+    let seconds = |name: &str| claims.get(name).and_then(Value::as_f64).map(|f| f as i64);
+    let exp = seconds("exp");
+    let nbf = seconds("nbf").unwrap_or(i64::MIN);
     match exp {
-        Some(exp) if exp + SKEW_SECS > now && nbf - SKEW_SECS <= now => Ok(()),
+        Some(exp) if exp.saturating_add(SKEW_SECS) > now && nbf.saturating_sub(SKEW_SECS) <= now => Ok(()),
         _ => Err((700024, "Client assertion is not within its valid time range.".into())),
     }
 }
@@ -128,6 +134,11 @@ mod tests {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let s256 = json!({"alg": "RS256", "x5t#S256": b64.encode(ring::digest::digest(&ring::digest::SHA256, &cert.cert_der))});
         assert_eq!(check_with(&s256, claims(now), CLIENT_KEY_PEM), Ok(()));
+        let std_padded = json!({"alg": "PS256", "x5t": base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert.cert_der))});
+        assert_eq!(code(check_with(&std_padded, claims(now), CLIENT_KEY_PEM)), 700027, "found, but an RS256 signature under PS256");
+        // MSAL Python: no nbf, a fractional exp.
+        let msal = json!({"aud": AUD, "iss": "c", "sub": "c", "jti": "j", "iat": now, "exp": now as f64 + 600.5});
+        assert_eq!(check_with(&header, msal, CLIENT_KEY_PEM), Ok(()));
         assert!(certificate_header("federated-token-without-dots").is_none());
     }
 }
