@@ -2,7 +2,9 @@
 # The test command of the README: unit and integration tests (the real binary against the
 # local emulator), then the emulator's contract tests with Microsoft's Python SDK.
 # Then the Kubernetes manifests, validated against the Kubernetes schemas.
-# Installs what it needs (Python packages into target/*-venv) and touches nothing else.
+# Installs what it needs (Python packages into target/*-venv) and touches nothing else, except
+# that the Azure Arc tests use /var/opt/azcmagent/tokens (the only directory the sidecar and
+# the SDKs take an Arc key from; needs root) and remove what they created there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -171,14 +171,28 @@ async fn app_service_with_a_wrong_header_is_refused() {
 }
 
 /// The agent's token directory, created if this process may (tests run as root here and in
-/// CI); `None` if it cannot be had, in which case the caller says so and fails.
-fn arc_key_dir() -> Option<PathBuf> {
+/// CI); `None` if it cannot be had, in which case the caller says so and fails. The guard
+/// removes the directories it created (if empty) when dropped.
+fn arc_key_dir() -> Option<CreatedDirs> {
     let dir = Path::new(ARC_KEY_DIR);
+    let created: Vec<PathBuf> = dir.ancestors().take(2).filter(|d| !d.exists()).map(Path::to_path_buf).collect();
+    let guard = CreatedDirs(created);
     std::fs::create_dir_all(dir).ok()?;
     let probe = dir.join(format!("probe-{}.tmp", fastrand::u64(..)));
     std::fs::write(&probe, "").ok()?;
     std::fs::remove_file(&probe).ok()?;
-    Some(dir.to_path_buf())
+    Some(guard)
+}
+
+/// Directories this test created, innermost first; removed (when empty) on drop.
+struct CreatedDirs(Vec<PathBuf>);
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 async fn arc_world(key_dir: PathBuf) -> World {
@@ -201,8 +215,8 @@ fn arc_env(w: &World) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_arc_answers_the_challenge_with_the_agents_key_file() {
-    let dir = arc_key_dir().unwrap_or_else(|| panic!("{ARC_KEY_DIR} cannot be created (run as root): the Arc test needs the agent's real directory"));
-    let w = arc_world(dir.clone()).await;
+    let _dirs = arc_key_dir().unwrap_or_else(|| panic!("{ARC_KEY_DIR} cannot be created (run as root): the Arc test needs the agent's real directory"));
+    let w = arc_world(PathBuf::from(ARC_KEY_DIR)).await;
     let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &arc_env(&w));
     published(&w, &sc).await;
     let logs = sc.logs();

@@ -36,8 +36,10 @@ VAULT = "contract"  # the name Emulator (shared with the Key Vault contract test
 ARC_KEY_DIR = Path("/var/opt/azcmagent/tokens")
 
 
-def arc_key_dir_available():
+def arc_key_dir_available(created):
+    """Create the agent's directory if needed (noting what was created, for removal)."""
     try:
+        created.extend(d for d in (ARC_KEY_DIR, ARC_KEY_DIR.parent) if not d.exists())
         ARC_KEY_DIR.mkdir(parents=True, exist_ok=True)
         probe = ARC_KEY_DIR / f"probe-{os.getpid()}.tmp"
         probe.write_text("")
@@ -53,7 +55,8 @@ def emulator(tmp_path_factory):
         pytest.fail(f"no sidecar binary at {BIN}: run `cargo build` or set SIDECAR_BIN")
     work = tmp_path_factory.mktemp("emulator-certs")
     args = [BIN, "emulator", "--state-dir", str(work / "state"), "--vault", VAULT, "--token-lifetime", "1h"]
-    if arc_key_dir_available():
+    created = []
+    if arc_key_dir_available(created):
         args += ["--arc-key-dir", str(ARC_KEY_DIR)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -66,6 +69,11 @@ def emulator(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for d in created:  # innermost first; only if empty
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 @pytest.fixture
