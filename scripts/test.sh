@@ -7,6 +7,8 @@
 # (tests/container.rs), which otherwise print SKIPPED.
 # Installs what it needs (Python packages into target/*-venv; for the image: the rustup musl
 # target, Debian's musl-tools and busybox-static) and touches nothing else.
+# The Azure Arc tests use /var/opt/azcmagent/tokens (the only directory the sidecar and
+# the SDKs take an Arc key from; needs root) and remove what they created there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

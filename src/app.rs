@@ -396,7 +396,7 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
     for (source, id) in cfg.sources.iter().zip(config::source_ids(&cfg.sources)) {
         match source {
             SourceConfig::KeyVault(kv) => {
-                required.extend(kv.secrets.iter().filter(|s| s.required).map(|s| s.path.clone()));
+                required.extend(kv.secrets.iter().filter(|s| s.required).flat_map(|s| s.outputs()));
                 sources.push(Box::new(KeyVaultSource::new(
                     id,
                     kv.clone(),

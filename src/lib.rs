@@ -16,6 +16,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+pub mod pki;
 pub mod probe;
 pub mod relpath;
 pub mod runtime;

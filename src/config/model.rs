@@ -30,6 +30,7 @@ pub enum IdentityMode {
     AppService,
     Arc,
     ClientSecret,
+    ClientCertificate,
     AccessToken,
 }
 
@@ -42,6 +43,7 @@ impl IdentityMode {
             IdentityMode::AppService => "app-service",
             IdentityMode::Arc => "arc",
             IdentityMode::ClientSecret => "client-secret",
+            IdentityMode::ClientCertificate => "client-certificate",
             IdentityMode::AccessToken => "access-token",
         }
     }
@@ -60,6 +62,9 @@ pub struct IdentityConfig {
     pub authority_host: Option<Url>,
     pub imds_endpoint: Url,
     pub client_secret_file: Option<PathBuf>,
+    /// Client-certificate mode: a PEM file with the private key and the certificate; default
+    /// `$AZURE_CLIENT_CERTIFICATE_PATH`.
+    pub client_certificate_file: Option<PathBuf>,
     pub access_token_file: Option<PathBuf>,
 }
 
@@ -105,6 +110,8 @@ impl Cloud {
         }
     }
 
+    /// The token scope for App Configuration: the cloud's Entra audience (AC-RBAC), which the
+    /// SDKs also infer from a store's `*.azconfig.*` / `*.appconfig.*` host name.
     pub fn appconfig_scope(self) -> &'static str {
         match self {
             Cloud::Public => "https://appconfig.azure.com/.default",
@@ -112,6 +119,37 @@ impl Cloud {
             Cloud::UsGov => "https://appconfig.azure.us/.default",
         }
     }
+
+    /// DNS suffix of App Configuration stores (`mystore.<suffix>`).
+    pub fn appconfig_suffix(self) -> &'static str {
+        match self {
+            Cloud::Public => "azconfig.io",
+            Cloud::China => "azconfig.azure.cn",
+            Cloud::UsGov => "azconfig.azure.us",
+        }
+    }
+
+    pub const ALL: [Cloud; 3] = [Cloud::Public, Cloud::China, Cloud::UsGov];
+
+    /// The cloud whose Key Vault DNS suffix `host` ends with, if any.
+    pub fn of_vault_host(host: &str) -> Option<Cloud> {
+        Cloud::ALL.into_iter().find(|c| host_in(host, c.keyvault_suffix()))
+    }
+
+    /// The cloud whose App Configuration DNS suffix (`azconfig.*`, or the newer `appconfig.*`
+    /// form of the audience) `host` ends with, if any.
+    pub fn of_appconfig_host(host: &str) -> Option<Cloud> {
+        Cloud::ALL.into_iter().find(|c| {
+            let audience_host = c.appconfig_scope().trim_start_matches("https://").trim_end_matches("/.default");
+            host_in(host, c.appconfig_suffix()) || host_in(host, audience_host)
+        })
+    }
+}
+
+/// Whether `host` is a name under `suffix` (`x.vault.azure.net` under `vault.azure.net`).
+fn host_in(host: &str, suffix: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.len() > suffix.len() && host.ends_with(suffix) && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -191,6 +229,57 @@ pub struct SecretSpec {
     pub path: RelPath,
     pub version: Option<String>,
     pub required: bool,
+    /// What the entry names: a secret, a certificate or a key.
+    pub kind: ObjectKind,
+}
+
+/// The Key Vault object a `secrets` entry names (`type:`), and how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObjectKind {
+    /// The secret's value, byte for byte, at `path`.
+    #[default]
+    Secret,
+    /// A certificate's backing secret (PKCS#12 or PEM in Key Vault).
+    Certificate(CertFormat),
+    /// A key's public part as PEM (`SubjectPublicKeyInfo`) at `path`.
+    Key,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFormat {
+    /// `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the private key).
+    Pem,
+    /// The PKCS#12 archive at `path` (empty password).
+    Pfx,
+}
+
+/// The file names of a certificate in `pem` format, as in a Kubernetes TLS secret.
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "secret",
+            ObjectKind::Certificate(_) => "certificate",
+            ObjectKind::Key => "key",
+        }
+    }
+}
+
+impl SecretSpec {
+    /// Where this entry publishes: `path`, or for a certificate in `pem` format
+    /// `path/tls.crt` and `path/tls.key`.
+    pub fn outputs(&self) -> Vec<RelPath> {
+        match self.kind {
+            ObjectKind::Certificate(CertFormat::Pem) => [CERT_FILE, KEY_FILE]
+                .iter()
+                .filter_map(|f| RelPath::parse(f).ok())
+                .map(|f| self.path.join(&f))
+                .collect(),
+            _ => vec![self.path.clone()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -54,6 +54,8 @@ pub struct RawIdentity {
     pub authority_host: Option<String>,
     pub imds_endpoint: String,
     pub client_secret_file: Option<String>,
+    /// PEM with the private key and the certificate (client-certificate mode).
+    pub client_certificate_file: Option<String>,
     pub access_token_file: Option<String>,
 }
 
@@ -69,6 +71,7 @@ impl Default for RawIdentity {
             authority_host: None,
             imds_endpoint: "http://169.254.169.254".to_string(),
             client_secret_file: None,
+            client_certificate_file: None,
             access_token_file: None,
         }
     }
@@ -153,6 +156,13 @@ pub struct RawSecret {
     pub version: Option<String>,
     #[serde(default = "yes")]
     pub required: bool,
+    /// `secret` (default), `certificate` (the backing secret as a chain and a key, or PFX), or
+    /// `key` (the public part, PEM).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// For certificates: `pem` (default; `<path>/tls.crt` and `<path>/tls.key`) or `pfx`.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 fn yes() -> bool {

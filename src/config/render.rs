@@ -55,6 +55,7 @@ fn identity(out: &mut Yaml, id: &IdentityConfig) {
     out.line(1, "authority_host", opt_display(id.authority_host.as_ref()));
     out.line(1, "imds_endpoint", scalar(id.imds_endpoint.as_str()));
     out.line(1, "client_secret_file", opt_path(id.client_secret_file.as_deref()));
+    out.line(1, "client_certificate_file", opt_path(id.client_certificate_file.as_deref()));
     out.line(1, "access_token_file", opt_path(id.access_token_file.as_deref()));
 }
 
@@ -81,6 +82,14 @@ fn keyvault(out: &mut Yaml, kv: &KeyVaultSource) {
         out.line(4, "path", scalar(s.path.as_str()));
         out.line(4, "version", opt_str(s.version.as_deref()));
         out.line(4, "required", s.required.to_string());
+        match s.kind {
+            ObjectKind::Secret => {}
+            ObjectKind::Key => out.line(4, "type", scalar("key")),
+            ObjectKind::Certificate(format) => {
+                out.line(4, "type", scalar("certificate"));
+                out.line(4, "format", scalar(if format == CertFormat::Pfx { "pfx" } else { "pem" }));
+            }
+        }
     }
     out.line(2, "all", kv.all.to_string());
     out.line(2, "include", flow_list(kv.include.iter().map(Glob::as_str)));

@@ -112,6 +112,7 @@ const MODES: &[(&str, IdentityMode)] = &[
     ("app-service", IdentityMode::AppService),
     ("arc", IdentityMode::Arc),
     ("client-secret", IdentityMode::ClientSecret),
+    ("client-certificate", IdentityMode::ClientCertificate),
     ("access-token", IdentityMode::AccessToken),
 ];
 
@@ -131,6 +132,7 @@ fn identity(raw: &RawIdentity) -> Result<IdentityConfig> {
         authority_host: opt(&raw.authority_host, |u| url("identity.authority_host", u, UrlKind::Base))?,
         imds_endpoint: url("identity.imds_endpoint", &raw.imds_endpoint, UrlKind::Imds)?,
         client_secret_file: opt_file("identity.client_secret_file", &raw.client_secret_file)?,
+        client_certificate_file: opt_file("identity.client_certificate_file", &raw.client_certificate_file)?,
         access_token_file: opt_file("identity.access_token_file", &raw.access_token_file)?,
     })
 }
@@ -262,7 +264,12 @@ fn sources(raw: &[RawSource], cloud: Cloud) -> Result<Vec<SourceConfig>> {
         .enumerate()
         .map(|(i, s)| match s {
             RawSource::Keyvault(kv) => keyvault(&format!("sources[{i}]"), kv, cloud).map(SourceConfig::KeyVault),
-            RawSource::Appconfig(ac) => appconfig(&format!("sources[{i}]"), ac).map(SourceConfig::AppConfig),
+            RawSource::Appconfig(ac) => {
+                let at = format!("sources[{i}]");
+                let ac = appconfig(&at, ac)?;
+                same_cloud(&format!("{at}.endpoint"), &ac.endpoint, Cloud::of_appconfig_host, cloud)?;
+                Ok(SourceConfig::AppConfig(ac))
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     check_path_conflicts(&typed)?;
@@ -278,7 +285,11 @@ fn keyvault(at: &str, raw: &RawKeyVault, cloud: Cloud) -> Result<KeyVaultSource>
                 "required: the vault's URL (https://myvault.vault.azure.net) or its bare name (myvault)",
             ))
         }
-        Some(v) if v.contains("://") => url(&key, v, UrlKind::Base)?,
+        Some(v) if v.contains("://") => {
+            let u = url(&key, v, UrlKind::Base)?;
+            same_cloud(&key, &u, Cloud::of_vault_host, cloud)?;
+            u
+        }
         Some(name) => vault_name(&key, name, cloud)?,
     };
     if raw.secrets.is_empty() && !raw.all {
@@ -300,6 +311,25 @@ fn keyvault(at: &str, raw: &RawKeyVault, cloud: Cloud) -> Result<KeyVaultSource>
         include: globs(&format!("{at}.include"), &raw.include)?,
         exclude: globs(&format!("{at}.exclude"), &raw.exclude)?,
     })
+}
+
+/// A service URL whose host name belongs to another cloud than `cloud` is an error: its token
+/// would be asked from the wrong authority for the wrong audience. Hosts of no known cloud
+/// (private DNS names, loopback emulators) pass.
+fn same_cloud(key: &str, u: &Url, cloud_of: fn(&str) -> Option<Cloud>, cloud: Cloud) -> Result<()> {
+    match u.host_str().and_then(cloud_of) {
+        Some(other) if other != cloud => Err(ConfigError::new(
+            key,
+            format!(
+                "{} is in the {} cloud but cloud is {}: set cloud: {} (it picks the authority and token audiences)",
+                u.host_str().unwrap_or_default(),
+                other.as_str(),
+                cloud.as_str(),
+                other.as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A bare vault name, expanded with the cloud's DNS suffix.
@@ -343,7 +373,29 @@ fn secret(at: &str, raw: &RawSecret) -> Result<SecretSpec> {
             ))
         }
     })?;
-    Ok(SecretSpec { name: name.to_string(), path, version, required: raw.required })
+    let kind = object_kind(at, raw)?;
+    Ok(SecretSpec { name: name.to_string(), path, version, required: raw.required, kind })
+}
+
+/// `type` and `format` of a `secrets` entry.
+fn object_kind(at: &str, raw: &RawSecret) -> Result<ObjectKind> {
+    let kind_key = format!("{at}.type");
+    let format_key = format!("{at}.format");
+    let kind = raw.kind.as_deref().unwrap_or("secret");
+    let kinds = [("secret", "secret"), ("certificate", "certificate"), ("key", "key")];
+    match (one_of(&kind_key, kind, &kinds)?, raw.format.as_deref()) {
+        ("certificate", format) => {
+            let format = one_of(&format_key, format.unwrap_or("pem"), &[("pem", CertFormat::Pem), ("pfx", CertFormat::Pfx)])?;
+            Ok(ObjectKind::Certificate(format))
+        }
+        (kind, Some(format)) if !(kind == "key" && format == "pem") => Err(ConfigError::invalid(
+            &format_key,
+            format,
+            format!("format applies to type: certificate (pem or pfx); a {kind} is written as it is"),
+        )),
+        ("key", _) => Ok(ObjectKind::Key),
+        _ => Ok(ObjectKind::Secret),
+    }
 }
 
 fn globs(key: &str, patterns: &[String]) -> Result<Vec<Glob>> {
@@ -470,7 +522,7 @@ fn check_path_conflicts(sources: &[SourceConfig]) -> Result<()> {
                 .secrets
                 .iter()
                 .enumerate()
-                .map(|(j, s)| (s.path.clone(), format!("sources[{i}].secrets[{j}].path")))
+                .flat_map(|(j, s)| s.outputs().into_iter().map(move |p| (p, format!("sources[{i}].secrets[{j}].path"))))
                 .collect(),
             SourceConfig::AppConfig(ac) => vec![(ac.path.clone(), format!("sources[{i}].path"))],
         };
@@ -605,7 +657,7 @@ mod tests {
     }
 
     fn secret_raw(name: &str, path: Option<&str>) -> RawSecret {
-        RawSecret { name: Some(name.to_string()), path: path.map(str::to_string), version: None, required: true }
+        RawSecret { name: Some(name.to_string()), path: path.map(str::to_string), version: None, required: true, kind: None, format: None }
     }
 
     fn kv(raw: &mut RawConfig) -> &mut RawKeyVault {
@@ -661,6 +713,63 @@ mod tests {
         assert_eq!(kv.secrets[0].path.as_str(), "db/password");
         assert!(kv.secrets[0].required);
         assert_eq!(kv.include, vec![Glob::new("*")]);
+    }
+
+    #[test]
+    fn service_urls_of_another_cloud_are_refused_with_the_fix() {
+        let mut raw = base();
+        raw.cloud = "public".into();
+        kv(&mut raw).vault = Some("https://myvault.vault.azure.cn".into());
+        assert_err(&raw, "sources[0].vault", "in the china cloud but cloud is public: set cloud: china");
+        raw.cloud = "china".into();
+        assert!(validate(&raw).is_ok());
+        raw.cloud = "usgov".into();
+        kv(&mut raw).vault = Some("https://myvault.vault.usgovcloudapi.net".into());
+        assert!(validate(&raw).is_ok());
+        // Private DNS names and loopback emulators belong to no cloud and pass.
+        raw.cloud = "china".into();
+        for ok in ["https://kv.internal.example", "http://127.0.0.1:8443"] {
+            kv(&mut raw).vault = Some(ok.into());
+            assert!(validate(&raw).is_ok(), "{ok}");
+        }
+        for (cloud, endpoint, ok) in [
+            ("public", "https://mystore.azconfig.io", true),
+            ("china", "https://mystore.azconfig.azure.cn", true),
+            ("usgov", "https://mystore.azconfig.azure.us", true),
+            ("usgov", "https://mystore.appconfig.azure.us", true),
+            ("public", "https://mystore.azconfig.azure.cn", false),
+            ("china", "https://mystore.azconfig.io", false),
+            ("usgov", "https://mystore.appconfig.azure.com", false),
+        ] {
+            let mut raw = base();
+            raw.cloud = cloud.into();
+            raw.sources = vec![RawSource::Appconfig(appconfig_raw(endpoint))];
+            match validate(&raw) {
+                Ok(_) => assert!(ok, "{cloud} {endpoint} should be refused"),
+                Err(e) => {
+                    assert!(!ok, "{cloud} {endpoint}: {e}");
+                    assert_eq!(e.key, "sources[0].endpoint");
+                    assert!(e.reason.contains("set cloud:"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clouds_name_their_authority_suffixes_and_audiences() {
+        assert_eq!(Cloud::China.authority_host(), "https://login.chinacloudapi.cn");
+        assert_eq!(Cloud::UsGov.authority_host(), "https://login.microsoftonline.us");
+        assert_eq!(Cloud::China.keyvault_scope(), "https://vault.azure.cn/.default");
+        assert_eq!(Cloud::UsGov.keyvault_scope(), "https://vault.usgovcloudapi.net/.default");
+        assert_eq!(Cloud::China.appconfig_scope(), "https://appconfig.azure.cn/.default");
+        assert_eq!(Cloud::UsGov.appconfig_suffix(), "azconfig.azure.us");
+        assert_eq!(Cloud::of_vault_host("a.vault.azure.net"), Some(Cloud::Public));
+        assert_eq!(Cloud::of_vault_host("A.VAULT.AZURE.CN."), Some(Cloud::China));
+        assert_eq!(Cloud::of_vault_host("vault.azure.net"), None, "the bare suffix is no vault");
+        assert_eq!(Cloud::of_vault_host("evilvault.azure.net"), None);
+        assert_eq!(Cloud::of_appconfig_host("s.azconfig.io"), Some(Cloud::Public));
+        assert_eq!(Cloud::of_appconfig_host("s.appconfig.azure.cn"), Some(Cloud::China));
+        assert_eq!(Cloud::of_appconfig_host("127.0.0.1"), None);
     }
 
     #[test]
@@ -925,7 +1034,7 @@ mod tests {
         assert_err(
             &raw,
             "identity.mode",
-            "expected one of auto, workload, managed, app-service, arc, client-secret, access-token",
+            "expected one of auto, workload, managed, app-service, arc, client-secret, client-certificate, access-token",
         );
 
         let mut raw = base();

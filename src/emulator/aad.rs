@@ -1,12 +1,20 @@
 //! The Entra ID ("authority") listener: the v2 token endpoint for the client-credentials grant
-//! (a federated assertion, as workload identity sends, or a client secret) and the tenant's
-//! OpenID discovery document, which MSAL-based SDKs fetch before asking for a token.
+//! (a federated assertion, as workload identity sends; a client secret; or a client assertion
+//! signed with a registered certificate's key, as the certificate credential sends) and the
+//! tenant's OpenID discovery document, which MSAL-based SDKs fetch before asking for a token.
+//!
+//! A client assertion whose JWT header names a certificate (`x5t` or `x5t#S256`) is checked as
+//! Entra checks a certificate credential: the certificate is registered, the RS256 (or PS256)
+//! signature verifies with its public key, `aud` is this token endpoint, `iss` and `sub` are the
+//! client id, and the time is within `nbf`..`exp`. Anything else is a federated assertion.
 //!
 //! Errors follow Entra's shape: `{"error","error_description":"AADSTSnnnn: ...","error_codes",
 //! "timestamp","trace_id","correlation_id","error_uri"}`. The codes used: 90002 unknown tenant,
 //! 900144 missing parameter, 70003 unsupported grant type, 700016 unknown client id, 70011
 //! invalid scope, 7000218 no credential, 7000215 wrong client secret, 50027 malformed or
 //! mistyped assertion, 70021 assertion not accepted (no matching federated identity record),
+//! 700027 certificate unknown or signature invalid, 700024 assertion outside its time range,
+//! 700021 assertion issuer or subject not the client id, 700212 assertion audience wrong,
 //! 900561 token endpoint called without POST, 90033 transient failure (fault default).
 
 use std::collections::HashMap;
@@ -17,6 +25,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::client_assertion;
 use super::exchange;
 use super::server::{self, Handler, Resp};
 use super::state::{random_uuid, unix_now, Endpoint, Identities};
@@ -86,7 +95,7 @@ fn token(shared: &Shared, tenant: &str, req: &Request<Bytes>) -> Resp {
         let desc = format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid.");
         return aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &desc);
     };
-    if let Err(resp) = check_credential(shared, &ids, client_id, &form) {
+    if let Err(resp) = check_credential(shared, &ids, tenant, client_id, &form) {
         return resp;
     }
 
@@ -102,12 +111,23 @@ fn token(shared: &Shared, tenant: &str, req: &Request<Bytes>) -> Resp {
 
 /// The client's proof: a federated assertion (recorded for tests, checked against the accepted
 /// list) or a client secret.
-fn check_credential(shared: &Shared, ids: &Identities, client_id: &str, form: &HashMap<String, String>) -> Result<(), Resp> {
+fn check_credential(
+    shared: &Shared,
+    ids: &Identities,
+    tenant: &str,
+    client_id: &str,
+    form: &HashMap<String, String>,
+) -> Result<(), Resp> {
     if let Some(assertion) = form.get("client_assertion") {
         shared.state.record_assertion(SecretString::new(assertion.clone()));
         let Some(kind) = form.get("client_assertion_type") else { return Err(missing("client_assertion_type")) };
         if kind != JWT_BEARER || assertion.is_empty() {
             return Err(aad_error(StatusCode::BAD_REQUEST, "invalid_request", 50027, "JWT token is invalid or malformed."));
+        }
+        if let Some(header) = client_assertion::certificate_header(assertion) {
+            let audience = format!("{}/{tenant}/oauth2/v2.0/token", shared.authority_url);
+            return client_assertion::check(ids, client_id, &audience, assertion, &header)
+                .map_err(|(code, desc)| aad_error(StatusCode::BAD_REQUEST, "invalid_client", code, &desc));
         }
         let accepted = match &ids.accepted_assertions {
             None => true,

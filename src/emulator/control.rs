@@ -80,6 +80,25 @@ struct CannedRequest {
     responses: Option<Vec<CannedResponse>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetKey {
+    #[serde(default)]
+    kty: super::certs::KeyKind,
+}
+
+fn set_certificate(shared: &Shared, vault: &str, name: &str, body: &Bytes) -> Result<Resp, Resp> {
+    let spec: super::certs::CertificateSpec = parse(body)?;
+    let issued = shared.set_certificate(vault, name, &spec).map_err(emulator_error)?;
+    Ok(ok(json!({"name": name, "version": issued.version, "x5t": crate::pki::x5t(&issued.chain[0])})))
+}
+
+fn set_key(shared: &Shared, vault: &str, name: &str, body: &Bytes) -> Result<Resp, Resp> {
+    let req: SetKey = parse(body)?;
+    let issued = shared.set_key(vault, name, req.kty).map_err(emulator_error)?;
+    Ok(ok(json!({"name": name, "version": issued.version})))
+}
+
 pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
     let path = req.uri().path().strip_prefix(PREFIX).unwrap_or_default().to_owned();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -88,6 +107,8 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
         (&Method::GET, ["info"]) => Ok(ok(shared.info())),
         (&Method::PUT, ["vaults", vault, "secrets", name]) => set_secret(shared, vault, name, req.body()),
         (&Method::PATCH, ["vaults", vault, "secrets", name]) => update_secret(shared, vault, name, req.body()),
+        (&Method::PUT, ["vaults", vault, "certificates", name]) => set_certificate(shared, vault, name, req.body()),
+        (&Method::PUT, ["vaults", vault, "keys", name]) => set_key(shared, vault, name, req.body()),
         (&Method::DELETE, ["vaults", vault, "secrets", name]) => {
             shared.state.delete_secret(vault, name).map(|_| no_content()).map_err(state_error)
         }
@@ -210,6 +231,13 @@ fn counts(shared: &Shared) -> Value {
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("failed to parse the request body: {e}")))
+}
+
+fn emulator_error(e: super::EmulatorError) -> Resp {
+    match e {
+        super::EmulatorError::State(e) => state_error(e),
+        e => server::json(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+    }
 }
 
 fn state_error(e: StateError) -> Resp {

@@ -8,6 +8,11 @@
 //! - `GET /secrets` and `/secrets/{name}/versions`: pages of `SecretItem` (no values, disabled
 //!   items included), `maxresults` 1..=25 (default 25), an absolute `nextLink` carrying
 //!   `api-version`, `$skiptoken` and `maxresults`, or `null` on the last page.
+//! - `GET /keys/{name}[/{version}]`: a `KeyBundle` (the public JSON Web Key: RSA `n`/`e` or EC
+//!   `crv`/`x`/`y`), 404 `KeyNotFound`, 403 `KeyDisabled`; `GET /certificates/{name}[/{version}]`:
+//!   a `CertificateBundle` (`cer`, `x5t`, `kid`, `sid`), 404 `CertificateNotFound`. A
+//!   certificate's backing secret (same name and version) has `contentType`
+//!   `application/x-pkcs12` or `application/x-pem-file`, `kid` and `managed: true`.
 //! - `api-version` is required: 7.4, 7.5, 7.6, 2025-07-01, or 2026-04-01 (the newest GA of the
 //!   Secrets TypeSpec, which current SDKs default to); anything else is a 400 `BadParameter`.
 //! - Auth: no bearer token -> 401 with the `WWW-Authenticate: Bearer authorization=...,
@@ -24,7 +29,7 @@ use serde_json::{json, Map, Value};
 use super::exchange;
 use super::fixtures::CannedResponse;
 use super::server::{self, Query, Resp};
-use super::state::{check_name, random_uuid, Endpoint, SecretVersion, TokenCheck};
+use super::state::{check_name, random_uuid, CertificateVersion, Endpoint, KeyVersion, SecretVersion, TokenCheck};
 use super::Shared;
 
 /// The stable data-plane versions the emulator answers.
@@ -110,6 +115,10 @@ fn answer(shared: &Shared, vault: &str, req: &Request<Bytes>) -> Resp {
         ["secrets", name, "versions"] => list_versions(shared, vault, name, &page),
         ["secrets", name] => get_secret(shared, vault, vault_url, name, None),
         ["secrets", name, version] => get_secret(shared, vault, vault_url, name, Some(version)),
+        ["keys", name] => get_key(shared, vault, vault_url, name, None),
+        ["keys", name, version] => get_key(shared, vault, vault_url, name, Some(version)),
+        ["certificates", name] => get_certificate(shared, vault, vault_url, name, None),
+        ["certificates", name, version] => get_certificate(shared, vault, vault_url, name, Some(version)),
         _ => kv_error(StatusCode::NOT_FOUND, "NotFound", "The requested resource was not found.", None),
     }
 }
@@ -167,7 +176,88 @@ fn get_secret(shared: &Shared, vault: &str, vault_url: &str, name: &str, version
             Some("SecretDisabled"),
         );
     }
-    server::json(StatusCode::OK, &bundle(vault_url, name, found))
+    let mut body = bundle(vault_url, name, found);
+    if let Some(kid) = &found.kid {
+        body["kid"] = json!(format!("{vault_url}/{kid}"));
+        body["managed"] = json!(true);
+    }
+    server::json(StatusCode::OK, &body)
+}
+
+/// The version asked for (`None`: the latest) among `versions`, oldest first.
+fn pick<'a, T>(versions: &'a [T], version: Option<&str>, id: impl Fn(&T) -> &str) -> Option<&'a T> {
+    match version {
+        None => versions.last(),
+        Some(v) => versions.iter().find(|x| id(x).eq_ignore_ascii_case(v)),
+    }
+}
+
+fn not_found(code: &str, what: &str, id: &str) -> Resp {
+    let msg = format!(
+        "A {what} with (name/id) {id} was not found in this key vault. If you recently deleted this {what} you may be \
+         able to recover it using the correct recovery command. For help resolving this issue, please see \
+         https://go.microsoft.com/fwlink/?linkid=2125182"
+    );
+    kv_error(StatusCode::NOT_FOUND, code, &msg, None)
+}
+
+fn get_key(shared: &Shared, vault: &str, vault_url: &str, name: &str, version: Option<&str>) -> Resp {
+    let versions = shared.state.key(vault, name);
+    let Some(found) = pick(&versions, version, |k: &KeyVersion| &k.version) else {
+        return not_found("KeyNotFound", "key", &version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}")));
+    };
+    if !found.enabled {
+        return kv_error(StatusCode::FORBIDDEN, "Forbidden", "Operation get is not allowed on a disabled key.", Some("KeyDisabled"));
+    }
+    let mut key = found.jwk.clone();
+    key["kid"] = json!(format!("{vault_url}/keys/{name}/{}", found.version));
+    let mut body = json!({
+        "key": key,
+        "attributes": {
+            "enabled": found.enabled,
+            "created": found.created,
+            "updated": found.updated,
+            "recoverableDays": RECOVERABLE_DAYS,
+            "recoveryLevel": RECOVERY_LEVEL,
+            "exportable": false,
+        },
+    });
+    if found.managed {
+        body["managed"] = json!(true);
+    }
+    server::json(StatusCode::OK, &body)
+}
+
+fn get_certificate(shared: &Shared, vault: &str, vault_url: &str, name: &str, version: Option<&str>) -> Resp {
+    use base64::Engine as _;
+    let versions = shared.state.certificate(vault, name);
+    let Some(found) = pick(&versions, version, |c: &CertificateVersion| &c.version) else {
+        return not_found("CertificateNotFound", "certificate", &version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}")));
+    };
+    let v = &found.version;
+    let mut attributes = json!({
+        "enabled": found.enabled,
+        "created": found.created,
+        "updated": found.updated,
+        "recoverableDays": RECOVERABLE_DAYS,
+        "recoveryLevel": RECOVERY_LEVEL,
+    });
+    if let Some(nbf) = found.nbf {
+        attributes["nbf"] = json!(nbf);
+    }
+    if let Some(exp) = found.exp {
+        attributes["exp"] = json!(exp);
+    }
+    let body = json!({
+        "id": format!("{vault_url}/certificates/{name}/{v}"),
+        "kid": format!("{vault_url}/keys/{name}/{v}"),
+        "sid": format!("{vault_url}/secrets/{name}/{v}"),
+        "x5t": crate::pki::x5t(&found.cer),
+        "cer": base64::engine::general_purpose::STANDARD.encode(&found.cer),
+        "attributes": attributes,
+        "contentType": found.content_type,
+    });
+    server::json(StatusCode::OK, &body)
 }
 
 fn secret_not_found(id: &str) -> Resp {

@@ -12,12 +12,15 @@
 //! | authority | https | `POST /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration` (`aad.rs`) |
 //! | one per vault | https | `GET /secrets...` of that vault (`keyvault.rs`) |
 //! | one per App Configuration store | https | `GET /kv` and `GET /kv/{key}` of that store (`appconfig.rs`) |
-//! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`) and the control API `/_emulator/...` |
+//! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`), `GET /msi/token` (App Service / Container Apps, `app_service.rs`) and the control API `/_emulator/...` |
+//! | arc | http | `GET /metadata/identity/oauth2/token` with the Azure Arc challenge (`arc.rs`) |
 //!
 //! The CA that signs the server certificate (for `127.0.0.1`, `::1`, `localhost` and the
 //! optional advertised host) is written to `<state_dir>/ca.pem`; the state directory also holds
-//! `federated-token` (an assertion the authority accepts, for `AZURE_FEDERATED_TOKEN_FILE`) and
-//! `client-secret` (the client secret it accepts).
+//! `federated-token` (an assertion the authority accepts, for `AZURE_FEDERATED_TOKEN_FILE`),
+//! `client-secret` (the client secret it accepts), `client-certificate.pem` (a certificate
+//! credential of the app registration, key and certificate, for
+//! `AZURE_CLIENT_CERTIFICATE_PATH`) and `identity-header` (the App Service `IDENTITY_HEADER`).
 //!
 //! # Control API
 //!
@@ -33,6 +36,8 @@
 //! | `PUT /_emulator/stores/{store}/kv` | `{"key", "label"?, "value", "content_type"?}` (no label: the null label) | `{"etag"}` |
 //! | `DELETE /_emulator/stores/{store}/kv` | `{"key", "label"?}` | 204, or 404 if absent |
 //! | `PUT /_emulator/stores/{store}/page-size` | `{"size": n}` | 204: items per `/kv` page in every store |
+//! | `PUT /_emulator/vaults/{vault}/certificates/{name}` | a [`CertificateSpec`]: `{"content": "pkcs12"\|"pem", "key": "rsa"\|"ec", "pfx_encryption": "legacy"\|"rc2"\|"aes", "subject"?, "non_exportable"?}` | `{"name","version","x5t"}` |
+//! | `PUT /_emulator/vaults/{vault}/keys/{name}` | `{"kty": "rsa"\|"ec"}` | `{"name","version"}` |
 //! | `POST /_emulator/faults` | a [`Fault`], e.g. `{"endpoint":"keyvault_get","vault":"demo","status":429,"retry_after":{"seconds":1},"times":2}` | `{"id"}` |
 //! | `DELETE /_emulator/faults[/{id}]` | | 204: all faults (or one) removed |
 //! | `GET /_emulator/counts` | | `{"any","imds","aad","keyvault_get","keyvault_list","vaults":{"demo":{...}}}` |
@@ -67,7 +72,11 @@
 #![allow(clippy::result_large_err)]
 
 mod aad;
+mod app_service;
 mod appconfig;
+mod arc;
+pub(crate) mod certs;
+mod client_assertion;
 mod control;
 mod exchange;
 mod faults;
@@ -92,6 +101,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use appconfig::AppConfigError;
+pub use certs::{CertContent, CertificateSpec, KeyKind, PfxEncryption};
 pub use faults::{Fault, FaultId, RetryAfter};
 pub use fixtures::{CannedResponse, FixtureError};
 pub use standalone::run_standalone;
@@ -130,9 +140,12 @@ pub struct EmulatorConfig {
     pub token_lifetime: Duration,
     /// The audience Key Vault accepts and names in its challenge.
     pub keyvault_resource: String,
-    /// The managed identities IMDS serves; `None`: a system-assigned one and a user-assigned
-    /// one whose client id is `client_id`.
+    /// The managed identities IMDS (and App Service) serves; `None`: a system-assigned one and
+    /// a user-assigned one whose client id is `client_id`.
     pub imds_identities: Option<Vec<ImdsIdentity>>,
+    /// Where the Arc endpoint writes its challenge key files; `None`: `<state_dir>/arc-tokens`.
+    /// Clients accept only `/var/opt/azcmagent/tokens`, the agent's own directory.
+    pub arc_key_dir: Option<PathBuf>,
 }
 
 impl Default for EmulatorConfig {
@@ -149,6 +162,7 @@ impl Default for EmulatorConfig {
             token_lifetime: Duration::from_secs(3600),
             keyvault_resource: KEYVAULT_RESOURCE.to_owned(),
             imds_identities: None,
+            arc_key_dir: None,
         }
     }
 }
@@ -160,6 +174,29 @@ pub enum EmulatorError {
     State(#[from] StateError),
     #[error(transparent)]
     Fixture(#[from] FixtureError),
+    #[error("{0}")]
+    Certificate(String),
+}
+
+/// A Key Vault certificate the emulator made, for tests to compare with what a client wrote.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// The version shared by the certificate, its backing secret and its key.
+    pub version: String,
+    /// DER, leaf first, then the issuing CA.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER of the leaf's private key.
+    pub key_pkcs8: Vec<u8>,
+    /// The backing secret's value (base64 PFX or PEM).
+    pub secret_value: String,
+}
+
+/// A Key Vault key the emulator made.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub version: String,
+    /// The public key's `SubjectPublicKeyInfo`, DER.
+    pub spki: Vec<u8>,
 }
 
 /// What to serve verbatim for a path (see [`fixtures`]).
@@ -184,6 +221,10 @@ pub(crate) struct Shared {
     pub(crate) appconfig: appconfig::Stores,
     pub(crate) appconfig_resource: String,
     pub(crate) files: Files,
+    /// The App Service `IDENTITY_HEADER` this run accepts.
+    pub(crate) identity_header: SecretString,
+    pub(crate) arc_url: String,
+    pub(crate) arc: arc::ArcAgent,
 }
 
 /// The files the emulator writes into its state directory.
@@ -192,6 +233,8 @@ pub(crate) struct Files {
     pub(crate) ca_file: PathBuf,
     pub(crate) federated_token_file: PathBuf,
     pub(crate) client_secret_file: PathBuf,
+    pub(crate) client_certificate_file: PathBuf,
+    pub(crate) identity_header_file: PathBuf,
 }
 
 impl Shared {
@@ -214,8 +257,39 @@ impl Shared {
             "ca_file": self.files.ca_file,
             "federated_token_file": self.files.federated_token_file,
             "client_secret_file": self.files.client_secret_file,
+            "client_certificate_file": self.files.client_certificate_file,
+            "app_service_endpoint": format!("{}{}", self.imds_url, app_service::TOKEN_PATH),
+            "identity_header_file": self.files.identity_header_file,
+            "arc_identity_endpoint": format!("{}{}", self.arc_url, arc::TOKEN_PATH),
+            "arc_imds_endpoint": self.arc_url,
+            "arc_key_dir": self.arc.key_dir,
             "state_dir": self.files.state_dir,
         })
+    }
+
+    /// Make a Key Vault certificate (a leaf signed by a test CA) with its backing secret and
+    /// its key, all under one new version.
+    pub(crate) fn set_certificate(&self, vault: &str, name: &str, spec: &CertificateSpec) -> Result<IssuedCertificate, EmulatorError> {
+        let subject = spec.subject.clone().unwrap_or_else(|| format!("{name}.example"));
+        let made = certs::make_certificate(&subject, spec).map_err(EmulatorError::Certificate)?;
+        let jwk = certs::jwk_of(&made.spki).map_err(EmulatorError::Certificate)?;
+        let version = self.state.set_certificate(
+            vault,
+            name,
+            SecretValue::from(made.secret_value.clone()),
+            made.content_type,
+            made.chain[0].clone(),
+            jwk,
+        )?;
+        Ok(IssuedCertificate { version, chain: made.chain, key_pkcs8: made.key_pkcs8, secret_value: made.secret_value })
+    }
+
+    /// Make a Key Vault key (RSA: a fixed test key; EC: a fresh P-256 key), a new latest version.
+    pub(crate) fn set_key(&self, vault: &str, name: &str, kind: KeyKind) -> Result<IssuedKey, EmulatorError> {
+        let spki = certs::make_key(kind).map_err(EmulatorError::Certificate)?;
+        let jwk = certs::jwk_of(&spki).map_err(EmulatorError::Certificate)?;
+        let version = self.state.set_key(vault, name, jwk, false)?;
+        Ok(IssuedKey { version, spki })
     }
 
     pub(crate) async fn serve_canned(&self, vault: &str, path: &str, canned: Canned) -> Result<usize, EmulatorError> {
@@ -274,6 +348,7 @@ impl Emulator {
 
         let authority = server::bind(config.bind, "authority").await?;
         let plain = server::bind(config.bind, "IMDS and control").await?;
+        let arc_listener = server::bind(config.bind, "Azure Arc").await?;
         let mut vault_listeners = Vec::with_capacity(vaults.len());
         for name in &vaults {
             vault_listeners.push((name.clone(), server::bind(config.bind, &format!("vault {name}")).await?));
@@ -288,6 +363,7 @@ impl Emulator {
         let host = url_host(&config);
         let authority_url = format!("https://{host}:{}", authority.local_addr()?.port());
         let imds_url = format!("http://{host}:{}", plain.local_addr()?.port());
+        let arc_url = format!("http://{host}:{}", arc_listener.local_addr()?.port());
         let mut vault_urls = BTreeMap::new();
         for (name, listener) in &vault_listeners {
             vault_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
@@ -303,6 +379,7 @@ impl Emulator {
             client_ids: vec![config.client_id.clone()],
             client_secret: Some(files.client_secret.expose().to_owned()),
             accepted_assertions: None,
+            client_certificates: vec![files.client_certificate_b64.clone()],
             imds: config.imds_identities.clone().unwrap_or_else(|| default_imds_identities(&config.client_id)),
         };
         let shared = Arc::new(Shared {
@@ -315,6 +392,9 @@ impl Emulator {
             store_urls,
             appconfig: appconfig::Stores::new(&stores),
             appconfig_resource: config.appconfig_resource.trim_end_matches('/').to_owned(),
+            identity_header: files.identity_header,
+            arc_url,
+            arc: arc::ArcAgent::new(config.arc_key_dir.clone().unwrap_or_else(|| state_dir.join("arc-tokens"))),
             files: files.paths,
         });
 
@@ -322,6 +402,7 @@ impl Emulator {
         let mut tasks = vec![
             server::serve(authority, Some(tls.acceptor.clone()), Arc::new(aad::AadHandler { shared: shared.clone() }), cancel.clone()),
             server::serve(plain, None, Arc::new(plain::PlainHandler { shared: shared.clone() }), cancel.clone()),
+            server::serve(arc_listener, None, Arc::new(plain::ArcHandler { shared: shared.clone() }), cancel.clone()),
         ];
         for (vault, listener) in vault_listeners {
             let handler = Arc::new(keyvault::VaultHandler { shared: shared.clone(), vault });
@@ -341,6 +422,7 @@ impl Emulator {
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
+        self.handle.shared.arc.remove_all();
     }
 
     /// A handle that can be moved into another task.
@@ -406,6 +488,37 @@ impl Handle {
         &self.shared.files.client_secret_file
     }
 
+    /// A PEM file with a certificate registered on the app registration and its private key
+    /// (for `AZURE_CLIENT_CERTIFICATE_PATH`).
+    pub fn client_certificate_file(&self) -> &Path {
+        &self.shared.files.client_certificate_file
+    }
+
+    /// The App Service / Container Apps `IDENTITY_ENDPOINT` (`http://127.0.0.1:<port>/msi/token`).
+    pub fn app_service_endpoint(&self) -> String {
+        format!("{}{}", self.shared.imds_url, app_service::TOKEN_PATH)
+    }
+
+    /// The `IDENTITY_HEADER` the App Service endpoint accepts.
+    pub fn identity_header(&self) -> SecretString {
+        self.shared.identity_header.clone()
+    }
+
+    /// The Arc agent's `IDENTITY_ENDPOINT` (`http://127.0.0.1:<port>/metadata/identity/oauth2/token`).
+    pub fn arc_identity_endpoint(&self) -> String {
+        format!("{}{}", self.shared.arc_url, arc::TOKEN_PATH)
+    }
+
+    /// The Arc agent's `IMDS_ENDPOINT` (`http://127.0.0.1:<port>`).
+    pub fn arc_imds_endpoint(&self) -> &str {
+        &self.shared.arc_url
+    }
+
+    /// Where the Arc endpoint writes its challenge key files.
+    pub fn arc_key_dir(&self) -> &Path {
+        &self.shared.arc.key_dir
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.shared.files.state_dir
     }
@@ -442,6 +555,22 @@ impl Handle {
     pub fn set_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), EmulatorError> {
         let attrs = SecretAttributes { enabled: Some(enabled), ..Default::default() };
         self.set_secret_attributes(vault, name, None, &attrs)
+    }
+
+    /// Make a Key Vault certificate (a leaf signed by a test CA) with its backing secret and
+    /// its key, all under one new version.
+    pub fn set_certificate(&self, vault: &str, name: &str, spec: &CertificateSpec) -> Result<IssuedCertificate, EmulatorError> {
+        self.shared.set_certificate(vault, name, spec)
+    }
+
+    /// Make a Key Vault key (RSA: a fixed test key; EC: a fresh P-256 key), a new latest version.
+    pub fn set_key(&self, vault: &str, name: &str, kind: KeyKind) -> Result<IssuedKey, EmulatorError> {
+        self.shared.set_key(vault, name, kind)
+    }
+
+    /// Enable or disable a key's latest version (a disabled key answers 403 `KeyDisabled`).
+    pub fn set_key_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), EmulatorError> {
+        Ok(self.shared.state.set_key_enabled(vault, name, enabled)?)
     }
 
     pub fn delete_secret(&self, vault: &str, name: &str) -> Result<(), EmulatorError> {
@@ -584,6 +713,7 @@ impl Handle {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.handle.shared.cancel.cancel();
+        self.handle.shared.arc.remove_all();
     }
 }
 
@@ -616,7 +746,7 @@ fn url_host(config: &EmulatorConfig) -> String {
     }
 }
 
-fn default_imds_identities(client_id: &str) -> Vec<ImdsIdentity> {
+pub(crate) fn default_imds_identities(client_id: &str) -> Vec<ImdsIdentity> {
     vec![
         ImdsIdentity {
             client_id: "5a5a5a5a-0000-4000-8000-00000000e001".to_owned(),
@@ -640,6 +770,9 @@ fn default_imds_identities(client_id: &str) -> Vec<ImdsIdentity> {
 struct WrittenFiles {
     paths: Files,
     client_secret: SecretString,
+    identity_header: SecretString,
+    /// The client certificate's DER, base64 (as `Identities::client_certificates` holds it).
+    client_certificate_b64: String,
 }
 
 /// Write the CA and the credential files a client of this run needs.
@@ -649,17 +782,26 @@ async fn write_files(state_dir: &Path, ca_pem: &str) -> io::Result<WrittenFiles>
         ca_file: state_dir.join("ca.pem"),
         federated_token_file: state_dir.join("federated-token"),
         client_secret_file: state_dir.join("client-secret"),
+        client_certificate_file: state_dir.join("client-certificate.pem"),
+        identity_header_file: state_dir.join("identity-header"),
     };
     let client_secret = SecretString::new(format!("emu~{}", state::random_hex(20)));
+    let identity_header = SecretString::new(state::random_hex(24));
     let assertion = format!("emulator-assertion.{}", state::random_hex(24));
+    let client_cert = certs::self_signed_rsa(certs::CLIENT_KEY_PEM, "azure-secrets-sidecar emulator client")
+        .map_err(|e| io::Error::other(format!("failed to make the emulator's client certificate: {e}")))?;
     for (path, content) in [
         (&paths.ca_file, ca_pem),
         (&paths.federated_token_file, assertion.as_str()),
         (&paths.client_secret_file, client_secret.expose()),
+        (&paths.client_certificate_file, client_cert.cert_and_key_pem.as_str()),
+        (&paths.identity_header_file, identity_header.expose()),
     ] {
         tokio::fs::write(path, content)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
     }
-    Ok(WrittenFiles { paths, client_secret })
+    use base64::Engine as _;
+    let client_certificate_b64 = base64::engine::general_purpose::STANDARD.encode(&client_cert.cert_der);
+    Ok(WrittenFiles { paths, client_secret, identity_header, client_certificate_b64 })
 }

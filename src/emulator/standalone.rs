@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Emulator, EmulatorConfig};
 
 const USAGE: &str = "usage: azure-secrets-sidecar emulator [--bind IP] [--advertise-host HOST] [--state-dir DIR] \
-                     [--vault NAME]... [--store NAME]... [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID]";
+                     [--vault NAME]... [--store NAME]... [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID] [--arc-key-dir DIR]";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -28,7 +28,8 @@ struct Options {
 /// `demo`), `--store NAME` (an App Configuration store; repeatable), `--seed FILE` (JSON
 /// `{"vault": {"secret-name": "value"}}`; its vaults are created),
 /// `--secrets N` (`secret-0000`.. in every vault, value `value-0000`..), `--token-lifetime 1h`,
-/// `--tenant-id ID`, `--client-id ID`. Prints one JSON line to stdout once listening.
+/// `--tenant-id ID`, `--client-id ID`, `--arc-key-dir DIR` (where the Arc endpoint writes its
+/// challenge key files). Prints one JSON line to stdout once listening.
 pub async fn run_standalone(args: &[String], cancel: CancellationToken) -> Result<(), String> {
     let mut options = parse_args(args)?;
     let seed = match &options.seed {
@@ -96,6 +97,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--token-lifetime" => config.token_lifetime = parse_lifetime(&value()?)?,
             "--tenant-id" => config.tenant_id = value()?,
             "--client-id" => config.client_id = value()?,
+            "--arc-key-dir" => config.arc_key_dir = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown emulator flag {other:?}\n{USAGE}")),
         }

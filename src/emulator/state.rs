@@ -40,6 +40,10 @@ pub enum Endpoint {
     KeyvaultList,
     /// App Configuration key-value lists (`/kv`) and anything else on a store listener.
     AppconfigList,
+    /// The App Service / Container Apps identity endpoint (`IDENTITY_ENDPOINT`).
+    AppService,
+    /// The Azure Arc agent's identity endpoint (challenge and token requests).
+    Arc,
 }
 
 impl Endpoint {
@@ -51,11 +55,20 @@ impl Endpoint {
             Endpoint::KeyvaultGet => "keyvault_get",
             Endpoint::KeyvaultList => "keyvault_list",
             Endpoint::AppconfigList => "appconfig_list",
+            Endpoint::AppService => "app_service",
+            Endpoint::Arc => "arc",
         }
     }
 
-    pub(crate) const COUNTED: [Endpoint; 5] =
-        [Endpoint::Imds, Endpoint::Aad, Endpoint::KeyvaultGet, Endpoint::KeyvaultList, Endpoint::AppconfigList];
+    pub(crate) const COUNTED: [Endpoint; 7] = [
+        Endpoint::Imds,
+        Endpoint::Aad,
+        Endpoint::KeyvaultGet,
+        Endpoint::KeyvaultList,
+        Endpoint::AppconfigList,
+        Endpoint::AppService,
+        Endpoint::Arc,
+    ];
 }
 
 /// Which kind of `Authorization` header a request carried; the value itself is never kept.
@@ -143,6 +156,10 @@ pub struct Identities {
     /// Assertions accepted from workload identity; `None`: any non-empty assertion.
     #[serde(default)]
     pub accepted_assertions: Option<Vec<String>>,
+    /// Certificates (base64 DER) registered as certificate credentials of every client id: a
+    /// client assertion whose header names one by `x5t` / `x5t#S256` must be signed by its key.
+    #[serde(default)]
+    pub client_certificates: Vec<String>,
     #[serde(default)]
     pub imds: Vec<ImdsIdentity>,
 }
@@ -154,6 +171,7 @@ impl fmt::Debug for Identities {
             .field("client_ids", &self.client_ids)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("accepted_assertions", &self.accepted_assertions.as_ref().map(|a| a.len()))
+            .field("client_certificates", &self.client_certificates.len())
             .field("imds", &self.imds)
             .finish()
     }
@@ -185,6 +203,34 @@ pub struct SecretVersion {
     pub value: SecretValue,
     pub content_type: Option<String>,
     pub tags: BTreeMap<String, String>,
+    pub enabled: bool,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: i64,
+    pub updated: i64,
+    /// For a certificate's backing secret: the key's id (`{vault}/keys/{name}/{version}`
+    /// relative part `keys/{name}/{version}`); such secrets are `managed`.
+    pub kid: Option<String>,
+}
+
+/// One version of a key: its public JSON Web Key (without `kid`, which depends on the host).
+#[derive(Debug, Clone)]
+pub struct KeyVersion {
+    pub version: String,
+    pub jwk: serde_json::Value,
+    pub enabled: bool,
+    pub created: i64,
+    pub updated: i64,
+    /// Backs a certificate.
+    pub managed: bool,
+}
+
+/// One version of a certificate: its DER and the attributes of the certificate object.
+#[derive(Debug, Clone)]
+pub struct CertificateVersion {
+    pub version: String,
+    pub cer: Vec<u8>,
+    pub content_type: String,
     pub enabled: bool,
     pub nbf: Option<i64>,
     pub exp: Option<i64>,
@@ -269,6 +315,9 @@ struct Inner {
     log: VecDeque<RequestRecord>,
     next_seq: u64,
     canned: HashMap<(String, String), VecDeque<CannedResponse>>,
+    /// Keys and certificates by (vault, name), versions oldest first.
+    keys: HashMap<(String, String), Vec<KeyVersion>>,
+    certificates: HashMap<(String, String), Vec<CertificateVersion>>,
     last_assertion: Option<SecretString>,
 }
 
@@ -294,6 +343,8 @@ impl State {
                 log: VecDeque::new(),
                 next_seq: 1,
                 canned: HashMap::new(),
+                keys: HashMap::new(),
+                certificates: HashMap::new(),
                 last_assertion: None,
             }),
             recorded: tokio::sync::Notify::new(),
@@ -328,6 +379,7 @@ impl State {
             exp: None,
             created: now,
             updated: now,
+            kid: None,
         };
         version.apply(attrs);
         let id = version.version.clone();
@@ -368,6 +420,82 @@ impl State {
             .remove(name)
             .map(|_| ())
             .ok_or_else(|| StateError::SecretNotFound { vault: vault.to_owned(), name: name.to_owned() })
+    }
+
+    /// Add a key version (a new latest); returns its version id.
+    pub fn set_key(&self, vault: &str, name: &str, jwk: serde_json::Value, managed: bool) -> Result<String, StateError> {
+        check_name(name)?;
+        let now = unix_now();
+        let version = random_hex(16);
+        let mut inner = self.lock();
+        vault_mut(&mut inner, vault)?;
+        let entry = KeyVersion { version: version.clone(), jwk, enabled: true, created: now, updated: now, managed };
+        inner.keys.entry((vault.to_owned(), name.to_owned())).or_default().push(entry);
+        Ok(version)
+    }
+
+    /// A certificate: its backing secret (managed, with `kid`), its key and the certificate
+    /// object, all under one new version id.
+    pub fn set_certificate(
+        &self,
+        vault: &str,
+        name: &str,
+        secret_value: SecretValue,
+        content_type: &str,
+        cer: Vec<u8>,
+        jwk: serde_json::Value,
+    ) -> Result<String, StateError> {
+        check_name(name)?;
+        let now = unix_now();
+        let version = random_hex(16);
+        let mut inner = self.lock();
+        let secrets = vault_mut(&mut inner, vault)?;
+        secrets.entry(name.to_owned()).or_default().versions.push(SecretVersion {
+            version: version.clone(),
+            value: secret_value,
+            content_type: Some(content_type.to_owned()),
+            tags: BTreeMap::new(),
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: now,
+            updated: now,
+            kid: Some(format!("keys/{name}/{version}")),
+        });
+        let key = KeyVersion { version: version.clone(), jwk, enabled: true, created: now, updated: now, managed: true };
+        inner.keys.entry((vault.to_owned(), name.to_owned())).or_default().push(key);
+        let cert = CertificateVersion {
+            version: version.clone(),
+            cer,
+            content_type: content_type.to_owned(),
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: now,
+            updated: now,
+        };
+        inner.certificates.entry((vault.to_owned(), name.to_owned())).or_default().push(cert);
+        Ok(version)
+    }
+
+    /// Enable or disable the latest version of a key.
+    pub fn set_key_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        let not_found = || StateError::SecretNotFound { vault: vault.to_owned(), name: name.to_owned() };
+        let latest = inner.keys.get_mut(&(vault.to_owned(), name.to_owned())).and_then(|v| v.last_mut()).ok_or_else(not_found)?;
+        latest.enabled = enabled;
+        latest.updated = unix_now();
+        Ok(())
+    }
+
+    /// A key's versions, oldest first.
+    pub fn key(&self, vault: &str, name: &str) -> Vec<KeyVersion> {
+        self.lock().keys.get(&(vault.to_owned(), name.to_owned())).cloned().unwrap_or_default()
+    }
+
+    /// A certificate's versions, oldest first.
+    pub fn certificate(&self, vault: &str, name: &str) -> Vec<CertificateVersion> {
+        self.lock().certificates.get(&(vault.to_owned(), name.to_owned())).cloned().unwrap_or_default()
     }
 
     /// A copy of one secret (all versions), for the Key Vault handler.
@@ -639,6 +767,7 @@ mod tests {
             client_ids: vec!["c".into()],
             client_secret: None,
             accepted_assertions: None,
+            client_certificates: vec![],
             imds: vec![],
         };
         State::new(&["v".to_owned()], ids, Duration::from_secs(3600))

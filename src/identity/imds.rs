@@ -61,7 +61,19 @@ impl Credential for ImdsCredential {
         Box::pin(async move {
             let url = self.url_for(scope);
             let build = |http: &reqwest::Client| http.get(url.clone()).header("Metadata", "true");
-            fetch_token(&self.client, MODE, Service::Imds, cancel, &build).await
+            let result = fetch_token(&self.client, MODE, Service::Imds, cancel, &build).await;
+            if let Err(IdentityError::Unavailable { source, .. }) = &result {
+                if source.status() == Some(404) {
+                    // IMDS itself answers 404 while it updates; aad-pod-identity's NMI answers 404
+                    // ("no AzureAssignedIdentity found for pod ... in assigned state") while the
+                    // pod's identity binding is being assigned. Both pass: the poll is retried.
+                    tracing::warn!(
+                        "IMDS answered 404 past its retries: IMDS may be updating, or (AKS with aad-pod-identity) NMI \
+                         is still assigning the pod's identity binding; retrying with backoff"
+                    );
+                }
+            }
+            result
         })
     }
 }

@@ -9,7 +9,9 @@
 mod aad;
 mod access_token;
 mod app_service;
+mod arc;
 mod cache;
+mod client_certificate;
 mod client_secret;
 mod env;
 mod imds;
@@ -19,7 +21,9 @@ mod workload;
 
 pub use access_token::AccessTokenCredential;
 pub use app_service::AppServiceCredential;
+pub use arc::{ArcCredential, KEY_DIR as ARC_KEY_DIR};
 pub use cache::TokenCache;
+pub use client_certificate::ClientCertificateCredential;
 pub use client_secret::ClientSecretCredential;
 pub use env::AzureEnv;
 pub use imds::ImdsCredential;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use url::{Host, Url};
 
 use super::{
-    AccessTokenCredential, AppServiceCredential, AzureEnv, ClientSecretCredential, Credential, ImdsCredential,
-    WorkloadCredential,
+    AccessTokenCredential, AppServiceCredential, ArcCredential, AzureEnv, ClientCertificateCredential,
+    ClientSecretCredential, Credential, IdentityError, ImdsCredential, WorkloadCredential,
 };
 use crate::azure::AzureClient;
 use crate::config::{Cloud, ConfigError, IdentityConfig, IdentityMode};
@@ -24,10 +24,14 @@ pub enum ResolvedIdentity {
     Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf },
     /// Service principal with a client secret.
     ClientSecret { authority: Url, tenant_id: String, client_id: String, secret: SecretSource },
+    /// Service principal with a certificate: a PEM file with the key and the certificate.
+    ClientCertificate { authority: Url, tenant_id: String, client_id: String, cert_file: PathBuf },
     /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
     Managed { endpoint: Url, identity: Option<UserAssigned> },
     /// App Service / Functions / Container Apps managed identity.
     AppService { endpoint: Url, header: SecretString, identity: Option<UserAssigned> },
+    /// Azure Arc-enabled server (system-assigned only): the agent's local endpoint.
+    Arc { endpoint: Url },
     /// A ready-made token (local development).
     AccessToken { token: SecretSource },
 }
@@ -73,6 +77,8 @@ impl ResolvedIdentity {
         match self {
             ResolvedIdentity::Workload { .. } => IdentityMode::Workload.as_str(),
             ResolvedIdentity::ClientSecret { .. } => IdentityMode::ClientSecret.as_str(),
+            ResolvedIdentity::ClientCertificate { .. } => IdentityMode::ClientCertificate.as_str(),
+            ResolvedIdentity::Arc { .. } => IdentityMode::Arc.as_str(),
             ResolvedIdentity::Managed { .. } => IdentityMode::Managed.as_str(),
             ResolvedIdentity::AppService { .. } => IdentityMode::AppService.as_str(),
             ResolvedIdentity::AccessToken { .. } => IdentityMode::AccessToken.as_str(),
@@ -100,6 +106,13 @@ impl fmt::Display for ResolvedIdentity {
                 };
                 write!(f, "{mode} (client_id {client_id}, tenant {tenant_id}, secret from {from}, authority {})", authority(a))
             }
+            ResolvedIdentity::ClientCertificate { authority: a, tenant_id, client_id, cert_file } => write!(
+                f,
+                "{mode} (client_id {client_id}, tenant {tenant_id}, certificate file {}, authority {})",
+                cert_file.display(),
+                authority(a)
+            ),
+            ResolvedIdentity::Arc { endpoint } => write!(f, "{mode} (endpoint {endpoint}, system-assigned)"),
             ResolvedIdentity::Managed { endpoint, identity } => {
                 write!(f, "{mode} (IMDS {}, {})", endpoint.as_str().trim_end_matches('/'), selected(identity))
             }
@@ -121,19 +134,23 @@ pub fn resolve(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Res
         IdentityMode::Auto => resolve(&IdentityConfig { mode: auto_mode(cfg, env), ..cfg.clone() }, cloud, env),
         IdentityMode::Workload => workload(cfg, cloud, env),
         IdentityMode::ClientSecret => client_secret(cfg, cloud, env),
+        IdentityMode::ClientCertificate => client_certificate(cfg, cloud, env),
         IdentityMode::Managed => managed(cfg, env),
         IdentityMode::AppService => app_service(cfg, env),
         IdentityMode::AccessToken => access_token(cfg, env),
-        IdentityMode::Arc => Err(err("identity.mode", "arc identity is not supported by this version")),
+        IdentityMode::Arc => arc(cfg, env),
     }
 }
 
-/// The spec's `auto` order: client secret, workload identity, App Service, Arc, access
-/// token, IMDS.
+/// The spec's `auto` order: client secret, client certificate (the Azure SDKs'
+/// EnvironmentCredential order: both are service principals), workload identity, App Service,
+/// Arc, access token, IMDS.
 fn auto_mode(cfg: &IdentityConfig, env: &AzureEnv) -> IdentityMode {
-    let env_secret_complete = env.client_secret.is_some() && client_id(cfg, env).is_some() && tenant_id(cfg, env).is_some();
-    if cfg.client_secret_file.is_some() || env_secret_complete {
+    let app_registration = client_id(cfg, env).is_some() && tenant_id(cfg, env).is_some();
+    if cfg.client_secret_file.is_some() || (env.client_secret.is_some() && app_registration) {
         IdentityMode::ClientSecret
+    } else if cfg.client_certificate_file.is_some() || (env.client_certificate_path.is_some() && app_registration) {
+        IdentityMode::ClientCertificate
     } else if cfg.federated_token_file.is_some() || env.federated_token_file.is_some() {
         IdentityMode::Workload
     } else if env.identity_endpoint.is_some() && env.identity_header.is_some() {
@@ -200,6 +217,59 @@ fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<R
     };
     let (client_id, tenant_id) = app_registration("client-secret", cfg, env)?;
     Ok(ResolvedIdentity::ClientSecret { authority: authority(cfg, cloud, env)?, tenant_id, client_id, secret })
+}
+
+fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    let cert_file = cfg.client_certificate_file.clone().or_else(|| env.client_certificate_path.as_ref().map(PathBuf::from)).ok_or_else(|| {
+        err(
+            "identity.client_certificate_file",
+            "client-certificate identity needs a PEM file with the private key and the certificate: set \
+             identity.client_certificate_file or AZURE_CLIENT_CERTIFICATE_PATH",
+        )
+    })?;
+    let (client_id, tenant_id) = app_registration("client-certificate", cfg, env)?;
+    Ok(ResolvedIdentity::ClientCertificate { authority: authority(cfg, cloud, env)?, tenant_id, client_id, cert_file })
+}
+
+/// The Arc agent's endpoint when `IDENTITY_ENDPOINT` is not set.
+const ARC_DEFAULT_ENDPOINT: &str = "http://localhost:40342/metadata/identity/oauth2/token";
+
+/// Azure Arc: `IDENTITY_ENDPOINT` (the agent sets it; default its usual address), which must be
+/// a loopback URL since the challenge key goes to it, and no user-assigned identity.
+fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    if super::arc::KEY_DIR.is_none() {
+        return Err(err("identity.mode", "arc identity is supported on Linux only (the agent's key file directory is unknown here)"));
+    }
+    if let Some(selected) = user_assigned(cfg, env)? {
+        return Err(err(
+            "identity.client_id",
+            format!(
+                "Azure Arc supports only the machine's system-assigned identity, but {selected} is selected: remove \
+                 identity.client_id / object_id / resource_id (and AZURE_CLIENT_ID)"
+            ),
+        ));
+    }
+    let raw = env.identity_endpoint.as_deref().unwrap_or(ARC_DEFAULT_ENDPOINT);
+    let endpoint = Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| err("identity.mode", format!("IDENTITY_ENDPOINT={raw:?} is not an http(s) URL")))?;
+    if !is_loopback(&endpoint) {
+        return Err(err(
+            "identity.mode",
+            format!("IDENTITY_ENDPOINT={raw:?} is not a loopback address: the Arc agent listens on localhost, and its challenge key must not leave the machine"),
+        ));
+    }
+    Ok(ResolvedIdentity::Arc { endpoint })
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
 }
 
 fn managed(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -273,12 +343,7 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
         }
         (None, None) => return Url::parse(cloud.authority_host()).map_err(|e| err(KEY, e.to_string())),
     };
-    let loopback = match url.host() {
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    };
+    let loopback = is_loopback(&url);
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
     if !scheme_ok || url.host().is_none() || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err(err(
@@ -292,6 +357,13 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
 /// Make the credential for a resolved identity.
 pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Credential> {
     match resolved.clone() {
+        ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file } => {
+            Arc::new(ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file))
+        }
+        ResolvedIdentity::Arc { endpoint } => match ArcCredential::new(client, endpoint) {
+            Some(c) => Arc::new(c),
+            None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
+        },
         ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file } => {
             Arc::new(WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file))
         }
@@ -303,6 +375,27 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
             Arc::new(AppServiceCredential::new(client, endpoint, header, identity))
         }
         ResolvedIdentity::AccessToken { token } => Arc::new(AccessTokenCredential::new(token)),
+    }
+}
+
+/// A credential that always fails with a fixed reason (a mode `resolve` accepts but this
+/// platform cannot serve; `resolve` refuses it first, so this is a safety net).
+struct Unsupported {
+    mode: &'static str,
+    reason: &'static str,
+}
+
+impl Credential for Unsupported {
+    fn kind(&self) -> &'static str {
+        self.mode
+    }
+
+    fn request_token<'a>(
+        &'a self,
+        _scope: &'a str,
+        _cancel: &'a tokio_util::sync::CancellationToken,
+    ) -> super::BoxFuture<'a, Result<super::AccessToken, IdentityError>> {
+        Box::pin(async move { Err(IdentityError::Local { mode: self.mode, reason: self.reason.to_string() }) })
     }
 }
 

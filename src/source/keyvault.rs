@@ -39,6 +39,10 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 const MAX_PAGES: usize = 10_000;
 const SERVICE: &str = "keyvault";
 
+/// `type: certificate` and `type: key` entries (the rest of this file is about secrets).
+mod certificate;
+mod key;
+
 /// The secrets of one vault.
 pub struct KeyVaultSource {
     id: String,
@@ -134,6 +138,7 @@ impl KeyVaultSource {
                 version: s.version.clone(),
                 path: s.path.clone(),
                 required: s.required,
+                kind: s.kind,
             })
             .collect();
         let named_names: BTreeSet<&str> = self.cfg.secrets.iter().map(|s| s.name.as_str()).collect();
@@ -163,7 +168,7 @@ impl KeyVaultSource {
                 }
                 continue;
             }
-            plan.push(Planned { name, version: None, path, required: false });
+            plan.push(Planned { name, version: None, path, required: false, kind: config::ObjectKind::Secret });
         }
         (plan, failures)
     }
@@ -196,6 +201,10 @@ impl KeyVaultSource {
             match done {
                 Ok(Ok(Fetched::Object(o))) => polled.objects.push(o),
                 Ok(Ok(Fetched::Failure(f))) => polled.failures.push(f),
+                Ok(Ok(Fetched::Many { objects, failures })) => {
+                    polled.objects.extend(objects);
+                    polled.failures.extend(failures);
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
             }
@@ -271,11 +280,15 @@ struct Planned {
     version: Option<String>,
     path: RelPath,
     required: bool,
+    /// Secret, certificate or key.
+    kind: config::ObjectKind,
 }
 
 enum Fetched {
     Object(Object),
     Failure(Failure),
+    /// A certificate's several files, or failures for each of them.
+    Many { objects: Vec<Object>, failures: Vec<Failure> },
 }
 
 /// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error.
@@ -286,6 +299,11 @@ async fn fetch(
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
+    match planned.kind {
+        config::ObjectKind::Secret => {}
+        config::ObjectKind::Certificate(format) => return certificate::fetch(vault, base, planned, format, cancel, now).await,
+        config::ObjectKind::Key => return key::fetch(vault, base, planned, cancel, now).await,
+    }
     let url = secret_url(base, &planned.name, planned.version.as_deref());
     let resp = get_authorized(vault, &url, cancel).await?;
     let status = resp.status();
@@ -938,6 +956,7 @@ mod tests {
             path: RelPath::parse(path).unwrap(),
             version: version.map(Into::into),
             required,
+            kind: config::ObjectKind::Secret,
         }
     }
 

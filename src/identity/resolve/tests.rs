@@ -11,6 +11,7 @@ fn cfg() -> IdentityConfig {
         authority_host: None,
         imds_endpoint: Url::parse("http://169.254.169.254").unwrap(),
         client_secret_file: None,
+        client_certificate_file: None,
         access_token_file: None,
     }
 }
@@ -69,14 +70,71 @@ fn auto_follows_the_spec_order() {
 }
 
 #[test]
-fn auto_detects_arc_and_says_it_is_unsupported() {
-    let e = env(&[
+fn auto_detects_arc_from_identity_endpoint_and_imds_endpoint() {
+    let arc_env = [
         ("IDENTITY_ENDPOINT", "http://localhost:40342/metadata/identity/oauth2/token"),
         ("IMDS_ENDPOINT", "http://localhost:40342"),
-    ]);
-    let err = resolve(&cfg(), Cloud::Public, &e).unwrap_err();
-    assert_eq!(err.key, "identity.mode");
-    assert_eq!(err.reason, "arc identity is not supported by this version");
+    ];
+    let r = resolve(&cfg(), Cloud::Public, &env(&arc_env)).unwrap();
+    assert_eq!(r, ResolvedIdentity::Arc { endpoint: Url::parse(arc_env[0].1).unwrap() });
+    assert_eq!(r.to_string(), "arc (endpoint http://localhost:40342/metadata/identity/oauth2/token, system-assigned)");
+    // IDENTITY_HEADER makes it App Service (Arc never sets it).
+    let with_header = [&arc_env[..], &[("IDENTITY_HEADER", "h")][..]].concat();
+    assert_eq!(mode_of(&cfg(), &env(&with_header)), "app-service");
+}
+
+#[test]
+fn arc_is_system_assigned_only_and_its_endpoint_must_be_loopback() {
+    let c = IdentityConfig { mode: IdentityMode::Arc, ..cfg() };
+    let r = resolve(&c, Cloud::Public, &env(&[])).unwrap();
+    assert_eq!(r, ResolvedIdentity::Arc { endpoint: Url::parse("http://localhost:40342/metadata/identity/oauth2/token").unwrap() });
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c")])).unwrap_err();
+    assert_eq!(err.key, "identity.client_id");
+    assert!(err.reason.contains("only the machine's system-assigned identity"), "{}", err.reason);
+    let err = resolve(&IdentityConfig { object_id: Some("o".into()), ..c.clone() }, Cloud::Public, &env(&[])).unwrap_err();
+    assert_eq!(err.key, "identity.client_id");
+    let err = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "http://10.0.0.5:40342/metadata/identity/oauth2/token")])).unwrap_err();
+    assert!(err.reason.contains("not a loopback address"), "{}", err.reason);
+    let err = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "not a url")])).unwrap_err();
+    assert!(err.reason.contains("not an http(s) URL"), "{}", err.reason);
+    let r = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:9/t")])).unwrap();
+    assert_eq!(r.mode(), "arc");
+}
+
+#[test]
+fn client_certificate_comes_after_client_secret_and_before_workload_identity() {
+    let sp = [("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")];
+    let cert = [&sp[..], &[("AZURE_CLIENT_CERTIFICATE_PATH", "/etc/sp/cert.pem")][..]].concat();
+    let r = resolve(&cfg(), Cloud::Public, &env(&cert)).unwrap();
+    assert_eq!(
+        r,
+        ResolvedIdentity::ClientCertificate {
+            authority: Url::parse("https://login.microsoftonline.com").unwrap(),
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            cert_file: "/etc/sp/cert.pem".into(),
+        }
+    );
+    assert_eq!(
+        r.to_string(),
+        "client-certificate (client_id c, tenant t, certificate file /etc/sp/cert.pem, authority https://login.microsoftonline.com)"
+    );
+    let with_secret = [&cert[..], &[("AZURE_CLIENT_SECRET", "s")][..]].concat();
+    assert_eq!(mode_of(&cfg(), &env(&with_secret)), "client-secret");
+    let with_workload = [&cert[..], &[("AZURE_FEDERATED_TOKEN_FILE", "/t")][..]].concat();
+    assert_eq!(mode_of(&cfg(), &env(&with_workload)), "client-certificate");
+    // Without a tenant it is no service principal: fall through.
+    assert_eq!(mode_of(&cfg(), &env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem"), ("AZURE_CLIENT_ID", "c")])), "managed");
+    // The config file's path wins over the environment's and selects the mode by itself.
+    let c = IdentityConfig { client_certificate_file: Some("/cfg/cert.pem".into()), ..cfg() };
+    match resolve(&c, Cloud::Public, &env(&cert)).unwrap() {
+        ResolvedIdentity::ClientCertificate { cert_file, .. } => assert_eq!(cert_file, std::path::PathBuf::from("/cfg/cert.pem")),
+        other => panic!("{other:?}"),
+    }
+    let c = IdentityConfig { mode: IdentityMode::ClientCertificate, ..cfg() };
+    let err = resolve(&c, Cloud::Public, &env(&sp)).unwrap_err();
+    assert_eq!(err.key, "identity.client_certificate_file");
+    assert!(err.reason.contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{}", err.reason);
 }
 
 #[test]
@@ -196,9 +254,6 @@ fn explicit_modes_without_their_inputs_say_what_to_set() {
     let err = resolve(&c, Cloud::Public, &env(&[])).unwrap_err();
     assert_eq!(err.key, "identity.access_token_file");
 
-    let c = IdentityConfig { mode: IdentityMode::Arc, ..cfg() };
-    assert_eq!(resolve(&c, Cloud::Public, &env(&[])).unwrap_err().key, "identity.mode");
-
     // A client secret file in the config selects client-secret in auto and needs its ids.
     let c = IdentityConfig { client_secret_file: Some("/etc/sp/secret".into()), ..cfg() };
     assert_eq!(resolve(&c, Cloud::Public, &env(&[])).unwrap_err().key, "identity.client_id");
@@ -215,6 +270,8 @@ fn build_makes_the_credential_of_the_resolved_mode() {
         (env(&[]), "managed"),
         (env(&[("IDENTITY_ENDPOINT", "http://localhost:1/msi"), ("IDENTITY_HEADER", "h")]), "app-service"),
         (env(&[("AZURE_CLIENT_SECRET", "s"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]), "client-secret"),
+        (env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]), "client-certificate"),
+        (env(&[("IDENTITY_ENDPOINT", "http://localhost:40342/x"), ("IMDS_ENDPOINT", "http://localhost:40342")]), "arc"),
     ];
     for (e, mode) in cases {
         let r = resolve(&cfg(), Cloud::Public, &e).unwrap();

@@ -1,0 +1,219 @@
+//! `type: certificate`: a Key Vault certificate's backing secret (`GET /secrets/{name}`, the
+//! same name and version as the certificate), whatever Key Vault stores there: base64 PKCS#12
+//! (`application/x-pkcs12`, empty password) or PEM (`application/x-pem-file`).
+//!
+//! Format `pem` publishes `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the
+//! private key, PKCS#8 as Key Vault holds it), the names of a Kubernetes TLS secret; a
+//! certificate whose key is not exportable has no key in its secret, so `tls.crt` is published
+//! and `tls.key` reported as failed. Format `pfx` publishes the PKCS#12 archive itself (a PEM
+//! certificate is packed into one, 3DES with a SHA-1 MAC and an empty password, which every
+//! PKCS#12 reader takes). Failures are reported for every output, so what was published stays.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::{
+    azure_error, decode, fails_the_poll, failure_reason, get_authorized, id_segments, read_body, secret_url, Attributes, Fetched,
+    Planned, RawAttributes, SecretText, Vault, MAX_BODY,
+};
+use crate::azure::{AzureError, Service};
+use crate::config::{CertFormat, SecretSpec};
+use crate::pki::{self, pkcs12::Encryption, CertBundle};
+use crate::secret::SecretValue;
+use crate::source::{Failure, Object, SourceError};
+
+const PKCS12: &str = "application/x-pkcs12";
+const PEM: &str = "application/x-pem-file";
+
+pub(super) async fn fetch(
+    vault: &dyn Vault,
+    base: &Url,
+    planned: Planned,
+    format: CertFormat,
+    cancel: &CancellationToken,
+    now: SystemTime,
+) -> Result<Fetched, SourceError> {
+    let outputs = outputs(&planned);
+    let fail_all = |reason: String| Ok(failures(&planned, &outputs, &reason));
+    let url = secret_url(base, &planned.name, planned.version.as_deref());
+    let body = match get_object(vault, &url, cancel).await? {
+        Ok(body) => body,
+        Err(reason) => return fail_all(reason),
+    };
+    let raw: RawCertSecret = match decode("certificate secret", &body) {
+        Ok(raw) => raw,
+        Err(e) => return fail_all(e.to_string()),
+    };
+    let Some(version) = raw.id.as_deref().and_then(id_segments).and_then(|(_, v)| v) else {
+        return fail_all("certificate secret has no versioned id".into());
+    };
+    let attributes = Attributes::from_raw(raw.attributes);
+    if let Some(why) = attributes.unusable(now) {
+        return fail_all(why.to_string());
+    }
+    let Some(value) = raw.value else { return fail_all("certificate secret has no value".into()) };
+    let stored = match Stored::read(value.0.expose(), raw.content_type.as_deref()) {
+        Ok(stored) => stored,
+        Err(reason) => return fail_all(format!("not a usable certificate: {reason}")),
+    };
+    let object = |path: &crate::relpath::RelPath, value: SecretValue| Object {
+        path: path.clone(),
+        value,
+        version: version.clone(),
+        updated: attributes.updated,
+        required: planned.required,
+    };
+    match format {
+        CertFormat::Pfx => match stored.pfx() {
+            Ok(pfx) => Ok(Fetched::Object(object(&outputs[0], SecretValue::new(pfx.to_vec())))),
+            Err(reason) => fail_all(reason),
+        },
+        CertFormat::Pem => {
+            let (crt, key) = (&outputs[0], &outputs[1]);
+            let mut objects = vec![object(crt, SecretValue::from(stored.bundle.chain_pem()))];
+            let mut failed = Vec::new();
+            match stored.bundle.key_pem() {
+                Some(pem) => objects.push(object(key, SecretValue::new(pem.as_bytes().to_vec()))),
+                None => failed.push(Failure {
+                    path: key.clone(),
+                    name: planned.name.clone(),
+                    required: planned.required,
+                    reason: "the certificate's secret holds no private key (is the key exportable?)".into(),
+                }),
+            }
+            Ok(Fetched::Many { objects, failures: failed })
+        }
+    }
+}
+
+/// GET an object; `Ok(Err(reason))` for a problem with this object alone (404, 403, a body
+/// too large), `Err` for one that fails the whole poll (401, throttling, outage).
+pub(super) async fn get_object(
+    vault: &dyn Vault,
+    url: &Url,
+    cancel: &CancellationToken,
+) -> Result<Result<Zeroizing<Vec<u8>>, String>, SourceError> {
+    let resp = get_authorized(vault, url, cancel).await?;
+    let status = resp.status();
+    if fails_the_poll(status) {
+        return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
+    }
+    if !status.is_success() {
+        return Ok(Err(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await)));
+    }
+    match read_body(resp, MAX_BODY).await {
+        Ok(body) => Ok(Ok(body)),
+        Err(e @ AzureError::InvalidResponse { .. }) => Ok(Err(e.to_string())),
+        Err(e) => Err(azure_error(e)),
+    }
+}
+
+/// Where a planned entry publishes (see `SecretSpec::outputs`).
+pub(super) fn outputs(planned: &Planned) -> Vec<crate::relpath::RelPath> {
+    SecretSpec { name: planned.name.clone(), path: planned.path.clone(), version: None, required: planned.required, kind: planned.kind }
+        .outputs()
+}
+
+/// The same failure for every output of an entry.
+pub(super) fn failures(planned: &Planned, outputs: &[crate::relpath::RelPath], reason: &str) -> Fetched {
+    let failures = outputs
+        .iter()
+        .map(|path| Failure { path: path.clone(), name: planned.name.clone(), required: planned.required, reason: reason.to_string() })
+        .collect();
+    Fetched::Many { objects: Vec::new(), failures }
+}
+
+#[derive(Deserialize)]
+struct RawCertSecret {
+    value: Option<SecretText>,
+    id: Option<String>,
+    #[serde(rename = "contentType")]
+    content_type: Option<String>,
+    #[serde(default)]
+    attributes: RawAttributes,
+}
+
+/// The certificate as Key Vault stored it.
+struct Stored {
+    bundle: CertBundle,
+    /// The archive, when Key Vault stored PKCS#12.
+    pfx: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Stored {
+    /// By content type; without one (a secret set by hand), PEM if it looks like PEM.
+    fn read(value: &[u8], content_type: Option<&str>) -> Result<Stored, String> {
+        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let pem = match media.as_deref() {
+            Some(PKCS12) => false,
+            Some(PEM) => true,
+            Some(other) => return Err(format!("content type {other:?} is neither {PKCS12} nor {PEM}")),
+            None => value.trim_ascii_start().starts_with(b"-----BEGIN"),
+        };
+        if pem {
+            return Ok(Stored { bundle: CertBundle::from_pem(value).map_err(|e| e.to_string())?, pfx: None });
+        }
+        let text: Vec<u8> = value.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        let pfx = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD.decode(&text).map_err(|_| "the PKCS#12 value is not base64".to_string())?,
+        );
+        let bundle = pki::pkcs12::decode(&pfx, "").map_err(|e| e.to_string())?;
+        Ok(Stored { bundle, pfx: Some(pfx) })
+    }
+
+    /// The PKCS#12 bytes: Key Vault's own archive, or one made from the PEM.
+    fn pfx(&self) -> Result<Zeroizing<Vec<u8>>, String> {
+        match &self.pfx {
+            Some(pfx) => Ok(pfx.clone()),
+            None => pki::pkcs12::encode(&self.bundle, "", Encryption::TripleDes).map(Zeroizing::new).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::certs::{make_certificate, CertContent, CertificateSpec, KeyKind, PfxEncryption};
+
+    #[test]
+    fn pkcs12_and_pem_values_give_the_same_chain_and_key() {
+        for key in [KeyKind::Rsa, KeyKind::Ec] {
+            let p12 = make_certificate("a.example", &CertificateSpec { key, ..Default::default() }).unwrap();
+            let stored = Stored::read(p12.secret_value.as_bytes(), Some("application/x-pkcs12")).unwrap();
+            assert_eq!(stored.bundle.chain, p12.chain);
+            assert_eq!(stored.bundle.key.as_ref().unwrap().der.as_slice(), p12.key_pkcs8.as_slice());
+            // The archive is published as Key Vault stored it.
+            let pfx = stored.pfx().unwrap();
+            use base64::Engine as _;
+            assert_eq!(pfx.as_slice(), base64::engine::general_purpose::STANDARD.decode(&p12.secret_value).unwrap().as_slice());
+
+            let pem = make_certificate("a.example", &CertificateSpec { key, content: CertContent::Pem, ..Default::default() }).unwrap();
+            let stored = Stored::read(pem.secret_value.as_bytes(), Some("application/x-pem-file; charset=utf-8")).unwrap();
+            assert_eq!(stored.bundle.chain, pem.chain);
+            assert!(stored.bundle.key_pem().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+            // Without a content type the PEM is recognised; a PFX made from it opens again.
+            let stored = Stored::read(pem.secret_value.as_bytes(), None).unwrap();
+            let again = pki::pkcs12::decode(&stored.pfx().unwrap(), "").unwrap();
+            assert_eq!(again.chain, pem.chain);
+        }
+        let aes = make_certificate("a.example", &CertificateSpec { pfx_encryption: PfxEncryption::Aes, ..Default::default() }).unwrap();
+        assert!(Stored::read(aes.secret_value.as_bytes(), Some("application/x-pkcs12")).is_ok());
+    }
+
+    #[test]
+    fn unusable_values_say_why_without_content() {
+        let e = Stored::read(b"%%%", Some("application/x-pkcs12")).err().unwrap();
+        assert!(e.contains("not base64"), "{e}");
+        let e = Stored::read(b"AAAA", Some("application/x-pkcs12")).err().unwrap();
+        assert!(e.contains("PKCS#12"), "{e}");
+        let e = Stored::read(b"x", Some("text/plain")).err().unwrap();
+        assert!(e.contains("neither"), "{e}");
+        let e = Stored::read(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", None).err().unwrap();
+        assert!(e.contains("no certificate"), "{e}");
+    }
+}
