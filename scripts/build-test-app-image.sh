@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the container tests' "app" image (tests/container/app.Dockerfile), tagged TAG: Debian's
-# static busybox in a FROM-scratch image. Installs busybox-static if its static binary is
-# missing; pulls no image.
+# static busybox in a FROM-scratch image, with a static build of the sidecar that has the
+# `emulator` feature (the tests' stand-in for Azure; the production image leaves it out).
+# Installs busybox-static if its static binary is missing (the musl toolchain comes from
+# scripts/build-image.sh, which runs first); pulls no image.
 #
 #   bash scripts/build-test-app-image.sh TAG
 set -euo pipefail
@@ -24,10 +26,16 @@ if ! is_static "$busybox"; then
   is_static "$busybox" || fail "$busybox is still not a static binary"
 fi
 
+# Same flags as scripts/build-image.sh, so the dependencies are built once for both.
+target=x86_64-unknown-linux-musl
+RUSTFLAGS="-C relocation-model=static" \
+  cargo build --locked --release --target "$target" --bin azure-secrets-sidecar --target-dir target/emulator-build
+
 context=target/test-app-context
 rm -rf "$context"
-mkdir -p "$context"
+mkdir -p "$context/emulator-state"
 cp "$busybox" "$context/busybox"
+cp "target/emulator-build/$target/release/azure-secrets-sidecar" "$context/azure-secrets-sidecar"
 if ! out=$(docker build -q -f tests/container/app.Dockerfile -t "$tag" "$context" 2>&1); then
   echo "$out" >&2
   fail "docker build failed"

@@ -73,8 +73,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
             let cfg = config::load(source.path(), &env, &Overrides::default())?;
             run(cfg, source.path().to_path_buf(), &env, once)
         }
+        #[cfg(feature = "emulator")]
         Command::Demo { dir } => crate::demo::run(dir, env),
         Command::Probe { what, addr } => probe(what, addr, &env),
+        #[cfg(not(feature = "emulator"))]
+        Command::Demo { .. } | Command::Emulator { .. } => Err(AppError::Runtime(
+            "this build has no emulator (built without the `emulator` feature, as the production image is); use a development build: cargo run -- demo".into(),
+        )),
+        #[cfg(feature = "emulator")]
         Command::Emulator { args } => block_on(async move {
             let cancel = CancellationToken::new();
             let (tx, mut rx) = mpsc::unbounded_channel();

@@ -8,7 +8,9 @@ pub mod app;
 pub mod azure;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod demo;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod health;
 pub mod identity;

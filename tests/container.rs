@@ -1,6 +1,6 @@
 //! Container tests: the scratch image run the way a pod runs it. On a private Docker network
-//! with no route off the machine (`--internal`), three containers: the emulator (the same
-//! image, `emulator` subcommand, TLS with its per-run CA), the sidecar (`--read-only --user
+//! with no route off the machine (`--internal`), three containers: the emulator (a development
+//! build of the sidecar in the app image, `emulator` subcommand, TLS with its per-run CA), the sidecar (`--read-only --user
 //! 65532 --cap-drop ALL`) and a minimal app (static busybox, FROM scratch) that mounts the
 //! sidecar's output volume read-only. The app sees the files, a change made through the
 //! emulator's control API reaches them, and `docker stop` ends the sidecar with exit 0 within
@@ -279,16 +279,18 @@ fn container_pod_shares_files_propagates_a_change_and_stops_cleanly() {
     let secrets = pod.volume("secrets");
     assert_eq!(inspect(&network, "{{.Internal}}"), "true", "the network must be --internal");
 
-    // The emulator: the same image, listening on the network under the host name `emulator`
-    // (in its certificate), its state in a volume mounted where the image's 65532-owned
-    // directory gives the volume that owner.
+    // The emulator: the app image's development build of the sidecar (the production image has
+    // no emulator), listening on the network under the host name `emulator` (in its
+    // certificate), its state in a volume mounted where the image's 65532-owned directory gives
+    // the volume that owner.
     let seed_mount = format!("{}:/seed:ro", seed_dir.display());
-    let state_mount = format!("{emulator_state}:/secrets");
+    let state_mount = format!("{emulator_state}:/emulator-state");
     let mut args = vec!["--network", &network, "--network-alias", "emulator"];
     args.extend_from_slice(&HARDENED);
-    args.extend_from_slice(&["-v", &state_mount, "-v", &seed_mount, &images.sidecar]);
+    args.extend_from_slice(&["--entrypoint", "/azure-secrets-sidecar"]);
+    args.extend_from_slice(&["-v", &state_mount, "-v", &seed_mount, &images.app]);
     args.extend_from_slice(&["emulator", "--bind", "0.0.0.0", "--advertise-host", "emulator"]);
-    args.extend_from_slice(&["--state-dir", "/secrets", "--seed", "/seed/seed.json"]);
+    args.extend_from_slice(&["--state-dir", "/emulator-state", "--seed", "/seed/seed.json"]);
     let emulator = pod.run("emulator", &args);
     let info: serde_json::Value = wait_for("the emulator's address line", START_LIMIT, || {
         let out = docker(&["logs", &emulator]);

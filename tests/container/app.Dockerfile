@@ -1,9 +1,13 @@
 # The "app" of the container tests (tests/container.rs): a stand-in for the workload that reads
 # the sidecar's files. Debian's static busybox on an empty filesystem: cat, ls, sleep, and nc
-# to reach the emulator's control API from inside the private network. FROM scratch, like the
+# to reach the emulator's control API from inside the private network. It also carries a
+# development build of the sidecar (with the `emulator` feature, which the production image
+# leaves out) that the tests run as the pod's stand-in for Azure. FROM scratch, like the
 # sidecar image, so nothing is pulled. Built by scripts/build-test-app-image.sh TAG.
 FROM scratch
 COPY busybox /bin/busybox
+COPY azure-secrets-sidecar /azure-secrets-sidecar
+COPY --chown=65532:65532 emulator-state/ /emulator-state/
 USER 65532:65532
 ENTRYPOINT ["/bin/busybox"]
 CMD ["sleep", "3600"]
