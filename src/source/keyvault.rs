@@ -6,8 +6,10 @@
 //! absolute `nextLink` (followed only on the vault's own origin). A disabled, not-yet-valid or
 //! expired secret is never published as a new value. Errors about one secret (403
 //! `SecretDisabled`, 404 `SecretNotFound`, ...) become `Failure`s, so its last value stays;
-//! errors about the whole vault (token, list, 401 after a fresh token, throttling, outage) fail
-//! the poll.
+//! errors about the whole vault (token, list, 401 after a fresh token, throttling) fail the
+//! poll. A server error or transport failure (after the client's retries) on some secrets
+//! while others were read is theirs alone (`Failure`s: one broken secret must not hold back
+//! the others); on every secret of the poll it is an outage and fails the poll (backoff).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -186,16 +188,25 @@ impl KeyVaultSource {
         let mut polled = Polled::default();
         let mut queue = plan.into_iter();
         let mut running = JoinSet::new();
+        let mut transient: Vec<(Failure, SourceError)> = Vec::new();
         loop {
             while running.len() < self.concurrency {
                 let Some(planned) = queue.next() else { break };
                 let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
                 running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
             }
-            let Some(done) = running.join_next().await else { return Ok(polled) };
+            let Some(done) = running.join_next().await else {
+                // Every secret failing transiently is an outage: fail the poll (backoff).
+                if polled.objects.is_empty() && polled.failures.is_empty() && !transient.is_empty() {
+                    return Err(transient.swap_remove(0).1);
+                }
+                polled.failures.extend(transient.into_iter().map(|(f, _)| f));
+                return Ok(polled);
+            };
             match done {
                 Ok(Ok(Fetched::Object(o))) => polled.objects.push(o),
                 Ok(Ok(Fetched::Failure(f))) => polled.failures.push(f),
+                Ok(Ok(Fetched::Transient(f, e))) => transient.push((f, e)),
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
             }
@@ -276,6 +287,9 @@ struct Planned {
 enum Fetched {
     Object(Object),
     Failure(Failure),
+    /// A server error or transport failure on this secret: its failure if other secrets were
+    /// read, the poll's error if none was.
+    Transient(Failure, SourceError),
 }
 
 /// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error.
@@ -287,19 +301,26 @@ async fn fetch(
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
     let url = secret_url(base, &planned.name, planned.version.as_deref());
-    let resp = get_authorized(vault, &url, cancel).await?;
+    let failure = |reason: String| Failure {
+        path: planned.path.clone(),
+        name: planned.name.clone(),
+        required: planned.required,
+        reason,
+    };
+    let resp = match get_authorized(vault, &url, cancel).await {
+        Ok(resp) => resp,
+        Err(e @ SourceError::Azure(AzureError::Transport { .. })) => return Ok(Fetched::Transient(failure(e.to_string()), e)),
+        Err(e) => return Err(e),
+    };
     let status = resp.status();
+    if status.is_server_error() {
+        let e = AzureError::from_response(Service::KeyVault, resp).await;
+        return Ok(Fetched::Transient(failure(failure_reason(&e)), azure_error(e)));
+    }
     if fails_the_poll(status) {
         return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
     }
-    let fail = |reason: String| {
-        Ok(Fetched::Failure(Failure {
-            path: planned.path.clone(),
-            name: planned.name.clone(),
-            required: planned.required,
-            reason,
-        }))
-    };
+    let fail = |reason: String| Ok(Fetched::Failure(failure(reason)));
     if !status.is_success() {
         return fail(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await));
     }
@@ -1086,10 +1107,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttling_or_outage_on_a_secret_fails_the_poll() {
-        for status in [429, 503] {
+    async fn throttling_on_a_secret_fails_the_poll() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.secret("a", "v1", "x", enabled()).reply("/secrets/b?api-version=7.6", 429, b"{}".to_vec());
+        let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
+        let err = poll(&mut src).await.unwrap_err();
+        assert!(matches!(&err, SourceError::Azure(e) if e.status() == Some(429)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_server_error_on_some_secrets_is_theirs_and_on_all_fails_the_poll() {
+        for status in [500, 503] {
             let vault = Arc::new(ScriptedVault::default());
             vault.secret("a", "v1", "x", enabled()).reply("/secrets/b?api-version=7.6", status, b"{}".to_vec());
+            let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
+            let polled = poll(&mut src).await.unwrap();
+            assert_eq!(paths(&polled), ["a"]);
+            assert_eq!(polled.failures.len(), 1);
+            assert_eq!(polled.failures[0].name, "b");
+            assert!(polled.failures[0].reason.contains(&status.to_string()), "{:?}", polled.failures);
+
+            let vault = Arc::new(ScriptedVault::default());
+            vault.reply("/secrets/a?api-version=7.6", status, b"{}".to_vec()).reply("/secrets/b?api-version=7.6", status, b"{}".to_vec());
             let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
             let err = poll(&mut src).await.unwrap_err();
             assert!(matches!(&err, SourceError::Azure(e) if e.status() == Some(status)), "{err}");
