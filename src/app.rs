@@ -302,7 +302,7 @@ async fn reload(
         Ok(Ok(last)) => last,
         _ => status.current().unwrap_or_default(),
     };
-    let ids: Vec<String> = new.sources.iter().map(|s| s.id()).collect();
+    let ids: Vec<String> = config::source_ids(&new.sources);
     let (kept, _) = last.retain_sources(&ids);
     info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
     status.metrics.config_reload(true);
@@ -393,12 +393,12 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
 
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut required: Vec<RelPath> = Vec::new();
-    for source in &cfg.sources {
+    for (source, id) in cfg.sources.iter().zip(config::source_ids(&cfg.sources)) {
         match source {
             SourceConfig::KeyVault(kv) => {
                 required.extend(kv.secrets.iter().filter(|s| s.required).map(|s| s.path.clone()));
                 sources.push(Box::new(KeyVaultSource::new(
-                    source.id(),
+                    id,
                     kv.clone(),
                     client.clone(),
                     tokens.clone(),
@@ -411,7 +411,7 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
                     required.push(ac.path.clone());
                 }
                 sources.push(Box::new(AppConfigSource::new(
-                    source.id(),
+                    id,
                     ac.clone(),
                     client.clone(),
                     tokens.clone(),

@@ -149,6 +149,23 @@ impl SourceConfig {
     }
 }
 
+/// The id of each source, in order: `SourceConfig::id`, with `#2`, `#3`, ... added to the
+/// second and later sources on the same vault or store (a json and an env rendering of one
+/// store, say), so that no two sources share an id: objects, failures and metrics are kept per
+/// id. Stable for a config whose source order does not change.
+pub fn source_ids(sources: &[SourceConfig]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    sources
+        .iter()
+        .map(|s| {
+            let base = s.id();
+            let n = seen.entry(base.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 { base } else { format!("{base}#{n}") }
+        })
+        .collect()
+}
+
 fn host_port(u: &Url) -> String {
     match (u.host_str(), u.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
