@@ -472,6 +472,12 @@ impl Handle {
         self.shared.appconfig.set(store, key, label, value, content_type)
     }
 
+    /// Set several key-values (same content type) in one step: no `/kv` page sees some of them
+    /// changed and others not. Returns their new etags, in order.
+    pub fn set_kvs(&self, store: &str, kvs: &[(&str, Option<&str>, &str)], content_type: Option<&str>) -> Result<Vec<String>, AppConfigError> {
+        self.shared.appconfig.set_many(store, kvs, content_type)
+    }
+
     /// Delete a key-value; `Ok(false)` when it did not exist.
     pub fn delete_kv(&self, store: &str, key: &str, label: Option<&str>) -> Result<bool, AppConfigError> {
         self.shared.appconfig.delete(store, key, label)

@@ -75,7 +75,7 @@ impl FileOutput {
             let entry = entry.map_err(|e| PublishError::new("list directory", &self.dir, e))?;
             let name = entry.file_name();
             let path = entry.path();
-            if name == DATA_TMP || name == LINK_TMP {
+            if name == DATA_TMP || name == LINK_TMP || is_token_temp_name(&name) {
                 remove_file_if_present(&path).map_err(|e| PublishError::new("remove leftover", &path, e))?;
             } else if is_snapshot_dir_name(&name) && current.as_deref() != Some(name.as_os_str()) {
                 let is_dir = fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
@@ -175,6 +175,20 @@ fn list_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> bool {
 /// The name `..data` points to.
 fn read_data_link(dir: &Path) -> Option<OsString> {
     fs::read_link(dir.join(DATA)).ok().map(PathBuf::into_os_string)
+}
+
+/// `.<name>.tmp-<pid>-<8 hex>`: the HTTP token file before its rename into place
+/// (`output::serve`), left behind when the process died in between.
+fn is_token_temp_name(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else { return false };
+    let Some((head, tail)) = name.rsplit_once(".tmp-") else { return false };
+    let Some((pid, hex)) = tail.split_once('-') else { return false };
+    head.len() > 1
+        && head.starts_with('.')
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && hex.len() == 8
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A name of the `..<timestamp>` form: ours (or the kubelet's), never a `RelPath` top.
@@ -516,6 +530,8 @@ mod tests {
         fs::write(stray.join("sub/f"), b"partial").unwrap();
         symlink("..2020_01_01_00_00_00.000000000", dir.join("..data_tmp")).unwrap();
         symlink("..data/x", dir.join("..link_tmp")).unwrap();
+        fs::write(dir.join(".sidecar-token.tmp-123-0badcafe"), b"half").unwrap();
+        fs::write(dir.join(".sidecar-token.tmp-notmine"), b"kept").unwrap();
         fs::write(dir.join(".sidecar-token"), b"tok").unwrap();
         fs::write(dir.join("other"), b"mine").unwrap();
 
@@ -523,6 +539,8 @@ mod tests {
         assert!(!stray.exists());
         assert!(fs::symlink_metadata(dir.join("..data_tmp")).is_err());
         assert!(fs::symlink_metadata(dir.join("..link_tmp")).is_err());
+        assert!(fs::symlink_metadata(dir.join(".sidecar-token.tmp-123-0badcafe")).is_err());
+        assert_eq!(fs::read(dir.join(".sidecar-token.tmp-notmine")).unwrap(), b"kept");
         assert_eq!(out.current().unwrap(), current);
         assert_eq!(fs::read(dir.join("a")).unwrap(), b"1");
         assert_eq!(fs::read(dir.join(".sidecar-token")).unwrap(), b"tok");
