@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod emulator;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod health;
 pub mod identity;
 pub mod listener;
