@@ -282,25 +282,27 @@ async fn publish_count(sc: &Sidecar) -> u64 {
 
 // ---- interrupted publishes and restarts -----------------------------------------------------
 
-/// A vault of `n` secrets of 25 KB each, so that a publish takes a while (each file fsync'ed).
+/// One App Configuration store of this many keys rendered as files, about 10 KB each (the
+/// service's limit), so that a publish takes a while (each file fsync'ed). A store's keys
+/// change in one step and are read in one page: a poll never sees half a generation.
 const BIG: usize = 150;
 
 fn big_value(g: u64, i: usize) -> String {
-    value("big", g, &format!("n{i:03}")).repeat(8)
+    value("big", g, &format!("n{i:03}")).repeat(3)
 }
 
 fn set_big_generation(w: &World, g: u64) {
-    for i in 0..BIG {
-        w.emu.set_secret("main", &format!("n{i:03}"), &big_value(g, i)).unwrap();
-    }
+    let values: Vec<(String, String)> = (0..BIG).map(|i| (format!("n{i:03}"), big_value(g, i))).collect();
+    let kvs: Vec<(&str, Option<&str>, &str)> = values.iter().map(|(k, v)| (k.as_str(), None, v.as_str())).collect();
+    w.emu.set_kvs("big", &kvs, None).unwrap();
 }
 
 fn big_config(w: &World) -> PathBuf {
-    let secrets: String = (0..BIG).map(|i| format!("      - name: n{i:03}\n")).collect();
+    w.emu.set_appconfig_page_size(1000);
     w.write_config(&format!(
-        "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n{secrets}",
-        w.base_config_at("1s", "info").replace("sync:\n", "sync:\n  concurrency: 32\n"),
-        w.vault("main")
+        "{}sources:\n  - type: appconfig\n    endpoint: \"{}\"\n    format: files\n    path: big\n",
+        w.base_config_at("1s", "info"),
+        w.emu.store_url("big").unwrap()
     ))
 }
 
@@ -322,7 +324,7 @@ fn complete_generation(out: &Path) -> Result<u64, String> {
     let mut gens = BTreeSet::new();
     for i in 0..BIG {
         let name = format!("n{i:03}");
-        let bytes = std::fs::read(dir.join(&name)).map_err(|e| format!("{name}: {e}"))?;
+        let bytes = std::fs::read(dir.join("big").join(&name)).map_err(|e| format!("{name}: {e}"))?;
         let text = String::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8"))?;
         let g: u64 = text.split('|').nth(1).and_then(|g| g.parse().ok()).ok_or(format!("{name}: no header"))?;
         if text != big_value(g, i) {
@@ -351,7 +353,7 @@ async fn publish_in_progress(out: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_or_sigkill_in_the_middle_of_a_publish_leaves_one_complete_snapshot() {
-    let w = World::start(&["main"]).await;
+    let w = appconfig_world(&["big"]).await;
     set_big_generation(&w, 1);
     let cfg = big_config(&w);
     let out = w.out();
