@@ -447,6 +447,16 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_are_written_as_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = FileOutput::new(tmp.path().to_path_buf(), 0o440);
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        out.publish(&snapshot(&[("bin", &all), ("empty", b"")])).unwrap();
+        assert_eq!(fs::read(tmp.path().join("bin")).unwrap(), all);
+        assert_eq!(fs::read(tmp.path().join("empty")).unwrap(), b"");
+    }
+
+    #[test]
     fn second_publish_swaps_data_and_removes_the_old_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let out = FileOutput::new(tmp.path().to_path_buf(), 0o440);
