@@ -133,7 +133,7 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
     let logs = once.logs();
     assert!(logs.contains("expires_in") || logs.contains("invalid response"), "the malformed token response is reported:\n{logs}");
     assert_ne!(status.code(), Some(0), "nothing could be published");
-    for secret in forbidden(&w, &[leaked.clone()]) {
+    for secret in forbidden(&w, std::slice::from_ref(&leaked)) {
         assert_clean(&logs, &[&secret]);
     }
     scanned += logs.len();

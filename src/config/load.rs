@@ -70,7 +70,7 @@ pub fn load(path: &Path, env: &[(String, String)], flags: &Overrides) -> Result<
 /// names it in errors. Also the config parser's fuzz target.
 pub fn load_text(path: &Path, text: &str, env: &[(String, String)], flags: &Overrides) -> Result<Config, ConfigError> {
     let file =
-        Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, &text)? };
+        Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, text)? };
     let figment = layers(file, env, flags)?;
     let raw: RawConfig = figment.extract_lossy().map_err(|e| from_figment(&figment, e))?;
     validate(&raw).map_err(|e| with_origin(e, &figment))
