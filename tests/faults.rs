@@ -373,6 +373,7 @@ async fn imds_answering_410_then_503_while_the_node_boots_is_retried_until_it_se
     // IMDS guidance: after a 5xx wait at least a second before the next attempt of a request.
     let recs: Vec<RequestRecord> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::Imds && r.seq >= seq_503).collect();
     let gaps: Vec<u64> = recs.windows(2).filter(|p| p[0].status == Some(503)).map(|p| p[1].at_ms - p[0].at_ms).collect();
+    assert!(!gaps.is_empty() && gaps.iter().all(|g| *g + 20 >= 1000), "a request came sooner than 1 s after a 503: {gaps:?}");
     let logs = sc.logs();
     assert!(logs.contains("410") && logs.contains("503"), "both statuses are logged");
     figure(

@@ -195,6 +195,10 @@ impl AzureClient {
                         // Honoured by whatever goes to this origin next, retried here or not.
                         self.throttle.hold(&origin, delay);
                     }
+                    if service == Service::Imds && (500..=599).contains(&status) {
+                        // IMDS guidance: after a 5xx wait at least a second, the next poll too.
+                        self.throttle.hold(&origin, IMDS_5XX_MIN_DELAY);
+                    }
                     let retry = service.retries_status(status)
                         && may_retry(service, Some(status), retries, started.elapsed(), &self.policy);
                     if !retry {
