@@ -368,7 +368,12 @@ async fn sigterm_or_sigkill_in_the_middle_of_a_publish_leaves_one_complete_snaps
     assert_eq!(sc.wait_exit(Duration::from_secs(10)).code(), Some(0), "log:\n{}", sc.logs());
     let exit_after_term = term_at.elapsed();
     let after_term = complete_generation(&out);
-    assert_eq!(snapshot_dirs(&out).len(), 1, "one snapshot dir after SIGTERM: {:?}", snapshot_dirs(&out));
+    // The in-flight publish is finished unless it outlasts the 5 s bound (a slow disk under
+    // load); then the exit goes ahead, ..data still names the previous complete snapshot and
+    // the next start removes the half-written one.
+    let grace_hit = sc.logs().contains("did not finish within");
+    let dirs_after_term = snapshot_dirs(&out).len();
+    assert!(dirs_after_term == 1 || (grace_hit && dirs_after_term == 2), "snapshot dirs after SIGTERM: {:?}", snapshot_dirs(&out));
     assert!(!out.join("..data_tmp").exists());
     let g_term = after_term.expect("a complete snapshot after SIGTERM");
 
@@ -395,6 +400,7 @@ async fn sigterm_or_sigkill_in_the_middle_of_a_publish_leaves_one_complete_snaps
             ("sigterm_during", caught),
             ("generation_after_sigterm", g_term.to_string()),
             ("exit_after_sigterm_ms", exit_after_term.as_millis().to_string()),
+            ("publish_outlasted_the_5s_bound", grace_hit.to_string()),
             ("sigkill_during", killed_in),
             ("generation_after_sigkill", g_kill.to_string()),
             ("snapshot_dirs_after_sigkill", left.len().to_string()),
