@@ -190,6 +190,8 @@ async fn malformed_or_oversized_key_vault_answers_never_replace_a_published_valu
     let (health, _) = listener_addrs(&sc).await;
     let out = w.out();
     wait_for("v1 published", LIMIT, || read(&out, "db-password").and(read(&out, "api-key"))).await;
+    // Readiness is latched just after the files appear.
+    eventually("ready", LIMIT, || async { (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
     let id = format!("{vault}/secrets/db-password/0123456789abcdef0123456789abcdef");
     let big = "x".repeat(5 * 1024 * 1024);
     // Answered with 200 by a fault on that one path: a JSON string body goes out as raw text.
