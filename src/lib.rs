@@ -12,6 +12,8 @@ pub mod config;
 pub mod demo;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod health;
 pub mod identity;
 pub mod listener;

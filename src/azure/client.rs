@@ -70,6 +70,48 @@ pub struct AzureClient {
     http: reqwest::Client,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
+    throttle: Arc<Throttle>,
+}
+
+/// Per-origin "not before" instants, set by answers that ask for a delay (`Retry-After` and its
+/// kin on a 429 or 5xx): every later request to that origin waits until then, whether it is a
+/// retry, a parallel GET of the same poll, or the first request of the next poll. Without it a
+/// poll that spent its retries would be followed by the next one after only our own backoff.
+#[derive(Default)]
+struct Throttle {
+    /// std mutex: looked up and updated without awaiting.
+    until: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Throttle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Instant>> {
+        self.until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a request to `origin` must still wait, if at all.
+    fn wait_for(&self, origin: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        match map.get(origin) {
+            Some(until) if *until > now => Some(*until - now),
+            Some(_) => {
+                map.remove(origin);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// `origin` asked for `delay` from now: hold requests to it until then (never earlier than
+    /// an instant already set).
+    fn hold(&self, origin: &str, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut map = self.lock();
+        let entry = map.entry(origin.to_string()).or_insert(until);
+        if *entry < until {
+            *entry = until;
+        }
+    }
 }
 
 impl AzureClient {
@@ -91,7 +133,7 @@ impl AzureClient {
             }
         }
         let http = builder.build().map_err(|e| AzureError::Setup(describe(&e)))?;
-        Ok(AzureClient { http, policy, metrics })
+        Ok(AzureClient { http, policy, metrics, throttle: Arc::default() })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -123,22 +165,47 @@ impl AzureClient {
             if cancel.is_cancelled() {
                 return Err(AzureError::Cancelled);
             }
+            let request = build(&self.http)
+                .build()
+                .map_err(|e| AzureError::Transport { service: service.as_str(), reason: describe(&e) })?;
+            let origin = request.url().origin().ascii_serialization();
+            if let Some(wait) = self.throttle.wait_for(&origin) {
+                tracing::debug!(service = service.as_str(), wait_ms = wait.as_millis() as u64, "holding the request: the service asked for a delay");
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(AzureError::Cancelled),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
             let outcome = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(AzureError::Cancelled),
-                r = build(&self.http).send() => r,
+                r = self.http.execute(request) => r,
             };
             let (asked, reason) = match outcome {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     self.metrics.azure_request(service.as_str(), Some(status));
+                    let asked = service
+                        .retries_status(status)
+                        .then(|| retry_after(resp.headers(), SystemTime::now()))
+                        .flatten()
+                        .map(|d| d.min(MAX_RETRY_AFTER));
+                    if let Some(delay) = asked {
+                        // Honoured by whatever goes to this origin next, retried here or not.
+                        self.throttle.hold(&origin, delay);
+                    }
+                    if service == Service::Imds && (500..=599).contains(&status) {
+                        // IMDS guidance: after a 5xx wait at least a second, the next poll too.
+                        self.throttle.hold(&origin, IMDS_5XX_MIN_DELAY);
+                    }
                     let retry = service.retries_status(status)
                         && may_retry(service, Some(status), retries, started.elapsed(), &self.policy);
                     if !retry {
                         return Ok(resp);
                     }
                     let code = error_code_header(resp.headers());
-                    (retry_after(resp.headers(), SystemTime::now()), Attempt::Status { status, code })
+                    (asked, Attempt::Status { status, code })
                 }
                 Err(e) => {
                     if e.is_builder() {

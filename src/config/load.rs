@@ -63,8 +63,14 @@ pub struct Overrides {
 pub fn load(path: &Path, env: &[(String, String)], flags: &Overrides) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path.display().to_string(), format!("failed to read the config file: {e}")))?;
+    load_text(path, &text, env, flags)
+}
+
+/// `load` of a config file's text, already read; `path` gives its format (by extension) and
+/// names it in errors. Also the config parser's fuzz target.
+pub fn load_text(path: &Path, text: &str, env: &[(String, String)], flags: &Overrides) -> Result<Config, ConfigError> {
     let file =
-        Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, &text)? };
+        Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, text)? };
     let figment = layers(file, env, flags)?;
     let raw: RawConfig = figment.extract_lossy().map_err(|e| from_figment(&figment, e))?;
     validate(&raw).map_err(|e| with_origin(e, &figment))
@@ -679,5 +685,15 @@ log:
         assert_eq!(cfg.sources[1].id(), "appconfig:mystore.azconfig.io");
         assert_eq!(cfg.on_change.webhook.as_ref().map(|u| u.as_str()), Some("http://127.0.0.1:8080/-/reload"));
         assert_eq!(cfg.output.file_mode, 0o440);
+    }
+
+    #[test]
+    fn sources_on_the_same_store_or_vault_get_distinct_ids() {
+        let yaml = "sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    path: a.json\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    path: a.env\n    format: env\n  - type: keyvault\n    vault: vvv\n    all: true\n  - type: keyvault\n    vault: vvv\n    secrets:\n      - name: x\n        path: y/x\n";
+        let cfg = load_yaml(yaml, &[], &[]).unwrap();
+        assert_eq!(
+            crate::config::source_ids(&cfg.sources),
+            ["appconfig:s.azconfig.io", "appconfig:s.azconfig.io#2", "keyvault:vvv.vault.azure.net", "keyvault:vvv.vault.azure.net#2"]
+        );
     }
 }

@@ -75,18 +75,34 @@ impl Stores {
         value: &str,
         content_type: Option<&str>,
     ) -> Result<String, AppConfigError> {
+        let etags = self.set_many(store, &[(key, label, value)], content_type)?;
+        Ok(etags.into_iter().next().unwrap_or_default())
+    }
+
+    /// Set several key-values at once: a page read sees all of them or none (a test's way to
+    /// change a set of settings atomically). Returns their new etags, in order.
+    pub(crate) fn set_many(
+        &self,
+        store: &str,
+        kvs: &[(&str, Option<&str>, &str)],
+        content_type: Option<&str>,
+    ) -> Result<Vec<String>, AppConfigError> {
         let mut inner = self.lock();
         inner.sequence += 1;
-        let kvs = inner.stores.get_mut(store).ok_or_else(|| AppConfigError::UnknownStore(store.to_owned()))?;
-        let etag = random_uuid().replace('-', "");
-        let kv = Kv {
-            value: value.to_owned(),
-            content_type: content_type.map(str::to_owned),
-            etag: etag.clone(),
-            last_modified: unix_now(),
-        };
-        kvs.insert((key.to_owned(), label.map(str::to_owned)), kv);
-        Ok(etag)
+        let stored = inner.stores.get_mut(store).ok_or_else(|| AppConfigError::UnknownStore(store.to_owned()))?;
+        let mut etags = Vec::with_capacity(kvs.len());
+        for (key, label, value) in kvs {
+            let etag = random_uuid().replace('-', "");
+            let kv = Kv {
+                value: (*value).to_owned(),
+                content_type: content_type.map(str::to_owned),
+                etag: etag.clone(),
+                last_modified: unix_now(),
+            };
+            stored.insert(((*key).to_owned(), label.map(str::to_owned)), kv);
+            etags.push(etag);
+        }
+        Ok(etags)
     }
 
     /// Delete a key-value; `Ok(false)` when it did not exist.

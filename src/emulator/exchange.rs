@@ -32,7 +32,7 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let seq = shared.state.record(record_of(endpoint, vault, &req));
-    let resp = match shared.state.take_fault(endpoint, vault) {
+    let resp = match shared.state.take_fault_at(endpoint, vault, Some(&path)) {
         None => answer(req).await,
         Some(fault) => match wait(shared, &fault).await {
             Waited::Cancelled => server::text(StatusCode::SERVICE_UNAVAILABLE, "emulator shutting down"),

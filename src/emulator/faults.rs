@@ -62,6 +62,10 @@ pub struct Fault {
     /// Only requests to this vault (Key Vault classes only); `None`: every vault.
     #[serde(default)]
     pub vault: Option<String>,
+    /// Only requests for this path or below it (`/secrets/db-password` hits
+    /// `/secrets/db-password/` and `/secrets/db-password/<version>`); `None`: every path.
+    #[serde(default)]
+    pub path: Option<String>,
     /// The status to answer; `None`: answer normally, after `delay_ms`.
     #[serde(default)]
     pub status: Option<u16>,
@@ -107,6 +111,12 @@ impl Fault {
         self
     }
 
+    /// Only requests for `path` or below it: one secret (`/secrets/name`) failing alone.
+    pub fn at_path(mut self, path: &str) -> Fault {
+        self.path = Some(path.to_owned());
+        self
+    }
+
     pub fn times(mut self, times: u32) -> Fault {
         self.times = Some(times);
         self
@@ -141,6 +151,19 @@ impl Fault {
         let class = self.endpoint == Endpoint::Any || self.endpoint == endpoint;
         let place = self.vault.as_deref().is_none_or(|v| Some(v) == vault);
         class && place && self.times != Some(0)
+    }
+
+    /// Whether a request for `path` is one this fault aims at. A fault with a path never hits
+    /// a request whose path is unknown.
+    pub(crate) fn applies_to_path(&self, path: Option<&str>) -> bool {
+        match (&self.path, path) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(want), Some(path)) => {
+                let want = want.trim_end_matches('/');
+                path == want || path.strip_prefix(want).is_some_and(|rest| rest.starts_with('/'))
+            }
+        }
     }
 
     pub(crate) fn delay_duration(&self) -> Option<Duration> {
@@ -183,6 +206,20 @@ mod tests {
         assert!(!f.applies_to(Endpoint::KeyvaultList, Some("a")));
         assert!(Fault::status(500).applies_to(Endpoint::Imds, None));
         assert!(!Fault::status(500).times(0).applies_to(Endpoint::Imds, None));
+    }
+
+    #[test]
+    fn fault_with_a_path_hits_that_path_and_below_only() {
+        let f = Fault::status(500).at_path("/secrets/db");
+        assert!(f.applies_to_path(Some("/secrets/db")));
+        assert!(f.applies_to_path(Some("/secrets/db/")));
+        assert!(f.applies_to_path(Some("/secrets/db/0123abcd")));
+        assert!(!f.applies_to_path(Some("/secrets/db-2")));
+        assert!(!f.applies_to_path(Some("/secrets")));
+        assert!(!f.applies_to_path(None));
+        assert!(Fault::status(500).applies_to_path(None));
+        let json: Fault = serde_json::from_str(r#"{"status":500,"path":"/secrets/db"}"#).unwrap();
+        assert_eq!(json, f);
     }
 
     #[test]

@@ -51,14 +51,16 @@
 //! | `DELETE /_emulator/canned` | | 204 |
 //!
 //! Fault `endpoint` is one of `any`, `imds`, `aad`, `keyvault_get`, `keyvault_list`,
-//! `appconfig_list` (every request to a store; `vault` then names the store);
+//! `appconfig_list` (every request to a store; `vault` then names the store); `path` narrows a
+//! fault to one request path and below it (one secret: `/secrets/db-password`);
 //! `retry_after` is `{"seconds":n}`, `{"http_date":n}` (n seconds from now), `{"millis":n}`
 //! (`retry-after-ms`) or `{"x_ms_millis":n}`; `delay_ms` delays the answer (a fault with a delay
 //! and no status answers normally after it; [`Fault::hang`] waits an hour); without `times` a
 //! fault stands until cleared. Canned responses bypass auth and routing for their path on that
 //! vault; a queue of several is served in order, the last one standing (see [`fixtures`]).
 //!
-//! Every request to an emulated Azure endpoint is counted and logged, including 401
+//! Every request to an emulated Azure endpoint is counted and logged (with its arrival time,
+//! `at_ms`, for tests that measure backoff), including 401
 //! challenges and faulted ones; the log never holds a token, assertion, secret or form value.
 //!
 //! # Rust API
@@ -600,6 +602,12 @@ impl Handle {
         content_type: Option<&str>,
     ) -> Result<String, AppConfigError> {
         self.shared.appconfig.set(store, key, label, value, content_type)
+    }
+
+    /// Set several key-values (same content type) in one step: no `/kv` page sees some of them
+    /// changed and others not. Returns their new etags, in order.
+    pub fn set_kvs(&self, store: &str, kvs: &[(&str, Option<&str>, &str)], content_type: Option<&str>) -> Result<Vec<String>, AppConfigError> {
+        self.shared.appconfig.set_many(store, kvs, content_type)
     }
 
     /// Delete a key-value; `Ok(false)` when it did not exist.

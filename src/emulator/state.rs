@@ -612,9 +612,16 @@ impl State {
 
     /// The first fault that applies to this request, its remaining count decremented (and
     /// removed when used up).
+    #[cfg(test)]
     pub fn take_fault(&self, endpoint: Endpoint, vault: Option<&str>) -> Option<Fault> {
+        self.take_fault_at(endpoint, vault, None)
+    }
+
+    /// `take_fault` for a request to `path`: faults aimed at a path (`Fault::path`) apply only
+    /// to requests for it.
+    pub fn take_fault_at(&self, endpoint: Endpoint, vault: Option<&str>, path: Option<&str>) -> Option<Fault> {
         let mut inner = self.lock();
-        let index = inner.faults.iter().position(|(_, f)| f.applies_to(endpoint, vault))?;
+        let index = inner.faults.iter().position(|(_, f)| f.applies_to(endpoint, vault) && f.applies_to_path(path))?;
         let fault = &mut inner.faults[index].1;
         let taken = fault.clone();
         if let Some(times) = fault.times.as_mut() {
@@ -661,6 +668,7 @@ impl State {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         record.seq = seq;
+        record.at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         *inner.counts.entry((record.endpoint, None)).or_default() += 1;
         if let Some(vault) = &record.vault {
             *inner.counts.entry((record.endpoint, Some(vault.clone()))).or_default() += 1;

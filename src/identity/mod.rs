@@ -17,6 +17,8 @@ mod env;
 mod imds;
 mod resolve;
 mod response;
+#[cfg(fuzzing)]
+pub(crate) use response::fuzz_token_response;
 mod workload;
 
 pub use access_token::AccessTokenCredential;

@@ -97,6 +97,14 @@ fn seconds(v: &Value) -> Option<f64> {
     (0.0..1e11).contains(&n).then_some(n)
 }
 
+/// The fuzz target's entry (`fuzz/`, built with `--cfg fuzzing`): a token endpoint's 200 body,
+/// parsed as `fetch_token` parses it. Returns whether a token came out.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_token_response(body: &[u8], service: Service) -> bool {
+    let Ok(parsed) = serde_json::from_slice::<TokenResponse>(body) else { return false };
+    parsed.into_access_token(service, SystemTime::now()).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,12 @@
 //! writer; every other name in `dir` that is not one of our top-level links (the HTTP token
 //! file `.sidecar-token`, say) is left alone. The code is blocking: callers use
 //! `spawn_blocking`.
+//!
+//! A restart over an existing directory (an `emptyDir` outlives its containers) adopts it:
+//! `prepare` removes what an interrupted publish left and keeps the published snapshot, which
+//! the app goes on reading; the first publish that carries exactly the same files (bytes and
+//! mode) only checks the top-level links instead of writing and swapping, so a restart does not
+//! look like a change to apps that watch `..data`.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -44,11 +50,14 @@ pub struct FileOutput {
     /// publish: publishes never interleave, and each gets a stamp above the last one even when
     /// the clock has not moved. A std Mutex because publish is blocking code.
     last_stamp: Mutex<u128>,
+    /// Set by `prepare` when it found a published snapshot; the first publish compares against
+    /// it and clears it.
+    adopting: std::sync::atomic::AtomicBool,
 }
 
 impl FileOutput {
     pub fn new(dir: PathBuf, file_mode: u32) -> Self {
-        FileOutput { dir, file_mode, last_stamp: Mutex::new(0) }
+        FileOutput { dir, file_mode, last_stamp: Mutex::new(0), adopting: std::sync::atomic::AtomicBool::new(false) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -66,15 +75,21 @@ impl FileOutput {
             let entry = entry.map_err(|e| PublishError::new("list directory", &self.dir, e))?;
             let name = entry.file_name();
             let path = entry.path();
-            if name == DATA_TMP || name == LINK_TMP {
+            if name == DATA_TMP || name == LINK_TMP || is_token_temp_name(&name) {
                 remove_file_if_present(&path).map_err(|e| PublishError::new("remove leftover", &path, e))?;
             } else if is_snapshot_dir_name(&name) && current.as_deref() != Some(name.as_os_str()) {
                 let is_dir = fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
                 if is_dir {
                     fs::remove_dir_all(&path).map_err(|e| PublishError::new("remove leftover", &path, e))?;
+                    tracing::info!(path = %path.display(), "removed a snapshot left by an interrupted publish");
                 }
             }
         }
+        let adopted = current.filter(|c| fs::symlink_metadata(self.dir.join(c)).is_ok_and(|m| m.is_dir()));
+        if let Some(name) = &adopted {
+            tracing::info!(dir = %self.dir.display(), snapshot = %name.to_string_lossy(), "found published files; they stay until the first publish");
+        }
+        self.adopting.store(adopted.is_some(), std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -92,6 +107,14 @@ impl FileOutput {
         let tops: BTreeSet<&str> = snap.iter().map(|(p, _)| p.top()).collect();
         refuse_dirs_in_the_way(&self.dir, &tops)?;
         let old = read_data_link(&self.dir);
+        if self.adopting.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if let Some(current) = old.as_ref().filter(|o| holds(&self.dir.join(o), snap, self.file_mode)) {
+                link_tops(&self.dir, &tops)?;
+                unlink_stale_tops(&self.dir, &tops);
+                tracing::info!(snapshot = %current.to_string_lossy(), "the published files already hold these values; kept as they are");
+                return Ok(());
+            }
+        }
         let (name, root) = create_snapshot_dir(&self.dir, &mut last_stamp)?;
         if let Err(e) = write_tree(&root, snap, self.file_mode).and_then(|()| swap_data(&self.dir, &name)) {
             // Only a dir that `..data` does not point to may go (the swap may have failed after
@@ -113,9 +136,59 @@ impl FileOutput {
     }
 }
 
+/// Whether the snapshot dir `root` holds exactly the files of `snap`: the same paths (and no
+/// other entry), the same bytes, mode `file_mode`. Any doubt (an unreadable entry, a link) is a
+/// no.
+fn holds(root: &Path, snap: &Snapshot, file_mode: u32) -> bool {
+    let mut on_disk = Vec::new();
+    if !list_files(root, Path::new(""), &mut on_disk) || on_disk.len() != snap.len() {
+        return false;
+    }
+    snap.iter().all(|(path, entry)| {
+        let file = root.join(path.as_str());
+        let same_mode = fs::symlink_metadata(&file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == file_mode);
+        same_mode && fs::read(&file).is_ok_and(|bytes| zeroize::Zeroizing::new(bytes).as_slice() == entry.value.expose())
+    })
+}
+
+/// The regular files below `dir` (relative to the walk's root) into `out`; false when an entry
+/// is neither a file nor a directory or cannot be read.
+fn list_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else { return false };
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        let Ok(kind) = entry.file_type() else { return false };
+        let rel = rel.join(entry.file_name());
+        if kind.is_dir() {
+            if !list_files(&entry.path(), &rel, out) {
+                return false;
+            }
+        } else if kind.is_file() {
+            out.push(rel);
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
 /// The name `..data` points to.
 fn read_data_link(dir: &Path) -> Option<OsString> {
     fs::read_link(dir.join(DATA)).ok().map(PathBuf::into_os_string)
+}
+
+/// `.<name>.tmp-<pid>-<8 hex>`: the HTTP token file before its rename into place
+/// (`output::serve`), left behind when the process died in between.
+fn is_token_temp_name(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else { return false };
+    let Some((head, tail)) = name.rsplit_once(".tmp-") else { return false };
+    let Some((pid, hex)) = tail.split_once('-') else { return false };
+    head.len() > 1
+        && head.starts_with('.')
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && hex.len() == 8
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A name of the `..<timestamp>` form: ours (or the kubelet's), never a `RelPath` top.
@@ -374,6 +447,16 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_are_written_as_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = FileOutput::new(tmp.path().to_path_buf(), 0o440);
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        out.publish(&snapshot(&[("bin", &all), ("empty", b"")])).unwrap();
+        assert_eq!(fs::read(tmp.path().join("bin")).unwrap(), all);
+        assert_eq!(fs::read(tmp.path().join("empty")).unwrap(), b"");
+    }
+
+    #[test]
     fn second_publish_swaps_data_and_removes_the_old_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let out = FileOutput::new(tmp.path().to_path_buf(), 0o440);
@@ -457,6 +540,8 @@ mod tests {
         fs::write(stray.join("sub/f"), b"partial").unwrap();
         symlink("..2020_01_01_00_00_00.000000000", dir.join("..data_tmp")).unwrap();
         symlink("..data/x", dir.join("..link_tmp")).unwrap();
+        fs::write(dir.join(".sidecar-token.tmp-123-0badcafe"), b"half").unwrap();
+        fs::write(dir.join(".sidecar-token.tmp-notmine"), b"kept").unwrap();
         fs::write(dir.join(".sidecar-token"), b"tok").unwrap();
         fs::write(dir.join("other"), b"mine").unwrap();
 
@@ -464,10 +549,51 @@ mod tests {
         assert!(!stray.exists());
         assert!(fs::symlink_metadata(dir.join("..data_tmp")).is_err());
         assert!(fs::symlink_metadata(dir.join("..link_tmp")).is_err());
+        assert!(fs::symlink_metadata(dir.join(".sidecar-token.tmp-123-0badcafe")).is_err());
+        assert_eq!(fs::read(dir.join(".sidecar-token.tmp-notmine")).unwrap(), b"kept");
         assert_eq!(out.current().unwrap(), current);
         assert_eq!(fs::read(dir.join("a")).unwrap(), b"1");
         assert_eq!(fs::read(dir.join(".sidecar-token")).unwrap(), b"tok");
         assert_eq!(fs::read(dir.join("other")).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn a_restart_adopts_the_published_snapshot_when_it_holds_the_same_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        let first = FileOutput::new(dir.clone(), 0o440);
+        first.prepare().unwrap();
+        let snap = snapshot(&[("a", b"1"), ("db/password", b"pw")]);
+        first.publish(&snap).unwrap();
+        let published = first.current().unwrap();
+        fs::remove_file(dir.join("a")).unwrap(); // a top-level link lost meanwhile
+
+        // The next process: the same values keep the same snapshot dir (no ..data swap).
+        let second = FileOutput::new(dir.clone(), 0o440);
+        second.prepare().unwrap();
+        second.publish(&snap).unwrap();
+        assert_eq!(second.current().unwrap(), published);
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"1", "the lost link is restored");
+        // Adoption is for the first publish only: later ones always write.
+        second.publish(&snap).unwrap();
+        assert_ne!(second.current().unwrap(), published);
+
+        // A different value, a different mode or an extra file: a real publish.
+        for (mode, objects) in [
+            (0o440, vec![("a", &b"2"[..]), ("db/password", &b"pw"[..])]),
+            (0o400, vec![("a", &b"1"[..]), ("db/password", &b"pw"[..])]),
+            (0o440, vec![("a", &b"1"[..])]),
+        ] {
+            let before = FileOutput::new(dir.clone(), 0o440);
+            before.prepare().unwrap();
+            before.publish(&snap).unwrap();
+            let current = before.current().unwrap();
+            let next = FileOutput::new(dir.clone(), mode);
+            next.prepare().unwrap();
+            next.publish(&snapshot(&objects)).unwrap();
+            assert_ne!(next.current().unwrap(), current, "mode {mode:o}, {} objects", objects.len());
+            assert_eq!(dotdot_dirs(&dir).len(), 1);
+        }
     }
 
     #[test]

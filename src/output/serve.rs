@@ -326,6 +326,22 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn any_bytes_are_served_as_they_are() {
+        let r = start().await;
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        let object = Object {
+            path: RelPath::parse("bin").unwrap(),
+            value: SecretValue::new(all.clone()),
+            version: "v1".into(),
+            updated: None,
+            required: true,
+        };
+        r.publish(Snapshot::new().apply("kv", &Ok(Polled { objects: vec![object], failures: Vec::new() })).snapshot);
+        let body = r.get("/v1/secrets/bin").send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], &all[..]);
+    }
+
+    #[tokio::test]
     async fn a_value_is_served_raw_with_its_version_as_etag() {
         let r = start().await;
         r.publish(snapshot(&[("db/password", "v1", "s3cret\n\0bytes"), ("api-key", "k1", "key")]));

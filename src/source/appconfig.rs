@@ -544,6 +544,21 @@ fn azure_error(e: AzureError) -> SourceError {
     }
 }
 
+/// The fuzz target's entry (`fuzz/`, built with `--cfg fuzzing`): a `/kv` page body and the
+/// headers and values read from it, parsed as `fetch_page` and `poll` parse them.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_page(body: &[u8], header: &str) -> Vec<(String, Option<String>)> {
+    let _ = next_from_link_header(header);
+    let _ = parse_sync_token(header);
+    let Ok(raw) = serde_json::from_slice::<RawPage>(body) else { return Vec::new() };
+    for kv in &raw.items {
+        if is_keyvault_ref(kv.content_type.as_deref()) {
+            let _ = reference_uri(kv.value.as_deref().unwrap_or(""));
+        }
+    }
+    raw.items.into_iter().map(|kv| (kv.key, kv.value)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,10 @@
 //! absolute `nextLink` (followed only on the vault's own origin). A disabled, not-yet-valid or
 //! expired secret is never published as a new value. Errors about one secret (403
 //! `SecretDisabled`, 404 `SecretNotFound`, ...) become `Failure`s, so its last value stays;
-//! errors about the whole vault (token, list, 401 after a fresh token, throttling, outage) fail
-//! the poll.
+//! errors about the whole vault (token, list, 401 after a fresh token, throttling) fail the
+//! poll. A server error or transport failure (after the client's retries) on some secrets
+//! while others were read is theirs alone (`Failure`s: one broken secret must not hold back
+//! the others); on every secret of the poll it is an outage and fails the poll (backoff).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -191,13 +193,21 @@ impl KeyVaultSource {
         let mut polled = Polled::default();
         let mut queue = plan.into_iter();
         let mut running = JoinSet::new();
+        let mut transient: Vec<(Failure, SourceError)> = Vec::new();
         loop {
             while running.len() < self.concurrency {
                 let Some(planned) = queue.next() else { break };
                 let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
                 running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
             }
-            let Some(done) = running.join_next().await else { return Ok(polled) };
+            let Some(done) = running.join_next().await else {
+                // Every secret failing transiently is an outage: fail the poll (backoff).
+                if polled.objects.is_empty() && polled.failures.is_empty() && !transient.is_empty() {
+                    return Err(transient.swap_remove(0).1);
+                }
+                polled.failures.extend(transient.into_iter().map(|(f, _)| f));
+                return Ok(polled);
+            };
             match done {
                 Ok(Ok(Fetched::Object(o))) => polled.objects.push(o),
                 Ok(Ok(Fetched::Failure(f))) => polled.failures.push(f),
@@ -205,6 +215,7 @@ impl KeyVaultSource {
                     polled.objects.extend(objects);
                     polled.failures.extend(failures);
                 }
+                Ok(Ok(Fetched::Transient(f, e))) => transient.push((f, e)),
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
             }
@@ -289,6 +300,9 @@ enum Fetched {
     Failure(Failure),
     /// A certificate's several files, or failures for each of them.
     Many { objects: Vec<Object>, failures: Vec<Failure> },
+    /// A server error or transport failure on this secret: its failure if other secrets were
+    /// read, the poll's error if none was.
+    Transient(Failure, SourceError),
 }
 
 /// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error.
@@ -305,19 +319,26 @@ async fn fetch(
         config::ObjectKind::Key => return key::fetch(vault, base, planned, cancel, now).await,
     }
     let url = secret_url(base, &planned.name, planned.version.as_deref());
-    let resp = get_authorized(vault, &url, cancel).await?;
+    let failure = |reason: String| Failure {
+        path: planned.path.clone(),
+        name: planned.name.clone(),
+        required: planned.required,
+        reason,
+    };
+    let resp = match get_authorized(vault, &url, cancel).await {
+        Ok(resp) => resp,
+        Err(e @ SourceError::Azure(AzureError::Transport { .. })) => return Ok(Fetched::Transient(failure(e.to_string()), e)),
+        Err(e) => return Err(e),
+    };
     let status = resp.status();
+    if status.is_server_error() {
+        let e = AzureError::from_response(Service::KeyVault, resp).await;
+        return Ok(Fetched::Transient(failure(failure_reason(&e)), azure_error(e)));
+    }
     if fails_the_poll(status) {
         return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
     }
-    let fail = |reason: String| {
-        Ok(Fetched::Failure(Failure {
-            path: planned.path.clone(),
-            name: planned.name.clone(),
-            required: planned.required,
-            reason,
-        }))
-    };
+    let fail = |reason: String| Ok(Fetched::Failure(failure(reason)));
     if !status.is_success() {
         return fail(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await));
     }
@@ -636,15 +657,16 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, AzureError> {
 /// A page of `SecretItem`s (from `/secrets` or `/secrets/{name}/versions`) and its nextLink.
 fn parse_page(bytes: &[u8]) -> Result<Page, AzureError> {
     let raw: RawPage = decode("secret list", bytes)?;
+    // An item whose id names no secret is listed under its id, quoted: never a valid path, so
+    // `plan` skips it with a warning instead of one bad item failing the whole list.
     let items = raw
         .value
         .into_iter()
         .map(|item| {
-            let (name, _) =
-                id_segments(&item.id).ok_or_else(|| invalid(format!("list item id {:?} names no secret", item.id)))?;
-            Ok(ListedSecret { name, attributes: Attributes::from_raw(item.attributes) })
+            let name = id_segments(&item.id).map(|(name, _)| name).unwrap_or_else(|| format!("{:?} (an id that names no secret)", item.id));
+            ListedSecret { name, attributes: Attributes::from_raw(item.attributes) }
         })
-        .collect::<Result<_, AzureError>>()?;
+        .collect();
     Ok(Page { items, next_link: raw.next_link.filter(|l| !l.is_empty()) })
 }
 
@@ -684,6 +706,18 @@ async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Zeroizing<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The fuzz targets' entries (`fuzz/`, built with `--cfg fuzzing`): a bundle body gives its
+/// version, a list page body its names.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_bundle(bytes: &[u8]) -> Option<String> {
+    parse_bundle(bytes).ok().map(|b| b.version)
+}
+
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_page(bytes: &[u8]) -> Option<Vec<String>> {
+    parse_page(bytes).ok().map(|p| p.items.into_iter().map(|i| i.name).collect())
 }
 
 #[cfg(test)]
@@ -1105,10 +1139,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttling_or_outage_on_a_secret_fails_the_poll() {
-        for status in [429, 503] {
+    async fn throttling_on_a_secret_fails_the_poll() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.secret("a", "v1", "x", enabled()).reply("/secrets/b?api-version=7.6", 429, b"{}".to_vec());
+        let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
+        let err = poll(&mut src).await.unwrap_err();
+        assert!(matches!(&err, SourceError::Azure(e) if e.status() == Some(429)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_server_error_on_some_secrets_is_theirs_and_on_all_fails_the_poll() {
+        for status in [500, 503] {
             let vault = Arc::new(ScriptedVault::default());
             vault.secret("a", "v1", "x", enabled()).reply("/secrets/b?api-version=7.6", status, b"{}".to_vec());
+            let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
+            let polled = poll(&mut src).await.unwrap();
+            assert_eq!(paths(&polled), ["a"]);
+            assert_eq!(polled.failures.len(), 1);
+            assert_eq!(polled.failures[0].name, "b");
+            assert!(polled.failures[0].reason.contains(&status.to_string()), "{:?}", polled.failures);
+
+            let vault = Arc::new(ScriptedVault::default());
+            vault.reply("/secrets/a?api-version=7.6", status, b"{}".to_vec()).reply("/secrets/b?api-version=7.6", status, b"{}".to_vec());
             let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
             let err = poll(&mut src).await.unwrap_err();
             assert!(matches!(&err, SourceError::Azure(e) if e.status() == Some(status)), "{err}");

@@ -83,6 +83,24 @@ async fn send_waits_as_long_as_retry_after_asks() {
 }
 
 #[tokio::test]
+async fn a_delay_asked_by_a_final_answer_holds_the_next_request_to_that_origin() {
+    let server = TestServer::scripted(vec![Reply::new(429, "{}").header("Retry-After", "1"), Reply::new(200, "{}")]).await;
+    let c = client(0);
+    let resp = get(&c, Service::KeyVault, &server.url("/secrets/a")).await.unwrap();
+    assert_eq!(resp.status(), 429, "no retries left: the 429 is the answer");
+    let started = std::time::Instant::now();
+    // Another request to the same origin (the next poll, or a parallel GET) waits it out.
+    let resp = get(&c.clone(), Service::KeyVault, &server.url("/secrets/b")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    // Another origin is not held.
+    let other = TestServer::scripted(vec![Reply::new(200, "{}")]).await;
+    let started = std::time::Instant::now();
+    get(&c, Service::KeyVault, &other.url("/")).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn send_waits_as_long_as_retry_after_ms_asks() {
     let server = TestServer::scripted(vec![Reply::new(503, "{}").header("retry-after-ms", "300"), Reply::new(200, "{}")]).await;
     let started = std::time::Instant::now();
