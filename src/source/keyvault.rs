@@ -8,6 +8,29 @@
 //! `SecretDisabled`, 404 `SecretNotFound`, ...) become `Failure`s, so its last value stays;
 //! errors about the whole vault (token, list, 401 after a fresh token, throttling, outage) fail
 //! the poll.
+//!
+//! # What a poll costs
+//!
+//! The source keeps every version it holds between polls (values as `SecretValue`, shared with
+//! the snapshot), so a poll returns unchanged secrets without reading them again:
+//!
+//! - A latest version is read again only when its list item differs from what was held: its
+//!   name, `contentType`, `enabled`, `nbf`, `exp` or `updated` changed, or it is new. An
+//!   unchanged vault costs its list pages (25 items a page) and no GET; each changed secret
+//!   costs one GET. `updated` counts whole seconds, so a second write within the second of a
+//!   read would not show: a version read less than 2 s (one second, plus clock skew) after its
+//!   `updated` is read once more at the next poll.
+//! - A pinned version never changes: it is read once (again only when a read failed, or the
+//!   source is rebuilt by a config reload). Its `nbf`/`exp` are checked at every poll, locally.
+//! - `all: true` lists at every poll. With named secrets only (`all: false`), a poll lists the
+//!   vault only when that is cheaper than a GET per named latest secret: the first poll reads
+//!   them one by one (their values are needed anyway); the next lists at most `n - 1` pages
+//!   (`n` named latest secrets), and later polls list again only while the last listing ended
+//!   within that many pages. A vault of `P` pages therefore costs `min(P, n)` requests a poll
+//!   once it is learnt (ties go to GETs, which need no second request for a change); a larger
+//!   vault costs one probe of `n - 1` pages once, then `n` GETs a poll. A refused listing (401,
+//!   403: the identity may read but not list) is not tried again; another failure falls back
+//!   to GETs for that poll.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -37,6 +60,9 @@ const PAGE_SIZE: u32 = 25;
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// A list longer than this many pages (250,000 secrets) is taken for a nextLink loop.
 const MAX_PAGES: usize = 10_000;
+/// How long after a version's `updated` (whole seconds) a read must start to be final: the
+/// rest of that second, plus a second of clock skew between this host and the vault.
+const SETTLE: Duration = Duration::from_secs(2);
 const SERVICE: &str = "keyvault";
 
 /// The secrets of one vault.
@@ -57,6 +83,14 @@ struct PollState {
     known: BTreeSet<RelPath>,
     /// Listed names already warned about, so each warning is logged once.
     warned: BTreeSet<String>,
+    /// The latest versions held, by secret name, as of the last successful poll.
+    latest: BTreeMap<String, Held>,
+    /// The pinned versions held, by (name, version).
+    pinned: BTreeMap<(String, String), Held>,
+    /// With `all: false`: what listing the vault costs, as learnt so far.
+    list_cost: ListCost,
+    /// A poll has succeeded: the named secrets' values are held.
+    primed: bool,
 }
 
 impl PollState {
@@ -65,6 +99,63 @@ impl PollState {
             tracing::warn!(source, "skipping Key Vault secret {name}: {why}");
         }
     }
+}
+
+/// What listing the vault costs against a GET per named latest secret (`all: false`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ListCost {
+    /// Not tried yet.
+    #[default]
+    Unknown,
+    /// The last listing ended after this many pages, fewer than the named latest secrets.
+    Cheaper(usize),
+    /// The last listing went on past as many pages as there are named latest secrets.
+    Dearer,
+    /// The vault refused to list (401/403): GET each, always.
+    Refused,
+}
+
+/// A secret version held between polls.
+#[derive(Debug, Clone)]
+struct Held {
+    /// What its list item must look like for it to be unchanged.
+    key: ItemKey,
+    value: SecretValue,
+    version: String,
+    attributes: Attributes,
+    /// Read at least `SETTLE` after its `updated`: a later write shows in the list item.
+    settled: bool,
+}
+
+impl Held {
+    fn object(&self, path: RelPath, required: bool) -> Object {
+        Object {
+            path,
+            value: self.value.clone(),
+            version: self.version.clone(),
+            updated: self.attributes.updated,
+            required,
+        }
+    }
+}
+
+/// A list item: the parts of it (or of a bundle) that change whenever the secret's current
+/// version or its attributes do.
+#[derive(Debug, Clone, PartialEq)]
+struct ItemKey {
+    /// The secret name, from the item's id.
+    name: String,
+    content_type: Option<String>,
+    attributes: Attributes,
+}
+
+/// A listing of the vault, whole or cut short.
+#[derive(Debug, Default)]
+struct Listing {
+    items: BTreeMap<String, ItemKey>,
+    pages: usize,
+    /// It ended with the last page (not at a page budget).
+    complete: bool,
 }
 
 impl KeyVaultSource {
@@ -86,10 +177,23 @@ impl KeyVaultSource {
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
         let now = SystemTime::now();
-        let listed = if self.cfg.all { self.list(cancel).await? } else { Vec::new() };
-        let (plan, failures) = self.plan(listed, now);
-        let mut polled = self.fetch_all(plan, cancel, now).await?;
-        polled.failures.extend(failures);
+        let listing = self.list_if_cheaper(cancel).await?;
+        let (plan, mut polled, mut latest) = self.plan(listing.as_ref(), now);
+        let fetched = self.fetch_all(plan, cancel, now).await?;
+        let mut pinned = BTreeMap::new();
+        for done in fetched {
+            match done {
+                Fetched::Held(done) => {
+                    let (planned, held) = *done;
+                    polled.objects.push(held.object(planned.path, planned.required));
+                    match planned.version {
+                        Some(version) => pinned.insert((planned.name, version), held),
+                        None => latest.insert(planned.name, held),
+                    };
+                }
+                Fetched::Failure(f) => polled.failures.push(f),
+            }
+        }
         polled.objects.sort_by(|a, b| a.path.cmp(&b.path));
         polled.failures.sort_by(|a, b| a.path.cmp(&b.path));
         let known = polled
@@ -99,73 +203,162 @@ impl KeyVaultSource {
             .chain(polled.failures.iter().filter(|f| self.state.known.contains(&f.path)).map(|f| f.path.clone()))
             .collect();
         self.state.known = known;
+        self.state.latest = latest;
+        self.state.pinned.append(&mut pinned);
+        self.state.primed = true;
         Ok(polled)
     }
 
-    /// Every secret of the vault, following `nextLink` on the vault's own origin only.
-    async fn list(&self, cancel: &CancellationToken) -> Result<Vec<ListedSecret>, SourceError> {
+    /// The named secrets that follow their latest version.
+    fn named_latest(&self) -> usize {
+        self.cfg.secrets.iter().filter(|s| s.version.is_none()).count()
+    }
+
+    /// The listing this poll uses: always with `all: true`; with named secrets only, when it
+    /// is cheaper than a GET each (see the module doc), cut short where it would not be.
+    async fn list_if_cheaper(&mut self, cancel: &CancellationToken) -> Result<Option<Listing>, SourceError> {
+        if self.cfg.all {
+            return self.list(None, cancel).await.map(Some);
+        }
+        let named = self.named_latest();
+        let worth_trying = matches!(self.state.list_cost, ListCost::Unknown | ListCost::Cheaper(_));
+        if named < 2 || !self.state.primed || !worth_trying {
+            return Ok(None);
+        }
+        match self.list(Some(named - 1), cancel).await {
+            Ok(listing) => {
+                self.state.list_cost =
+                    if listing.complete { ListCost::Cheaper(listing.pages) } else { ListCost::Dearer };
+                tracing::debug!(source = self.id, pages = listing.pages, cost = ?self.state.list_cost, "listed the vault");
+                Ok(Some(listing))
+            }
+            Err(SourceError::Cancelled) => Err(SourceError::Cancelled),
+            Err(e) => {
+                let refused = matches!(&e, SourceError::Azure(a) if matches!(a.status(), Some(401 | 403)));
+                if refused {
+                    self.state.list_cost = ListCost::Refused;
+                }
+                tracing::debug!(source = self.id, error = %e, refused, "could not list the vault; reading the named secrets one by one");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The vault's secrets, following `nextLink` on the vault's own origin only; with a
+    /// `budget`, stops after that many pages (the listing is then not `complete`).
+    async fn list(&self, budget: Option<usize>, cancel: &CancellationToken) -> Result<Listing, SourceError> {
         let mut url = list_url(&self.cfg.vault);
-        let mut listed = Vec::new();
-        for _ in 0..MAX_PAGES {
+        let mut listing = Listing::default();
+        let limit = budget.unwrap_or(MAX_PAGES).min(MAX_PAGES);
+        while listing.pages < limit {
             let resp = get_authorized(&*self.vault, &url, cancel).await?;
             if !resp.status().is_success() {
                 return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
             }
             let page = parse_page(&read_body(resp, MAX_BODY).await.map_err(azure_error)?).map_err(azure_error)?;
-            listed.extend(page.items);
+            listing.pages += 1;
+            listing.items.extend(page.items.into_iter().map(|item| (item.name.clone(), item)));
             match page.next_link {
                 Some(next) => url = next_page_url(&self.cfg.vault, &next).map_err(azure_error)?,
-                None => return Ok(listed),
+                None => {
+                    listing.complete = true;
+                    return Ok(listing);
+                }
             }
+        }
+        if budget.is_some() {
+            return Ok(listing);
         }
         Err(azure_error(invalid(format!("the secret list goes on past {MAX_PAGES} pages"))))
     }
 
-    /// What to fetch: the named secrets, then the listed ones that pass the filters (a named
-    /// secret wins over a listed one with the same name or a clashing path). A listed secret
-    /// that may not be used now is a failure if this source published it before.
-    fn plan(&mut self, listed: Vec<ListedSecret>, now: SystemTime) -> (Vec<Planned>, Vec<Failure>) {
-        let mut plan: Vec<Planned> = self
-            .cfg
-            .secrets
-            .iter()
-            .map(|s| Planned {
+    /// What this poll returns without a request (held versions whose list item is unchanged,
+    /// failures the list item tells), what it must GET, and the held latest versions it keeps.
+    /// Named secrets come first; listed ones that pass the filters follow (a named secret wins
+    /// over a listed one with the same name or a clashing path). A listed secret that may not
+    /// be used now is a failure if this source published it before.
+    fn plan(&mut self, listing: Option<&Listing>, now: SystemTime) -> (Vec<Planned>, Polled, BTreeMap<String, Held>) {
+        let mut plan = Vec::new();
+        let mut polled = Polled::default();
+        let mut keep = BTreeMap::new();
+        let empty = BTreeMap::new();
+        let items = listing.map_or(&empty, |l| &l.items);
+        for s in &self.cfg.secrets {
+            let planned = Planned {
                 name: s.name.clone(),
                 version: s.version.clone(),
                 path: s.path.clone(),
                 required: s.required,
-            })
-            .collect();
-        let named_names: BTreeSet<&str> = self.cfg.secrets.iter().map(|s| s.name.as_str()).collect();
-        let named_paths: Vec<&RelPath> = self.cfg.secrets.iter().map(|s| &s.path).collect();
-        let listed: BTreeMap<String, Attributes> = listed.into_iter().map(|l| (l.name, l.attributes)).collect();
-        let mut failures = Vec::new();
-        for (name, attributes) in listed {
-            if named_names.contains(name.as_str()) || !self.selected(&name) {
+            };
+            if let Some(version) = &s.version {
+                match self.state.pinned.get(&(s.name.clone(), version.clone())) {
+                    Some(held) => match held.attributes.unusable(now) {
+                        Some(why) => polled.failures.push(planned.failure(why.to_string())),
+                        None => polled.objects.push(held.object(s.path.clone(), s.required)),
+                    },
+                    None => plan.push(planned),
+                }
                 continue;
             }
-            let path = match RelPath::parse(&name) {
+            match items.get(&s.name) {
+                Some(item) => self.decide(item, planned, true, now, &mut plan, &mut polled, &mut keep),
+                None => plan.push(planned),
+            }
+        }
+        if !self.cfg.all {
+            return (plan, polled, keep);
+        }
+        let named_names: BTreeSet<&str> = self.cfg.secrets.iter().map(|s| s.name.as_str()).collect();
+        let named_paths: Vec<RelPath> = self.cfg.secrets.iter().map(|s| s.path.clone()).collect();
+        for (name, item) in items {
+            if named_names.contains(name.as_str()) || !self.selected(name) {
+                continue;
+            }
+            let path = match RelPath::parse(name) {
                 Ok(path) => path,
                 Err(e) => {
-                    self.state.warn_once(&self.id, &name, &format!("not a valid path: {e}"));
+                    self.state.warn_once(&self.id, name, &format!("not a valid path: {e}"));
                     continue;
                 }
             };
             if let Some(named) =
-                named_paths.iter().find(|n| ***n == path || n.is_dir_prefix_of(&path) || path.is_dir_prefix_of(n))
+                named_paths.iter().find(|n| **n == path || n.is_dir_prefix_of(&path) || path.is_dir_prefix_of(n))
             {
-                self.state.warn_once(&self.id, &name, &format!("its path clashes with the named secret at {named}"));
+                self.state.warn_once(&self.id, name, &format!("its path clashes with the named secret at {named}"));
                 continue;
             }
-            if let Some(why) = attributes.unusable(now) {
-                if self.state.known.contains(&path) {
-                    failures.push(Failure { path, name, required: false, reason: why.to_string() });
-                }
-                continue;
-            }
-            plan.push(Planned { name, version: None, path, required: false });
+            let planned = Planned { name: name.clone(), version: None, path, required: false };
+            self.decide(item, planned, false, now, &mut plan, &mut polled, &mut keep);
         }
-        (plan, failures)
+        (plan, polled, keep)
+    }
+
+    /// One listed latest secret: a failure if it may not be used now (for a listed secret only
+    /// if it was published), its held version if its list item is unchanged, else a GET.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        item: &ItemKey,
+        planned: Planned,
+        named: bool,
+        now: SystemTime,
+        plan: &mut Vec<Planned>,
+        polled: &mut Polled,
+        keep: &mut BTreeMap<String, Held>,
+    ) {
+        if let Some(why) = item.attributes.unusable(now) {
+            if named || self.state.known.contains(&planned.path) {
+                polled.failures.push(planned.failure(why.to_string()));
+            }
+            return;
+        }
+        match self.state.latest.get(&item.name) {
+            Some(held) if held.settled && held.key == *item => {
+                polled.objects.push(held.object(planned.path, planned.required));
+                keep.insert(item.name.clone(), held.clone());
+            }
+            _ => plan.push(planned),
+        }
     }
 
     /// `all: true` filters: some include glob matches (no include globs: all do) and no
@@ -182,8 +375,8 @@ impl KeyVaultSource {
         plan: Vec<Planned>,
         cancel: &CancellationToken,
         now: SystemTime,
-    ) -> Result<Polled, SourceError> {
-        let mut polled = Polled::default();
+    ) -> Result<Vec<Fetched>, SourceError> {
+        let mut done = Vec::with_capacity(plan.len());
         let mut queue = plan.into_iter();
         let mut running = JoinSet::new();
         loop {
@@ -192,10 +385,9 @@ impl KeyVaultSource {
                 let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
                 running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
             }
-            let Some(done) = running.join_next().await else { return Ok(polled) };
-            match done {
-                Ok(Ok(Fetched::Object(o))) => polled.objects.push(o),
-                Ok(Ok(Fetched::Failure(f))) => polled.failures.push(f),
+            let Some(joined) = running.join_next().await else { return Ok(done) };
+            match joined {
+                Ok(Ok(fetched)) => done.push(fetched),
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
             }
@@ -273,12 +465,20 @@ struct Planned {
     required: bool,
 }
 
+impl Planned {
+    fn failure(&self, reason: String) -> Failure {
+        Failure { path: self.path.clone(), name: self.name.clone(), required: self.required, reason }
+    }
+}
+
 enum Fetched {
-    Object(Object),
+    /// The version read, to publish and hold, with what was planned.
+    Held(Box<(Planned, Held)>),
     Failure(Failure),
 }
 
-/// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error.
+/// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error. `now` is
+/// when the poll started (no later than the read), to tell whether the read is final.
 async fn fetch(
     vault: &dyn Vault,
     base: &Url,
@@ -292,14 +492,7 @@ async fn fetch(
     if fails_the_poll(status) {
         return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
     }
-    let fail = |reason: String| {
-        Ok(Fetched::Failure(Failure {
-            path: planned.path.clone(),
-            name: planned.name.clone(),
-            required: planned.required,
-            reason,
-        }))
-    };
+    let fail = |reason: String| Ok(Fetched::Failure(planned.failure(reason)));
     if !status.is_success() {
         return fail(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await));
     }
@@ -315,13 +508,19 @@ async fn fetch(
     if let Some(why) = bundle.attributes.unusable(now) {
         return fail(why.to_string());
     }
-    Ok(Fetched::Object(Object {
-        path: planned.path,
+    let settled = bundle.attributes.updated.is_some_and(|updated| now >= updated + SETTLE);
+    let held = Held {
+        key: ItemKey {
+            name: planned.name.clone(),
+            content_type: bundle.content_type,
+            attributes: bundle.attributes.clone(),
+        },
         value: bundle.value,
         version: bundle.version,
-        updated: bundle.attributes.updated,
-        required: planned.required,
-    }))
+        attributes: bundle.attributes,
+        settled,
+    };
+    Ok(Fetched::Held(Box::new((planned, held))))
 }
 
 /// GET one secret by its URL (an App Configuration Key Vault reference's `uri`, on any vault),
@@ -489,6 +688,8 @@ fn id_segments(id: &str) -> Option<(String, Option<String>)> {
 struct RawBundle {
     value: Option<SecretText>,
     id: Option<String>,
+    #[serde(rename = "contentType")]
+    content_type: Option<String>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -504,6 +705,8 @@ struct RawPage {
 #[derive(Deserialize)]
 struct RawItem {
     id: String,
+    #[serde(rename = "contentType")]
+    content_type: Option<String>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -546,20 +749,15 @@ struct Bundle {
     value: SecretValue,
     /// The last segment of the bundle's `id`.
     version: String,
+    content_type: Option<String>,
     attributes: Attributes,
 }
 
 /// One page of the secret list.
 #[derive(Debug)]
 struct Page {
-    items: Vec<ListedSecret>,
+    items: Vec<ItemKey>,
     next_link: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct ListedSecret {
-    name: String,
-    attributes: Attributes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -612,7 +810,7 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, AzureError> {
         .and_then(id_segments)
         .and_then(|(_, version)| version)
         .ok_or_else(|| invalid("secret bundle has no versioned id".into()))?;
-    Ok(Bundle { value, version, attributes: Attributes::from_raw(raw.attributes) })
+    Ok(Bundle { value, version, content_type: raw.content_type, attributes: Attributes::from_raw(raw.attributes) })
 }
 
 /// A page of `SecretItem`s (from `/secrets` or `/secrets/{name}/versions`) and its nextLink.
@@ -624,7 +822,7 @@ fn parse_page(bytes: &[u8]) -> Result<Page, AzureError> {
         .map(|item| {
             let (name, _) =
                 id_segments(&item.id).ok_or_else(|| invalid(format!("list item id {:?} names no secret", item.id)))?;
-            Ok(ListedSecret { name, attributes: Attributes::from_raw(item.attributes) })
+            Ok(ItemKey { name, content_type: item.content_type, attributes: Attributes::from_raw(item.attributes) })
         })
         .collect::<Result<_, AzureError>>()?;
     Ok(Page { items, next_link: raw.next_link.filter(|l| !l.is_empty()) })
@@ -1244,5 +1442,230 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         assert!(matches!(src.poll(&cancel).await, Err(SourceError::Cancelled)));
+    }
+
+    // ---- what polls cost ----
+
+    const LIST: &str = "/secrets?api-version=7.6&maxresults=25";
+
+    /// Single-secret GETs in the log (lists excluded).
+    fn gets(vault: &ScriptedVault) -> Vec<String> {
+        vault.requests().into_iter().filter(|u| !u.contains("maxresults")).collect()
+    }
+
+    fn lists(vault: &ScriptedVault) -> usize {
+        vault.requests().iter().filter(|u| u.contains("maxresults")).count()
+    }
+
+    fn unix_now() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    #[tokio::test]
+    async fn unchanged_list_items_cost_no_get_and_return_the_held_values() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled()), item("b", enabled())], None))
+            .secret("a", "v1", "x", enabled())
+            .secret("b", "v1", "y", enabled());
+        let mut src = source(&vault, vec![], true, 2);
+        let first = poll(&mut src).await.unwrap();
+        assert_eq!(gets(&vault).len(), 2);
+        for _ in 0..3 {
+            let again = poll(&mut src).await.unwrap();
+            assert_eq!(paths(&again), vec!["a", "b"]);
+            assert_eq!(again.objects[1].value.expose(), b"y");
+            assert_eq!(again.objects[1].version, first.objects[1].version);
+            assert_eq!(again.objects[1].updated, Some(at(1493938410)));
+        }
+        assert_eq!(gets(&vault).len(), 2, "{:?}", gets(&vault));
+        assert_eq!(lists(&vault), 4);
+    }
+
+    #[tokio::test]
+    async fn a_changed_list_item_costs_one_get() {
+        for (what, after) in [
+            ("updated", item("b", json!({"enabled": true, "updated": 1493938999}))),
+            (
+                "contentType",
+                json!({"id": format!("{VAULT}/secrets/b"), "attributes": enabled(), "contentType": "text/plain"}),
+            ),
+            ("exp", item("b", json!({"enabled": true, "updated": 1493938410, "exp": 32503680000_i64}))),
+        ] {
+            // The bundle of the new state: its item's fields, a value and a versioned id.
+            let mut v2 = after.clone();
+            v2["id"] = json!(format!("{VAULT}/secrets/b/v2"));
+            v2["value"] = json!("z");
+            let vault = Arc::new(ScriptedVault::default());
+            vault
+                .reply(LIST, 200, page(vec![item("a", enabled()), item("b", enabled())], None))
+                .reply(LIST, 200, page(vec![item("a", enabled()), after], None))
+                .secret("a", "v1", "x", enabled())
+                .secret("b", "v1", "y", enabled())
+                .reply("/secrets/b?api-version=7.6", 200, serde_json::to_vec(&v2).unwrap());
+            let mut src = source(&vault, vec![], true, 2);
+            poll(&mut src).await.unwrap();
+            let second = poll(&mut src).await.unwrap();
+            assert_eq!(second.objects[1].value.expose(), b"z", "{what}");
+            assert_eq!(gets(&vault).len(), 3, "{what}: {:?}", gets(&vault));
+            // The new version is held: no further GET.
+            poll(&mut src).await.unwrap();
+            assert_eq!(gets(&vault).len(), 3, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_read_in_the_second_of_its_update_is_read_once_more() {
+        let fresh = json!({"enabled": true, "updated": unix_now()});
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply(LIST, 200, page(vec![item("a", fresh.clone())], None)).secret("a", "v1", "x", fresh);
+        let mut src = source(&vault, vec![], true, 1);
+        poll(&mut src).await.unwrap();
+        poll(&mut src).await.unwrap();
+        assert_eq!(gets(&vault).len(), 2, "a second write in the same second would not show in `updated`");
+        assert!(!src.state.latest["a"].settled, "still within SETTLE of its update");
+    }
+
+    #[tokio::test]
+    async fn new_and_removed_items_are_read_and_dropped() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .reply(LIST, 200, page(vec![item("a", enabled()), item("b", enabled())], None))
+            .reply(LIST, 200, page(vec![item("b", enabled())], None))
+            .secret("a", "v1", "x", enabled())
+            .secret("b", "v1", "y", enabled());
+        let mut src = source(&vault, vec![], true, 2);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["b"]);
+        assert_eq!(gets(&vault).len(), 2);
+        assert!(!src.state.latest.contains_key("a"));
+    }
+
+    #[tokio::test]
+    async fn a_pinned_version_is_read_once() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply("/secrets/api-key/pinned7?api-version=7.6", 200, bundle("api-key", "pinned7", "k", enabled()));
+        let mut src = source(&vault, vec![spec("api-key", "api-key", Some("pinned7"), true)], false, 1);
+        for _ in 0..4 {
+            let polled = poll(&mut src).await.unwrap();
+            assert_eq!((polled.objects[0].version.as_str(), polled.objects[0].value.expose()), ("pinned7", &b"k"[..]));
+        }
+        assert_eq!(vault.requests().len(), 1, "{:?}", vault.requests());
+    }
+
+    #[tokio::test]
+    async fn a_pinned_version_that_failed_is_read_again() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply("/secrets/a/p1?api-version=7.6", 404, br#"{"error":{"code":"SecretNotFound"}}"#.to_vec()).reply(
+            "/secrets/a/p1?api-version=7.6",
+            200,
+            bundle("a", "p1", "k", enabled()),
+        );
+        let mut src = source(&vault, vec![spec("a", "a", Some("p1"), true)], false, 1);
+        assert_eq!(reasons(&poll(&mut src).await.unwrap()), vec![("a", "SecretNotFound (404), request id req-1")]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(vault.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn named_secrets_in_a_small_vault_are_compared_by_one_list_page() {
+        let vault = Arc::new(ScriptedVault::default());
+        let items = vec![item("a", enabled()), item("b", enabled()), item("c", enabled()), item("other", enabled())];
+        vault.reply(LIST, 200, page(items, None));
+        for n in ["a", "b", "c"] {
+            vault.secret(n, "v1", n, enabled());
+        }
+        let named = vec![spec("a", "a", None, true), spec("b", "b", None, true), spec("c", "c", None, false)];
+        let mut src = source(&vault, named, false, 3);
+        // First poll: the values are needed, one GET each, no list.
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b", "c"]);
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 0));
+        // Then one page (fewer than 3 GETs) tells that nothing changed.
+        for round in 1..=3 {
+            assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b", "c"]);
+            assert_eq!((gets(&vault).len(), lists(&vault)), (3, round));
+        }
+        assert_eq!(src.state.list_cost, ListCost::Cheaper(1));
+    }
+
+    #[tokio::test]
+    async fn named_secrets_in_a_large_vault_are_read_one_by_one() {
+        let vault = Arc::new(ScriptedVault::default());
+        let next = format!("{VAULT}/secrets?api-version=7.6&$skiptoken=p2&maxresults=25");
+        vault.reply(LIST, 200, page(vec![item("a", enabled()), item("x", enabled())], Some(&next)));
+        vault.secret("a", "v1", "1", enabled()).secret("b", "v1", "2", enabled());
+        let named = vec![spec("a", "a", None, true), spec("b", "b", None, true)];
+        let mut src = source(&vault, named, false, 2);
+        poll(&mut src).await.unwrap();
+        // The probe: at most one page (2 named - 1); the list goes on, so it is dearer. `a`
+        // was seen unchanged, `b` was not: one GET.
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 1));
+        assert_eq!(src.state.list_cost, ListCost::Dearer);
+        // From then on: GETs only.
+        for round in 1..=3 {
+            assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
+            assert_eq!((gets(&vault).len(), lists(&vault)), (3 + 2 * round, 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_single_named_secret_is_never_listed_for() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply(LIST, 200, page(vec![item("a", enabled())], None)).secret("a", "v1", "1", enabled());
+        let mut src = source(&vault, vec![spec("a", "a", None, true)], false, 1);
+        for _ in 0..3 {
+            poll(&mut src).await.unwrap();
+        }
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_refused_list_falls_back_to_gets_for_good() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply(LIST, 403, br#"{"error":{"code":"Forbidden"}}"#.to_vec());
+        vault.secret("a", "v1", "1", enabled()).secret("b", "v1", "2", enabled());
+        let named = vec![spec("a", "a", None, true), spec("b", "b", None, true)];
+        let mut src = source(&vault, named, false, 2);
+        for _ in 0..4 {
+            let polled = poll(&mut src).await.unwrap();
+            assert_eq!(paths(&polled), vec!["a", "b"]);
+            assert!(polled.failures.is_empty());
+        }
+        assert_eq!((gets(&vault).len(), lists(&vault)), (8, 1));
+        assert_eq!(src.state.list_cost, ListCost::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_named_secret_listed_as_disabled_fails_without_a_get() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .reply(LIST, 200, page(vec![item("a", json!({"enabled": false, "updated": 1493938999}))], None))
+            .secret("a", "v1", "1", enabled());
+        let mut src = source(&vault, vec![spec("a", "a", None, true)], true, 1);
+        poll(&mut src).await.unwrap();
+        let second = poll(&mut src).await.unwrap();
+        assert_eq!(reasons(&second), vec![("a", "disabled")]);
+        assert!(second.failures[0].required);
+        assert_eq!(gets(&vault).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_poll_keeps_what_was_held() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .reply(LIST, 503, b"{}".to_vec())
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .secret("a", "v1", "1", enabled());
+        let mut src = source(&vault, vec![], true, 1);
+        poll(&mut src).await.unwrap();
+        assert!(poll(&mut src).await.is_err());
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(gets(&vault).len(), 1);
     }
 }
