@@ -1,5 +1,6 @@
 //! Key Vault secrets: named secrets (latest or pinned), or `all: true` with include/exclude
-//! globs over the paged list, fetched with bounded concurrency.
+//! globs over the paged list, fetched with bounded concurrency. Pages are fetched one after the
+//! other (each names the next), and a page's secrets are read while the next page is fetched.
 //!
 //! Wire format: api-version 7.6, `GET {vault}/secrets/{name}[/{version}]` for a `SecretBundle`,
 //! `GET {vault}/secrets?maxresults=25` for pages of `SecretItem`s (no values) chained by an
@@ -32,7 +33,7 @@
 //!   403: the identity may read but not list) is not tried again; another failure falls back
 //!   to GETs for that poll.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -149,13 +150,17 @@ struct ItemKey {
     attributes: Attributes,
 }
 
-/// A listing of the vault, whole or cut short.
-#[derive(Debug, Default)]
-struct Listing {
-    items: BTreeMap<String, ItemKey>,
-    pages: usize,
-    /// It ended with the last page (not at a page budget).
-    complete: bool,
+/// What one poll has gathered so far.
+#[derive(Default)]
+struct Gathered {
+    /// Held versions returned unread, and failures known without a request.
+    polled: Polled,
+    /// Secrets to GET.
+    queue: VecDeque<Planned>,
+    /// The held latest versions this poll keeps, by name.
+    keep: BTreeMap<String, Held>,
+    /// Names already taken from the listing (a name twice in one listing counts once).
+    listed: BTreeSet<String>,
 }
 
 impl KeyVaultSource {
@@ -175,11 +180,62 @@ impl KeyVaultSource {
         KeyVaultSource { id, cfg, vault, concurrency: concurrency.max(1), state: PollState::default() }
     }
 
+    /// One poll. The listing (if this poll lists) and the GETs overlap: a page's changed
+    /// secrets are read while the next page is fetched, at most `concurrency` GETs at a time.
+    /// The first whole-poll error ends the poll (dropping the set aborts the other requests);
+    /// what the source holds changes only when a poll succeeds.
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
         let now = SystemTime::now();
-        let listing = self.list_if_cheaper(cancel).await?;
-        let (plan, mut polled, mut latest) = self.plan(listing.as_ref(), now);
-        let fetched = self.fetch_all(plan, cancel, now).await?;
+        let mut gathered = Gathered::default();
+        let lister = self.lister();
+        self.plan_named(lister.is_none(), now, &mut gathered);
+        let mut pages: Option<BoxFuture<'static, (Lister, PageResult)>> =
+            lister.map(|l| -> BoxFuture<'static, _> { Box::pin(l.next_page(cancel.clone())) });
+        let mut running = JoinSet::new();
+        let mut fetched = Vec::new();
+        loop {
+            while running.len() < self.concurrency {
+                let Some(planned) = gathered.queue.pop_front() else { break };
+                let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
+                running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
+            }
+            if pages.is_none() && running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                step = async { pages.as_mut().expect("guarded").await }, if pages.is_some() => {
+                    let (lister, result) = step;
+                    pages = None;
+                    match result {
+                        Ok(Some(items)) => {
+                            for item in items {
+                                self.take_listed(item, now, &mut gathered);
+                            }
+                            pages = Some(Box::pin(lister.next_page(cancel.clone())));
+                        }
+                        Ok(None) => self.listing_ended(Some(&lister), &mut gathered),
+                        Err(SourceError::Cancelled) => return Err(SourceError::Cancelled),
+                        Err(e) if !lister.budgeted => return Err(e),
+                        Err(e) => {
+                            let refused = matches!(&e, SourceError::Azure(a) if matches!(a.status(), Some(401 | 403)));
+                            if refused {
+                                self.state.list_cost = ListCost::Refused;
+                            }
+                            tracing::debug!(source = self.id, error = %e, refused, "could not list the vault; reading the named secrets one by one");
+                            self.listing_ended(None, &mut gathered);
+                        }
+                    }
+                }
+                joined = running.join_next(), if !running.is_empty() => match joined {
+                    Some(Ok(Ok(done))) => fetched.push(done),
+                    Some(Ok(Err(e))) => return Err(e),
+                    Some(Err(e)) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
+                    None => {}
+                },
+            }
+        }
+
+        let Gathered { mut polled, keep: mut latest, .. } = gathered;
         let mut pinned = BTreeMap::new();
         for done in fetched {
             match done {
@@ -214,150 +270,107 @@ impl KeyVaultSource {
         self.cfg.secrets.iter().filter(|s| s.version.is_none()).count()
     }
 
-    /// The listing this poll uses: always with `all: true`; with named secrets only, when it
-    /// is cheaper than a GET each (see the module doc), cut short where it would not be.
-    async fn list_if_cheaper(&mut self, cancel: &CancellationToken) -> Result<Option<Listing>, SourceError> {
+    /// How this poll lists the vault, if it does: always with `all: true`; with named secrets
+    /// only, when that is cheaper than a GET each (see the module doc), within a page budget.
+    fn lister(&self) -> Option<Lister> {
+        let lister = |limit, budgeted| Lister {
+            vault: self.vault.clone(),
+            base: self.cfg.vault.clone(),
+            next: Some(list_url(&self.cfg.vault)),
+            pages: 0,
+            limit,
+            budgeted,
+        };
         if self.cfg.all {
-            return self.list(None, cancel).await.map(Some);
+            return Some(lister(MAX_PAGES, false));
         }
         let named = self.named_latest();
         let worth_trying = matches!(self.state.list_cost, ListCost::Unknown | ListCost::Cheaper(_));
-        if named < 2 || !self.state.primed || !worth_trying {
-            return Ok(None);
-        }
-        match self.list(Some(named - 1), cancel).await {
-            Ok(listing) => {
-                self.state.list_cost =
-                    if listing.complete { ListCost::Cheaper(listing.pages) } else { ListCost::Dearer };
-                tracing::debug!(source = self.id, pages = listing.pages, cost = ?self.state.list_cost, "listed the vault");
-                Ok(Some(listing))
-            }
-            Err(SourceError::Cancelled) => Err(SourceError::Cancelled),
-            Err(e) => {
-                let refused = matches!(&e, SourceError::Azure(a) if matches!(a.status(), Some(401 | 403)));
-                if refused {
-                    self.state.list_cost = ListCost::Refused;
-                }
-                tracing::debug!(source = self.id, error = %e, refused, "could not list the vault; reading the named secrets one by one");
-                Ok(None)
-            }
-        }
+        (named >= 2 && self.state.primed && worth_trying).then(|| lister(named - 1, true))
     }
 
-    /// The vault's secrets, following `nextLink` on the vault's own origin only; with a
-    /// `budget`, stops after that many pages (the listing is then not `complete`).
-    async fn list(&self, budget: Option<usize>, cancel: &CancellationToken) -> Result<Listing, SourceError> {
-        let mut url = list_url(&self.cfg.vault);
-        let mut listing = Listing::default();
-        let limit = budget.unwrap_or(MAX_PAGES).min(MAX_PAGES);
-        while listing.pages < limit {
-            let resp = get_authorized(&*self.vault, &url, cancel).await?;
-            if !resp.status().is_success() {
-                return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
-            }
-            let page = parse_page(&read_body(resp, MAX_BODY).await.map_err(azure_error)?).map_err(azure_error)?;
-            listing.pages += 1;
-            listing.items.extend(page.items.into_iter().map(|item| (item.name.clone(), item)));
-            match page.next_link {
-                Some(next) => url = next_page_url(&self.cfg.vault, &next).map_err(azure_error)?,
-                None => {
-                    listing.complete = true;
-                    return Ok(listing);
-                }
-            }
-        }
-        if budget.is_some() {
-            return Ok(listing);
-        }
-        Err(azure_error(invalid(format!("the secret list goes on past {MAX_PAGES} pages"))))
-    }
-
-    /// What this poll returns without a request (held versions whose list item is unchanged,
-    /// failures the list item tells), what it must GET, and the held latest versions it keeps.
-    /// Named secrets come first; listed ones that pass the filters follow (a named secret wins
-    /// over a listed one with the same name or a clashing path). A listed secret that may not
-    /// be used now is a failure if this source published it before.
-    fn plan(&mut self, listing: Option<&Listing>, now: SystemTime) -> (Vec<Planned>, Polled, BTreeMap<String, Held>) {
-        let mut plan = Vec::new();
-        let mut polled = Polled::default();
-        let mut keep = BTreeMap::new();
-        let empty = BTreeMap::new();
-        let items = listing.map_or(&empty, |l| &l.items);
+    /// Pinned versions: held, or to GET. Named latest secrets: to GET when this poll does not
+    /// list (else their list items decide, see `take_listed` and `listing_ended`).
+    fn plan_named(&self, unlisted: bool, now: SystemTime, gathered: &mut Gathered) {
         for s in &self.cfg.secrets {
-            let planned = Planned {
-                name: s.name.clone(),
-                version: s.version.clone(),
-                path: s.path.clone(),
-                required: s.required,
-            };
-            if let Some(version) = &s.version {
-                match self.state.pinned.get(&(s.name.clone(), version.clone())) {
+            let planned = Planned::named(s);
+            match &s.version {
+                Some(version) => match self.state.pinned.get(&(s.name.clone(), version.clone())) {
                     Some(held) => match held.attributes.unusable(now) {
-                        Some(why) => polled.failures.push(planned.failure(why.to_string())),
-                        None => polled.objects.push(held.object(s.path.clone(), s.required)),
+                        Some(why) => gathered.polled.failures.push(planned.failure(why.to_string())),
+                        None => gathered.polled.objects.push(held.object(planned.path, planned.required)),
                     },
-                    None => plan.push(planned),
-                }
-                continue;
-            }
-            match items.get(&s.name) {
-                Some(item) => self.decide(item, planned, true, now, &mut plan, &mut polled, &mut keep),
-                None => plan.push(planned),
+                    None => gathered.queue.push_back(planned),
+                },
+                None if unlisted => gathered.queue.push_back(planned),
+                None => {}
             }
         }
-        if !self.cfg.all {
-            return (plan, polled, keep);
+    }
+
+    /// One list item: for the named secrets of its name, and (with `all: true`) as a listed
+    /// secret if it passes the filters. A named secret wins over a listed one with the same
+    /// name or a clashing path.
+    fn take_listed(&mut self, item: ItemKey, now: SystemTime, gathered: &mut Gathered) {
+        if !gathered.listed.insert(item.name.clone()) {
+            return;
         }
-        let named_names: BTreeSet<&str> = self.cfg.secrets.iter().map(|s| s.name.as_str()).collect();
-        let named_paths: Vec<RelPath> = self.cfg.secrets.iter().map(|s| s.path.clone()).collect();
-        for (name, item) in items {
-            if named_names.contains(name.as_str()) || !self.selected(name) {
-                continue;
-            }
-            let path = match RelPath::parse(name) {
-                Ok(path) => path,
-                Err(e) => {
-                    self.state.warn_once(&self.id, name, &format!("not a valid path: {e}"));
-                    continue;
-                }
-            };
-            if let Some(named) =
-                named_paths.iter().find(|n| **n == path || n.is_dir_prefix_of(&path) || path.is_dir_prefix_of(n))
-            {
-                self.state.warn_once(&self.id, name, &format!("its path clashes with the named secret at {named}"));
-                continue;
-            }
-            let planned = Planned { name: name.clone(), version: None, path, required: false };
-            self.decide(item, planned, false, now, &mut plan, &mut polled, &mut keep);
+        for s in self.cfg.secrets.iter().filter(|s| s.name == item.name && s.version.is_none()) {
+            self.decide(&item, Planned::named(s), true, now, gathered);
         }
-        (plan, polled, keep)
+        let named = self.cfg.secrets.iter().any(|s| s.name == item.name);
+        if named || !self.cfg.all || !self.selected(&item.name) {
+            return;
+        }
+        let path = match RelPath::parse(&item.name) {
+            Ok(path) => path,
+            Err(e) => {
+                self.state.warn_once(&self.id, &item.name, &format!("not a valid path: {e}"));
+                return;
+            }
+        };
+        let clash = self
+            .cfg
+            .secrets
+            .iter()
+            .find(|n| n.path == path || n.path.is_dir_prefix_of(&path) || path.is_dir_prefix_of(&n.path));
+        if let Some(named) = clash {
+            let why = format!("its path clashes with the named secret at {}", named.path);
+            self.state.warn_once(&self.id, &item.name, &why);
+            return;
+        }
+        let planned = Planned { name: item.name.clone(), version: None, path, required: false };
+        self.decide(&item, planned, false, now, gathered);
+    }
+
+    /// The listing ended (`lister`), or failed where that is not fatal (`None`): learn what
+    /// it costs, and GET the named latest secrets it did not show.
+    fn listing_ended(&mut self, lister: Option<&Lister>, gathered: &mut Gathered) {
+        if let Some(lister) = lister.filter(|l| l.budgeted) {
+            self.state.list_cost =
+                if lister.next.is_none() { ListCost::Cheaper(lister.pages) } else { ListCost::Dearer };
+            tracing::debug!(source = self.id, pages = lister.pages, cost = ?self.state.list_cost, "listed the vault");
+        }
+        for s in self.cfg.secrets.iter().filter(|s| s.version.is_none() && !gathered.listed.contains(&s.name)) {
+            gathered.queue.push_back(Planned::named(s));
+        }
     }
 
     /// One listed latest secret: a failure if it may not be used now (for a listed secret only
     /// if it was published), its held version if its list item is unchanged, else a GET.
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        &self,
-        item: &ItemKey,
-        planned: Planned,
-        named: bool,
-        now: SystemTime,
-        plan: &mut Vec<Planned>,
-        polled: &mut Polled,
-        keep: &mut BTreeMap<String, Held>,
-    ) {
+    fn decide(&self, item: &ItemKey, planned: Planned, named: bool, now: SystemTime, gathered: &mut Gathered) {
         if let Some(why) = item.attributes.unusable(now) {
             if named || self.state.known.contains(&planned.path) {
-                polled.failures.push(planned.failure(why.to_string()));
+                gathered.polled.failures.push(planned.failure(why.to_string()));
             }
             return;
         }
         match self.state.latest.get(&item.name) {
             Some(held) if held.settled && held.key == *item => {
-                polled.objects.push(held.object(planned.path, planned.required));
-                keep.insert(item.name.clone(), held.clone());
+                gathered.polled.objects.push(held.object(planned.path, planned.required));
+                gathered.keep.insert(item.name.clone(), held.clone());
             }
-            _ => plan.push(planned),
+            _ => gathered.queue.push_back(planned),
         }
     }
 
@@ -367,31 +380,52 @@ impl KeyVaultSource {
         (self.cfg.include.is_empty() || self.cfg.include.iter().any(|g| g.matches(name)))
             && !self.cfg.exclude.iter().any(|g| g.matches(name))
     }
+}
 
-    /// GET every planned secret, at most `concurrency` at a time. The first whole-poll error
-    /// ends the poll (dropping the set aborts the other requests).
-    async fn fetch_all(
-        &self,
-        plan: Vec<Planned>,
-        cancel: &CancellationToken,
-        now: SystemTime,
-    ) -> Result<Vec<Fetched>, SourceError> {
-        let mut done = Vec::with_capacity(plan.len());
-        let mut queue = plan.into_iter();
-        let mut running = JoinSet::new();
-        loop {
-            while running.len() < self.concurrency {
-                let Some(planned) = queue.next() else { break };
-                let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
-                running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
+/// A page of list items, `None` once the list ended or the page budget is spent.
+type PageResult = Result<Option<Vec<ItemKey>>, SourceError>;
+
+/// The vault's secret list, one page at a time, following `nextLink` on the vault's own
+/// origin only.
+struct Lister {
+    vault: Arc<dyn Vault>,
+    base: Url,
+    /// The next page; `None`: the list has ended.
+    next: Option<Url>,
+    pages: usize,
+    /// Pages it may fetch.
+    limit: usize,
+    /// Stopping at `limit` is the plan (a probe), not a nextLink loop.
+    budgeted: bool,
+}
+
+impl Lister {
+    /// Fetch the next page. Owns itself across the request, so a poll can hold the future
+    /// while it reads secrets.
+    async fn next_page(mut self, cancel: CancellationToken) -> (Lister, PageResult) {
+        let result = self.fetch(&cancel).await;
+        (self, result)
+    }
+
+    async fn fetch(&mut self, cancel: &CancellationToken) -> PageResult {
+        let Some(url) = self.next.take() else { return Ok(None) };
+        if self.pages >= self.limit {
+            self.next = Some(url);
+            if self.budgeted {
+                return Ok(None);
             }
-            let Some(joined) = running.join_next().await else { return Ok(done) };
-            match joined {
-                Ok(Ok(fetched)) => done.push(fetched),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
-            }
+            return Err(azure_error(invalid(format!("the secret list goes on past {MAX_PAGES} pages"))));
         }
+        let resp = get_authorized(&*self.vault, &url, cancel).await?;
+        if !resp.status().is_success() {
+            return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
+        }
+        let page = parse_page(&read_body(resp, MAX_BODY).await.map_err(azure_error)?).map_err(azure_error)?;
+        self.pages += 1;
+        if let Some(next) = page.next_link {
+            self.next = Some(next_page_url(&self.base, &next).map_err(azure_error)?);
+        }
+        Ok(Some(page.items))
     }
 }
 
@@ -466,6 +500,15 @@ struct Planned {
 }
 
 impl Planned {
+    fn named(spec: &config::SecretSpec) -> Planned {
+        Planned {
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            path: spec.path.clone(),
+            required: spec.required,
+        }
+    }
+
     fn failure(&self, reason: String) -> Failure {
         Failure { path: self.path.clone(), name: self.name.clone(), required: self.required, reason }
     }
@@ -1610,6 +1653,29 @@ mod tests {
             assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
             assert_eq!((gets(&vault).len(), lists(&vault)), (3 + 2 * round, 1));
         }
+    }
+
+    #[tokio::test]
+    async fn a_page_s_secrets_are_read_while_the_next_page_is_fetched() {
+        let vault = Arc::new(ScriptedVault::default());
+        let p2 = format!("{VAULT}/secrets?api-version=7.6&$skiptoken=p2&maxresults=25");
+        let p3 = format!("{VAULT}/secrets?api-version=7.6&$skiptoken=p3&maxresults=25");
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], Some(&p2)))
+            .reply(
+                "/secrets?$skiptoken=p2&maxresults=25&api-version=7.6",
+                200,
+                page(vec![item("b", enabled())], Some(&p3)),
+            )
+            .reply("/secrets?$skiptoken=p3&maxresults=25&api-version=7.6", 200, page(vec![item("c", enabled())], None));
+        for n in ["a", "b", "c"] {
+            vault.secret(n, "v1", n, enabled());
+        }
+        let mut src = source(&vault, vec![], true, 1);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b", "c"]);
+        // One GET (the concurrency) and the next page were in flight together.
+        assert_eq!(vault.max_in_flight.load(Ordering::SeqCst), 2);
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 3));
     }
 
     #[tokio::test]
