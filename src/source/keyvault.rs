@@ -27,11 +27,11 @@
 //!   vault only when that is cheaper than a GET per named latest secret: the first poll reads
 //!   them one by one (their values are needed anyway); the next lists at most `n - 1` pages
 //!   (`n` named latest secrets), and later polls list again only while the last listing ended
-//!   within that many pages. A vault of `P` pages therefore costs `min(P, n)` requests a poll
+//!   within that many pages. A vault of `P` pages therefore costs `min(P, n)` requests a quiet poll
 //!   once it is learnt (ties go to GETs, which need no second request for a change); a larger
-//!   vault costs one probe of `n - 1` pages once, then `n` GETs a poll. A refused listing (401,
-//!   403: the identity may read but not list) is not tried again; another failure falls back
-//!   to GETs for that poll.
+//!   vault costs one probe of `n - 1` pages once, then `n` GETs a poll (it is not probed again
+//!   until a config reload rebuilds the source). A refused listing (401, 403: the identity may
+//!   read but not list) is not tried again; another failure falls back to GETs for that poll.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
