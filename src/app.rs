@@ -111,6 +111,9 @@ fn check(flag: Option<PathBuf>, env: &[(String, String)]) -> Result<(), AppError
 fn block_on<F: std::future::Future<Output = Result<(), AppError>>>(f: F) -> Result<(), AppError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // A publish's blocking thread waits for the next one instead of exiting 10 s later:
+        // between polls, nothing wakes the process.
+        .thread_keep_alive(Duration::MAX)
         .build()
         .map_err(|e| AppError::Runtime(format!("failed to start the async runtime: {e}")))?;
     let result = rt.block_on(f);

@@ -126,7 +126,11 @@ impl AzureClient {
             .timeout(settings.request_timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(settings.request_timeout))
             // Azure's APIs do not redirect; following one could carry a token elsewhere.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // Keep connections from one poll to the next, with no timer to reap them: an idle
+            // timeout makes the pool wake every 90 s between polls. The server closes idle
+            // connections when it likes, and TCP keepalive (kernel timers) finds dead ones.
+            .pool_idle_timeout(None);
         for path in settings.ca_file.iter().chain(settings.ssl_cert_file.iter()) {
             for cert in load_pem_roots(path)? {
                 builder = builder.add_root_certificate(cert);

@@ -77,6 +77,9 @@ impl Webhook {
             // A loopback endpoint: never through HTTP_PROXY, never redirected elsewhere.
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
+            // A loopback connection is cheap to open per publish; an idle one would keep the
+            // pool's reaper timer waking the process between publishes.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("azure-secrets-sidecar/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(WebhookError)?;

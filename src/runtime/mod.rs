@@ -4,6 +4,7 @@
 
 pub mod signals;
 pub mod sync;
+pub mod timer;
 pub mod watch;
 
 /// Why the runtime was asked to reload its config.

@@ -196,7 +196,7 @@ async fn poll_forever(
         }
         debug!(source = source.id(), next_in = ?delay, "next poll scheduled");
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = super::timer::sleep(delay) => {}
             _ = cancel.cancelled() => return,
         }
     }

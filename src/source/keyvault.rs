@@ -1,5 +1,6 @@
 //! Key Vault secrets: named secrets (latest or pinned), or `all: true` with include/exclude
-//! globs over the paged list, fetched with bounded concurrency.
+//! globs over the paged list, fetched with bounded concurrency. Pages are fetched one after the
+//! other (each names the next), and a page's secrets are read while the next page is fetched.
 //!
 //! Wire format: api-version 7.6, `GET {vault}/secrets/{name}[/{version}]` for a `SecretBundle`,
 //! `GET {vault}/secrets?maxresults=25` for pages of `SecretItem`s (no values) chained by an
@@ -7,11 +8,38 @@
 //! expired secret is never published as a new value. Errors about one secret (403
 //! `SecretDisabled`, 404 `SecretNotFound`, ...) become `Failure`s, so its last value stays;
 //! errors about the whole vault (token, list, 401 after a fresh token, throttling) fail the
-//! poll. A server error or transport failure (after the client's retries) on some secrets
-//! while others were read is theirs alone (`Failure`s: one broken secret must not hold back
-//! the others); on every secret of the poll it is an outage and fails the poll (backoff).
+//! poll. A server error or transport failure (after the client's retries) on some of the
+//! secrets a poll reads while others were read is theirs alone (`Failure`s: one broken secret
+//! must not hold back the others); on every secret the poll reads it is an outage and fails the
+//! poll (backoff).
+//!
+//! # What a poll costs
+//!
+//! The source keeps every version it holds between polls (values as `SecretValue`, shared with
+//! the snapshot), so a poll returns unchanged secrets without reading them again:
+//!
+//! - A latest version is read again only when its list item differs from what was held: its
+//!   name, `contentType`, `enabled`, `nbf`, `exp` or `updated` changed, or it is new. An
+//!   unchanged vault costs its list pages (25 items a page) and no GET; each changed secret
+//!   costs one GET. `updated` counts whole seconds, so a second write within the second of a
+//!   read would not show: a version read less than 2 s (one second, plus clock skew) after its
+//!   `updated` is read once more at the next poll.
+//! - A pinned version never changes: it is read once (again only when a read failed, or the
+//!   source is rebuilt by a config reload). Its `nbf`/`exp` are checked at every poll, locally.
+//! - `type: certificate` and `type: key` entries (modules `certificate`, `key`) are read at
+//!   every poll: they turn into several files or come from another collection, so the secret
+//!   list's items do not stand for them.
+//! - `all: true` lists at every poll. With named secrets only (`all: false`), a poll lists the
+//!   vault only when that is cheaper than a GET per named latest secret: the first poll reads
+//!   them one by one (their values are needed anyway); the next lists at most `n - 1` pages
+//!   (`n` named latest secrets), and later polls list again only while the last listing ended
+//!   within that many pages. A vault of `P` pages therefore costs `min(P, n)` requests a quiet poll
+//!   once it is learnt (ties go to GETs, which need no second request for a change); a larger
+//!   vault costs one probe of `n - 1` pages once, then `n` GETs a poll (it is not probed again
+//!   until a config reload rebuilds the source). A refused listing (401, 403: the identity may
+//!   read but not list) is not tried again; another failure falls back to GETs for that poll.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +67,9 @@ const PAGE_SIZE: u32 = 25;
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// A list longer than this many pages (250,000 secrets) is taken for a nextLink loop.
 const MAX_PAGES: usize = 10_000;
+/// How long after a version's `updated` (whole seconds) a read must start to be final: the
+/// rest of that second, plus a second of clock skew between this host and the vault.
+const SETTLE: Duration = Duration::from_secs(2);
 const SERVICE: &str = "keyvault";
 
 /// `type: certificate` and `type: key` entries (the rest of this file is about secrets).
@@ -63,6 +94,14 @@ struct PollState {
     known: BTreeSet<RelPath>,
     /// Listed names already warned about, so each warning is logged once.
     warned: BTreeSet<String>,
+    /// The latest versions held, by secret name, as of the last successful poll.
+    latest: BTreeMap<String, Held>,
+    /// The pinned versions held, by (name, version).
+    pinned: BTreeMap<(String, String), Held>,
+    /// With `all: false`: what listing the vault costs, as learnt so far.
+    list_cost: ListCost,
+    /// A poll has succeeded: the named secrets' values are held.
+    primed: bool,
 }
 
 impl PollState {
@@ -71,6 +110,67 @@ impl PollState {
             tracing::warn!(source, "skipping Key Vault secret {name}: {why}");
         }
     }
+}
+
+/// What listing the vault costs against a GET per named latest secret (`all: false`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ListCost {
+    /// Not tried yet.
+    #[default]
+    Unknown,
+    /// The last listing ended after this many pages, fewer than the named latest secrets.
+    Cheaper(usize),
+    /// The last listing went on past as many pages as there are named latest secrets.
+    Dearer,
+    /// The vault refused to list (401/403): GET each, always.
+    Refused,
+}
+
+/// A secret version held between polls.
+#[derive(Debug, Clone)]
+struct Held {
+    /// What its list item must look like for it to be unchanged.
+    key: ItemKey,
+    value: SecretValue,
+    version: String,
+    attributes: Attributes,
+    /// Read at least `SETTLE` after its `updated`: a later write shows in the list item.
+    settled: bool,
+}
+
+impl Held {
+    fn object(&self, path: RelPath, required: bool) -> Object {
+        Object {
+            path,
+            value: self.value.clone(),
+            version: self.version.clone(),
+            updated: self.attributes.updated,
+            required,
+        }
+    }
+}
+
+/// A list item: the parts of it (or of a bundle) that change whenever the secret's current
+/// version or its attributes do.
+#[derive(Debug, Clone, PartialEq)]
+struct ItemKey {
+    /// The secret name, from the item's id.
+    name: String,
+    content_type: Option<String>,
+    attributes: Attributes,
+}
+
+/// What one poll has gathered so far.
+#[derive(Default)]
+struct Gathered {
+    /// Held versions returned unread, and failures known without a request.
+    polled: Polled,
+    /// Secrets to GET.
+    queue: VecDeque<Planned>,
+    /// The held latest versions this poll keeps, by name.
+    keep: BTreeMap<String, Held>,
+    /// Names already taken from the listing (a name twice in one listing counts once).
+    listed: BTreeSet<String>,
 }
 
 impl KeyVaultSource {
@@ -90,12 +190,88 @@ impl KeyVaultSource {
         KeyVaultSource { id, cfg, vault, concurrency: concurrency.max(1), state: PollState::default() }
     }
 
+    /// One poll. The listing (if this poll lists) and the GETs overlap: a page's changed
+    /// secrets are read while the next page is fetched, at most `concurrency` GETs at a time.
+    /// The first whole-poll error ends the poll (dropping the set aborts the other requests);
+    /// what the source holds changes only when a poll succeeds.
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
         let now = SystemTime::now();
-        let listed = if self.cfg.all { self.list(cancel).await? } else { Vec::new() };
-        let (plan, failures) = self.plan(listed, now);
-        let mut polled = self.fetch_all(plan, cancel, now).await?;
-        polled.failures.extend(failures);
+        let mut gathered = Gathered::default();
+        let lister = self.lister();
+        self.plan_named(lister.is_none(), now, &mut gathered);
+        let mut pages: Option<BoxFuture<'static, (Lister, PageResult)>> =
+            lister.map(|l| -> BoxFuture<'static, _> { Box::pin(l.next_page(cancel.clone())) });
+        let mut running = JoinSet::new();
+        let mut fetched = Vec::new();
+        loop {
+            while running.len() < self.concurrency {
+                let Some(planned) = gathered.queue.pop_front() else { break };
+                let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
+                running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
+            }
+            if pages.is_none() && running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                step = async { pages.as_mut().expect("guarded").await }, if pages.is_some() => {
+                    let (lister, result) = step;
+                    pages = None;
+                    match result {
+                        Ok(Some(items)) => {
+                            for item in items {
+                                self.take_listed(item, now, &mut gathered);
+                            }
+                            pages = Some(Box::pin(lister.next_page(cancel.clone())));
+                        }
+                        Ok(None) => self.listing_ended(Some(&lister), &mut gathered),
+                        Err(SourceError::Cancelled) => return Err(SourceError::Cancelled),
+                        Err(e) if !lister.budgeted => return Err(e),
+                        Err(e) => {
+                            let refused = matches!(&e, SourceError::Azure(a) if matches!(a.status(), Some(401 | 403)));
+                            if refused {
+                                self.state.list_cost = ListCost::Refused;
+                            }
+                            tracing::debug!(source = self.id, error = %e, refused, "could not list the vault; reading the named secrets one by one");
+                            self.listing_ended(None, &mut gathered);
+                        }
+                    }
+                }
+                joined = running.join_next(), if !running.is_empty() => match joined {
+                    Some(Ok(Ok(done))) => fetched.push(done),
+                    Some(Ok(Err(e))) => return Err(e),
+                    Some(Err(e)) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
+                    None => {}
+                },
+            }
+        }
+
+        let Gathered { mut polled, keep: mut latest, .. } = gathered;
+        // Every secret this poll read failing transiently is an outage: fail the poll (backoff).
+        let read = fetched.iter().filter(|f| !matches!(f, Fetched::Transient(..))).count();
+        if read == 0 {
+            if let Some(Fetched::Transient(_, e)) = fetched.pop() {
+                return Err(e);
+            }
+        }
+        let mut pinned = BTreeMap::new();
+        for done in fetched {
+            match done {
+                Fetched::Held(done) => {
+                    let (planned, held) = *done;
+                    polled.objects.push(held.object(planned.path, planned.required));
+                    match planned.version {
+                        Some(version) => pinned.insert((planned.name, version), held),
+                        None => latest.insert(planned.name, held),
+                    };
+                }
+                Fetched::Failure(f) | Fetched::Transient(f, _) => polled.failures.push(f),
+                Fetched::Object(o) => polled.objects.push(o),
+                Fetched::Many { objects, failures } => {
+                    polled.objects.extend(objects);
+                    polled.failures.extend(failures);
+                }
+            }
+        }
         polled.objects.sort_by(|a, b| a.path.cmp(&b.path));
         polled.failures.sort_by(|a, b| a.path.cmp(&b.path));
         let known = polled
@@ -105,74 +281,127 @@ impl KeyVaultSource {
             .chain(polled.failures.iter().filter(|f| self.state.known.contains(&f.path)).map(|f| f.path.clone()))
             .collect();
         self.state.known = known;
+        self.state.latest = latest;
+        self.state.pinned.append(&mut pinned);
+        self.state.primed = true;
         Ok(polled)
     }
 
-    /// Every secret of the vault, following `nextLink` on the vault's own origin only.
-    async fn list(&self, cancel: &CancellationToken) -> Result<Vec<ListedSecret>, SourceError> {
-        let mut url = list_url(&self.cfg.vault);
-        let mut listed = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let resp = get_authorized(&*self.vault, &url, cancel).await?;
-            if !resp.status().is_success() {
-                return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
-            }
-            let page = parse_page(&read_body(resp, MAX_BODY).await.map_err(azure_error)?).map_err(azure_error)?;
-            listed.extend(page.items);
-            match page.next_link {
-                Some(next) => url = next_page_url(&self.cfg.vault, &next).map_err(azure_error)?,
-                None => return Ok(listed),
-            }
-        }
-        Err(azure_error(invalid(format!("the secret list goes on past {MAX_PAGES} pages"))))
+    /// The named secrets that follow their latest version.
+    fn named_latest(&self) -> usize {
+        self.cfg.secrets.iter().filter(|s| s.version.is_none() && s.kind == config::ObjectKind::Secret).count()
     }
 
-    /// What to fetch: the named secrets, then the listed ones that pass the filters (a named
-    /// secret wins over a listed one with the same name or a clashing path). A listed secret
-    /// that may not be used now is a failure if this source published it before.
-    fn plan(&mut self, listed: Vec<ListedSecret>, now: SystemTime) -> (Vec<Planned>, Vec<Failure>) {
-        let mut plan: Vec<Planned> = self
+    /// How this poll lists the vault, if it does: always with `all: true`; with named secrets
+    /// only, when that is cheaper than a GET each (see the module doc), within a page budget.
+    fn lister(&self) -> Option<Lister> {
+        let lister = |limit, budgeted| Lister {
+            vault: self.vault.clone(),
+            base: self.cfg.vault.clone(),
+            next: Some(list_url(&self.cfg.vault)),
+            pages: 0,
+            limit,
+            budgeted,
+        };
+        if self.cfg.all {
+            return Some(lister(MAX_PAGES, false));
+        }
+        let named = self.named_latest();
+        let worth_trying = matches!(self.state.list_cost, ListCost::Unknown | ListCost::Cheaper(_));
+        (named >= 2 && self.state.primed && worth_trying).then(|| lister(named - 1, true))
+    }
+
+    /// Pinned versions: held, or to GET. Named latest secrets: to GET when this poll does not
+    /// list (else their list items decide, see `take_listed` and `listing_ended`).
+    fn plan_named(&self, unlisted: bool, now: SystemTime, gathered: &mut Gathered) {
+        for s in &self.cfg.secrets {
+            let planned = Planned::named(s);
+            if s.kind != config::ObjectKind::Secret {
+                gathered.queue.push_back(planned);
+                continue;
+            }
+            match &s.version {
+                Some(version) => match self.state.pinned.get(&(s.name.clone(), version.clone())) {
+                    Some(held) => match held.attributes.unusable(now) {
+                        Some(why) => gathered.polled.failures.push(planned.failure(why.to_string())),
+                        None => gathered.polled.objects.push(held.object(planned.path, planned.required)),
+                    },
+                    None => gathered.queue.push_back(planned),
+                },
+                None if unlisted => gathered.queue.push_back(planned),
+                None => {}
+            }
+        }
+    }
+
+    /// One list item: for the named secrets of its name, and (with `all: true`) as a listed
+    /// secret if it passes the filters. A named secret wins over a listed one with the same
+    /// name or a clashing path.
+    fn take_listed(&mut self, item: ItemKey, now: SystemTime, gathered: &mut Gathered) {
+        if !gathered.listed.insert(item.name.clone()) {
+            return;
+        }
+        for s in self.cfg.secrets.iter().filter(|s| s.name == item.name && s.version.is_none() && s.kind == config::ObjectKind::Secret) {
+            self.decide(&item, Planned::named(s), true, now, gathered);
+        }
+        let named = self.cfg.secrets.iter().any(|s| s.name == item.name);
+        if named || !self.cfg.all || !self.selected(&item.name) {
+            return;
+        }
+        let path = match RelPath::parse(&item.name) {
+            Ok(path) => path,
+            Err(e) => {
+                self.state.warn_once(&self.id, &item.name, &format!("not a valid path: {e}"));
+                return;
+            }
+        };
+        let clash = self
             .cfg
             .secrets
             .iter()
-            .map(|s| Planned {
-                name: s.name.clone(),
-                version: s.version.clone(),
-                path: s.path.clone(),
-                required: s.required,
-                kind: s.kind,
-            })
-            .collect();
-        let named_names: BTreeSet<&str> = self.cfg.secrets.iter().map(|s| s.name.as_str()).collect();
-        let named_paths: Vec<&RelPath> = self.cfg.secrets.iter().map(|s| &s.path).collect();
-        let listed: BTreeMap<String, Attributes> = listed.into_iter().map(|l| (l.name, l.attributes)).collect();
-        let mut failures = Vec::new();
-        for (name, attributes) in listed {
-            if named_names.contains(name.as_str()) || !self.selected(&name) {
-                continue;
-            }
-            let path = match RelPath::parse(&name) {
-                Ok(path) => path,
-                Err(e) => {
-                    self.state.warn_once(&self.id, &name, &format!("not a valid path: {e}"));
-                    continue;
-                }
-            };
-            if let Some(named) =
-                named_paths.iter().find(|n| ***n == path || n.is_dir_prefix_of(&path) || path.is_dir_prefix_of(n))
-            {
-                self.state.warn_once(&self.id, &name, &format!("its path clashes with the named secret at {named}"));
-                continue;
-            }
-            if let Some(why) = attributes.unusable(now) {
-                if self.state.known.contains(&path) {
-                    failures.push(Failure { path, name, required: false, reason: why.to_string() });
-                }
-                continue;
-            }
-            plan.push(Planned { name, version: None, path, required: false, kind: config::ObjectKind::Secret });
+            .find(|n| n.path == path || n.path.is_dir_prefix_of(&path) || path.is_dir_prefix_of(&n.path));
+        if let Some(named) = clash {
+            let why = format!("its path clashes with the named secret at {}", named.path);
+            self.state.warn_once(&self.id, &item.name, &why);
+            return;
         }
-        (plan, failures)
+        let planned =
+            Planned { name: item.name.clone(), version: None, path, required: false, kind: config::ObjectKind::Secret };
+        self.decide(&item, planned, false, now, gathered);
+    }
+
+    /// The listing ended (`lister`), or failed where that is not fatal (`None`): learn what
+    /// it costs, and GET the named latest secrets it did not show.
+    fn listing_ended(&mut self, lister: Option<&Lister>, gathered: &mut Gathered) {
+        if let Some(lister) = lister.filter(|l| l.budgeted) {
+            self.state.list_cost =
+                if lister.next.is_none() { ListCost::Cheaper(lister.pages) } else { ListCost::Dearer };
+            tracing::debug!(source = self.id, pages = lister.pages, cost = ?self.state.list_cost, "listed the vault");
+        }
+        let unlisted = |s: &&config::SecretSpec| {
+            s.version.is_none() && s.kind == config::ObjectKind::Secret && !gathered.listed.contains(&s.name)
+        };
+        for s in self.cfg.secrets.iter().filter(unlisted) {
+            gathered.queue.push_back(Planned::named(s));
+        }
+    }
+
+    /// One listed latest secret: a failure if it may not be used now (for a listed secret only
+    /// if it was published), its held version if its list item is unchanged, else a GET.
+    fn decide(&self, item: &ItemKey, planned: Planned, named: bool, now: SystemTime, gathered: &mut Gathered) {
+        if let Some(why) = item.attributes.unusable(now) {
+            if named || self.state.known.contains(&planned.path) {
+                gathered.polled.failures.push(planned.failure(why.to_string()));
+            }
+            return;
+        }
+        match self.state.latest.get(&item.name) {
+            Some(held) if held.settled && held.key == *item => {
+                gathered.polled.objects.push(held.object(planned.path, planned.required));
+                gathered.keep.insert(item.name.clone(), held.clone());
+            }
+            _ => gathered.queue.push_back(planned),
+        }
     }
 
     /// `all: true` filters: some include glob matches (no include globs: all do) and no
@@ -181,45 +410,52 @@ impl KeyVaultSource {
         (self.cfg.include.is_empty() || self.cfg.include.iter().any(|g| g.matches(name)))
             && !self.cfg.exclude.iter().any(|g| g.matches(name))
     }
+}
 
-    /// GET every planned secret, at most `concurrency` at a time. The first whole-poll error
-    /// ends the poll (dropping the set aborts the other requests).
-    async fn fetch_all(
-        &self,
-        plan: Vec<Planned>,
-        cancel: &CancellationToken,
-        now: SystemTime,
-    ) -> Result<Polled, SourceError> {
-        let mut polled = Polled::default();
-        let mut queue = plan.into_iter();
-        let mut running = JoinSet::new();
-        let mut transient: Vec<(Failure, SourceError)> = Vec::new();
-        loop {
-            while running.len() < self.concurrency {
-                let Some(planned) = queue.next() else { break };
-                let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
-                running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
+/// A page of list items, `None` once the list ended or the page budget is spent.
+type PageResult = Result<Option<Vec<ItemKey>>, SourceError>;
+
+/// The vault's secret list, one page at a time, following `nextLink` on the vault's own
+/// origin only.
+struct Lister {
+    vault: Arc<dyn Vault>,
+    base: Url,
+    /// The next page; `None`: the list has ended.
+    next: Option<Url>,
+    pages: usize,
+    /// Pages it may fetch.
+    limit: usize,
+    /// Stopping at `limit` is the plan (a probe), not a nextLink loop.
+    budgeted: bool,
+}
+
+impl Lister {
+    /// Fetch the next page. Owns itself across the request, so a poll can hold the future
+    /// while it reads secrets.
+    async fn next_page(mut self, cancel: CancellationToken) -> (Lister, PageResult) {
+        let result = self.fetch(&cancel).await;
+        (self, result)
+    }
+
+    async fn fetch(&mut self, cancel: &CancellationToken) -> PageResult {
+        let Some(url) = self.next.take() else { return Ok(None) };
+        if self.pages >= self.limit {
+            self.next = Some(url);
+            if self.budgeted {
+                return Ok(None);
             }
-            let Some(done) = running.join_next().await else {
-                // Every secret failing transiently is an outage: fail the poll (backoff).
-                if polled.objects.is_empty() && polled.failures.is_empty() && !transient.is_empty() {
-                    return Err(transient.swap_remove(0).1);
-                }
-                polled.failures.extend(transient.into_iter().map(|(f, _)| f));
-                return Ok(polled);
-            };
-            match done {
-                Ok(Ok(Fetched::Object(o))) => polled.objects.push(o),
-                Ok(Ok(Fetched::Failure(f))) => polled.failures.push(f),
-                Ok(Ok(Fetched::Many { objects, failures })) => {
-                    polled.objects.extend(objects);
-                    polled.failures.extend(failures);
-                }
-                Ok(Ok(Fetched::Transient(f, e))) => transient.push((f, e)),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(SourceError::Invalid(format!("failed to fetch a secret: {e}"))),
-            }
+            return Err(azure_error(invalid(format!("the secret list goes on past {MAX_PAGES} pages"))));
         }
+        let resp = get_authorized(&*self.vault, &url, cancel).await?;
+        if !resp.status().is_success() {
+            return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
+        }
+        let page = parse_page(&read_body(resp, MAX_BODY).await.map_err(azure_error)?).map_err(azure_error)?;
+        self.pages += 1;
+        if let Some(next) = page.next_link {
+            self.next = Some(next_page_url(&self.base, &next).map_err(azure_error)?);
+        }
+        Ok(Some(page.items))
     }
 }
 
@@ -295,9 +531,28 @@ struct Planned {
     kind: config::ObjectKind,
 }
 
+impl Planned {
+    fn named(spec: &config::SecretSpec) -> Planned {
+        Planned {
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            path: spec.path.clone(),
+            required: spec.required,
+            kind: spec.kind,
+        }
+    }
+
+    fn failure(&self, reason: String) -> Failure {
+        Failure { path: self.path.clone(), name: self.name.clone(), required: self.required, reason }
+    }
+}
+
 enum Fetched {
-    Object(Object),
+    /// The version read, to publish and hold, with what was planned.
+    Held(Box<(Planned, Held)>),
     Failure(Failure),
+    /// A key's public part (read at every poll, not held).
+    Object(Object),
     /// A certificate's several files, or failures for each of them.
     Many { objects: Vec<Object>, failures: Vec<Failure> },
     /// A server error or transport failure on this secret: its failure if other secrets were
@@ -305,7 +560,8 @@ enum Fetched {
     Transient(Failure, SourceError),
 }
 
-/// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error.
+/// GET one secret. Per-secret problems become a `Failure`; whole-poll ones an error. `now` is
+/// when the poll started (no later than the read), to tell whether the read is final.
 async fn fetch(
     vault: &dyn Vault,
     base: &Url,
@@ -319,26 +575,22 @@ async fn fetch(
         config::ObjectKind::Key => return key::fetch(vault, base, planned, cancel, now).await,
     }
     let url = secret_url(base, &planned.name, planned.version.as_deref());
-    let failure = |reason: String| Failure {
-        path: planned.path.clone(),
-        name: planned.name.clone(),
-        required: planned.required,
-        reason,
-    };
     let resp = match get_authorized(vault, &url, cancel).await {
         Ok(resp) => resp,
-        Err(e @ SourceError::Azure(AzureError::Transport { .. })) => return Ok(Fetched::Transient(failure(e.to_string()), e)),
+        Err(e @ SourceError::Azure(AzureError::Transport { .. })) => {
+            return Ok(Fetched::Transient(planned.failure(e.to_string()), e))
+        }
         Err(e) => return Err(e),
     };
     let status = resp.status();
     if status.is_server_error() {
         let e = AzureError::from_response(Service::KeyVault, resp).await;
-        return Ok(Fetched::Transient(failure(failure_reason(&e)), azure_error(e)));
+        return Ok(Fetched::Transient(planned.failure(failure_reason(&e)), azure_error(e)));
     }
     if fails_the_poll(status) {
         return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
     }
-    let fail = |reason: String| Ok(Fetched::Failure(failure(reason)));
+    let fail = |reason: String| Ok(Fetched::Failure(planned.failure(reason)));
     if !status.is_success() {
         return fail(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await));
     }
@@ -354,13 +606,19 @@ async fn fetch(
     if let Some(why) = bundle.attributes.unusable(now) {
         return fail(why.to_string());
     }
-    Ok(Fetched::Object(Object {
-        path: planned.path,
+    let settled = bundle.attributes.updated.is_some_and(|updated| now >= updated + SETTLE);
+    let held = Held {
+        key: ItemKey {
+            name: planned.name.clone(),
+            content_type: bundle.content_type,
+            attributes: bundle.attributes.clone(),
+        },
         value: bundle.value,
         version: bundle.version,
-        updated: bundle.attributes.updated,
-        required: planned.required,
-    }))
+        attributes: bundle.attributes,
+        settled,
+    };
+    Ok(Fetched::Held(Box::new((planned, held))))
 }
 
 /// GET one secret by its URL (an App Configuration Key Vault reference's `uri`, on any vault),
@@ -528,6 +786,8 @@ fn id_segments(id: &str) -> Option<(String, Option<String>)> {
 struct RawBundle {
     value: Option<SecretText>,
     id: Option<String>,
+    #[serde(rename = "contentType")]
+    content_type: Option<String>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -543,6 +803,8 @@ struct RawPage {
 #[derive(Deserialize)]
 struct RawItem {
     id: String,
+    #[serde(rename = "contentType")]
+    content_type: Option<String>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -585,20 +847,15 @@ struct Bundle {
     value: SecretValue,
     /// The last segment of the bundle's `id`.
     version: String,
+    content_type: Option<String>,
     attributes: Attributes,
 }
 
 /// One page of the secret list.
 #[derive(Debug)]
 struct Page {
-    items: Vec<ListedSecret>,
+    items: Vec<ItemKey>,
     next_link: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct ListedSecret {
-    name: String,
-    attributes: Attributes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -651,20 +908,22 @@ fn parse_bundle(bytes: &[u8]) -> Result<Bundle, AzureError> {
         .and_then(id_segments)
         .and_then(|(_, version)| version)
         .ok_or_else(|| invalid("secret bundle has no versioned id".into()))?;
-    Ok(Bundle { value, version, attributes: Attributes::from_raw(raw.attributes) })
+    Ok(Bundle { value, version, content_type: raw.content_type, attributes: Attributes::from_raw(raw.attributes) })
 }
 
 /// A page of `SecretItem`s (from `/secrets` or `/secrets/{name}/versions`) and its nextLink.
 fn parse_page(bytes: &[u8]) -> Result<Page, AzureError> {
     let raw: RawPage = decode("secret list", bytes)?;
     // An item whose id names no secret is listed under its id, quoted: never a valid path, so
-    // `plan` skips it with a warning instead of one bad item failing the whole list.
+    // it is skipped with a warning instead of one bad item failing the whole list.
     let items = raw
         .value
         .into_iter()
         .map(|item| {
-            let name = id_segments(&item.id).map(|(name, _)| name).unwrap_or_else(|| format!("{:?} (an id that names no secret)", item.id));
-            ListedSecret { name, attributes: Attributes::from_raw(item.attributes) }
+            let name = id_segments(&item.id)
+                .map(|(name, _)| name)
+                .unwrap_or_else(|| format!("{:?} (an id that names no secret)", item.id));
+            ItemKey { name, content_type: item.content_type, attributes: Attributes::from_raw(item.attributes) }
         })
         .collect();
     Ok(Page { items, next_link: raw.next_link.filter(|l| !l.is_empty()) })
@@ -1315,5 +1574,253 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         assert!(matches!(src.poll(&cancel).await, Err(SourceError::Cancelled)));
+    }
+
+    // ---- what polls cost ----
+
+    const LIST: &str = "/secrets?api-version=7.6&maxresults=25";
+
+    /// Single-secret GETs in the log (lists excluded).
+    fn gets(vault: &ScriptedVault) -> Vec<String> {
+        vault.requests().into_iter().filter(|u| !u.contains("maxresults")).collect()
+    }
+
+    fn lists(vault: &ScriptedVault) -> usize {
+        vault.requests().iter().filter(|u| u.contains("maxresults")).count()
+    }
+
+    fn unix_now() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    #[tokio::test]
+    async fn unchanged_list_items_cost_no_get_and_return_the_held_values() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled()), item("b", enabled())], None))
+            .secret("a", "v1", "x", enabled())
+            .secret("b", "v1", "y", enabled());
+        let mut src = source(&vault, vec![], true, 2);
+        let first = poll(&mut src).await.unwrap();
+        assert_eq!(gets(&vault).len(), 2);
+        for _ in 0..3 {
+            let again = poll(&mut src).await.unwrap();
+            assert_eq!(paths(&again), vec!["a", "b"]);
+            assert_eq!(again.objects[1].value.expose(), b"y");
+            assert_eq!(again.objects[1].version, first.objects[1].version);
+            assert_eq!(again.objects[1].updated, Some(at(1493938410)));
+        }
+        assert_eq!(gets(&vault).len(), 2, "{:?}", gets(&vault));
+        assert_eq!(lists(&vault), 4);
+    }
+
+    #[tokio::test]
+    async fn a_changed_list_item_costs_one_get() {
+        for (what, after) in [
+            ("updated", item("b", json!({"enabled": true, "updated": 1493938999}))),
+            (
+                "contentType",
+                json!({"id": format!("{VAULT}/secrets/b"), "attributes": enabled(), "contentType": "text/plain"}),
+            ),
+            ("exp", item("b", json!({"enabled": true, "updated": 1493938410, "exp": 32503680000_i64}))),
+        ] {
+            // The bundle of the new state: its item's fields, a value and a versioned id.
+            let mut v2 = after.clone();
+            v2["id"] = json!(format!("{VAULT}/secrets/b/v2"));
+            v2["value"] = json!("z");
+            let vault = Arc::new(ScriptedVault::default());
+            vault
+                .reply(LIST, 200, page(vec![item("a", enabled()), item("b", enabled())], None))
+                .reply(LIST, 200, page(vec![item("a", enabled()), after], None))
+                .secret("a", "v1", "x", enabled())
+                .secret("b", "v1", "y", enabled())
+                .reply("/secrets/b?api-version=7.6", 200, serde_json::to_vec(&v2).unwrap());
+            let mut src = source(&vault, vec![], true, 2);
+            poll(&mut src).await.unwrap();
+            let second = poll(&mut src).await.unwrap();
+            assert_eq!(second.objects[1].value.expose(), b"z", "{what}");
+            assert_eq!(gets(&vault).len(), 3, "{what}: {:?}", gets(&vault));
+            // The new version is held: no further GET.
+            poll(&mut src).await.unwrap();
+            assert_eq!(gets(&vault).len(), 3, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_read_in_the_second_of_its_update_is_read_once_more() {
+        let fresh = json!({"enabled": true, "updated": unix_now()});
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply(LIST, 200, page(vec![item("a", fresh.clone())], None)).secret("a", "v1", "x", fresh);
+        let mut src = source(&vault, vec![], true, 1);
+        poll(&mut src).await.unwrap();
+        poll(&mut src).await.unwrap();
+        assert_eq!(gets(&vault).len(), 2, "a second write in the same second would not show in `updated`");
+        assert!(!src.state.latest["a"].settled, "still within SETTLE of its update");
+    }
+
+    #[tokio::test]
+    async fn new_and_removed_items_are_read_and_dropped() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .reply(LIST, 200, page(vec![item("a", enabled()), item("b", enabled())], None))
+            .reply(LIST, 200, page(vec![item("b", enabled())], None))
+            .secret("a", "v1", "x", enabled())
+            .secret("b", "v1", "y", enabled());
+        let mut src = source(&vault, vec![], true, 2);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["b"]);
+        assert_eq!(gets(&vault).len(), 2);
+        assert!(!src.state.latest.contains_key("a"));
+    }
+
+    #[tokio::test]
+    async fn a_pinned_version_is_read_once() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply("/secrets/api-key/pinned7?api-version=7.6", 200, bundle("api-key", "pinned7", "k", enabled()));
+        let mut src = source(&vault, vec![spec("api-key", "api-key", Some("pinned7"), true)], false, 1);
+        for _ in 0..4 {
+            let polled = poll(&mut src).await.unwrap();
+            assert_eq!((polled.objects[0].version.as_str(), polled.objects[0].value.expose()), ("pinned7", &b"k"[..]));
+        }
+        assert_eq!(vault.requests().len(), 1, "{:?}", vault.requests());
+    }
+
+    #[tokio::test]
+    async fn a_pinned_version_that_failed_is_read_again() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply("/secrets/a/p1?api-version=7.6", 404, br#"{"error":{"code":"SecretNotFound"}}"#.to_vec()).reply(
+            "/secrets/a/p1?api-version=7.6",
+            200,
+            bundle("a", "p1", "k", enabled()),
+        );
+        let mut src = source(&vault, vec![spec("a", "a", Some("p1"), true)], false, 1);
+        assert_eq!(reasons(&poll(&mut src).await.unwrap()), vec![("a", "SecretNotFound (404), request id req-1")]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(vault.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn named_secrets_in_a_small_vault_are_compared_by_one_list_page() {
+        let vault = Arc::new(ScriptedVault::default());
+        let items = vec![item("a", enabled()), item("b", enabled()), item("c", enabled()), item("other", enabled())];
+        vault.reply(LIST, 200, page(items, None));
+        for n in ["a", "b", "c"] {
+            vault.secret(n, "v1", n, enabled());
+        }
+        let named = vec![spec("a", "a", None, true), spec("b", "b", None, true), spec("c", "c", None, false)];
+        let mut src = source(&vault, named, false, 3);
+        // First poll: the values are needed, one GET each, no list.
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b", "c"]);
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 0));
+        // Then one page (fewer than 3 GETs) tells that nothing changed.
+        for round in 1..=3 {
+            assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b", "c"]);
+            assert_eq!((gets(&vault).len(), lists(&vault)), (3, round));
+        }
+        assert_eq!(src.state.list_cost, ListCost::Cheaper(1));
+    }
+
+    #[tokio::test]
+    async fn named_secrets_in_a_large_vault_are_read_one_by_one() {
+        let vault = Arc::new(ScriptedVault::default());
+        let next = format!("{VAULT}/secrets?api-version=7.6&$skiptoken=p2&maxresults=25");
+        vault.reply(LIST, 200, page(vec![item("a", enabled()), item("x", enabled())], Some(&next)));
+        vault.secret("a", "v1", "1", enabled()).secret("b", "v1", "2", enabled());
+        let named = vec![spec("a", "a", None, true), spec("b", "b", None, true)];
+        let mut src = source(&vault, named, false, 2);
+        poll(&mut src).await.unwrap();
+        // The probe: at most one page (2 named - 1); the list goes on, so it is dearer. `a`
+        // was seen unchanged, `b` was not: one GET.
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 1));
+        assert_eq!(src.state.list_cost, ListCost::Dearer);
+        // From then on: GETs only.
+        for round in 1..=3 {
+            assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b"]);
+            assert_eq!((gets(&vault).len(), lists(&vault)), (3 + 2 * round, 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_s_secrets_are_read_while_the_next_page_is_fetched() {
+        let vault = Arc::new(ScriptedVault::default());
+        let p2 = format!("{VAULT}/secrets?api-version=7.6&$skiptoken=p2&maxresults=25");
+        let p3 = format!("{VAULT}/secrets?api-version=7.6&$skiptoken=p3&maxresults=25");
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], Some(&p2)))
+            .reply(
+                "/secrets?$skiptoken=p2&maxresults=25&api-version=7.6",
+                200,
+                page(vec![item("b", enabled())], Some(&p3)),
+            )
+            .reply("/secrets?$skiptoken=p3&maxresults=25&api-version=7.6", 200, page(vec![item("c", enabled())], None));
+        for n in ["a", "b", "c"] {
+            vault.secret(n, "v1", n, enabled());
+        }
+        let mut src = source(&vault, vec![], true, 1);
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a", "b", "c"]);
+        // One GET (the concurrency) and the next page were in flight together.
+        assert_eq!(vault.max_in_flight.load(Ordering::SeqCst), 2);
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn a_single_named_secret_is_never_listed_for() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply(LIST, 200, page(vec![item("a", enabled())], None)).secret("a", "v1", "1", enabled());
+        let mut src = source(&vault, vec![spec("a", "a", None, true)], false, 1);
+        for _ in 0..3 {
+            poll(&mut src).await.unwrap();
+        }
+        assert_eq!((gets(&vault).len(), lists(&vault)), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn a_refused_list_falls_back_to_gets_for_good() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault.reply(LIST, 403, br#"{"error":{"code":"Forbidden"}}"#.to_vec());
+        vault.secret("a", "v1", "1", enabled()).secret("b", "v1", "2", enabled());
+        let named = vec![spec("a", "a", None, true), spec("b", "b", None, true)];
+        let mut src = source(&vault, named, false, 2);
+        for _ in 0..4 {
+            let polled = poll(&mut src).await.unwrap();
+            assert_eq!(paths(&polled), vec!["a", "b"]);
+            assert!(polled.failures.is_empty());
+        }
+        assert_eq!((gets(&vault).len(), lists(&vault)), (8, 1));
+        assert_eq!(src.state.list_cost, ListCost::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_named_secret_listed_as_disabled_fails_without_a_get() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .reply(LIST, 200, page(vec![item("a", json!({"enabled": false, "updated": 1493938999}))], None))
+            .secret("a", "v1", "1", enabled());
+        let mut src = source(&vault, vec![spec("a", "a", None, true)], true, 1);
+        poll(&mut src).await.unwrap();
+        let second = poll(&mut src).await.unwrap();
+        assert_eq!(reasons(&second), vec![("a", "disabled")]);
+        assert!(second.failures[0].required);
+        assert_eq!(gets(&vault).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_poll_keeps_what_was_held() {
+        let vault = Arc::new(ScriptedVault::default());
+        vault
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .reply(LIST, 503, b"{}".to_vec())
+            .reply(LIST, 200, page(vec![item("a", enabled())], None))
+            .secret("a", "v1", "1", enabled());
+        let mut src = source(&vault, vec![], true, 1);
+        poll(&mut src).await.unwrap();
+        assert!(poll(&mut src).await.is_err());
+        assert_eq!(paths(&poll(&mut src).await.unwrap()), vec!["a"]);
+        assert_eq!(gets(&vault).len(), 1);
     }
 }
