@@ -28,9 +28,28 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
-/// `log.level` as a filter: `info`, `debug,hyper=warn`, `off`.
-pub fn parse_filter(level: &str) -> Result<Targets, ParseError> {
-    level.parse()
+/// `log.level` as a filter: `info`, `debug,hyper=warn`, `off`. `Targets` takes any word as a
+/// target name; a target here must look like a Rust module path (letters, digits, `_`, `-`,
+/// `::`), so that a typo or `EnvFilter`'s span syntax (`[span]`) is an error, not a no-op.
+pub fn parse_filter(level: &str) -> Result<Targets, FilterError> {
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let target = directive.split_once('=').map_or(directive, |(target, _)| target);
+        let module_path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':');
+        if !target.chars().all(module_path) {
+            return Err(FilterError(format!("{directive:?} is not a level or a target=level directive")));
+        }
+    }
+    level.parse().map_err(|e: ParseError| FilterError(e.to_string()))
+}
+
+/// Why `log.level` does not parse.
+#[derive(Debug)]
+pub struct FilterError(String);
+
+impl std::fmt::Display for FilterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[cfg(test)]
@@ -48,5 +67,8 @@ mod tests {
         assert!(!parse_filter("off").unwrap().would_enable("x", &Level::ERROR));
         assert!(parse_filter("INFO").unwrap().would_enable("x", &Level::INFO));
         assert!(parse_filter("debug,hyper=loud").is_err());
+        assert!(parse_filter("info,[[[").is_err());
+        assert!(parse_filter("info,[span]=debug").is_err());
+        assert!(parse_filter("info,azure_secrets_sidecar::source=trace").is_ok());
     }
 }
