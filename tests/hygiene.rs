@@ -101,8 +101,11 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
         // A renewal too (the token cache's path), then a 401 to the cached token.
         w.emu.revoke_tokens();
         w.emu.set_secret("main", "api-key", &values[1]).unwrap();
-        let n = w.emu.count(Endpoint::KeyvaultGet, None);
-        assert!(w.emu.wait_for_count(Endpoint::KeyvaultGet, None, n + 4, LIMIT).await);
+        // The change is read (list and GET, or GETs: whichever the source finds cheaper) with a
+        // renewed token, then a few more requests of any kind.
+        wait_for(&format!("the change published with {mode}"), LIMIT, || read(&out, "api-key").filter(|v| *v == values[1])).await;
+        let n = w.emu.count(Endpoint::Any, None);
+        assert!(w.emu.wait_for_count(Endpoint::Any, None, n + 4, LIMIT).await);
         let seen = surfaces(&sc, &out).await;
         sc.signal("TERM");
         assert_eq!(sc.wait_exit(Duration::from_secs(10)).code(), Some(0));

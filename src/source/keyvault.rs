@@ -36,7 +36,7 @@
 //!   within that many pages. A vault of `P` pages therefore costs `min(P, n)` requests a quiet poll
 //!   once it is learnt (ties go to GETs, which need no second request for a change); a larger
 //!   vault costs one probe of `n - 1` pages once, then `n` GETs a poll (it is not probed again
-//!   until a config reload rebuilds the source). A refused listing (401, 403: the identity may
+//!   until a config reload rebuilds the source). A refused listing (403: the identity may
 //!   read but not list) is not tried again; another failure falls back to GETs for that poll.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -227,7 +227,9 @@ impl KeyVaultSource {
                         Err(SourceError::Cancelled) => return Err(SourceError::Cancelled),
                         Err(e) if !lister.budgeted => return Err(e),
                         Err(e) => {
-                            let refused = matches!(&e, SourceError::Azure(a) if matches!(a.status(), Some(401 | 403)));
+                            // 403: the identity may read but not list, for good. A 401 (after a
+                            // renewed token) is about the token, not the permission: try again.
+                            let refused = matches!(&e, SourceError::Azure(a) if a.status() == Some(403));
                             if refused {
                                 self.state.list_cost = ListCost::Refused;
                             }
