@@ -26,4 +26,5 @@ pub mod relpath;
 pub mod runtime;
 pub mod secret;
 pub mod snapshot;
+pub mod utc;
 pub mod source;

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::exchange;
 use super::server::{self, Query, Resp};
-use super::state::{random_hex, random_uuid, unix_now, Endpoint};
+use super::state::{random_hex, random_uuid, Endpoint};
 use super::Shared;
 
 pub(crate) const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
@@ -116,17 +116,7 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
     if shared.arc.redeem(&presented).is_none() {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "The key is not one this agent issued");
     }
-    let (token, expires_on, lifetime) = shared.state.mint_token(resource);
-    let body = json!({
-        "access_token": token.expose(),
-        "refresh_token": "",
-        "expires_in": lifetime.as_secs().to_string(),
-        "expires_on": expires_on.to_string(),
-        "not_before": unix_now().to_string(),
-        "resource": resource,
-        "token_type": "Bearer",
-    });
-    server::json(StatusCode::OK, &body)
+    super::imds::token_response(shared, resource)
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Resp {

@@ -44,6 +44,12 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
     };
     tracing::debug!(client_id = identity.client_id, "emulator IMDS issuing a token");
 
+    token_response(shared, resource)
+}
+
+/// A token for `resource` in the managed-identity response shape (IMDS, and Arc behind its
+/// challenge): every number a string.
+pub(super) fn token_response(shared: &Shared, resource: &str) -> Resp {
     let (token, expires_on, lifetime) = shared.state.mint_token(resource);
     let body = json!({
         "access_token": token.expose(),

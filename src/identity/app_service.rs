@@ -6,7 +6,7 @@
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::imds::resource_of;
+use super::imds::token_url;
 use super::response::fetch_token;
 use super::{AccessToken, BoxFuture, Credential, IdentityError, UserAssigned};
 use crate::azure::{AzureClient, Service};
@@ -28,21 +28,8 @@ impl AppServiceCredential {
     }
 
     fn url_for(&self, scope: &str) -> Url {
-        let mut url = self.endpoint.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("api-version", API_VERSION).append_pair("resource", resource_of(scope));
-            if let Some(id) = &self.identity {
-                let name = match id {
-                    UserAssigned::ClientId(_) => "client_id",
-                    UserAssigned::ObjectId(_) => "object_id",
-                    // App Service's name; IMDS's is msi_res_id.
-                    UserAssigned::ResourceId(_) => "mi_res_id",
-                };
-                q.append_pair(name, id.value());
-            }
-        }
-        url
+        // App Service's name for a resource id; IMDS's is msi_res_id.
+        token_url(&self.endpoint, API_VERSION, scope, self.identity.as_ref(), "mi_res_id")
     }
 }
 

@@ -29,21 +29,34 @@ impl ImdsCredential {
     }
 
     fn url_for(&self, scope: &str) -> Url {
-        let mut url = self.token_url.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("api-version", API_VERSION).append_pair("resource", resource_of(scope));
-            if let Some(id) = &self.identity {
-                let name = match id {
-                    UserAssigned::ClientId(_) => "client_id",
-                    UserAssigned::ObjectId(_) => "object_id",
-                    UserAssigned::ResourceId(_) => "msi_res_id",
-                };
-                q.append_pair(name, id.value());
-            }
-        }
-        url
+        token_url(&self.token_url, API_VERSION, scope, self.identity.as_ref(), "msi_res_id")
     }
+}
+
+/// A managed-identity token request: `endpoint` with the api-version, the resource of `scope`
+/// and the user-assigned identity's selector, whose resource id goes by `resource_id_param`
+/// (IMDS: `msi_res_id`, App Service: `mi_res_id`).
+pub(super) fn token_url(
+    endpoint: &Url,
+    api_version: &str,
+    scope: &str,
+    identity: Option<&UserAssigned>,
+    resource_id_param: &str,
+) -> Url {
+    let mut url = endpoint.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("api-version", api_version).append_pair("resource", resource_of(scope));
+        if let Some(id) = identity {
+            let name = match id {
+                UserAssigned::ClientId(_) => "client_id",
+                UserAssigned::ObjectId(_) => "object_id",
+                UserAssigned::ResourceId(_) => resource_id_param,
+            };
+            q.append_pair(name, id.value());
+        }
+    }
+    url
 }
 
 /// Managed identity endpoints take a resource, not a scope: `https://vault.azure.net/.default`

@@ -221,24 +221,10 @@ fn create_snapshot_dir(dir: &Path, last_stamp: &mut u128) -> Result<(OsString, P
 fn stamp_name(nanos: u128) -> String {
     let secs = (nanos / 1_000_000_000) as i64;
     let frac = nanos % 1_000_000_000;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!("..{y:04}_{m:02}_{d:02}_{:02}_{:02}_{:02}.{frac:09}", s / 3600, s % 3600 / 60, s % 60)
+    let (y, m, d, hh, mm, ss) = crate::utc::parts(secs);
+    format!("..{y:04}_{m:02}_{d:02}_{hh:02}_{mm:02}_{ss:02}.{frac:09}")
 }
 
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
 
 /// Write every entry of `snap` below `root`, then fsync the directories, deepest first.
 fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32) -> Result<(), PublishError> {
