@@ -19,16 +19,7 @@ const KV_REF: &str = "application/vnd.microsoft.appconfig.keyvaultref+json;chars
 const FF: &str = "application/vnd.microsoft.appconfig.ff+json;charset=utf-8";
 
 async fn world() -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        state_dir: Some(tmp.path().join("emulator")),
-        vaults: vec!["main".into()],
-        appconfig_stores: vec!["settings".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("emulator starts");
-    World { emu, tmp }
+    World::with_stores(&["main"], &["settings"]).await
 }
 
 fn seeds_source(w: &World, format: &str, path: &str) -> String {

@@ -235,16 +235,7 @@ async fn malformed_or_oversized_key_vault_answers_never_replace_a_published_valu
 // ---- hostile App Configuration keys ---------------------------------------------------------
 
 async fn appconfig_world() -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        state_dir: Some(tmp.path().join("emulator")),
-        vaults: vec!["main".into()],
-        appconfig_stores: vec!["settings".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("emulator starts");
-    World { emu, tmp }
+    World::with_stores(&["main"], &["settings"]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

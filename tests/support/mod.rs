@@ -22,10 +22,16 @@ pub struct World {
 
 impl World {
     pub async fn start(vaults: &[&str]) -> World {
+        World::with_stores(vaults, &[]).await
+    }
+
+    /// An emulator with these vaults and App Configuration stores.
+    pub async fn with_stores(vaults: &[&str], stores: &[&str]) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let emu = Emulator::start(EmulatorConfig {
             state_dir: Some(tmp.path().join("emulator")),
             vaults: vaults.iter().map(|v| v.to_string()).collect(),
+            appconfig_stores: stores.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         })
         .await
