@@ -10,14 +10,11 @@ The binary comes from $SIDECAR_BIN (default target/debug/azure-secrets-sidecar),
 """
 
 import json
-import os
-import subprocess
-import threading
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
+from emulator_process import EmulatorProcess, running
 from azure.appconfiguration import (
     AzureAppConfigurationClient,
     FeatureFlagConfigurationSetting,
@@ -27,36 +24,17 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("SIDECAR_BIN", str(REPO / "target" / "debug" / "azure-secrets-sidecar"))
 STORE = "contract"
-STARTUP_TIMEOUT = 30
 KV_REF = "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8"
 FF = "application/vnd.microsoft.appconfig.ff+json;charset=utf-8"
 
-# The SDK must never reach a real endpoint: no proxies, loopback only.
-for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-    os.environ.pop(var, None)
-os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
-
-class Emulator:
-    """The running `emulator` subprocess, its address line, and its control API."""
+class Emulator(EmulatorProcess):
+    """The emulator with the contract store."""
 
     def __init__(self, proc, info):
-        self.proc = proc
-        self.info = info
+        super().__init__(proc, info)
         self.store_url = info["appconfig_stores"][STORE]
-        self.ca_file = info["ca_file"]
-
-    def control(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.info["control_url"] + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            text = resp.read().decode()
-            return json.loads(text) if text else None
 
     def set_kv(self, key, value, label=None, content_type=None):
         body = {"key": key, "label": label, "value": value, "content_type": content_type}
@@ -69,40 +47,12 @@ class Emulator:
         return [r for r in self.control("GET", "/requests") if r["endpoint"] == "appconfig_list"]
 
 
-def read_address_line(proc):
-    """The one JSON line the emulator prints once listening, within a deadline."""
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(line=proc.stdout.readline()), daemon=True)
-    thread.start()
-    thread.join(STARTUP_TIMEOUT)
-    line = result.get("line")
-    if not line:
-        proc.kill()
-        raise RuntimeError(f"emulator printed no address line; stderr:\n{proc.stderr.read()}")
-    return json.loads(line)
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    if not os.path.exists(BIN):
-        pytest.fail(f"no sidecar binary at {BIN}: run `cargo build` or set SIDECAR_BIN")
     work = tmp_path_factory.mktemp("emulator-appconfig")
-    proc = subprocess.Popen(
-        [BIN, "emulator", "--state-dir", str(work / "state"), "--store", STORE, "--vault", "refs",
-         "--token-lifetime", "1h"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield Emulator(proc, read_address_line(proc))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running(["--state-dir", str(work / "state"), "--store", STORE, "--vault", "refs",
+         "--token-lifetime", "1h"]) as (proc, info):
+        yield Emulator(proc, info)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,10 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
 from azure.identity import CertificateCredential, ManagedIdentityCredential
 from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
@@ -30,7 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from test_keyvault_contract import AZURE_IDENTITY_VARS, BIN, Emulator, read_address_line
+from emulator_process import running
+from test_keyvault_contract import AZURE_IDENTITY_VARS, Emulator
 
 VAULT = "contract"  # the name Emulator (shared with the Key Vault contract tests) expects
 ARC_KEY_DIR = Path("/var/opt/azcmagent/tokens")
@@ -51,24 +51,15 @@ def arc_key_dir_available(created):
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    if not os.path.exists(BIN):
-        pytest.fail(f"no sidecar binary at {BIN}: run `cargo build` or set SIDECAR_BIN")
     work = tmp_path_factory.mktemp("emulator-certs")
-    args = [BIN, "emulator", "--state-dir", str(work / "state"), "--vault", VAULT, "--token-lifetime", "1h"]
+    args = ["--state-dir", str(work / "state"), "--vault", VAULT, "--token-lifetime", "1h"]
     created = []
     if arc_key_dir_available(created):
         args += ["--arc-key-dir", str(ARC_KEY_DIR)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        emu = Emulator(proc, read_address_line(proc))
-        yield emu
+        with running(args) as (proc, info):
+            yield Emulator(proc, info)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         for d in created:  # innermost first; only if empty
             try:
                 d.rmdir()

@@ -9,29 +9,18 @@ The binary comes from $SIDECAR_BIN (default target/debug/azure-secrets-sidecar),
 """
 
 import json
-import os
-import subprocess
-import threading
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
+from emulator_process import EmulatorProcess, running
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("SIDECAR_BIN", str(REPO / "target" / "debug" / "azure-secrets-sidecar"))
 VAULT = "contract"
 GENERATED = 30  # more than one page of 25
-STARTUP_TIMEOUT = 30
-
-# The SDK must never reach a real endpoint: no proxies, loopback only.
-for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-    os.environ.pop(var, None)
-os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 
 # Variables that would make azure-identity pick another mechanism than the one under test.
 AZURE_IDENTITY_VARS = (
@@ -50,23 +39,12 @@ AZURE_IDENTITY_VARS = (
 )
 
 
-class Emulator:
-    """The running `emulator` subprocess, its address line, and its control API."""
+class Emulator(EmulatorProcess):
+    """The emulator with the contract vault."""
 
     def __init__(self, proc, info):
-        self.proc = proc
-        self.info = info
+        super().__init__(proc, info)
         self.vault_url = info["vaults"][VAULT]
-        self.ca_file = info["ca_file"]
-
-    def control(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.info["control_url"] + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            text = resp.read().decode()
-            return json.loads(text) if text else None
 
     def set_secret(self, name, value, **attributes):
         return self.control("PUT", f"/vaults/{VAULT}/secrets/{name}", {"value": value, **attributes})["version"]
@@ -81,46 +59,14 @@ class Emulator:
         return self.control("GET", "/requests")
 
 
-def read_address_line(proc):
-    """The one JSON line the emulator prints once listening, within a deadline."""
-    result = {}
-
-    def reader():
-        result["line"] = proc.stdout.readline()
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    thread.join(STARTUP_TIMEOUT)
-    line = result.get("line")
-    if not line:
-        proc.kill()
-        raise RuntimeError(f"emulator printed no address line; stderr:\n{proc.stderr.read()}")
-    return json.loads(line)
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    if not os.path.exists(BIN):
-        pytest.fail(f"no sidecar binary at {BIN}: run `cargo build` or set SIDECAR_BIN")
     work = tmp_path_factory.mktemp("emulator")
     seed = work / "seed.json"
     seed.write_text(json.dumps({VAULT: {"seeded": "from-the-seed-file"}}))
-    proc = subprocess.Popen(
-        [BIN, "emulator", "--state-dir", str(work / "state"), "--vault", VAULT,
-         "--seed", str(seed), "--secrets", str(GENERATED), "--token-lifetime", "1h"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield Emulator(proc, read_address_line(proc))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running(["--state-dir", str(work / "state"), "--vault", VAULT,
+         "--seed", str(seed), "--secrets", str(GENERATED), "--token-lifetime", "1h"]) as (proc, info):
+        yield Emulator(proc, info)
 
 
 @pytest.fixture
