@@ -68,8 +68,10 @@ pub fn appconfig_page(data: &[u8]) {
         .into_iter()
         .map(|(key, value)| Setting { key, value: value.unwrap_or_default() })
         .collect();
+    // Values that parse as JSON stand in for feature flags too.
+    let flags: Vec<serde_json::Value> = settings.iter().filter_map(|s| serde_json::from_str(&s.value).ok()).collect();
     for format in [Format::Json, Format::Yaml, Format::Env, Format::Properties] {
-        let _ = render::render_document(format, &settings);
+        let _ = render::render_document(format, &settings, &flags);
     }
     let (files, _) = render::render_files(&settings);
     for file in files {
