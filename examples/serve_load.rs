@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use azure_secrets_sidecar::metrics::Metrics;
 use azure_secrets_sidecar::output::serve::{self, TOKEN_HEADER};
-use azure_secrets_sidecar::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 use azure_secrets_sidecar::runtime::sync::Status;
-use azure_secrets_sidecar::secret::{SecretString, SecretValue};
+use sidecar_core::secret::{SecretString, SecretValue};
 use azure_secrets_sidecar::snapshot::Snapshot;
 use azure_secrets_sidecar::source::{Object, Polled};
 use tokio_util::sync::CancellationToken;

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Runs config/appconfig.yaml (the seeds' case) against the local emulator, no Azure account:
-# starts `azure-secrets-sidecar emulator` with a store and a vault, seeds them through the
+# starts `azure-emulator` with a store and a vault, seeds them through the
 # emulator's control API, runs the sidecar once with the variables the workload-identity webhook
 # would inject, and shows what it published. Everything stays on 127.0.0.1.
 # Usage: scripts/appconfig-example.sh [OUTPUT_DIR]   (default: ./appconfig-example)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${SIDECAR_BIN:-target/debug/azure-secrets-sidecar}"
-[ -x "$bin" ] || cargo build --quiet --bins
+emulator_bin="${EMULATOR_BIN:-target/debug/azure-emulator}"
+{ [ -x "$bin" ] && [ -x "$emulator_bin" ]; } || cargo build --quiet --workspace --bins
 out="$(realpath -m "${1:-appconfig-example}")"
 work="$(mktemp -d)"
-"$bin" emulator --state-dir "$work/emulator" --store myappconfig --vault myvault >"$work/info.json" 2>"$work/emulator.log" &
+"$emulator_bin" --state-dir "$work/emulator" --store myappconfig --vault myvault >"$work/info.json" 2>"$work/emulator.log" &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null; wait "$emulator" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do [ -s "$work/info.json" ] && break; sleep 0.1; done

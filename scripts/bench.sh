@@ -16,6 +16,7 @@ echo "==> cargo build --release"
 # Apart: building the example with the binary would build the binary with the dev-dependency
 # features (tokio's test-util) too.
 cargo build --locked --release --bins
+cargo build --locked --release -p azure-emulator
 cargo build --locked --release --example serve_load
 
 venv=target/bench-venv
@@ -43,6 +44,7 @@ fi
 
 run=("$venv/bin/python" scripts/bench/run.py
   --bin "$PWD/target/release/azure-secrets-sidecar"
+  --emulator-bin "$PWD/target/release/azure-emulator"
   --python "$PWD/$venv/bin/python"
   --serve-load "$PWD/target/release/examples/serve_load"
   --image "$image" "$@")

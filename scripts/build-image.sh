@@ -47,11 +47,11 @@ fi
 # --- the static binary ------------------------------------------------------------------
 echo "==> cargo build --release --target $TARGET"
 t=$SECONDS
-# Without the emulator (a development tool: `demo`, `emulator`), and not position-independent:
+# Without the `demo` feature (so without the emulator crate), and not position-independent:
 # a plain static executable like Go's, 150 KB smaller than musl's default static-pie, which keeps
 # the image under its 4 MiB budget. Heap, stack and mmap addresses stay randomised.
 RUSTFLAGS="-C relocation-model=static" \
-  cargo build --locked --release --no-default-features --target "$TARGET" --bin azure-secrets-sidecar
+  cargo build --locked --release -p azure-secrets-sidecar --no-default-features --target "$TARGET" --bin azure-secrets-sidecar
 echo "    ($((SECONDS - t)) s)"
 bin=target/$TARGET/release/azure-secrets-sidecar
 

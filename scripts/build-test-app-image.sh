@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the container tests' "app" image (tests/container/app.Dockerfile), tagged TAG: Debian's
-# static busybox in a FROM-scratch image, with a static build of the sidecar that has the
-# `emulator` feature (the tests' stand-in for Azure; the production image leaves it out).
+# static busybox in a FROM-scratch image, with a static build of `azure-emulator` (the tests'
+# stand-in for Azure, a crate of its own that the production image does not contain).
 # Installs busybox-static if its static binary is missing (the musl toolchain comes from
 # scripts/build-image.sh, which runs first); pulls no image.
 #
@@ -29,13 +29,13 @@ fi
 # Same flags as scripts/build-image.sh, so the dependencies are built once for both.
 target=x86_64-unknown-linux-musl
 RUSTFLAGS="-C relocation-model=static" \
-  cargo build --locked --release --target "$target" --bin azure-secrets-sidecar --target-dir target/emulator-build
+  cargo build --locked --release --target "$target" -p azure-emulator --bin azure-emulator --target-dir target/emulator-build
 
 context=target/test-app-context
 rm -rf "$context"
 mkdir -p "$context/emulator-state"
 cp "$busybox" "$context/busybox"
-cp "target/emulator-build/$target/release/azure-secrets-sidecar" "$context/azure-secrets-sidecar"
+cp "target/emulator-build/$target/release/azure-emulator" "$context/azure-emulator"
 if ! out=$(docker build -q -f tests/container/app.Dockerfile -t "$tag" "$context" 2>&1); then
   echo "$out" >&2
   fail "docker build failed"

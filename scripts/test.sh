@@ -41,4 +41,5 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
-SIDECAR_BIN="$PWD/target/debug/azure-secrets-sidecar" "$venv/bin/python" -m pytest tests/contract -q
+EMULATOR_BIN="$PWD/target/debug/azure-emulator" SIDECAR_BIN="$PWD/target/debug/azure-secrets-sidecar" \
+  "$venv/bin/python" -m pytest tests/contract -q

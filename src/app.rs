@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
 use crate::output::serve as secrets_http;
 use crate::output::webhook::{Delivery, Webhook};
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 use crate::runtime::{signals, sync, Control};
 use crate::snapshot::Snapshot;
 use crate::source::appconfig::AppConfigSource;
@@ -73,28 +73,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
             let cfg = config::load(source.path(), &env, &Overrides::default())?;
             run(cfg, source.path().to_path_buf(), &env, once)
         }
-        #[cfg(feature = "emulator")]
-        Command::Demo { dir } => crate::demo::run(dir, env),
         Command::Probe { what, addr } => probe(what, addr, &env),
-        #[cfg(not(feature = "emulator"))]
-        Command::Demo { .. } | Command::Emulator { .. } => Err(AppError::Runtime(
-            "this build has no emulator (built without the `emulator` feature, as the production image is); use a development build: cargo run -- demo".into(),
+        #[cfg(feature = "demo")]
+        Command::Demo { dir } => crate::demo::run(dir),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => Err(AppError::Runtime(
+            "this build has no demo (built without the `demo` feature, as the production image is); use a development build: cargo run -- demo".into(),
         )),
-        #[cfg(feature = "emulator")]
-        Command::Emulator { args } => block_on(async move {
-            let cancel = CancellationToken::new();
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            signals::forward(tx).map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                while let Some(c) = rx.recv().await {
-                    if matches!(c, Control::Shutdown(_)) {
-                        stop.cancel();
-                    }
-                }
-            });
-            crate::emulator::run_standalone(&args, cancel).await.map_err(AppError::Runtime)
-        }),
     }
 }
 

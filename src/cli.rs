@@ -12,8 +12,6 @@ pub enum Command {
     Probe { what: ProbeKind, addr: Option<String> },
     Version,
     Help,
-    /// Hidden: the local Azure emulator on its own, for containers, benchmarks and SDK tests.
-    Emulator { args: Vec<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +52,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut dir = None;
     let mut addr = None;
     let mut probe = None;
-    if cmd == "emulator" {
-        return Ok(Command::Emulator { args: it.collect() });
-    }
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -117,7 +112,7 @@ mod tests {
             Command::Probe { what: ProbeKind::Ready, addr: Some("127.0.0.1:8201".into()) }
         );
         assert_eq!(p(&["version"]).unwrap(), Command::Version);
-        assert_eq!(p(&["emulator", "--vault", "x"]).unwrap(), Command::Emulator { args: vec!["--vault".into(), "x".into()] });
+        assert!(p(&["emulator"]).is_err(), "the emulator is its own binary (azure-emulator)");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppError;
 use crate::config::{self, LogConfig, LogFormat, Overrides};
-use crate::emulator::{Emulator, EmulatorConfig};
+use azure_emulator::{Emulator, EmulatorConfig};
 use crate::runtime::signals;
 
 const VAULT: &str = "demo";
@@ -22,7 +22,7 @@ const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const SERVE_ADDR: &str = "127.0.0.1:8200";
 const HEALTH_ADDR: &str = "127.0.0.1:8201";
 
-pub fn run(dir: Option<PathBuf>, _env: Vec<(String, String)>) -> Result<(), AppError> {
+pub fn run(dir: Option<PathBuf>) -> Result<(), AppError> {
     let rt_err = |e: std::io::Error| AppError::Runtime(format!("demo: {e}"));
     let dir = dir.unwrap_or_else(|| PathBuf::from("demo-secrets"));
     let dir = std::path::absolute(&dir).map_err(rt_err)?;
@@ -139,7 +139,7 @@ Stop with Ctrl-C.
 }
 
 /// Rotate `api-key` so the demo shows a change being published.
-async fn rotate(emulator: crate::emulator::Handle, cancel: CancellationToken) {
+async fn rotate(emulator: azure_emulator::Handle, cancel: CancellationToken) {
     let mut n = 1;
     loop {
         tokio::select! {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::azure::{ErrorBody, Service};
 use crate::config::{self, Format, Overrides};
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 use crate::source::render::{self, Setting};
 
 /// The config parser and validator: the first byte picks the format (YAML, TOML, JSON), the

@@ -8,10 +8,8 @@ pub mod app;
 pub mod azure;
 pub mod cli;
 pub mod config;
-#[cfg(feature = "emulator")]
+#[cfg(feature = "demo")]
 pub mod demo;
-#[cfg(feature = "emulator")]
-pub mod emulator;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod health;
@@ -20,11 +18,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod output;
-pub mod pki;
 pub mod probe;
-pub mod relpath;
 pub mod runtime;
-pub mod secret;
 pub mod snapshot;
-pub mod utc;
 pub mod source;

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::relpath::RelPath;
-use crate::secret::SecretValue;
+use sidecar_core::relpath::RelPath;
+use sidecar_core::secret::SecretValue;
 use crate::source::{Polled, SourceError};
 
 /// One published object.

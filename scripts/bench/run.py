@@ -94,11 +94,11 @@ def wakeups(before, after):
 
 
 class Emulator:
-    """`azure-secrets-sidecar emulator` with N generated secrets, and its control API."""
+    """`azure-emulator` with N generated secrets, and its control API."""
 
     def __init__(self, binary, state_dir, secrets):
         self.proc = subprocess.Popen(
-            [binary, "emulator", "--state-dir", str(state_dir), "--vault", VAULT, "--secrets", str(secrets)],
+            [binary, "--state-dir", str(state_dir), "--vault", VAULT, "--secrets", str(secrets)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -512,6 +512,7 @@ def chart(results, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin", required=True, help="the release binary")
+    p.add_argument("--emulator-bin", required=True, help="the azure-emulator binary")
     p.add_argument("--python", required=True, help="the venv's python, with azure-identity and azure-keyvault-secrets")
     p.add_argument("--serve-load", help="the serve_load example binary")
     p.add_argument("--counts", default="10,100,1000,5000")
@@ -554,7 +555,7 @@ def main():
     results["settings"]["files"] = str(FILES_ROOT or work_root)
     for n in counts:
         results["runs"][str(n)] = {}
-        emu = Emulator(args.bin, work_root / f"emulator-{n}", n)
+        emu = Emulator(args.emulator_bin, work_root / f"emulator-{n}", n)
         try:
             for name, bench in (("sidecar", bench_sidecar), ("python-sdk", bench_python)):
                 work = work_root / f"{name}-{n}"

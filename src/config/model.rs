@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

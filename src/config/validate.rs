@@ -13,7 +13,7 @@ use url::{Host, Url};
 use super::duration::parse_duration;
 use super::model::*;
 use super::raw::*;
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 
 /// A configuration error: always names the key (`sources[0].vault`) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use url::Url;
 use super::response::fetch_token;
 use super::{AccessToken, IdentityError};
 use crate::azure::{AzureClient, Service};
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 /// How the app proves who it is in a client-credentials grant.
 pub(super) enum ClientAuth<'a> {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::{read_secret_file, AccessToken, BoxFuture, Credential, IdentityError, SecretSource};
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 const MODE: &str = "access-token";
 /// Assumed lifetime of an opaque (non-JWT) token.

@@ -10,7 +10,7 @@ use super::imds::token_url;
 use super::response::fetch_token;
 use super::{AccessToken, BoxFuture, Credential, IdentityError, UserAssigned};
 use crate::azure::{AzureClient, Service};
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 const MODE: &str = "app-service";
 const API_VERSION: &str = "2019-08-01";

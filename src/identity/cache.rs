@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AccessToken, Credential, IdentityError};
 use crate::metrics::Metrics;
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 /// Share of a token's lifetime after which it is renewed.
 const REFRESH_FRACTION: f64 = 0.7;

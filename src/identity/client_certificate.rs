@@ -19,8 +19,8 @@ use url::Url;
 use super::aad::{self, ClientAuth};
 use super::{AccessToken, BoxFuture, Credential, IdentityError};
 use crate::azure::AzureClient;
-use crate::pki::{self, rsa::RsaSigner, CertBundle};
-use crate::secret::SecretString;
+use sidecar_core::pki::{self, rsa::RsaSigner, CertBundle};
+use sidecar_core::secret::SecretString;
 
 const MODE: &str = "client-certificate";
 /// How long an assertion is valid (MSAL uses 10 minutes).

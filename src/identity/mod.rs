@@ -39,7 +39,7 @@ use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::azure::AzureError;
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::azure::AzureClient;
 use crate::config::{Cloud, ConfigError, IdentityConfig, IdentityMode};
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 /// Which mechanism, with its parameters, after `auto` and the env fallbacks are applied.
 /// `Debug` and `Display` never show a secret (they live in `SecretString`s).

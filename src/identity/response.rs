@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AccessToken, IdentityError};
 use crate::azure::{read_json, AzureClient, AzureError, Service};
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 /// Token responses are a few KiB; anything this large is not one.
 const MAX_TOKEN_RESPONSE: usize = 256 * 1024;

@@ -221,7 +221,7 @@ fn create_snapshot_dir(dir: &Path, last_stamp: &mut u128) -> Result<(OsString, P
 fn stamp_name(nanos: u128) -> String {
     let secs = (nanos / 1_000_000_000) as i64;
     let frac = nanos % 1_000_000_000;
-    let (y, m, d, hh, mm, ss) = crate::utc::parts(secs);
+    let (y, m, d, hh, mm, ss) = sidecar_core::utc::parts(secs);
     format!("..{y:04}_{m:02}_{d:02}_{hh:02}_{mm:02}_{ss:02}.{frac:09}")
 }
 
@@ -358,8 +358,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::relpath::RelPath;
-    use crate::secret::SecretValue;
+    use sidecar_core::relpath::RelPath;
+    use sidecar_core::secret::SecretValue;
     use crate::source::{Object, Polled};
 
     fn snapshot(objects: &[(&str, &[u8])]) -> Snapshot {

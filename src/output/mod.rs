@@ -33,7 +33,7 @@ pub fn rfc3339(t: SystemTime) -> String {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
     };
-    let (y, m, d, hh, mm, ss) = crate::utc::parts(secs);
+    let (y, m, d, hh, mm, ss) = sidecar_core::utc::parts(secs);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 

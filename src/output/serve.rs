@@ -22,9 +22,9 @@ use zeroize::Zeroizing;
 
 use crate::config::{OutputConfig, ServeConfig};
 use crate::listener::{self, Body, Limits};
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 use crate::runtime::sync::Status;
-use crate::secret::{SecretString, SecretValue};
+use sidecar_core::secret::{SecretString, SecretValue};
 use crate::snapshot::Snapshot;
 
 /// The request header that carries the token.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 use crate::snapshot::Change;
 
 /// What the sync loop sends after a publish: when, and what changed.

@@ -17,7 +17,7 @@ use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
 use crate::output::webhook::Published;
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 use crate::snapshot::{Applied, Change, Snapshot};
 use crate::source::{Polled, Source, SourceError};
 

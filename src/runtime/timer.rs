@@ -46,6 +46,7 @@ mod linux {
             timerfd_settime(&fd, TimerfdTimerFlags::empty(), &Itimerspec { it_interval: zero, it_value: value })?;
             // SAFETY: the descriptor is an `OwnedFd` moved into the `AsyncFd`, so it stays open,
             // and the same descriptor, for as long as the `AsyncFd` lives.
+            #[allow(unsafe_code)] // the crate's one unsafe block (workspace lint: unsafe_code = deny)
             let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
             Ok(Timer(registered?))
         }

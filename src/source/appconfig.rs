@@ -28,8 +28,8 @@ use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
 use crate::config::{self, Format};
 use crate::identity::{BoxFuture, IdentityError, TokenCache};
-use crate::relpath::RelPath;
-use crate::secret::{SecretString, SecretValue};
+use sidecar_core::relpath::RelPath;
+use sidecar_core::secret::{SecretString, SecretValue};
 
 /// A current GA data-plane version.
 const API_VERSION: &str = "2023-11-01";

@@ -56,8 +56,8 @@ use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
 use crate::config;
 use crate::identity::{BoxFuture, IdentityError, TokenCache};
-use crate::relpath::RelPath;
-use crate::secret::{SecretString, SecretValue};
+use sidecar_core::relpath::RelPath;
+use sidecar_core::secret::{SecretString, SecretValue};
 
 /// A GA api-version (see AZURE-PROTOCOLS.md §6).
 const API_VERSION: &str = "7.6";

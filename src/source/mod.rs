@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::azure::AzureError;
 use crate::identity::{BoxFuture, IdentityError};
-use crate::relpath::RelPath;
-use crate::secret::SecretValue;
+use sidecar_core::relpath::RelPath;
+use sidecar_core::secret::SecretValue;
 
 pub trait Source: Send {
     /// Stable id for logs and metrics (`keyvault:myvault.vault.azure.net`).

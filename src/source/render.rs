@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::config::Format;
-use crate::relpath::RelPath;
+use sidecar_core::relpath::RelPath;
 
 /// One setting: its key (after prefix trimming) and its value.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,12 +1,11 @@
 # The "app" of the container tests (tests/container.rs): a stand-in for the workload that reads
 # the sidecar's files. Debian's static busybox on an empty filesystem: cat, ls, sleep, and nc
-# to reach the emulator's control API from inside the private network. It also carries a
-# development build of the sidecar (with the `emulator` feature, which the production image
-# leaves out) that the tests run as the pod's stand-in for Azure. FROM scratch, like the
+# to reach the emulator's control API from inside the private network. It also carries the
+# `azure-emulator` binary (crates/emulator), which the tests run as the pod's stand-in for Azure. FROM scratch, like the
 # sidecar image, so nothing is pulled. Built by scripts/build-test-app-image.sh TAG.
 FROM scratch
 COPY busybox /bin/busybox
-COPY azure-secrets-sidecar /azure-secrets-sidecar
+COPY azure-emulator /azure-emulator
 COPY --chown=65532:65532 emulator-state/ /emulator-state/
 USER 65532:65532
 ENTRYPOINT ["/bin/busybox"]

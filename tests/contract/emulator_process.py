@@ -1,5 +1,5 @@
-"""The emulator as the contract tests run it: the `emulator` subcommand of the sidecar binary
-($SIDECAR_BIN, default target/debug/azure-secrets-sidecar) in a subprocess, its address line,
+"""The emulator as the contract tests run it: the `azure-emulator` binary (crates/emulator;
+$EMULATOR_BIN, default target/debug/azure-emulator) in a subprocess, its address line,
 and its control API. Importing this module also keeps the SDKs on loopback: no proxies.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("SIDECAR_BIN", str(REPO / "target" / "debug" / "azure-secrets-sidecar"))
+BIN = os.environ.get("EMULATOR_BIN", str(REPO / "target" / "debug" / "azure-emulator"))
 STARTUP_TIMEOUT = 30
 
 # The SDK must never reach a real endpoint: no proxies, loopback only.
@@ -58,8 +58,8 @@ def read_address_line(proc):
 def running(args):
     """`emulator ARGS...` until the block ends: yields (process, address line)."""
     if not os.path.exists(BIN):
-        pytest.fail(f"no sidecar binary at {BIN}: run `cargo build` or set SIDECAR_BIN")
-    proc = subprocess.Popen([BIN, "emulator", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pytest.fail(f"no emulator binary at {BIN}: run `cargo build --workspace` or set EMULATOR_BIN")
+    proc = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         yield proc, read_address_line(proc)
     finally:

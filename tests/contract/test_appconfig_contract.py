@@ -4,9 +4,8 @@ refused the way it is against Azure, the emulator speaks App Configuration's wir
 just our client's idea of it.
 
 Run: python3 -m pip install -r tests/contract/requirements.txt
-     cargo build && python3 -m pytest tests/contract -q
-The binary comes from $SIDECAR_BIN (default target/debug/azure-secrets-sidecar), subcommand
-`emulator --store contract`. Every request stays on 127.0.0.1.
+     cargo build --workspace && python3 -m pytest tests/contract -q
+The emulator is `azure-emulator --store contract` ($EMULATOR_BIN, default target/debug/azure-emulator). Every request stays on 127.0.0.1.
 """
 
 import json

@@ -3,9 +3,8 @@ emulator. If the SDK can authenticate, read, page and fail the way it does again
 emulator speaks Azure's wire format, not just our client's idea of it.
 
 Run: python3 -m pip install -r tests/contract/requirements.txt
-     cargo build && python3 -m pytest tests/contract -q
-The binary comes from $SIDECAR_BIN (default target/debug/azure-secrets-sidecar), subcommand
-`emulator`. Every request stays on 127.0.0.1.
+     cargo build --workspace && python3 -m pytest tests/contract -q
+The emulator is the `azure-emulator` binary ($EMULATOR_BIN, default target/debug/azure-emulator). Every request stays on 127.0.0.1.
 """
 
 import json

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::*;
 use crate::azure::testserver::{test_client, Reply, TestServer};
-use crate::emulator::certs::{self_signed_rsa, CLIENT_KEY_PEM, VAULT_RSA_KEY_PEM};
+use azure_emulator::certs::{self_signed_rsa, CLIENT_KEY_PEM, VAULT_RSA_KEY_PEM};
 
 const SCOPE: &str = "https://vault.azure.net/.default";
 const OK: &str = r#"{"token_type":"Bearer","expires_in":3599,"access_token":"eyJ0eXAi.access.token"}"#;
@@ -28,7 +28,7 @@ fn open_jwt(jwt: &str, cert_der: &[u8]) -> (Value, Value, bool) {
     assert_eq!(parts.len(), 3, "a JWS compact serialisation");
     let header: Value = serde_json::from_slice(&b64(parts[0])).unwrap();
     let claims: Value = serde_json::from_slice(&b64(parts[1])).unwrap();
-    let public = crate::pki::bundle::cert_public_key(cert_der).unwrap();
+    let public = sidecar_core::pki::bundle::cert_public_key(cert_der).unwrap();
     let key = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public);
     let valid = key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &b64(parts[2])).is_ok();
     (header, claims, valid)
@@ -57,7 +57,7 @@ async fn sends_an_rs256_assertion_with_x5t_and_the_standard_claims() {
     assert!(valid, "the signature verifies with the certificate's public key");
     assert_eq!(header["alg"], "RS256");
     assert_eq!(header["typ"], "JWT");
-    assert_eq!(header["x5t"], crate::pki::x5t(&issued.cert_der));
+    assert_eq!(header["x5t"], sidecar_core::pki::x5t(&issued.cert_der));
     assert_eq!(b64(header["x5t"].as_str().unwrap()).len(), 20, "a SHA-1 thumbprint");
     assert_eq!(claims["aud"], server.url("/tenant-1/oauth2/v2.0/token"));
     assert_eq!(claims["iss"], "client-1");
@@ -127,10 +127,10 @@ async fn unusable_files_are_local_errors_that_never_show_the_key() {
 
 #[test]
 fn assertions_expire_ten_minutes_after_issue() {
-    let key = crate::pki::CertBundle::from_pem(CLIENT_KEY_PEM.as_bytes());
+    let key = sidecar_core::pki::CertBundle::from_pem(CLIENT_KEY_PEM.as_bytes());
     assert!(key.is_err(), "a key alone is no bundle");
     let issued = self_signed_rsa(CLIENT_KEY_PEM, "c").unwrap();
-    let bundle = crate::pki::CertBundle::from_pem(issued.cert_and_key_pem.as_bytes()).unwrap();
+    let bundle = sidecar_core::pki::CertBundle::from_pem(issued.cert_and_key_pem.as_bytes()).unwrap();
     let signer = RsaSigner::new(bundle.key.as_ref().unwrap()).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let jwt = sign_assertion(&signer, &issued.cert_der, "c", "https://login.example/t/oauth2/v2.0/token", at, "j").unwrap();

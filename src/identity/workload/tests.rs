@@ -7,7 +7,7 @@ use url::Url;
 use super::*;
 use crate::azure::testserver::{test_client, Reply, TestServer};
 use crate::identity::{ClientSecretCredential, SecretSource};
-use crate::secret::SecretString;
+use sidecar_core::secret::SecretString;
 
 const SCOPE: &str = "https://vault.azure.net/.default";
 const OK: &str = r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAi.access.token"}"#;

@@ -23,8 +23,8 @@ use super::{
 };
 use crate::azure::{AzureError, Service};
 use crate::config::{CertFormat, SecretSpec};
-use crate::pki::{self, pkcs12::Encryption, CertBundle};
-use crate::secret::SecretValue;
+use sidecar_core::pki::{self, pkcs12::Encryption, CertBundle};
+use sidecar_core::secret::SecretValue;
 use crate::source::{Failure, Object, SourceError};
 
 const PKCS12: &str = "application/x-pkcs12";
@@ -61,7 +61,7 @@ pub(super) async fn fetch(
         Ok(stored) => stored,
         Err(reason) => return fail_all(format!("not a usable certificate: {reason}")),
     };
-    let object = |path: &crate::relpath::RelPath, value: SecretValue| Object {
+    let object = |path: &sidecar_core::relpath::RelPath, value: SecretValue| Object {
         path: path.clone(),
         value,
         version: version.clone(),
@@ -114,13 +114,13 @@ pub(super) async fn get_object(
 }
 
 /// Where a planned entry publishes (see `SecretSpec::outputs`).
-pub(super) fn outputs(planned: &Planned) -> Vec<crate::relpath::RelPath> {
+pub(super) fn outputs(planned: &Planned) -> Vec<sidecar_core::relpath::RelPath> {
     SecretSpec { name: planned.name.clone(), path: planned.path.clone(), version: None, required: planned.required, kind: planned.kind }
         .outputs()
 }
 
 /// The same failure for every output of an entry.
-pub(super) fn failures(planned: &Planned, outputs: &[crate::relpath::RelPath], reason: &str) -> Fetched {
+pub(super) fn failures(planned: &Planned, outputs: &[sidecar_core::relpath::RelPath], reason: &str) -> Fetched {
     let failures = outputs
         .iter()
         .map(|path| Failure { path: path.clone(), name: planned.name.clone(), required: planned.required, reason: reason.to_string() })
@@ -178,7 +178,7 @@ impl Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::certs::{make_certificate, CertContent, CertificateSpec, KeyKind, PfxEncryption};
+    use azure_emulator::certs::{make_certificate, CertContent, CertificateSpec, KeyKind, PfxEncryption};
 
     #[test]
     fn pkcs12_and_pem_values_give_the_same_chain_and_key() {

@@ -12,8 +12,8 @@ use url::Url;
 
 use super::certificate::{failures, get_object, outputs};
 use super::{decode, Attributes, Fetched, Planned, RawAttributes, Vault, API_VERSION};
-use crate::pki::{self, der::Curve, PkiError};
-use crate::secret::SecretValue;
+use sidecar_core::pki::{self, der::Curve, PkiError};
+use sidecar_core::secret::SecretValue;
 use crate::source::{Object, SourceError};
 
 pub(super) async fn fetch(
@@ -142,7 +142,7 @@ mod tests {
             pem,
             "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMKBCTNIcKUSDii11ySs3526iDZ8A\niTo7Tu6KPAqv7D7gS2XpJFbZiItSs3m9+9Ue6GnvHw/GW2ZZaVtszggXIw==\n-----END PUBLIC KEY-----\n"
         );
-        let rsa_key = rcgen::KeyPair::from_pem(crate::emulator::certs::VAULT_RSA_KEY_PEM).unwrap();
+        let rsa_key = rcgen::KeyPair::from_pem(azure_emulator::certs::VAULT_RSA_KEY_PEM).unwrap();
         let spki = rcgen::PublicKeyData::subject_public_key_info(&rsa_key);
         let (_, parsed) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
         let x509_parser::public_key::PublicKey::RSA(rsa) = parsed.parsed().unwrap() else { panic!() };

@@ -1,0 +1,349 @@
+//! The real binary against the emulator's App Configuration store: the seeds' case (key filter
+//! `myapp:*`, label `prd`, prefix trimmed, nested JSON, a Key Vault reference resolved), cheap
+//! polling with 304s, a change propagated within one interval, the sentinel, feature flags,
+//! references re-checked while the lists answer 304, a reference that never resolves, and
+//! `retry-after-ms` on 429/503.
+
+use crate::support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use azure_emulator::RequestRecord;
+
+use serde_json::{json, Value};
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const KV_REF: &str = "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8";
+const FF: &str = "application/vnd.microsoft.appconfig.ff+json;charset=utf-8";
+
+async fn world() -> World {
+    World::with_stores(&["main"], &["settings"]).await
+}
+
+fn seeds_source(w: &World, format: &str, path: &str) -> String {
+    format!(
+        "sources:\n  - type: appconfig\n    endpoint: \"{}\"\n    select:\n      - key: \"myapp:*\"\n        label: prd\n    trim_prefix: [\"myapp:\"]\n    path: {path}\n    format: {format}\n",
+        w.emu.store_url("settings").unwrap()
+    )
+}
+
+fn seed(w: &World) {
+    let emu = &w.emu;
+    emu.set_kv("settings", "myapp:db:host", Some("prd"), "db.prd.internal", None).unwrap();
+    emu.set_kv("settings", "myapp:db:host", Some("dev"), "db.dev.internal", None).unwrap();
+    emu.set_kv("settings", "myapp:db:host", None, "localhost", None).unwrap();
+    emu.set_kv("settings", "myapp:log:level", Some("prd"), "warn", None).unwrap();
+    emu.set_kv("settings", "other:key", Some("prd"), "not selected", None).unwrap();
+    emu.set_secret("main", "db-password", &format!("{CANARY}-db")).unwrap();
+    let reference = json!({"uri": format!("{}/secrets/db-password", w.vault("main"))}).to_string();
+    emu.set_kv("settings", "myapp:db:password", Some("prd"), &reference, Some(KV_REF)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seeds_case_publishes_nested_json_for_prd_with_the_reference_resolved_and_never_logged() {
+    let w = world().await;
+    seed(&w);
+    let cfg = w.write_config(&format!("{}{}", w.base_config_at("30s", "trace"), seeds_source(&w, "json", "appsettings.json")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("appsettings.json published", LIMIT, || read(&out, "appsettings.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        doc,
+        json!({"db": {"host": "db.prd.internal", "password": format!("{CANARY}-db")}, "log": {"level": "warn"}})
+    );
+    let logs = sc.logs();
+    assert_clean(&logs, &[CANARY, "projected-sa-token"]);
+    for token in w.emu.issued_tokens() {
+        assert_clean(&logs, &[token.expose()]);
+    }
+    let lists: Vec<_> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::AppconfigList).collect();
+    let query = lists[0].query.clone().unwrap();
+    assert!(query.contains("label=prd") && query.contains("api-version=2023-11-01"), "{query}");
+    // The store takes only tokens for https://appconfig.azure.com: the first one was right.
+    assert!(lists.iter().all(|r| r.status == Some(200) || r.status == Some(304)), "{lists:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_polls_cost_one_304_and_a_change_is_published_within_one_interval() {
+    let w = world().await;
+    seed(&w);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "env", "app.env")));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("app.env published", LIMIT, || read(&out, "app.env")).await;
+    assert!(text.contains("DB_HOST=\"db.prd.internal\"\n"), "{text}");
+    assert!(text.contains(&format!("DB_PASSWORD=\"{CANARY}-db\"\n")), "{text}");
+
+    wait_for("a conditional poll answered 304", LIMIT, || {
+        let log = w.emu.request_log();
+        let lists: Vec<_> = log.iter().filter(|r| r.endpoint == Endpoint::AppconfigList).collect();
+        lists.iter().any(|r| r.status == Some(304) && r.headers.contains_key("if-none-match") && r.headers.contains_key("sync-token")).then_some(())
+    })
+    .await;
+
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    wait_for("the change is published", LIMIT, || read(&out, "app.env").filter(|t| t.contains("LOG_LEVEL=\"debug\""))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_are_followed_and_an_unresolvable_reference_keeps_its_last_value() {
+    let w = world().await;
+    seed(&w);
+    w.emu.set_appconfig_page_size(1);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "properties", "app.properties")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("app.properties published", LIMIT, || read(&out, "app.properties")).await;
+    assert_eq!(text, format!("db\\:host=db.prd.internal\ndb\\:password={CANARY}-db\nlog\\:level=warn\n"));
+
+    w.emu.delete_secret("main", "db-password").unwrap();
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "error", None).unwrap();
+    let text = wait_for("the change is published", LIMIT, || read(&out, "app.properties").filter(|t| t.contains("level=error"))).await;
+    assert!(text.contains(&format!("db\\:password={CANARY}-db\n")), "the last resolved value stays");
+    wait_for("the failed reference is logged", LIMIT, || sc.logs().contains("failed to resolve Key Vault reference").then_some(())).await;
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_references_unresolved_the_reference_json_is_the_value() {
+    let w = world().await;
+    seed(&w);
+    let source = seeds_source(&w, "yaml", "app.yaml").replace("    path:", "    resolve_keyvault_refs: false\n    path:");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let text = wait_for("app.yaml published", LIMIT, || read(&w.out(), "app.yaml")).await;
+    let reference = format!("{{\\\"uri\\\":\\\"{}/secrets/db-password\\\"}}", w.vault("main"));
+    assert!(text.contains(&format!("  \"password\": \"{reference}\"\n")), "{text}");
+    assert!(!text.contains(CANARY));
+    assert_eq!(w.emu.count(Endpoint::KeyvaultGet, Some("main")), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn format_files_writes_one_file_per_key_under_path() {
+    let w = world().await;
+    seed(&w);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), seeds_source(&w, "files", "conf")));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("files published", LIMIT, || read(&out, "conf/log/level")).await;
+    assert_eq!(read(&out, "conf/db/host").unwrap(), "db.prd.internal");
+    assert_eq!(read(&out, "conf/db/password").unwrap(), format!("{CANARY}-db"));
+    assert_eq!(read(&out, "conf/log/level").unwrap(), "warn");
+}
+
+/// The App Configuration requests the emulator saw, in order.
+fn store_requests(w: &World) -> Vec<RequestRecord> {
+    w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::AppconfigList).collect()
+}
+
+/// Whether a request listed the key filter `key` (as sent, percent-encoded).
+fn lists_key(r: &RequestRecord, key: &str) -> bool {
+    r.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == format!("key={key}")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_everything_is_listed() {
+    let w = world().await;
+    seed(&w);
+    w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
+    let source = seeds_source(&w, "json", "app.json") + "    sentinel: \"myapp:sentinel\"\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let first = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    assert!(first.contains("\"level\": \"warn\""), "{first}");
+    let full = |w: &World| store_requests(w).into_iter().filter(|r| lists_key(r, "myapp%3A*")).count();
+    let sentinel_304s = |w: &World| {
+        store_requests(w).into_iter().filter(|r| lists_key(r, "myapp%3Asentinel") && r.status == Some(304)).count()
+    };
+
+    // Unchanged: each poll is one conditional request for the sentinel, answered 304.
+    wait_for("three sentinel polls answered 304", LIMIT, || (sentinel_304s(&w) >= 3).then_some(())).await;
+    let log = store_requests(&w);
+    assert_eq!(full(&w), 1, "only the first poll lists the selection: {log:?}");
+    assert!(log.iter().all(|r| lists_key(r, "myapp%3A*") || lists_key(r, "myapp%3Asentinel")), "{log:?}");
+    let sentinel_query = log.iter().find(|r| lists_key(r, "myapp%3Asentinel")).unwrap().query.clone().unwrap();
+    assert!(sentinel_query.contains("label=prd"), "{sentinel_query}");
+
+    // Another key changes: not seen while the sentinel stays as it was.
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    let seen = sentinel_304s(&w);
+    wait_for("two more sentinel polls", LIMIT, || (sentinel_304s(&w) >= seen + 2).then_some(())).await;
+    assert_eq!(read(&out, "app.json").unwrap(), first);
+    assert_eq!(full(&w), 1);
+
+    // The sentinel changes: one full refresh publishes everything that changed.
+    w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "2", None).unwrap();
+    wait_for("the refresh is published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))).await;
+    let seen = sentinel_304s(&w);
+    wait_for("a sentinel poll after the refresh", LIMIT, || (sentinel_304s(&w) > seen).then_some(())).await;
+    assert_eq!(full(&w), 2, "one refresh: {:?}", store_requests(&w));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_304() {
+    let w = world().await;
+    seed(&w);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "json", "app.json")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json").filter(|t| t.contains(&format!("{CANARY}-db")))).await;
+    wait_for("a poll answered 304", LIMIT, || store_requests(&w).iter().any(|r| r.status == Some(304)).then_some(())).await;
+
+    w.emu.set_secret("main", "db-password", &format!("{CANARY}-rotated")).unwrap();
+    wait_for("the rotated secret is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains(&format!("{CANARY}-rotated")))
+    })
+    .await;
+    let lists = store_requests(&w);
+    assert_eq!(lists.iter().filter(|r| r.status == Some(200)).count(), 1, "the store answered 304 after the first list: {lists:?}");
+    assert!(
+        w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= lists.len() as u64,
+        "one secret read per poll: {} reads, {} polls",
+        w.emu.count(Endpoint::KeyvaultGet, Some("main")),
+        lists.len()
+    );
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn selected_feature_flags_are_written_in_the_feature_management_schema() {
+    let w = world().await;
+    seed(&w);
+    let beta = json!({
+        "id": "Beta", "description": "", "enabled": true,
+        "conditions": {"client_filters": [{"name": "Microsoft.Targeting", "parameters": {"Audience": {"Users": ["ann"], "DefaultRolloutPercentage": 50}}}]}
+    });
+    let dark = json!({"id": "DarkMode", "enabled": false, "conditions": {"client_filters": []}});
+    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &beta.to_string(), Some(FF)).unwrap();
+    w.emu.set_kv("settings", ".appconfig.featureflag/DarkMode", Some("prd"), &dark.to_string(), Some(FF)).unwrap();
+    let unselected = json!({"id": "Unlabelled", "enabled": true, "conditions": {"client_filters": []}});
+    w.emu.set_kv("settings", ".appconfig.featureflag/Unlabelled", None, &unselected.to_string(), Some(FF)).unwrap();
+    let selects = "    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n";
+    let json_source = seeds_source(&w, "json", "app.json").replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
+    let yaml_source = seeds_source(&w, "yaml", "app.yaml").replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
+    let cfg = w.write_config(&format!("{}{json_source}{}", w.base_config("30s"), yaml_source.replace("sources:\n", "")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["feature_management"], json!({"feature_flags": [beta, dark]}));
+    assert_eq!(doc["db"]["host"], "db.prd.internal");
+    let yaml = wait_for("app.yaml published", LIMIT, || read(&out, "app.yaml")).await;
+    assert!(yaml.starts_with("\"db\":\n"), "{yaml}");
+    assert!(yaml.contains("\"feature_management\":\n  \"feature_flags\":\n    - \"conditions\":\n"), "{yaml}");
+    assert!(yaml.contains("\"DefaultRolloutPercentage\": 50\n") && yaml.contains("\"enabled\": false\n"), "{yaml}");
+    assert!(!yaml.contains("Unlabelled") && !text.contains("Unlabelled"));
+    assert!(!sc.logs().contains("skipping feature flag"), "{}", sc.logs());
+}
+
+/// The `addr=` of the first log line containing `marker`.
+fn logged_addr(logs: &str, marker: &str) -> Option<SocketAddr> {
+    logs.lines()
+        .find(|l| l.contains(marker))?
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("addr="))
+        .and_then(|a| a.trim_matches('"').parse().ok())
+}
+
+async fn readyz(health: SocketAddr) -> Option<u16> {
+    let resp = reqwest::Client::new().get(format!("http://{health}/readyz")).send().await.ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// The number of lines of `logs` that contain `marker`.
+fn lines_with(logs: &str, marker: &str) -> usize {
+    logs.lines().filter(|l| l.contains(marker)).count()
+}
+
+fn seed_with_a_broken_reference(w: &World) {
+    seed(w);
+    let reference = json!({"uri": format!("{}/secrets/never-created", w.vault("main"))}).to_string();
+    w.emu.set_kv("settings", "myapp:api:key", Some("prd"), &reference, Some(KV_REF)).unwrap();
+}
+
+async fn wait_ready(health: SocketAddr) {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while readyz(health).await != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "not ready within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The first log line about `path` names the key, says required, and gives Key Vault's code.
+fn assert_reported(logs: &str, path: &str) {
+    let line = logs.lines().find(|l| l.contains(&format!("path={path}"))).unwrap_or_else(|| panic!("no line for {path}:\n{logs}"));
+    assert!(line.contains("api:key") && line.contains("required=true") && line.contains("SecretNotFound"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_format_files_a_reference_that_never_resolves_is_the_one_missing_file_and_readiness_waits() {
+    let w = world().await;
+    seed_with_a_broken_reference(&w);
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "files", "conf")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let health = wait_for("the health listener's address", LIMIT, || logged_addr(&sc.logs(), "health listener")).await;
+
+    wait_for("the other files published", LIMIT, || read(&out, "conf/log/level")).await;
+    assert_eq!(read(&out, "conf/db/password").unwrap(), format!("{CANARY}-db"));
+    assert!(read(&out, "conf/api/key").is_none());
+    wait_for("the failure reported at two polls", LIMIT, || (lines_with(&sc.logs(), "path=conf/api/key") >= 2).then_some(())).await;
+    assert_reported(&sc.logs(), "conf/api/key");
+    assert_eq!(readyz(health).await, Some(503), "not ready while a required file is missing");
+
+    w.emu.set_secret("main", "never-created", &format!("{CANARY}-api")).unwrap();
+    wait_for("the reference's file published", LIMIT, || read(&out, "conf/api/key")).await;
+    wait_ready(health).await;
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_with_a_reference_that_never_resolved_is_held_back_whole() {
+    let w = world().await;
+    seed_with_a_broken_reference(&w);
+    // A second source on the same store, without the broken key: published at once.
+    let document = seeds_source(&w, "json", "app.json");
+    let other = seeds_source(&w, "properties", "log.properties").replace("sources:\n", "").replace("\"myapp:*\"", "\"myapp:log:*\"");
+    let cfg = w.write_config(&format!("{}{document}{other}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let health = wait_for("the health listener's address", LIMIT, || logged_addr(&sc.logs(), "health listener")).await;
+
+    assert_eq!(wait_for("log.properties published", LIMIT, || read(&out, "log.properties")).await, "log\\:level=warn\n");
+    wait_for("the failure reported at two polls", LIMIT, || (lines_with(&sc.logs(), "path=app.json") >= 2).then_some(())).await;
+    assert_reported(&sc.logs(), "app.json");
+    assert!(read(&out, "app.json").is_none(), "no app.json without its api key");
+    assert_eq!(readyz(health).await, Some(503), "not ready while a required object is missing");
+
+    w.emu.set_secret("main", "never-created", &format!("{CANARY}-api")).unwrap();
+    let doc = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    assert!(doc.contains(&format!("\"key\": \"{CANARY}-api\"")), "{doc}");
+    wait_ready(health).await;
+    assert_eq!(read(&out, "log.properties").unwrap(), "log\\:level=warn\n", "each source keeps its own objects");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_ms_on_429_and_503_is_honoured() {
+    let w = world().await;
+    seed(&w);
+    let throttled = Fault::status(429).on(Endpoint::AppconfigList).in_vault("settings").retry_after(RetryAfter::Millis(1500));
+    w.emu.add_fault(throttled.times(1));
+    let unavailable = Fault::status(503).on(Endpoint::AppconfigList).in_vault("settings").retry_after(RetryAfter::Millis(1200));
+    w.emu.add_fault(unavailable.times(1));
+    // Our own backoff is 100ms..1s: only the header can make the waits this long.
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), seeds_source(&w, "env", "app.env")));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("app.env published", LIMIT, || read(&w.out(), "app.env")).await;
+    let lists = store_requests(&w);
+    let statuses: Vec<Option<u16>> = lists.iter().map(|r| r.status).collect();
+    assert_eq!(statuses[..3], [Some(429), Some(503), Some(200)], "{lists:?}");
+    let after_429 = lists[1].at_ms - lists[0].at_ms;
+    let after_503 = lists[2].at_ms - lists[1].at_ms;
+    assert!(after_429 >= 1500, "retried {after_429}ms after a 429 asking for 1500ms");
+    assert!(after_503 >= 1200, "retried {after_503}ms after a 503 asking for 1200ms");
+}

@@ -1,0 +1,99 @@
+//! `cloud: public | china | usgov`: the authority host, bare vault names, and the token
+//! audiences of Key Vault and App Configuration, seen through `check` and against emulators that
+//! only accept the sovereign cloud's audiences.
+
+use crate::support;
+
+use std::time::Duration;
+
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn check(w: &World, yaml: &str, env: &[(&str, String)]) -> (i32, String, String) {
+    let cfg = w.write_config(yaml);
+    let out = base_command(env).arg("check").arg("--config").arg(&cfg).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn workload_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111".to_string()),
+        ("AZURE_TENANT_ID", "22222222-2222-2222-2222-222222222222".to_string()),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/azure-identity-token".to_string()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_shows_each_clouds_authority_and_vault_suffix() {
+    let w = World::start(&["main"]).await;
+    for (cloud, authority, vault) in [
+        ("public", "https://login.microsoftonline.com", "https://myvault.vault.azure.net/"),
+        ("china", "https://login.chinacloudapi.cn", "https://myvault.vault.azure.cn/"),
+        ("usgov", "https://login.microsoftonline.us", "https://myvault.vault.usgovcloudapi.net/"),
+    ] {
+        let yaml = format!("cloud: {cloud}\nsources:\n  - type: keyvault\n    vault: myvault\n    secrets:\n      - name: a\noutput:\n  dir: \"{}\"\n", w.out().display());
+        let (code, stdout, stderr) = check(&w, &yaml, &workload_env());
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(&format!("cloud: {cloud}\n")), "{stdout}");
+        assert!(stdout.contains(&format!("vault: {vault}\n")), "{stdout}");
+        let identity = stdout.lines().find(|l| l.starts_with("# identity:")).unwrap_or_default();
+        assert!(identity.contains(&format!("authority {authority}")), "{cloud}: {identity}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_refuses_a_service_url_of_another_cloud() {
+    let w = World::start(&["main"]).await;
+    let yaml = format!(
+        "cloud: public\nsources:\n  - type: appconfig\n    endpoint: https://mystore.azconfig.azure.cn\noutput:\n  dir: \"{}\"\n",
+        w.out().display()
+    );
+    let (code, _, stderr) = check(&w, &yaml, &workload_env());
+    assert_eq!(code, 2);
+    assert!(stderr.contains("sources[0].endpoint") && stderr.contains("set cloud: china"), "{stderr}");
+}
+
+/// An emulated China cloud accepts only `https://vault.azure.cn` and `https://appconfig.azure.cn`
+/// tokens: with `cloud: china` the sidecar asks for those audiences and publishes; with
+/// `cloud: public` Key Vault refuses its token with AKV10022.
+#[tokio::test(flavor = "multi_thread")]
+async fn china_cloud_asks_for_the_china_audiences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        state_dir: Some(tmp.path().join("emulator")),
+        vaults: vec!["main".to_string()],
+        appconfig_stores: vec!["store".to_string()],
+        keyvault_resource: "https://vault.azure.cn".to_string(),
+        appconfig_resource: "https://appconfig.azure.cn".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    emu.set_secret("main", "db-password", CANARY).unwrap();
+    emu.set_kv("store", "app:color", None, "red", None).unwrap();
+    let w = World { emu, tmp };
+    let sources = format!(
+        "sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n  - type: appconfig\n    endpoint: \"{}\"\n    trim_prefix: [\"app:\"]\n",
+        w.vault("main"),
+        w.emu.store_url("store").unwrap()
+    );
+
+    let cfg = w.write_config(&format!("cloud: china\n{}{sources}", w.base_config("30s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("both sources published", LIMIT, || {
+        (read(&w.out(), "db-password").as_deref() == Some(CANARY) && read(&w.out(), "appsettings.json").is_some()).then_some(())
+    })
+    .await;
+    let settings: serde_json::Value = serde_json::from_str(&read(&w.out(), "appsettings.json").unwrap()).unwrap();
+    assert_eq!(settings["color"], "red");
+    drop(sc);
+
+    std::fs::remove_dir_all(w.out()).unwrap();
+    let cfg = w.write_config(&format!("cloud: public\n{}{sources}", w.base_config("30s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("the audience refusal", LIMIT, || sc.logs().contains("401").then_some(())).await;
+    assert!(read(&w.out(), "db-password").is_none());
+    let refused: Vec<_> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::KeyvaultGet && r.status == Some(401)).collect();
+    assert!(!refused.is_empty(), "Key Vault refused the public-cloud token");
+}

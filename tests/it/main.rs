@@ -1,0 +1,37 @@
+//! The integration tests: one binary (as ripgrep's `tests/tests.rs` and linkerd's integration
+//! crate), each module a behaviour of the real `azure-secrets-sidecar` binary against the
+//! emulator (`azure_emulator`, a dev-dependency) over real TLS, real files and real signals.
+
+mod support;
+
+/// App Configuration: selects, labels, references, feature flags, formats.
+mod appconfig;
+/// Bad config, hostile names and sizes: a clear error, nothing published lost.
+mod bad_input;
+/// Key Vault certificates and keys: PEM, PFX, keys.
+mod certificates;
+/// The command line: usage, exit codes, `check`, the example configs.
+mod cli;
+/// Clouds other than the public one.
+mod clouds;
+/// Readers never see a torn or mixed set; restarts adopt what is on disk.
+mod consistency;
+/// The FROM-scratch images in a pod-like network (SKIPPED without Docker).
+mod container;
+/// `demo` publishes and stops cleanly.
+#[cfg(feature = "demo")]
+mod demo;
+/// Azure failing: storms, Retry-After, outages, recovery.
+mod faults;
+/// No secret, token or credential in any log line, at trace level.
+mod hygiene;
+/// Every identity mode against the emulator.
+mod identities;
+/// Key Vault to files: the AtomicWriter layout, changes, `--once`.
+mod keyvault_files;
+/// Key Vault request counts: lists, GETs, pinned versions.
+mod keyvault_requests;
+/// Config reloads: ConfigMap updates, SIGHUP, invalid edits.
+mod reload;
+/// The HTTP listener, health, metrics, probe and webhook.
+mod serve_health;

@@ -1,0 +1,326 @@
+//! The real binary's listeners against the emulator: loopback HTTP for apps (token, ETag,
+//! refusals), the health endpoints (liveness, the readiness latch through an outage, metrics),
+//! the `probe` command, the change webhook, and a listener that cannot bind.
+//!
+//! `base_config` binds both listeners on 127.0.0.1:0; the bound addresses are read back from
+//! the sidecar's start-up log lines, as an operator would.
+
+use crate::support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use azure_emulator::{Endpoint, Fault};
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn sources(w: &World) -> String {
+    format!(
+        "sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n        path: db/password\n      - name: api-key\n",
+        w.vault("main")
+    )
+}
+
+fn set(w: &World, name: &str, value: &str) {
+    let _ = w.emu.set_secret("main", name, value);
+}
+
+/// Await `cond` until it yields `Some` or `limit` passes.
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, limit: Duration, mut cond: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `addr=` of the first log line containing `marker`.
+fn logged_addr(logs: &str, marker: &str) -> Option<SocketAddr> {
+    logs.lines()
+        .find(|l| l.contains(marker))?
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("addr="))
+        .and_then(|a| a.trim_matches('"').parse().ok())
+}
+
+async fn addrs(sc: &Sidecar) -> (SocketAddr, SocketAddr) {
+    let health = wait_for("the health listener's address", LIMIT, || logged_addr(&sc.logs(), "health listener")).await;
+    let serve = wait_for("the secrets listener's address", LIMIT, || logged_addr(&sc.logs(), "secrets listener")).await;
+    (health, serve)
+}
+
+async fn status_of(url: String) -> Option<u16> {
+    reqwest::Client::new().get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_reads_the_published_values_over_loopback_http_with_the_token() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", &format!("{CANARY}-db"));
+    set(&w, "api-key", &format!("{CANARY}-api"));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, serve) = addrs(&sc).await;
+    eventually("ready", LIMIT, || async {
+        (status_of(format!("http://{health}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
+
+    // The token file: 64 hex characters, mode 0440, beside the published files.
+    let token_path = w.out().join(".sidecar-token");
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o440);
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{serve}/v1/secrets/db/password");
+    let resp = client.get(&url).header("X-Sidecar-Token", &token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(resp.text().await.unwrap(), read(&w.out(), "db/password").unwrap(), "HTTP serves what the files hold");
+    let again = client.get(&url).header("X-Sidecar-Token", &token).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    let proxied = client.get(&url).header("X-Sidecar-Token", &token).header("X-Forwarded-For", "10.0.0.1");
+    assert_eq!(proxied.send().await.unwrap().status(), 403);
+    let missing = client.get(format!("http://{serve}/v1/secrets/nope")).header("X-Sidecar-Token", &token);
+    assert_eq!(missing.send().await.unwrap().status(), 404);
+
+    let listing =
+        client.get(format!("http://{serve}/v1/secrets")).header("X-Sidecar-Token", &token).send().await.unwrap();
+    let listing: serde_json::Value = listing.json().await.unwrap();
+    let paths: Vec<&str> = listing.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["api-key", "db/password"]);
+    assert!(!listing.to_string().contains(CANARY));
+
+    // A rotation reaches HTTP with a new ETag.
+    set(&w, "db-password", "rotated");
+    let rotated = eventually("the rotated value over HTTP", LIMIT, || {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            let r = client.get(&url).header("X-Sidecar-Token", &token).send().await.ok()?;
+            let tag = r.headers().get("etag")?.to_str().ok()?.to_string();
+            (r.text().await.ok()? == "rotated").then_some(tag)
+        }
+    })
+    .await;
+    assert_ne!(rotated, etag);
+    assert_clean(&sc.logs(), &[CANARY, &token]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_waits_for_the_first_publish_and_stays_ready_through_an_outage() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "v1");
+    set(&w, "api-key", "k1");
+    let outage = w.emu.add_fault(Fault::status(503).on(Endpoint::KeyvaultGet));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, serve) = addrs(&sc).await;
+
+    // Alive but not ready while nothing can be fetched; nothing to serve yet.
+    assert_eq!(status_of(format!("http://{health}/healthz")).await, Some(200));
+    assert_eq!(status_of(format!("http://{health}/readyz")).await, Some(503));
+    let token = wait_for("the token file", LIMIT, || read(&w.out(), ".sidecar-token")).await;
+    let before = reqwest::Client::new().get(format!("http://{serve}/v1/secrets")).header("X-Sidecar-Token", &token);
+    assert_eq!(before.send().await.unwrap().status(), 503);
+
+    w.emu.remove_fault(outage);
+    eventually("ready", LIMIT, || async {
+        (status_of(format!("http://{health}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
+
+    // Vault down again: polls fail, the latch holds, the loop is still alive.
+    let failures = |m: &str| {
+        m.lines().filter(|l| l.starts_with("sidecar_sync_total{") && l.contains("result=\"failure\"")).count()
+    };
+    w.emu.add_fault(Fault::status(503).on(Endpoint::Any));
+    eventually("a failed poll in the metrics", LIMIT, || async {
+        let m = reqwest::get(format!("http://{health}/metrics")).await.ok()?.text().await.ok()?;
+        (failures(&m) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(status_of(format!("http://{health}/readyz")).await, Some(200));
+    assert_eq!(status_of(format!("http://{health}/healthz")).await, Some(200));
+    let value =
+        reqwest::Client::new().get(format!("http://{serve}/v1/secrets/api-key")).header("X-Sidecar-Token", &token);
+    assert_eq!(value.send().await.unwrap().text().await.unwrap(), "k1", "last-known-good is served");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_carry_every_spec_metric_and_no_secret() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", &format!("{CANARY}-db"));
+    set(&w, "api-key", &format!("{CANARY}-api"));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, _) = addrs(&sc).await;
+    let metrics = eventually("a successful poll in the metrics", LIMIT, || async {
+        let m = reqwest::get(format!("http://{health}/metrics")).await.ok()?.text().await.ok()?;
+        m.contains("result=\"success\"").then_some(m)
+    })
+    .await;
+    for name in [
+        "sidecar_sync_total",
+        "sidecar_sync_duration_seconds",
+        "sidecar_objects",
+        "sidecar_last_success_timestamp_seconds",
+        "sidecar_azure_requests_total",
+        "sidecar_token_expiry_timestamp_seconds",
+        "sidecar_config_reload_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")) && metrics.contains(&format!("# TYPE {name} ")),
+            "{name}:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("sidecar_objects{source=\"keyvault:"), "{metrics}");
+    assert_clean(&metrics, &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probe_command_exits_0_when_ready_and_1_with_a_reason_otherwise() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "v1");
+    set(&w, "api-key", "k1");
+    let outage = w.emu.add_fault(Fault::status(503).on(Endpoint::KeyvaultGet));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, _) = addrs(&sc).await;
+    let probe = |what: &str| {
+        let out = base_command(&[]).args(["probe", what, "--addr", &health.to_string()]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (code, err) = probe("ready");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/readyz answered 503") && err.trim().lines().count() == 1, "{err}");
+    assert_eq!(probe("live").0, Some(0));
+    w.emu.remove_fault(outage);
+    wait_for("probe ready succeeds", LIMIT, || (probe("ready").0 == Some(0)).then_some(())).await;
+
+    drop(sc);
+    let (code, err) = probe("live");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("failed to connect") || err.contains("no answer"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probe_finds_the_port_in_the_config() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "v1");
+    set(&w, "api-key", "k1");
+    // A port picked by the OS and released for the sidecar (the env layer overrides the file).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let env = [("SIDECAR_HEALTH__LISTEN", format!("127.0.0.1:{port}"))];
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &env);
+    let env = [env[0].clone(), ("SIDECAR_CONFIG", cfg.display().to_string())];
+    wait_for("probe ready via the config's port", LIMIT, || {
+        (base_command(&env).args(["probe", "ready"]).status().unwrap().code() == Some(0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_is_posted_to_the_webhook_with_paths_and_versions_only() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", &format!("{CANARY}-1"));
+    set(&w, "api-key", "k1");
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/-/reload", hook.local_addr().unwrap());
+    let (tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = hook.accept().await.unwrap();
+            let tx = tx.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        hyper::body::Bytes::new(),
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let cfg = w.write_config(&format!("{}{}on_change:\n  webhook: \"{hook_url}\"\n", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+
+    let first = tokio::time::timeout(LIMIT, bodies.recv()).await.expect("first publish notified").unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let changed: Vec<&str> = first["changed"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(changed, ["api-key", "db/password"]);
+
+    let version = w.emu.set_secret("main", "db-password", &format!("{CANARY}-2"));
+    let second = tokio::time::timeout(LIMIT, bodies.recv()).await.expect("the change notified").unwrap();
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(second["changed"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["changed"][0]["path"], "db/password");
+    if let Ok(v) = version {
+        assert_eq!(second["changed"][0]["version"], v.as_str());
+    }
+    assert_eq!(second["removed"], serde_json::json!([]));
+    assert!(second["published_at"].as_str().unwrap().ends_with('Z'));
+    assert_clean(&format!("{first}{second}{}", sc.logs()), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_port_in_use_is_a_runtime_error() {
+    let w = World::start(&["main"]).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let mut sc = Sidecar::spawn(&w, &cfg, &[], &[("SIDECAR_HEALTH__LISTEN", addr.to_string())]);
+    let status = sc.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(1), "{}", sc.logs());
+    assert!(sc.logs().contains(&format!("failed to listen on {addr} (health.listen)")), "{}", sc.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_requests_get_431_and_a_slow_client_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "v");
+    set(&w, "api-key", "k");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, serve) = addrs(&sc).await;
+    eventually("ready", LIMIT, || async { (status_of(format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
+    let token = std::fs::read_to_string(w.out().join(".sidecar-token")).unwrap();
+
+    // 64 KiB of headers: refused with 431, not buffered without bound.
+    let mut big = tokio::net::TcpStream::connect(serve).await.unwrap();
+    let req = format!("GET /v1/secrets/api-key HTTP/1.1\r\nHost: x\r\nX-Sidecar-Token: {}\r\nX-Pad: {}\r\n\r\n", token.trim(), "a".repeat(64 * 1024));
+    let _ = big.write_all(req.as_bytes()).await; // the server may close before reading it all
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, big.read_to_end(&mut answer)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"), "{:?}", String::from_utf8_lossy(&answer));
+
+    // A client that never finishes its headers is closed after the header read timeout (10 s);
+    // meanwhile everyone else is served.
+    let mut slow = tokio::net::TcpStream::connect(serve).await.unwrap();
+    slow.write_all(b"GET /v1/secrets/api-key HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let ok = reqwest::Client::new().get(format!("http://{serve}/v1/secrets/api-key")).header("X-Sidecar-Token", token.trim()).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the slow client was never cut off");
+    assert!(started.elapsed() >= Duration::from_secs(9), "cut off after {:?}, before the timeout", started.elapsed());
+}
