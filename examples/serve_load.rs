@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use azure_secrets_sidecar::metrics::Metrics;
 use azure_secrets_sidecar::output::serve::{self, TOKEN_HEADER};
-use sidecar_core::relpath::RelPath;
 use azure_secrets_sidecar::runtime::sync::Status;
-use sidecar_core::secret::{SecretString, SecretValue};
 use azure_secrets_sidecar::snapshot::Snapshot;
 use azure_secrets_sidecar::source::{Object, Polled};
+use sidecar_core::relpath::RelPath;
+use sidecar_core::secret::{SecretString, SecretValue};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -137,7 +137,9 @@ async fn main() {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 

@@ -24,12 +24,12 @@ use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
 use crate::output::serve as secrets_http;
 use crate::output::webhook::{Delivery, Webhook};
-use sidecar_core::relpath::RelPath;
 use crate::runtime::{signals, sync, Control};
 use crate::snapshot::Snapshot;
 use crate::source::appconfig::AppConfigSource;
 use crate::source::keyvault::KeyVaultSource;
 use crate::source::Source;
+use sidecar_core::relpath::RelPath;
 
 /// How long SIGTERM waits for an in-flight publish before exiting anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -114,7 +114,8 @@ pub fn run(cfg: Config, path: PathBuf, env: &[(String, String)], once: bool) -> 
     block_on(async move {
         let cancel = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
-        signals::forward(tx.clone()).map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
+        signals::forward(tx.clone())
+            .map_err(|e| AppError::Runtime(format!("failed to install signal handlers: {e}")))?;
         serve(cfg, env, once, cancel, Some((path, tx)), rx).await
     })
 }
@@ -156,7 +157,9 @@ pub async fn serve(
         return sync::once(built.pipeline, status, ONCE_DEADLINE, cancel)
             .await
             .map(|()| info!("--once: every required object is published"))
-            .map_err(|missing| AppError::Runtime(format!("--once: could not publish required objects: {}", missing.join(", "))));
+            .map_err(|missing| {
+                AppError::Runtime(format!("--once: could not publish required objects: {}", missing.join(", ")))
+            });
     }
 
     let mut listeners = cancel.child_token();
@@ -171,7 +174,8 @@ pub async fn serve(
         },
         None => None,
     };
-    let mut current = Running::start(cfg, built.pipeline, status.clone(), Arc::new(Snapshot::default()), false, &cancel);
+    let mut current =
+        Running::start(cfg, built.pipeline, status.clone(), Arc::new(Snapshot::default()), false, &cancel);
     loop {
         let signal = tokio::select! {
             msg = control.recv() => match msg {

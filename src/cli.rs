@@ -75,10 +75,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         "run" => Command::Run { config, once },
         "check" => Command::Check { config },
         "demo" => Command::Demo { dir },
-        "probe" => Command::Probe {
-            what: probe.ok_or_else(|| UsageError("probe needs 'ready' or 'live'".into()))?,
-            addr,
-        },
+        "probe" => {
+            Command::Probe { what: probe.ok_or_else(|| UsageError("probe needs 'ready' or 'live'".into()))?, addr }
+        }
         "version" | "--version" => Command::Version,
         "help" => Command::Help,
         other => return Err(UsageError(format!("unknown command {other:?}"))),
@@ -100,7 +99,10 @@ mod tests {
             p(&["--config", "/c.yaml", "--once"]).unwrap(),
             Command::Run { config: Some("/c.yaml".into()), once: true }
         );
-        assert_eq!(p(&["run", "--config=/c.yaml"]).unwrap(), Command::Run { config: Some("/c.yaml".into()), once: false });
+        assert_eq!(
+            p(&["run", "--config=/c.yaml"]).unwrap(),
+            Command::Run { config: Some("/c.yaml".into()), once: false }
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppError;
 use crate::config::{self, LogConfig, LogFormat, Overrides};
-use azure_emulator::{Emulator, EmulatorConfig};
 use crate::runtime::signals;
+use azure_emulator::{Emulator, EmulatorConfig};
 
 const VAULT: &str = "demo";
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
@@ -31,9 +31,13 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), AppError> {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(rt_err)?;
     let result = rt.block_on(async {
-        let emulator = Emulator::start(EmulatorConfig { state_dir: Some(work.path().to_path_buf()), vaults: vec![VAULT.into()], ..Default::default() })
-            .await
-            .map_err(|e| AppError::Runtime(format!("demo: failed to start the emulator: {e}")))?;
+        let emulator = Emulator::start(EmulatorConfig {
+            state_dir: Some(work.path().to_path_buf()),
+            vaults: vec![VAULT.into()],
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| AppError::Runtime(format!("demo: failed to start the emulator: {e}")))?;
         for (name, value) in [
             ("db-password", "correct-horse-battery-staple"),
             ("api-key", "demo-api-key-v1"),

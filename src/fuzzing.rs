@@ -11,8 +11,8 @@ use std::path::Path;
 
 use crate::azure::{ErrorBody, Service};
 use crate::config::{self, Format, Overrides};
-use sidecar_core::relpath::RelPath;
 use crate::source::render::{self, Setting};
+use sidecar_core::relpath::RelPath;
 
 /// The config parser and validator: the first byte picks the format (YAML, TOML, JSON), the
 /// rest is the file; the environment layer gets a couple of `SIDECAR_` variables too.
@@ -25,7 +25,10 @@ pub fn config(data: &[u8]) {
         _ => Path::new("/fuzz/config.json"),
     };
     let env = if selector & 0x80 != 0 {
-        vec![("SIDECAR_SYNC__INTERVAL".to_string(), "30s".to_string()), ("SIDECAR_OUTPUT__DIR".to_string(), "null".to_string())]
+        vec![
+            ("SIDECAR_SYNC__INTERVAL".to_string(), "30s".to_string()),
+            ("SIDECAR_OUTPUT__DIR".to_string(), "null".to_string()),
+        ]
     } else {
         Vec::new()
     };

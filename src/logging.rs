@@ -18,10 +18,8 @@ pub fn init(cfg: &LogConfig) {
     // `log.level` was validated at load; fall back to `info` rather than fail here.
     let filter = parse_filter(&cfg.level).unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     // The builder's own level cap is `info`; open it fully and let `filter` decide.
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::TRACE)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let builder =
+        tracing_subscriber::fmt().with_max_level(LevelFilter::TRACE).with_writer(std::io::stderr).with_target(false);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).finish().with(filter).try_init(),
         LogFormat::Text => builder.with_ansi(false).finish().with(filter).try_init(),

@@ -73,9 +73,7 @@ impl Metrics {
     /// One outbound request to Azure; `code` is the HTTP status, or `error` for no response.
     pub fn azure_request(&self, service: &'static str, code: Option<u16>) {
         let code = code.map(|c| c.to_string()).unwrap_or_else(|| "error".into());
-        *lock(&self.azure_requests)
-            .entry(vec![("service", service.to_string()), ("code", code)])
-            .or_default() += 1;
+        *lock(&self.azure_requests).entry(vec![("service", service.to_string()), ("code", code)]).or_default() += 1;
     }
 
     pub fn azure_requests_total(&self) -> u64 {
@@ -107,7 +105,11 @@ impl Metrics {
             for (b, c) in h.bounds.iter().zip(&h.counts) {
                 let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
             }
-            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", h.count, h.sum, h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+                h.count, h.sum, h.count
+            );
         }
         gauge(&mut out, "sidecar_objects", "Objects currently published, by source.", &lock(&self.objects));
         gauge(
@@ -124,20 +126,22 @@ impl Metrics {
         );
         {
             let name = "sidecar_token_expiry_timestamp_seconds";
-            let _ = writeln!(out, "# HELP {name} Unix time at which the earliest cached access token expires.\n# TYPE {name} gauge");
+            let _ = writeln!(
+                out,
+                "# HELP {name} Unix time at which the earliest cached access token expires.\n# TYPE {name} gauge"
+            );
             if let Some(v) = *lock(&self.token_expiry) {
                 let _ = writeln!(out, "{name} {v}");
             }
         }
-        counter(
-            &mut out,
-            "sidecar_config_reload_total",
-            "Config reloads, by result.",
-            &lock(&self.config_reload),
-        );
+        counter(&mut out, "sidecar_config_reload_total", "Config reloads, by result.", &lock(&self.config_reload));
         {
             let name = "sidecar_publish_total";
-            let _ = writeln!(out, "# HELP {name} Snapshots published.\n# TYPE {name} counter\n{name} {}", *lock(&self.publishes));
+            let _ = writeln!(
+                out,
+                "# HELP {name} Snapshots published.\n# TYPE {name} counter\n{name} {}",
+                *lock(&self.publishes)
+            );
         }
         out
     }

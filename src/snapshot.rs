@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::source::{Polled, SourceError};
 use sidecar_core::relpath::RelPath;
 use sidecar_core::secret::SecretValue;
-use crate::source::{Polled, SourceError};
 
 /// One published object.
 #[derive(Debug, Clone)]
@@ -149,8 +149,12 @@ impl Snapshot {
     /// This snapshot without the entries of sources not in `sources` (a reload removed them).
     /// Returns the snapshot and whether anything was dropped.
     pub fn retain_sources(&self, sources: &[String]) -> (Snapshot, bool) {
-        let entries: BTreeMap<RelPath, Entry> =
-            self.entries.iter().filter(|(_, e)| sources.contains(&e.source)).map(|(p, e)| (p.clone(), e.clone())).collect();
+        let entries: BTreeMap<RelPath, Entry> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| sources.contains(&e.source))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
         let dropped = entries.len() != self.entries.len();
         (Snapshot { entries }, dropped)
     }

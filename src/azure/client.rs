@@ -174,7 +174,11 @@ impl AzureClient {
                 .map_err(|e| AzureError::Transport { service: service.as_str(), reason: describe(&e) })?;
             let origin = request.url().origin().ascii_serialization();
             if let Some(wait) = self.throttle.wait_for(&origin) {
-                tracing::debug!(service = service.as_str(), wait_ms = wait.as_millis() as u64, "holding the request: the service asked for a delay");
+                tracing::debug!(
+                    service = service.as_str(),
+                    wait_ms = wait.as_millis() as u64,
+                    "holding the request: the service asked for a delay"
+                );
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(AzureError::Cancelled),
@@ -312,7 +316,8 @@ pub(super) fn describe(e: &reqwest::Error) -> String {
 /// Every certificate of a PEM bundle that rustls accepts as a trust anchor. Certificates it
 /// cannot use (system bundles sometimes carry a few) are skipped with a warning.
 fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, AzureError> {
-    let setup = |reason: String| AzureError::Setup(format!("failed to load CA certificates from {}: {reason}", path.display()));
+    let setup =
+        |reason: String| AzureError::Setup(format!("failed to load CA certificates from {}: {reason}", path.display()));
     let pem = std::fs::read(path).map_err(|e| setup(e.to_string()))?;
     let mut certs = Vec::new();
     let mut skipped = 0usize;

@@ -55,11 +55,8 @@ impl AzureError {
     pub async fn from_response(service: Service, resp: reqwest::Response) -> AzureError {
         let status = resp.status().as_u16();
         let header_id = request_id_header(resp.headers());
-        let header_code = resp
-            .headers()
-            .get("x-ms-error-code")
-            .and_then(|v| v.to_str().ok())
-            .map(|s| truncate(s.trim()));
+        let header_code =
+            resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).map(|s| truncate(s.trim()));
         let body = read_limited(resp, ERROR_BODY_LIMIT).await.unwrap_or_default();
         let parsed = ErrorBody::parse(&body);
         AzureError::Status {
@@ -88,14 +85,9 @@ impl ErrorBody {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
             return ErrorBody::default();
         };
-        let code = keyvault_code(&v)
-            .or_else(|| entra_code(&v))
-            .or_else(|| problem_type(&v))
-            .map(|c| truncate(&c));
-        let request_id = ["trace_id", "correlation_id"]
-            .iter()
-            .find_map(|k| v.get(k).and_then(Value::as_str))
-            .map(truncate);
+        let code = keyvault_code(&v).or_else(|| entra_code(&v)).or_else(|| problem_type(&v)).map(|c| truncate(&c));
+        let request_id =
+            ["trace_id", "correlation_id"].iter().find_map(|k| v.get(k).and_then(Value::as_str)).map(truncate);
         ErrorBody { code, request_id }
     }
 }
@@ -181,7 +173,11 @@ enum ReadError {
 /// Parse a JSON response body of at most `max_bytes`. Errors say what was wrong (too large,
 /// not JSON, a missing field, a wrong type) and where, never quoting the body: a token
 /// response's body is a secret.
-pub async fn read_json<T: DeserializeOwned>(service: Service, resp: reqwest::Response, max_bytes: usize) -> Result<T, AzureError> {
+pub async fn read_json<T: DeserializeOwned>(
+    service: Service,
+    resp: reqwest::Response,
+    max_bytes: usize,
+) -> Result<T, AzureError> {
     let invalid = |reason: String| AzureError::InvalidResponse { service: service.as_str(), reason };
     let body = match read_limited(resp, max_bytes).await {
         Ok(b) => zeroize::Zeroizing::new(b),

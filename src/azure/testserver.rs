@@ -204,7 +204,8 @@ fn respond(reply: Reply) -> hyper::Response<Full<Bytes>> {
 
 /// An `AzureClient` for tests: plain http to loopback, millisecond backoff.
 pub fn test_client(max_retries: u32) -> crate::azure::AzureClient {
-    let settings = crate::azure::HttpSettings { ca_file: None, ssl_cert_file: None, request_timeout: Duration::from_secs(10) };
+    let settings =
+        crate::azure::HttpSettings { ca_file: None, ssl_cert_file: None, request_timeout: Duration::from_secs(10) };
     let policy = crate::azure::RetryPolicy {
         max_retries,
         min_backoff: Duration::from_millis(1),

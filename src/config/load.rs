@@ -69,8 +69,7 @@ pub fn load(path: &Path, env: &[(String, String)], flags: &Overrides) -> Result<
 /// `load` of a config file's text, already read; `path` gives its format (by extension) and
 /// names it in errors. Also the config parser's fuzz target.
 pub fn load_text(path: &Path, text: &str, env: &[(String, String)], flags: &Overrides) -> Result<Config, ConfigError> {
-    let file =
-        Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, text)? };
+    let file = Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, text)? };
     let figment = layers(file, env, flags)?;
     let raw: RawConfig = figment.extract_lossy().map_err(|e| from_figment(&figment, e))?;
     validate(&raw).map_err(|e| with_origin(e, &figment))
@@ -693,7 +692,12 @@ log:
         let cfg = load_yaml(yaml, &[], &[]).unwrap();
         assert_eq!(
             crate::config::source_ids(&cfg.sources),
-            ["appconfig:s.azconfig.io", "appconfig:s.azconfig.io#2", "keyvault:vvv.vault.azure.net", "keyvault:vvv.vault.azure.net#2"]
+            [
+                "appconfig:s.azconfig.io",
+                "appconfig:s.azconfig.io#2",
+                "keyvault:vvv.vault.azure.net",
+                "keyvault:vvv.vault.azure.net#2"
+            ]
         );
     }
 }

@@ -385,7 +385,8 @@ fn object_kind(at: &str, raw: &RawSecret) -> Result<ObjectKind> {
     let kinds = [("secret", "secret"), ("certificate", "certificate"), ("key", "key")];
     match (one_of(&kind_key, kind, &kinds)?, raw.format.as_deref()) {
         ("certificate", format) => {
-            let format = one_of(&format_key, format.unwrap_or("pem"), &[("pem", CertFormat::Pem), ("pfx", CertFormat::Pfx)])?;
+            let format =
+                one_of(&format_key, format.unwrap_or("pem"), &[("pem", CertFormat::Pem), ("pfx", CertFormat::Pfx)])?;
             Ok(ObjectKind::Certificate(format))
         }
         (kind, Some(format)) if !(kind == "key" && format == "pem") => Err(ConfigError::invalid(
@@ -657,7 +658,14 @@ mod tests {
     }
 
     fn secret_raw(name: &str, path: Option<&str>) -> RawSecret {
-        RawSecret { name: Some(name.to_string()), path: path.map(str::to_string), version: None, required: true, kind: None, format: None }
+        RawSecret {
+            name: Some(name.to_string()),
+            path: path.map(str::to_string),
+            version: None,
+            required: true,
+            kind: None,
+            format: None,
+        }
     }
 
     fn kv(raw: &mut RawConfig) -> &mut RawKeyVault {

@@ -36,11 +36,8 @@ pub(super) async fn request_token(
     cancel: &CancellationToken,
 ) -> Result<AccessToken, IdentityError> {
     let scope = v2_scope(scope);
-    let mut form: Vec<(&str, &str)> = vec![
-        ("client_id", client_id),
-        ("grant_type", "client_credentials"),
-        ("scope", &scope),
-    ];
+    let mut form: Vec<(&str, &str)> =
+        vec![("client_id", client_id), ("grant_type", "client_credentials"), ("scope", &scope)];
     match auth {
         ClientAuth::Assertion(a) => {
             form.push(("client_assertion", a.expose()));

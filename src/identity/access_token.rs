@@ -25,13 +25,18 @@ impl AccessTokenCredential {
     async fn load(&self) -> Result<AccessToken, IdentityError> {
         let (token, origin) = match &self.source {
             SecretSource::Env(t) => (t.clone(), "ACCESS_TOKEN".to_string()),
-            SecretSource::File(path) => (read_secret_file(MODE, "access token", path).await?, format!("file {}", path.display())),
+            SecretSource::File(path) => {
+                (read_secret_file(MODE, "access token", path).await?, format!("file {}", path.display()))
+            }
         };
         let now = SystemTime::now();
         let expires_on = jwt_expiry(&token).unwrap_or(now + OPAQUE_LIFETIME);
         if expires_on <= now {
             let when = httpdate::fmt_http_date(expires_on);
-            return Err(IdentityError::Local { mode: MODE, reason: format!("the access token from {origin} expired at {when}") });
+            return Err(IdentityError::Local {
+                mode: MODE,
+                reason: format!("the access token from {origin} expired at {when}"),
+            });
         }
         Ok(AccessToken { token, expires_on })
     }
@@ -44,7 +49,11 @@ impl Credential for AccessTokenCredential {
 
     /// The token is used for every scope: it is the developer's job to supply one whose
     /// audience fits the configured sources.
-    fn request_token<'a>(&'a self, _scope: &'a str, _cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        _scope: &'a str,
+        _cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(self.load())
     }
 }

@@ -38,13 +38,18 @@ impl Credential for AppServiceCredential {
         MODE
     }
 
-    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        scope: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(async move {
             let url = self.url_for(scope);
-            let mut header = reqwest::header::HeaderValue::from_str(self.header.expose()).map_err(|_| IdentityError::Local {
-                mode: MODE,
-                reason: "IDENTITY_HEADER is not a valid HTTP header value".to_string(),
-            })?;
+            let mut header =
+                reqwest::header::HeaderValue::from_str(self.header.expose()).map_err(|_| IdentityError::Local {
+                    mode: MODE,
+                    reason: "IDENTITY_HEADER is not a valid HTTP header value".to_string(),
+                })?;
             header.set_sensitive(true);
             let build = |http: &reqwest::Client| http.get(url.clone()).header("X-IDENTITY-HEADER", header.clone());
             fetch_token(&self.client, MODE, Service::AppService, cancel, &build).await

@@ -61,7 +61,8 @@ impl ArcCredential {
     async fn exchange(&self, scope: &str, cancel: &CancellationToken) -> Result<AccessToken, IdentityError> {
         let url = self.url_for(scope);
         let challenge = |http: &reqwest::Client| http.get(url.clone()).header("Metadata", "true");
-        let resp = self.client.send(Service::Arc, cancel, &challenge).await.map_err(|e| failed(MODE, Service::Arc, e))?;
+        let resp =
+            self.client.send(Service::Arc, cancel, &challenge).await.map_err(|e| failed(MODE, Service::Arc, e))?;
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             let status = resp.status().as_u16();
             let err = AzureError::from_response(Service::Arc, resp).await;
@@ -76,10 +77,13 @@ impl ArcCredential {
             .and_then(|v| v.to_str().ok())
             .and_then(basic_realm)
             .ok_or_else(|| local("the 401 challenge has no WWW-Authenticate: Basic realm=<key file>".into()))?;
-        let key_file = checked_key_file(&realm, &self.key_dir).map_err(|reason| local(format!("challenge key file refused: {reason}")))?;
-        let secret = read_key_file(&key_file).map_err(|reason| local(format!("challenge key file {}: {reason}", key_file.display())))?;
-        let mut auth = HeaderValue::from_str(&format!("Basic {}", secret.as_str()))
-            .map_err(|_| local(format!("challenge key file {} does not hold a header-safe value", key_file.display())))?;
+        let key_file = checked_key_file(&realm, &self.key_dir)
+            .map_err(|reason| local(format!("challenge key file refused: {reason}")))?;
+        let secret = read_key_file(&key_file)
+            .map_err(|reason| local(format!("challenge key file {}: {reason}", key_file.display())))?;
+        let mut auth = HeaderValue::from_str(&format!("Basic {}", secret.as_str())).map_err(|_| {
+            local(format!("challenge key file {} does not hold a header-safe value", key_file.display()))
+        })?;
         auth.set_sensitive(true);
         let answer = |http: &reqwest::Client| {
             http.get(url.clone()).header("Metadata", "true").header(reqwest::header::AUTHORIZATION, auth.clone())
@@ -93,7 +97,11 @@ impl Credential for ArcCredential {
         MODE
     }
 
-    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        scope: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(async move {
             tokio::select! {
                 biased;
@@ -129,7 +137,8 @@ fn basic_realm(header: &str) -> Option<String> {
 pub(super) fn checked_key_file(realm: &str, key_dir: &Path) -> Result<PathBuf, String> {
     let path = Path::new(realm);
     let dotted = realm.split('/').any(|segment| segment == "." || segment == "..");
-    if !path.is_absolute() || dotted || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+    if !path.is_absolute() || dotted || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
         return Err(format!("{realm:?} is not an absolute, normalised path"));
     }
     if path.parent() != Some(key_dir) {

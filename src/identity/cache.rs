@@ -51,7 +51,12 @@ impl Cached {
     fn new(t: AccessToken) -> Cached {
         let now = Instant::now();
         let lifetime = t.expires_on.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-        Cached { token: t.token, expires_on: t.expires_on, refresh_at: now + refresh_after(lifetime), expires_at: now + lifetime }
+        Cached {
+            token: t.token,
+            expires_on: t.expires_on,
+            refresh_at: now + refresh_after(lifetime),
+            expires_at: now + lifetime,
+        }
     }
 }
 

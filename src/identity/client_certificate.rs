@@ -54,14 +54,21 @@ impl ClientCertificateCredential {
     /// Read the certificate file and sign a fresh assertion.
     async fn assertion(&self, now: SystemTime) -> Result<SecretString, IdentityError> {
         let path = &self.cert_file;
-        let local = |reason: String| IdentityError::Local { mode: MODE, reason: format!("client certificate file {}: {reason}", path.display()) };
+        let local = |reason: String| IdentityError::Local {
+            mode: MODE,
+            reason: format!("client certificate file {}: {reason}", path.display()),
+        };
         let meta = tokio::fs::metadata(path).await.map_err(|e| local(format!("cannot be read: {e}")))?;
         if meta.len() > MAX_FILE {
             return Err(local(format!("is {} bytes; a PEM certificate file is at most {MAX_FILE}", meta.len())));
         }
-        let text = zeroize::Zeroizing::new(tokio::fs::read(path).await.map_err(|e| local(format!("cannot be read: {e}")))?);
+        let text =
+            zeroize::Zeroizing::new(tokio::fs::read(path).await.map_err(|e| local(format!("cannot be read: {e}")))?);
         let bundle = CertBundle::from_pem(&text).map_err(|e| local(e.to_string()))?;
-        let key = bundle.key.as_ref().ok_or_else(|| local("holds no private key (PEM with the key and the certificate is needed)".into()))?;
+        let key = bundle
+            .key
+            .as_ref()
+            .ok_or_else(|| local("holds no private key (PEM with the key and the certificate is needed)".into()))?;
         let signer = RsaSigner::new(key).map_err(|e| local(e.to_string()))?;
         if pki::bundle::cert_public_key(bundle.leaf()).as_deref() != Some(signer.public_key_der().as_slice()) {
             return Err(local("the private key does not belong to any certificate in the file".into()));
@@ -77,7 +84,11 @@ impl Credential for ClientCertificateCredential {
         MODE
     }
 
-    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        scope: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(self.exchange(scope, cancel))
     }
 }

@@ -43,7 +43,11 @@ impl Credential for ClientSecretCredential {
         MODE
     }
 
-    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        scope: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(self.exchange(scope, cancel))
     }
 }

@@ -24,7 +24,8 @@ impl ImdsCredential {
     /// user-assigned identity, `None` the system-assigned one.
     pub fn new(client: AzureClient, endpoint: &Url, identity: Option<UserAssigned>) -> Self {
         let base = endpoint.as_str().trim_end_matches('/');
-        let token_url = Url::parse(&format!("{base}/metadata/identity/oauth2/token")).unwrap_or_else(|_| endpoint.clone());
+        let token_url =
+            Url::parse(&format!("{base}/metadata/identity/oauth2/token")).unwrap_or_else(|_| endpoint.clone());
         ImdsCredential { client, token_url, identity }
     }
 
@@ -70,7 +71,11 @@ impl Credential for ImdsCredential {
         MODE
     }
 
-    fn request_token<'a>(&'a self, scope: &'a str, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        scope: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(async move {
             let url = self.url_for(scope);
             let build = |http: &reqwest::Client| http.get(url.clone()).header("Metadata", "true");

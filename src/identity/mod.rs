@@ -81,7 +81,11 @@ pub enum IdentityError {
 
 /// Read a local secret input (federated token, client secret, access token) afresh, trimmed.
 /// Errors name the file, never its content.
-async fn read_secret_file(mode: &'static str, what: &str, path: &std::path::Path) -> Result<SecretString, IdentityError> {
+async fn read_secret_file(
+    mode: &'static str,
+    what: &str,
+    path: &std::path::Path,
+) -> Result<SecretString, IdentityError> {
     let local = |reason: String| IdentityError::Local { mode, reason };
     let text = zeroize::Zeroizing::new(
         tokio::fs::read_to_string(path)

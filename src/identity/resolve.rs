@@ -104,7 +104,11 @@ impl fmt::Display for ResolvedIdentity {
                     SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
                     SecretSource::File(p) => format!("file {}", p.display()),
                 };
-                write!(f, "{mode} (client_id {client_id}, tenant {tenant_id}, secret from {from}, authority {})", authority(a))
+                write!(
+                    f,
+                    "{mode} (client_id {client_id}, tenant {tenant_id}, secret from {from}, authority {})",
+                    authority(a)
+                )
             }
             ResolvedIdentity::ClientCertificate { authority: a, tenant_id, client_id, cert_file } => write!(
                 f,
@@ -178,10 +182,15 @@ fn tenant_id(cfg: &IdentityConfig, env: &AzureEnv) -> Option<String> {
 
 /// Client id and tenant of an app registration (workload identity, client secret).
 fn app_registration(mode: &str, cfg: &IdentityConfig, env: &AzureEnv) -> Result<(String, String), ConfigError> {
-    let client_id = client_id(cfg, env)
-        .ok_or_else(|| err("identity.client_id", format!("{mode} identity needs a client id: set identity.client_id or AZURE_CLIENT_ID")))?;
-    let tenant_id = tenant_id(cfg, env)
-        .ok_or_else(|| err("identity.tenant_id", format!("{mode} identity needs a tenant: set identity.tenant_id or AZURE_TENANT_ID")))?;
+    let client_id = client_id(cfg, env).ok_or_else(|| {
+        err(
+            "identity.client_id",
+            format!("{mode} identity needs a client id: set identity.client_id or AZURE_CLIENT_ID"),
+        )
+    })?;
+    let tenant_id = tenant_id(cfg, env).ok_or_else(|| {
+        err("identity.tenant_id", format!("{mode} identity needs a tenant: set identity.tenant_id or AZURE_TENANT_ID"))
+    })?;
     let tenant_ok = tenant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !tenant_ok {
         return Err(err(
@@ -220,13 +229,17 @@ fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<R
 }
 
 fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
-    let cert_file = cfg.client_certificate_file.clone().or_else(|| env.client_certificate_path.as_ref().map(PathBuf::from)).ok_or_else(|| {
-        err(
-            "identity.client_certificate_file",
-            "client-certificate identity needs a PEM file with the private key and the certificate: set \
+    let cert_file = cfg
+        .client_certificate_file
+        .clone()
+        .or_else(|| env.client_certificate_path.as_ref().map(PathBuf::from))
+        .ok_or_else(|| {
+            err(
+                "identity.client_certificate_file",
+                "client-certificate identity needs a PEM file with the private key and the certificate: set \
              identity.client_certificate_file or AZURE_CLIENT_CERTIFICATE_PATH",
-        )
-    })?;
+            )
+        })?;
     let (client_id, tenant_id) = app_registration("client-certificate", cfg, env)?;
     Ok(ResolvedIdentity::ClientCertificate { authority: authority(cfg, cloud, env)?, tenant_id, client_id, cert_file })
 }
@@ -238,7 +251,10 @@ const ARC_DEFAULT_ENDPOINT: &str = "http://localhost:40342/metadata/identity/oau
 /// a loopback URL since the challenge key goes to it, and no user-assigned identity.
 fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     if super::arc::KEY_DIR.is_none() {
-        return Err(err("identity.mode", "arc identity is supported on Linux only (the agent's key file directory is unknown here)"));
+        return Err(err(
+            "identity.mode",
+            "arc identity is supported on Linux only (the agent's key file directory is unknown here)",
+        ));
     }
     if let Some(selected) = user_assigned(cfg, env)? {
         return Err(err(
@@ -275,7 +291,10 @@ fn is_loopback(url: &Url) -> bool {
 fn managed(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let endpoint = cfg.imds_endpoint.clone();
     if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
-        return Err(err("identity.imds_endpoint", format!("{endpoint} is not an http(s) URL: use e.g. http://169.254.169.254")));
+        return Err(err(
+            "identity.imds_endpoint",
+            format!("{endpoint} is not an http(s) URL: use e.g. http://169.254.169.254"),
+        ));
     }
     Ok(ResolvedIdentity::Managed { endpoint, identity: user_assigned(cfg, env)? })
 }
@@ -288,11 +307,16 @@ fn app_service(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity,
              when the app has a managed identity",
         ));
     };
-    let endpoint = Url::parse(endpoint)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| err("identity.mode", format!("IDENTITY_ENDPOINT={endpoint:?} is not an http(s) URL")))?;
-    Ok(ResolvedIdentity::AppService { endpoint, header: SecretString::new(header.clone()), identity: user_assigned(cfg, env)? })
+    let endpoint =
+        Url::parse(endpoint)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| err("identity.mode", format!("IDENTITY_ENDPOINT={endpoint:?} is not an http(s) URL")))?;
+    Ok(ResolvedIdentity::AppService {
+        endpoint,
+        header: SecretString::new(header.clone()),
+        identity: user_assigned(cfg, env)?,
+    })
 }
 
 fn access_token(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -345,10 +369,18 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
     };
     let loopback = is_loopback(&url);
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-    if !scheme_ok || url.host().is_none() || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+    if !scheme_ok
+        || url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
         return Err(err(
             KEY,
-            format!("{origin} {url} is not usable: use an https URL such as {} (http only for a loopback host)", cloud.authority_host()),
+            format!(
+                "{origin} {url} is not usable: use an https URL such as {} (http only for a loopback host)",
+                cloud.authority_host()
+            ),
         ));
     }
     Ok(url)

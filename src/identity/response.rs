@@ -31,7 +31,8 @@ pub(super) async fn fetch_token(
         if !resp.status().is_success() {
             return Err(failed(mode, service, AzureError::from_response(service, resp).await));
         }
-        let body: TokenResponse = read_json(service, resp, MAX_TOKEN_RESPONSE).await.map_err(|e| failed(mode, service, e))?;
+        let body: TokenResponse =
+            read_json(service, resp, MAX_TOKEN_RESPONSE).await.map_err(|e| failed(mode, service, e))?;
         body.into_access_token(service, SystemTime::now()).map_err(|e| failed(mode, service, e))
     };
     tokio::select! {
@@ -68,12 +69,14 @@ impl TokenResponse {
     /// The token and its expiry: `now + expires_in` when given (immune to clock skew), else
     /// `expires_on`.
     pub(super) fn into_access_token(self, service: Service, now: SystemTime) -> Result<AccessToken, AzureError> {
-        let invalid = |reason: &str| AzureError::InvalidResponse { service: service.as_str(), reason: reason.to_string() };
+        let invalid =
+            |reason: &str| AzureError::InvalidResponse { service: service.as_str(), reason: reason.to_string() };
         let token = SecretString::new(self.access_token);
         if token.is_empty() {
             return Err(invalid("no access_token in the token response"));
         }
-        let expires_on = match (self.expires_in.as_ref().and_then(seconds), self.expires_on.as_ref().and_then(seconds)) {
+        let expires_on = match (self.expires_in.as_ref().and_then(seconds), self.expires_on.as_ref().and_then(seconds))
+        {
             (Some(secs), _) if secs > 0.0 => now + Duration::from_secs_f64(secs),
             (_, Some(epoch)) => UNIX_EPOCH + Duration::from_secs_f64(epoch),
             _ => return Err(invalid("no usable expires_in or expires_on in the token response")),

@@ -146,8 +146,10 @@ fn holds(root: &Path, snap: &Snapshot, file_mode: u32) -> bool {
     }
     snap.iter().all(|(path, entry)| {
         let file = root.join(path.as_str());
-        let same_mode = fs::symlink_metadata(&file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == file_mode);
-        same_mode && fs::read(&file).is_ok_and(|bytes| zeroize::Zeroizing::new(bytes).as_slice() == entry.value.expose())
+        let same_mode =
+            fs::symlink_metadata(&file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == file_mode);
+        same_mode
+            && fs::read(&file).is_ok_and(|bytes| zeroize::Zeroizing::new(bytes).as_slice() == entry.value.expose())
     })
 }
 
@@ -224,7 +226,6 @@ fn stamp_name(nanos: u128) -> String {
     let (y, m, d, hh, mm, ss) = sidecar_core::utc::parts(secs);
     format!("..{y:04}_{m:02}_{d:02}_{hh:02}_{mm:02}_{ss:02}.{frac:09}")
 }
-
 
 /// Write every entry of `snap` below `root`, then fsync the directories, deepest first.
 fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32) -> Result<(), PublishError> {
@@ -358,9 +359,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::source::{Object, Polled};
     use sidecar_core::relpath::RelPath;
     use sidecar_core::secret::SecretValue;
-    use crate::source::{Object, Polled};
 
     fn snapshot(objects: &[(&str, &[u8])]) -> Snapshot {
         let objects = objects

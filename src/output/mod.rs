@@ -37,7 +37,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::rfc3339;

@@ -22,10 +22,10 @@ use zeroize::Zeroizing;
 
 use crate::config::{OutputConfig, ServeConfig};
 use crate::listener::{self, Body, Limits};
-use sidecar_core::relpath::RelPath;
 use crate::runtime::sync::Status;
-use sidecar_core::secret::{SecretString, SecretValue};
 use crate::snapshot::Snapshot;
+use sidecar_core::relpath::RelPath;
+use sidecar_core::secret::{SecretString, SecretValue};
 
 /// The request header that carries the token.
 pub const TOKEN_HEADER: &str = "x-sidecar-token";

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use sidecar_core::relpath::RelPath;
 use crate::snapshot::Change;
+use sidecar_core::relpath::RelPath;
 
 /// What the sync loop sends after a publish: when, and what changed.
 #[derive(Debug, Clone)]

@@ -17,9 +17,9 @@ use crate::config::SyncConfig;
 use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
 use crate::output::webhook::Published;
-use sidecar_core::relpath::RelPath;
 use crate::snapshot::{Applied, Change, Snapshot};
 use crate::source::{Polled, Source, SourceError};
+use sidecar_core::relpath::RelPath;
 
 /// Everything the loop needs, built from one validated config.
 pub struct Pipeline {
@@ -138,7 +138,9 @@ pub async fn run(
                         let _ = notify.send(Published { at: SystemTime::now(), changes });
                     }
                 }
-                Err(e) => error!(error = %e, "failed to publish; the previous files stay and the publish is retried at the next poll"),
+                Err(e) => {
+                    error!(error = %e, "failed to publish; the previous files stay and the publish is retried at the next poll")
+                }
             }
         }
         let published = status.current();
@@ -232,7 +234,12 @@ fn log_report(report: &Report, applied: &Applied) {
 
 /// `--once`: poll every source until it succeeds with all its required objects or `deadline`
 /// passes, publish once, and say which required objects are missing.
-pub async fn once(pipeline: Pipeline, status: Arc<Status>, deadline: Duration, cancel: CancellationToken) -> Result<(), Vec<String>> {
+pub async fn once(
+    pipeline: Pipeline,
+    status: Arc<Status>,
+    deadline: Duration,
+    cancel: CancellationToken,
+) -> Result<(), Vec<String>> {
     let Pipeline { sources, files, required, sync, .. } = pipeline;
     let until = Instant::now() + deadline;
     let mut current = Arc::new(Snapshot::default());

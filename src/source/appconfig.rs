@@ -178,7 +178,11 @@ impl AppConfigSource {
 
     /// The value a setting renders with: its own, or the secret a Key Vault reference names.
     /// `Ok(Err(reason))` for a reference that never resolved.
-    async fn value_of(&mut self, kv: &Kv, cancel: &CancellationToken) -> Result<Result<SecretString, String>, SourceError> {
+    async fn value_of(
+        &mut self,
+        kv: &Kv,
+        cancel: &CancellationToken,
+    ) -> Result<Result<SecretString, String>, SourceError> {
         let raw = kv.value.clone().unwrap_or_default();
         if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) {
             return Ok(Ok(SecretString::new(raw)));
@@ -195,7 +199,11 @@ impl AppConfigSource {
             }
             Err(why) => match self.resolved.get(uri.as_str()) {
                 Some(last) => {
-                    tracing::warn!(source = self.id, key = kv.key, "failed to resolve Key Vault reference, keeping its last value: {why}");
+                    tracing::warn!(
+                        source = self.id,
+                        key = kv.key,
+                        "failed to resolve Key Vault reference, keeping its last value: {why}"
+                    );
                     Ok(Ok(last.clone()))
                 }
                 None => Ok(Err(format!("failed to resolve the Key Vault reference {}: {why}", kv.key))),
@@ -205,7 +213,12 @@ impl AppConfigSource {
 
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
     /// reason): a document is then held back; with `format: files`, that key's file is missing.
-    fn publish(&self, settings: Vec<Setting>, flags: Vec<serde_json::Value>, unresolved: Vec<(String, String)>) -> Polled {
+    fn publish(
+        &self,
+        settings: Vec<Setting>,
+        flags: Vec<serde_json::Value>,
+        unresolved: Vec<(String, String)>,
+    ) -> Polled {
         let mut polled = Polled::default();
         let failure = |path: RelPath, key: String, reason: String| Failure { path, name: key, required: true, reason };
         if self.cfg.format == Format::Files {
@@ -219,7 +232,11 @@ impl AppConfigSource {
             for (key, reason) in unresolved {
                 match RelPath::parse(&key.replace(':', "/")) {
                     Ok(rel) => polled.failures.push(failure(self.cfg.path.join(&rel), key, reason)),
-                    Err(e) => tracing::warn!(source = self.id, key, "skipping App Configuration key: not a valid file path: {e}; {reason}"),
+                    Err(e) => tracing::warn!(
+                        source = self.id,
+                        key,
+                        "skipping App Configuration key: not a valid file path: {e}; {reason}"
+                    ),
                 }
             }
         } else {
@@ -240,7 +257,11 @@ impl AppConfigSource {
 
     fn log_flags_left_out(&self, flags: &[serde_json::Value]) {
         if !flags.is_empty() {
-            tracing::warn!(source = self.id, flags = flags.len(), "feature flags are written only in json and yaml output; left out");
+            tracing::warn!(
+                source = self.id,
+                flags = flags.len(),
+                "feature flags are written only in json and yaml output; left out"
+            );
         }
     }
 
@@ -276,7 +297,12 @@ impl AppConfigSource {
     }
 
     /// One page; `true` when the store answered 304 and the cached page is returned.
-    async fn fetch_page(&mut self, url: Url, cached: Option<&CachedPage>, cancel: &CancellationToken) -> Result<(CachedPage, bool), SourceError> {
+    async fn fetch_page(
+        &mut self,
+        url: Url,
+        cached: Option<&CachedPage>,
+        cancel: &CancellationToken,
+    ) -> Result<(CachedPage, bool), SourceError> {
         let if_none_match = cached.and_then(|c| c.etag.clone());
         let resp = self.get(&url, if_none_match.as_deref(), cancel).await?;
         self.keep_sync_tokens(resp.headers());
@@ -307,15 +333,27 @@ impl AppConfigSource {
 
     /// A relative (or same-origin absolute) link resolved against the endpoint.
     fn resolve_link(&self, link: &str) -> Result<Url, SourceError> {
-        let url = self.cfg.endpoint.join(link).map_err(|e| SourceError::Invalid(format!("failed to follow the next link of {}: {e}", self.id)))?;
+        let url = self
+            .cfg
+            .endpoint
+            .join(link)
+            .map_err(|e| SourceError::Invalid(format!("failed to follow the next link of {}: {e}", self.id)))?;
         if url.origin() != self.cfg.endpoint.origin() {
-            return Err(SourceError::Invalid(format!("failed to follow the next link of {}: it leaves the store's origin", self.id)));
+            return Err(SourceError::Invalid(format!(
+                "failed to follow the next link of {}: it leaves the store's origin",
+                self.id
+            )));
         }
         Ok(url)
     }
 
     /// GET with the bearer token, the Sync-Tokens and `If-None-Match`; one retry on 401.
-    async fn get(&self, url: &Url, if_none_match: Option<&str>, cancel: &CancellationToken) -> Result<reqwest::Response, SourceError> {
+    async fn get(
+        &self,
+        url: &Url,
+        if_none_match: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<reqwest::Response, SourceError> {
         let sync = self.sync_header();
         for attempt in 0..2 {
             let token = self.tokens.token_for(&self.scope, cancel).await.map_err(identity_error)?;
@@ -567,7 +605,10 @@ mod tests {
     fn list_url_sends_the_null_label_as_percent_00_and_escapes_reserved_characters() {
         let endpoint = Url::parse("https://store.azconfig.io").unwrap();
         let null = config::Selector { key: "myapp:*".into(), label: None };
-        assert_eq!(list_url(&endpoint, &null).as_str(), "https://store.azconfig.io/kv?key=myapp%3A*&label=%00&api-version=2023-11-01");
+        assert_eq!(
+            list_url(&endpoint, &null).as_str(),
+            "https://store.azconfig.io/kv?key=myapp%3A*&label=%00&api-version=2023-11-01"
+        );
         let odd = config::Selector { key: "a\\,b&c=d".into(), label: Some("prd".into()) };
         let url = list_url(&endpoint, &odd);
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
@@ -613,7 +654,11 @@ mod tests {
 
     #[test]
     fn feature_flags_need_an_id_and_a_boolean_enabled() {
-        let kv = |value: &str| Kv { key: ".appconfig.featureflag/Beta".into(), value: Some(value.into()), content_type: None };
+        let kv = |value: &str| Kv {
+            key: ".appconfig.featureflag/Beta".into(),
+            value: Some(value.into()),
+            content_type: None,
+        };
         let ok = feature_flag(&kv(r#"{"id":"Beta","enabled":true,"conditions":{"client_filters":[]}}"#)).unwrap();
         assert_eq!(ok["id"], "Beta");
         assert!(feature_flag(&kv(r#"{"id":"Beta","enabled":"yes"}"#)).unwrap_err().contains("enabled"));
@@ -624,7 +669,10 @@ mod tests {
 
     #[test]
     fn link_header_yields_the_next_target() {
-        assert_eq!(next_from_link_header("</kv?after=x&api-version=1.0>; rel=\"next\"").as_deref(), Some("/kv?after=x&api-version=1.0"));
+        assert_eq!(
+            next_from_link_header("</kv?after=x&api-version=1.0>; rel=\"next\"").as_deref(),
+            Some("/kv?after=x&api-version=1.0")
+        );
         assert_eq!(next_from_link_header("</x>; rel=\"prev\""), None);
     }
 
@@ -675,7 +723,11 @@ mod tests {
             let err = check(bad).unwrap_err();
             assert!(err.contains("vault.azure.net"), "{bad}: {err}");
         }
-        assert!(trusted_vault(Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(), "https://vault.azure.cn/.default").is_ok());
+        assert!(trusted_vault(
+            Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(),
+            "https://vault.azure.cn/.default"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -343,7 +343,12 @@ impl KeyVaultSource {
         if !gathered.listed.insert(item.name.clone()) {
             return;
         }
-        for s in self.cfg.secrets.iter().filter(|s| s.name == item.name && s.version.is_none() && s.kind == config::ObjectKind::Secret) {
+        for s in self
+            .cfg
+            .secrets
+            .iter()
+            .filter(|s| s.name == item.name && s.version.is_none() && s.kind == config::ObjectKind::Secret)
+        {
             self.decide(&item, Planned::named(s), true, now, gathered);
         }
         let named = self.cfg.secrets.iter().any(|s| s.name == item.name);
@@ -556,7 +561,10 @@ enum Fetched {
     /// A key's public part (read at every poll, not held).
     Object(Object),
     /// A certificate's several files, or failures for each of them.
-    Many { objects: Vec<Object>, failures: Vec<Failure> },
+    Many {
+        objects: Vec<Object>,
+        failures: Vec<Failure>,
+    },
     /// A server error or transport failure on this secret: its failure if other secrets were
     /// read, the poll's error if none was.
     Transient(Failure, SourceError),
@@ -573,7 +581,9 @@ async fn fetch(
 ) -> Result<Fetched, SourceError> {
     match planned.kind {
         config::ObjectKind::Secret => {}
-        config::ObjectKind::Certificate(format) => return certificate::fetch(vault, base, planned, format, cancel, now).await,
+        config::ObjectKind::Certificate(format) => {
+            return certificate::fetch(vault, base, planned, format, cancel, now).await
+        }
         config::ObjectKind::Key => return key::fetch(vault, base, planned, cancel, now).await,
     }
     let url = secret_url(base, &planned.name, planned.version.as_deref());
@@ -1421,7 +1431,11 @@ mod tests {
             assert!(polled.failures[0].reason.contains(&status.to_string()), "{:?}", polled.failures);
 
             let vault = Arc::new(ScriptedVault::default());
-            vault.reply("/secrets/a?api-version=7.6", status, b"{}".to_vec()).reply("/secrets/b?api-version=7.6", status, b"{}".to_vec());
+            vault.reply("/secrets/a?api-version=7.6", status, b"{}".to_vec()).reply(
+                "/secrets/b?api-version=7.6",
+                status,
+                b"{}".to_vec(),
+            );
             let mut src = source(&vault, vec![spec("a", "a", None, true), spec("b", "b", None, true)], false, 2);
             let err = poll(&mut src).await.unwrap_err();
             assert!(matches!(&err, SourceError::Azure(e) if e.status() == Some(status)), "{err}");

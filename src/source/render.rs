@@ -59,11 +59,7 @@ pub struct RenderedFile {
 
 /// Strips the longest matching prefix from `key`; the key unchanged when none matches.
 pub fn trim_prefix<'a>(key: &'a str, prefixes: &[String]) -> &'a str {
-    prefixes
-        .iter()
-        .filter(|p| key.starts_with(p.as_str()))
-        .max_by_key(|p| p.len())
-        .map_or(key, |p| &key[p.len()..])
+    prefixes.iter().filter(|p| key.starts_with(p.as_str())).max_by_key(|p| p.len()).map_or(key, |p| &key[p.len()..])
 }
 
 /// Where feature flags go in `json` and `yaml` output.
@@ -160,7 +156,10 @@ fn drop_flag_conflicts(map: &mut BTreeMap<&str, &str>) -> Vec<Skipped> {
         .into_iter()
         .map(|k| {
             map.remove(k);
-            Skipped { key: k.to_string(), reason: "key clashes with the feature flags written under feature_management".into() }
+            Skipped {
+                key: k.to_string(),
+                reason: "key clashes with the feature flags written under feature_management".into(),
+            }
         })
         .collect()
 }
@@ -404,9 +403,7 @@ fn render_properties(map: &BTreeMap<&str, &str>) -> String {
 
 /// `db.host` -> `DB_HOST`: upper-cased, every character outside [A-Za-z0-9] turned into `_`.
 pub fn env_name(key: &str) -> String {
-    key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-        .collect()
+    key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
 fn env_escape(out: &mut String, s: &str) {
@@ -544,10 +541,7 @@ mod tests {
 
     #[test]
     fn env_upper_cases_names_and_quotes_values_dotenv_style() {
-        let out = text(
-            Format::Env,
-            &[s("db:host", "x\"y$HOME`id`\\\nz"), s("Feature.Flag-1", ""), s("ünï", "é")],
-        );
+        let out = text(Format::Env, &[s("db:host", "x\"y$HOME`id`\\\nz"), s("Feature.Flag-1", ""), s("ünï", "é")]);
         assert_eq!(out, "DB_HOST=\"x\\\"y\\$HOME\\`id\\`\\\\\\nz\"\nFEATURE_FLAG_1=\"\"\n_N_=\"é\"\n");
     }
 
@@ -555,7 +549,13 @@ mod tests {
     fn env_name_collisions_keep_the_first_key_and_report_the_rest() {
         let r = render_document(Format::Env, &[s("db_host", "2"), s("db.host", "1")], &[]);
         assert_eq!(String::from_utf8(r.bytes).unwrap(), "DB_HOST=\"1\"\n");
-        assert_eq!(r.skipped, vec![Skipped { key: "db_host".into(), reason: "variable name DB_HOST already taken by key \"db.host\"".into() }]);
+        assert_eq!(
+            r.skipped,
+            vec![Skipped {
+                key: "db_host".into(),
+                reason: "variable name DB_HOST already taken by key \"db.host\"".into()
+            }]
+        );
     }
 
     #[test]
@@ -596,7 +596,11 @@ mod tests {
         });
         let r = render_document(
             Format::Json,
-            &[s("db:host", "h"), s("feature_management:other", "kept"), s("feature_management:feature_flags:0", "clash")],
+            &[
+                s("db:host", "h"),
+                s("feature_management:other", "kept"),
+                s("feature_management:feature_flags:0", "clash"),
+            ],
             &[flag("Zeta", false), targeting.clone(), flag("Alpha", false), flag("Alpha", true)],
         );
         let v: Value = serde_json::from_slice(&r.bytes).unwrap();
@@ -610,7 +614,10 @@ mod tests {
         assert_eq!(r.skipped.len(), 1);
         assert_eq!(r.skipped[0].key, "feature_management:feature_flags:0");
         let text = String::from_utf8(r.bytes).unwrap();
-        assert!(text.contains("\n    \"feature_flags\": [\n      {\n        \"conditions\": {"), "indented as the rest:\n{text}");
+        assert!(
+            text.contains("\n    \"feature_flags\": [\n      {\n        \"conditions\": {"),
+            "indented as the rest:\n{text}"
+        );
     }
 
     #[test]
@@ -649,7 +656,11 @@ mod tests {
         assert_eq!(text_with_flags(Format::Env, &[s("k", "v")], &[flag("Beta", true)]), "K=\"v\"\n");
         assert_eq!(text_with_flags(Format::Properties, &[s("k", "v")], &[flag("Beta", true)]), "k=v\n");
         let r = render_document(Format::Json, &[s("feature_management", "x")], &[]);
-        assert_eq!(String::from_utf8(r.bytes).unwrap(), "{\n  \"feature_management\": \"x\"\n}\n", "no flags, no clash");
+        assert_eq!(
+            String::from_utf8(r.bytes).unwrap(),
+            "{\n  \"feature_management\": \"x\"\n}\n",
+            "no flags, no clash"
+        );
     }
 
     fn text_with_flags(format: Format, settings: &[Setting], flags: &[Value]) -> String {

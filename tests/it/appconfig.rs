@@ -45,7 +45,11 @@ fn seed(w: &World) {
 async fn the_seeds_case_publishes_nested_json_for_prd_with_the_reference_resolved_and_never_logged() {
     let w = world().await;
     seed(&w);
-    let cfg = w.write_config(&format!("{}{}", w.base_config_at("30s", "trace"), seeds_source(&w, "json", "appsettings.json")));
+    let cfg = w.write_config(&format!(
+        "{}{}",
+        w.base_config_at("30s", "trace"),
+        seeds_source(&w, "json", "appsettings.json")
+    ));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
     let text = wait_for("appsettings.json published", LIMIT, || read(&out, "appsettings.json")).await;
@@ -80,12 +84,18 @@ async fn unchanged_polls_cost_one_304_and_a_change_is_published_within_one_inter
     wait_for("a conditional poll answered 304", LIMIT, || {
         let log = w.emu.request_log();
         let lists: Vec<_> = log.iter().filter(|r| r.endpoint == Endpoint::AppconfigList).collect();
-        lists.iter().any(|r| r.status == Some(304) && r.headers.contains_key("if-none-match") && r.headers.contains_key("sync-token")).then_some(())
+        lists
+            .iter()
+            .any(|r| {
+                r.status == Some(304) && r.headers.contains_key("if-none-match") && r.headers.contains_key("sync-token")
+            })
+            .then_some(())
     })
     .await;
 
     w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
-    wait_for("the change is published", LIMIT, || read(&out, "app.env").filter(|t| t.contains("LOG_LEVEL=\"debug\""))).await;
+    wait_for("the change is published", LIMIT, || read(&out, "app.env").filter(|t| t.contains("LOG_LEVEL=\"debug\"")))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,9 +111,15 @@ async fn pages_are_followed_and_an_unresolvable_reference_keeps_its_last_value()
 
     w.emu.delete_secret("main", "db-password").unwrap();
     w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "error", None).unwrap();
-    let text = wait_for("the change is published", LIMIT, || read(&out, "app.properties").filter(|t| t.contains("level=error"))).await;
+    let text = wait_for("the change is published", LIMIT, || {
+        read(&out, "app.properties").filter(|t| t.contains("level=error"))
+    })
+    .await;
     assert!(text.contains(&format!("db\\:password={CANARY}-db\n")), "the last resolved value stays");
-    wait_for("the failed reference is logged", LIMIT, || sc.logs().contains("failed to resolve Key Vault reference").then_some(())).await;
+    wait_for("the failed reference is logged", LIMIT, || {
+        sc.logs().contains("failed to resolve Key Vault reference").then_some(())
+    })
+    .await;
     assert_clean(&sc.logs(), &[CANARY]);
 }
 
@@ -111,7 +127,8 @@ async fn pages_are_followed_and_an_unresolvable_reference_keeps_its_last_value()
 async fn with_references_unresolved_the_reference_json_is_the_value() {
     let w = world().await;
     seed(&w);
-    let source = seeds_source(&w, "yaml", "app.yaml").replace("    path:", "    resolve_keyvault_refs: false\n    path:");
+    let source =
+        seeds_source(&w, "yaml", "app.yaml").replace("    path:", "    resolve_keyvault_refs: false\n    path:");
     let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), source));
     let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let text = wait_for("app.yaml published", LIMIT, || read(&w.out(), "app.yaml")).await;
@@ -177,7 +194,10 @@ async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_ever
 
     // The sentinel changes: one full refresh publishes everything that changed.
     w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "2", None).unwrap();
-    wait_for("the refresh is published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))).await;
+    wait_for("the refresh is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))
+    })
+    .await;
     let seen = sentinel_304s(&w);
     wait_for("a sentinel poll after the refresh", LIMIT, || (sentinel_304s(&w) > seen).then_some(())).await;
     assert_eq!(full(&w), 2, "one refresh: {:?}", store_requests(&w));
@@ -190,8 +210,10 @@ async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_3
     let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "json", "app.json")));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
-    wait_for("app.json published", LIMIT, || read(&out, "app.json").filter(|t| t.contains(&format!("{CANARY}-db")))).await;
-    wait_for("a poll answered 304", LIMIT, || store_requests(&w).iter().any(|r| r.status == Some(304)).then_some(())).await;
+    wait_for("app.json published", LIMIT, || read(&out, "app.json").filter(|t| t.contains(&format!("{CANARY}-db"))))
+        .await;
+    wait_for("a poll answered 304", LIMIT, || store_requests(&w).iter().any(|r| r.status == Some(304)).then_some(()))
+        .await;
 
     w.emu.set_secret("main", "db-password", &format!("{CANARY}-rotated")).unwrap();
     wait_for("the rotated secret is published", LIMIT, || {
@@ -199,7 +221,11 @@ async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_3
     })
     .await;
     let lists = store_requests(&w);
-    assert_eq!(lists.iter().filter(|r| r.status == Some(200)).count(), 1, "the store answered 304 after the first list: {lists:?}");
+    assert_eq!(
+        lists.iter().filter(|r| r.status == Some(200)).count(),
+        1,
+        "the store answered 304 after the first list: {lists:?}"
+    );
     assert!(
         w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= lists.len() as u64,
         "one secret read per poll: {} reads, {} polls",
@@ -223,9 +249,12 @@ async fn selected_feature_flags_are_written_in_the_feature_management_schema() {
     let unselected = json!({"id": "Unlabelled", "enabled": true, "conditions": {"client_filters": []}});
     w.emu.set_kv("settings", ".appconfig.featureflag/Unlabelled", None, &unselected.to_string(), Some(FF)).unwrap();
     let selects = "    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n";
-    let json_source = seeds_source(&w, "json", "app.json").replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
-    let yaml_source = seeds_source(&w, "yaml", "app.yaml").replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
-    let cfg = w.write_config(&format!("{}{json_source}{}", w.base_config("30s"), yaml_source.replace("sources:\n", "")));
+    let json_source = seeds_source(&w, "json", "app.json")
+        .replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
+    let yaml_source = seeds_source(&w, "yaml", "app.yaml")
+        .replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
+    let cfg =
+        w.write_config(&format!("{}{json_source}{}", w.base_config("30s"), yaml_source.replace("sources:\n", "")));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
     let text = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
@@ -275,7 +304,10 @@ async fn wait_ready(health: SocketAddr) {
 
 /// The first log line about `path` names the key, says required, and gives Key Vault's code.
 fn assert_reported(logs: &str, path: &str) {
-    let line = logs.lines().find(|l| l.contains(&format!("path={path}"))).unwrap_or_else(|| panic!("no line for {path}:\n{logs}"));
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&format!("path={path}")))
+        .unwrap_or_else(|| panic!("no line for {path}:\n{logs}"));
     assert!(line.contains("api:key") && line.contains("required=true") && line.contains("SecretNotFound"), "{line}");
 }
 
@@ -291,7 +323,10 @@ async fn with_format_files_a_reference_that_never_resolves_is_the_one_missing_fi
     wait_for("the other files published", LIMIT, || read(&out, "conf/log/level")).await;
     assert_eq!(read(&out, "conf/db/password").unwrap(), format!("{CANARY}-db"));
     assert!(read(&out, "conf/api/key").is_none());
-    wait_for("the failure reported at two polls", LIMIT, || (lines_with(&sc.logs(), "path=conf/api/key") >= 2).then_some(())).await;
+    wait_for("the failure reported at two polls", LIMIT, || {
+        (lines_with(&sc.logs(), "path=conf/api/key") >= 2).then_some(())
+    })
+    .await;
     assert_reported(&sc.logs(), "conf/api/key");
     assert_eq!(readyz(health).await, Some(503), "not ready while a required file is missing");
 
@@ -307,14 +342,22 @@ async fn a_document_with_a_reference_that_never_resolved_is_held_back_whole() {
     seed_with_a_broken_reference(&w);
     // A second source on the same store, without the broken key: published at once.
     let document = seeds_source(&w, "json", "app.json");
-    let other = seeds_source(&w, "properties", "log.properties").replace("sources:\n", "").replace("\"myapp:*\"", "\"myapp:log:*\"");
+    let other = seeds_source(&w, "properties", "log.properties")
+        .replace("sources:\n", "")
+        .replace("\"myapp:*\"", "\"myapp:log:*\"");
     let cfg = w.write_config(&format!("{}{document}{other}", w.base_config("1s")));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
     let health = wait_for("the health listener's address", LIMIT, || logged_addr(&sc.logs(), "health listener")).await;
 
-    assert_eq!(wait_for("log.properties published", LIMIT, || read(&out, "log.properties")).await, "log\\:level=warn\n");
-    wait_for("the failure reported at two polls", LIMIT, || (lines_with(&sc.logs(), "path=app.json") >= 2).then_some(())).await;
+    assert_eq!(
+        wait_for("log.properties published", LIMIT, || read(&out, "log.properties")).await,
+        "log\\:level=warn\n"
+    );
+    wait_for("the failure reported at two polls", LIMIT, || {
+        (lines_with(&sc.logs(), "path=app.json") >= 2).then_some(())
+    })
+    .await;
     assert_reported(&sc.logs(), "app.json");
     assert!(read(&out, "app.json").is_none(), "no app.json without its api key");
     assert_eq!(readyz(health).await, Some(503), "not ready while a required object is missing");
@@ -331,9 +374,11 @@ async fn a_document_with_a_reference_that_never_resolved_is_held_back_whole() {
 async fn retry_after_ms_on_429_and_503_is_honoured() {
     let w = world().await;
     seed(&w);
-    let throttled = Fault::status(429).on(Endpoint::AppconfigList).in_vault("settings").retry_after(RetryAfter::Millis(1500));
+    let throttled =
+        Fault::status(429).on(Endpoint::AppconfigList).in_vault("settings").retry_after(RetryAfter::Millis(1500));
     w.emu.add_fault(throttled.times(1));
-    let unavailable = Fault::status(503).on(Endpoint::AppconfigList).in_vault("settings").retry_after(RetryAfter::Millis(1200));
+    let unavailable =
+        Fault::status(503).on(Endpoint::AppconfigList).in_vault("settings").retry_after(RetryAfter::Millis(1200));
     w.emu.add_fault(unavailable.times(1));
     // Our own backoff is 100ms..1s: only the header can make the waits this long.
     let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), seeds_source(&w, "env", "app.env")));

@@ -82,7 +82,8 @@ fn every_config_error_names_its_key_and_exits_2() {
         std::fs::write(&path, body.replace("{vault}", VAULT_SECTION)).unwrap();
         let out = base_command(&[]).arg("check").arg("--config").arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let named = stderr.contains(&format!("invalid configuration: {key}:")) || stderr.contains(&format!("invalid configuration: {key} "));
+        let named = stderr.contains(&format!("invalid configuration: {key}:"))
+            || stderr.contains(&format!("invalid configuration: {key} "));
         if out.status.code() != Some(2) || !named {
             failures.push(format!("case {i} ({key}): exit {:?}: {}", out.status.code(), stderr.trim()));
         }
@@ -90,13 +91,27 @@ fn every_config_error_names_its_key_and_exits_2() {
     // The environment layer names the variable.
     let path = tmp.path().join("good.yaml");
     std::fs::write(&path, VAULT_SECTION).unwrap();
-    let out = base_command(&[("SIDECAR_SYNC__INTERVAL", "fast".into())]).arg("check").arg("--config").arg(&path).output().unwrap();
+    let out = base_command(&[("SIDECAR_SYNC__INTERVAL", "fast".into())])
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(2) || !stderr.contains("sync.interval") || !stderr.contains("SIDECAR_SYNC__INTERVAL") {
         failures.push(format!("env: exit {:?}: {}", out.status.code(), stderr.trim()));
     }
-    assert!(failures.is_empty(), "{} of {} bad configs not named:\n{}", failures.len(), BAD_CONFIGS.len() + 1, failures.join("\n"));
-    figure("every_config_error_names_its_key_and_exits_2", &[("bad_configs", (BAD_CONFIGS.len() + 1).to_string()), ("named", (BAD_CONFIGS.len() + 1).to_string())]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad configs not named:\n{}",
+        failures.len(),
+        BAD_CONFIGS.len() + 1,
+        failures.join("\n")
+    );
+    figure(
+        "every_config_error_names_its_key_and_exits_2",
+        &[("bad_configs", (BAD_CONFIGS.len() + 1).to_string()), ("named", (BAD_CONFIGS.len() + 1).to_string())],
+    );
 }
 
 // ---- hostile Key Vault answers --------------------------------------------------------------
@@ -146,7 +161,10 @@ async fn hostile_names_in_a_key_vault_list_are_skipped_and_nothing_lands_outside
     items.push(item(&vault, "good-one"));
     w.emu.serve_canned("main", "/secrets", canned(200, json!({"value": items, "nextLink": null}))).await.unwrap();
     let before = tree(w.tmp.path());
-    let cfg = w.write_config(&format!("{}sources:\n  - type: keyvault\n    vault: \"{vault}\"\n    all: true\n", w.base_config("1s")));
+    let cfg = w.write_config(&format!(
+        "{}sources:\n  - type: keyvault\n    vault: \"{vault}\"\n    all: true\n",
+        w.base_config("1s")
+    ));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
     wait_for("the good secret published", LIMIT, || read(&out, "good-one")).await;
@@ -155,13 +173,20 @@ async fn hostile_names_in_a_key_vault_list_are_skipped_and_nothing_lands_outside
     let n = w.emu.count(Endpoint::KeyvaultList, None);
     assert!(w.emu.wait_for_count(Endpoint::KeyvaultList, None, n + 2, LIMIT).await);
     // In out: only ours. Outside out: nothing new but the sidecar's log and config.
-    let tops: BTreeSet<String> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let tops: BTreeSet<String> =
+        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     let data = std::fs::read_link(out.join("..data")).unwrap().display().to_string();
-    let expected: BTreeSet<String> = ["..data", data.as_str(), "good-one", ".sidecar-token"].iter().map(|s| s.to_string()).collect();
+    let expected: BTreeSet<String> =
+        ["..data", data.as_str(), "good-one", ".sidecar-token"].iter().map(|s| s.to_string()).collect();
     assert_eq!(tops, expected);
     let outside: Vec<String> = tree(w.tmp.path())
         .difference(&before)
-        .filter(|p| !p.starts_with("out") && !p.starts_with("sidecar-") && p.as_str() != "config.yaml" && !p.starts_with("azure-identity-token"))
+        .filter(|p| {
+            !p.starts_with("out")
+                && !p.starts_with("sidecar-")
+                && p.as_str() != "config.yaml"
+                && !p.starts_with("azure-identity-token")
+        })
         .cloned()
         .collect();
     assert!(outside.is_empty(), "written outside output.dir: {outside:?}");
@@ -172,7 +197,11 @@ async fn hostile_names_in_a_key_vault_list_are_skipped_and_nothing_lands_outside
     }
     figure(
         "hostile_names_in_a_key_vault_list_are_skipped_and_nothing_lands_outside_the_output_dir",
-        &[("hostile_names", hostile.len().to_string()), ("published", "1 (the good one)".into()), ("written_outside", "0".into())],
+        &[
+            ("hostile_names", hostile.len().to_string()),
+            ("published", "1 (the good one)".into()),
+            ("written_outside", "0".into()),
+        ],
     );
 }
 
@@ -191,7 +220,10 @@ async fn malformed_or_oversized_key_vault_answers_never_replace_a_published_valu
     let out = w.out();
     wait_for("v1 published", LIMIT, || read(&out, "db-password").and(read(&out, "api-key"))).await;
     // Readiness is latched just after the files appear.
-    eventually("ready", LIMIT, || async { (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
+    eventually("ready", LIMIT, || async {
+        (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
     let id = format!("{vault}/secrets/db-password/0123456789abcdef0123456789abcdef");
     let big = "x".repeat(5 * 1024 * 1024);
     // Answered with 200 by a fault on that one path: a JSON string body goes out as raw text.
@@ -211,11 +243,14 @@ async fn malformed_or_oversized_key_vault_answers_never_replace_a_published_valu
     let watch = Watch::start(&out, &[("db-password", "v1-db")], Some(health));
     for (i, (what, body)) in cases.iter().enumerate() {
         w.emu.clear_faults();
-        w.emu.add_fault(Fault::status(200).on(Endpoint::KeyvaultGet).at_path("/secrets/db-password").body_json(body.clone()));
+        w.emu.add_fault(
+            Fault::status(200).on(Endpoint::KeyvaultGet).at_path("/secrets/db-password").body_json(body.clone()),
+        );
         // A change of the other secret proves a poll ran with the bad answer.
         let marker = format!("api-{i}");
         w.emu.set_secret("main", "api-key", &marker).unwrap();
-        wait_for(&format!("{marker} published ({what})"), LIMIT, || read(&out, "api-key").filter(|v| *v == marker)).await;
+        wait_for(&format!("{marker} published ({what})"), LIMIT, || read(&out, "api-key").filter(|v| *v == marker))
+            .await;
     }
     let watched = watch.stop().await;
     assert!(watched.violations.is_empty(), "{:?}", &watched.violations[..watched.violations.len().min(5)]);
@@ -289,7 +324,12 @@ async fn hostile_app_configuration_keys_are_skipped_or_escaped_and_never_escape_
     }
     let outside: Vec<String> = tree(w.tmp.path())
         .difference(&before)
-        .filter(|p| !p.starts_with("out") && !p.starts_with("sidecar-") && p.as_str() != "config.yaml" && !p.starts_with("azure-identity-token"))
+        .filter(|p| {
+            !p.starts_with("out")
+                && !p.starts_with("sidecar-")
+                && p.as_str() != "config.yaml"
+                && !p.starts_with("azure-identity-token")
+        })
         .cloned()
         .collect();
     assert!(outside.is_empty(), "written outside output.dir: {outside:?}");
@@ -298,7 +338,11 @@ async fn hostile_app_configuration_keys_are_skipped_or_escaped_and_never_escape_
     }
     figure(
         "hostile_app_configuration_keys_are_skipped_or_escaped_and_never_escape_the_output_dir",
-        &[("hostile_keys", hostile.len().to_string()), ("files_written", "1 (the good key)".into()), ("written_outside", "0".into())],
+        &[
+            ("hostile_keys", hostile.len().to_string()),
+            ("files_written", "1 (the good key)".into()),
+            ("written_outside", "0".into()),
+        ],
     );
 }
 
@@ -310,7 +354,8 @@ async fn values_are_published_byte_for_byte_up_to_the_largest_azure_allows() {
     // Key Vault values are JSON strings: every code point a string can carry, and 25 KB (the
     // service's limit for a secret value) of multi-byte text. Binary material arrives as text
     // (base64, as az and the portal store a PFX); it is published as Key Vault holds it.
-    let controls: String = (0u8..0x20).map(char::from).chain(['\u{7f}', '\u{feff}', '\u{1f600}', '\u{10ffff}', 'é']).collect();
+    let controls: String =
+        (0u8..0x20).map(char::from).chain(['\u{7f}', '\u{feff}', '\u{1f600}', '\u{10ffff}', 'é']).collect();
     let with_edges = format!(" \r\n{controls}trailing newline\n\n");
     let largest: String = "aé€😀".repeat(25 * 1024 / 10); // 25,600 bytes
     assert_eq!(largest.len(), 25_600);
@@ -318,7 +363,8 @@ async fn values_are_published_byte_for_byte_up_to_the_largest_azure_allows() {
         .repeat(100);
     w.emu.set_secret("main", "edges", &with_edges).unwrap();
     w.emu.set_secret("main", "largest", &largest).unwrap();
-    let attrs = azure_emulator::SecretAttributes { content_type: Some("application/x-pkcs12".into()), ..Default::default() };
+    let attrs =
+        azure_emulator::SecretAttributes { content_type: Some("application/x-pkcs12".into()), ..Default::default() };
     w.emu.set_secret_with("main", "pfx", &base64_pfx, &attrs).unwrap();
     // App Configuration: a 10 KB value (the store's limit for a key-value).
     let setting: String = "☃x".repeat(10 * 1024 / 4);
@@ -335,9 +381,22 @@ async fn values_are_published_byte_for_byte_up_to_the_largest_azure_allows() {
     wait_for("published", LIMIT, || read(&out, "largest").and(read(&out, "settings/big"))).await;
     let token = std::fs::read_to_string(out.join(".sidecar-token")).unwrap();
     let http = reqwest::Client::new();
-    for (path, want) in [("edges", with_edges.as_bytes()), ("largest", largest.as_bytes()), ("pfx", base64_pfx.as_bytes()), ("settings/big", setting.as_bytes())] {
+    for (path, want) in [
+        ("edges", with_edges.as_bytes()),
+        ("largest", largest.as_bytes()),
+        ("pfx", base64_pfx.as_bytes()),
+        ("settings/big", setting.as_bytes()),
+    ] {
         assert_eq!(std::fs::read(out.join(path)).unwrap(), want, "file {path}");
-        let body = http.get(format!("http://{serve}/v1/secrets/{path}")).header("X-Sidecar-Token", token.trim()).send().await.unwrap().bytes().await.unwrap();
+        let body = http
+            .get(format!("http://{serve}/v1/secrets/{path}"))
+            .header("X-Sidecar-Token", token.trim())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&body[..], want, "HTTP {path}");
     }
     assert_clean(&sc.logs(), &["trailing newline", "aé€😀aé€😀", "MIIKcgIBAzCCCi4G", "☃x☃x"]);

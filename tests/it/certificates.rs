@@ -8,8 +8,8 @@ use crate::support;
 use std::time::Duration;
 
 use azure_emulator::{CertContent, CertificateSpec, IssuedCertificate, KeyKind, PfxEncryption};
-use sidecar_core::pki::{self, pem};
 use base64::Engine as _;
+use sidecar_core::pki::{self, pem};
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -40,28 +40,51 @@ async fn certificates_stored_as_pkcs12_or_pem_become_tls_crt_and_tls_key() {
     let rsa_legacy = w.emu.set_certificate("main", "web-rsa", &CertificateSpec::default()).unwrap();
     let rsa_rc2 = w
         .emu
-        .set_certificate("main", "web-rc2", &CertificateSpec { pfx_encryption: PfxEncryption::Rc2, ..Default::default() })
+        .set_certificate(
+            "main",
+            "web-rc2",
+            &CertificateSpec { pfx_encryption: PfxEncryption::Rc2, ..Default::default() },
+        )
         .unwrap();
     let ec_aes = w
         .emu
-        .set_certificate("main", "web-ec", &CertificateSpec { key: KeyKind::Ec, pfx_encryption: PfxEncryption::Aes, ..Default::default() })
+        .set_certificate(
+            "main",
+            "web-ec",
+            &CertificateSpec { key: KeyKind::Ec, pfx_encryption: PfxEncryption::Aes, ..Default::default() },
+        )
         .unwrap();
     let ec_pem = w
         .emu
-        .set_certificate("main", "web-pem", &CertificateSpec { key: KeyKind::Ec, content: CertContent::Pem, ..Default::default() })
+        .set_certificate(
+            "main",
+            "web-pem",
+            &CertificateSpec { key: KeyKind::Ec, content: CertContent::Pem, ..Default::default() },
+        )
         .unwrap();
     let entries = "      - name: web-rsa\n        type: certificate\n      - name: web-rc2\n        type: certificate\n        path: tls/rc2\n      - name: web-ec\n        type: certificate\n      - name: web-pem\n        type: certificate\n        format: pem\n";
     let sc = Sidecar::spawn(&w, &config(&w, "30s", entries), &[], &[]);
     wait_for("four certificates", LIMIT, || read(&w.out(), "web-pem/tls.key")).await;
     for (dir, issued) in [("web-rsa", &rsa_legacy), ("tls/rc2", &rsa_rc2), ("web-ec", &ec_aes), ("web-pem", &ec_pem)] {
-        assert_eq!(read(&w.out(), &format!("{dir}/tls.crt")).unwrap(), chain_pem(issued), "{dir}: the chain, leaf first");
+        assert_eq!(
+            read(&w.out(), &format!("{dir}/tls.crt")).unwrap(),
+            chain_pem(issued),
+            "{dir}: the chain, leaf first"
+        );
         assert_eq!(read(&w.out(), &format!("{dir}/tls.key")).unwrap(), key_pem(issued), "{dir}: the leaf's key");
     }
     // The key in tls.key belongs to the first certificate of tls.crt.
-    let bundle = pki::CertBundle::from_pem(format!("{}{}", read(&w.out(), "web-rsa/tls.crt").unwrap(), read(&w.out(), "web-rsa/tls.key").unwrap()).as_bytes()).unwrap();
+    let bundle = pki::CertBundle::from_pem(
+        format!("{}{}", read(&w.out(), "web-rsa/tls.crt").unwrap(), read(&w.out(), "web-rsa/tls.key").unwrap())
+            .as_bytes(),
+    )
+    .unwrap();
     assert_eq!(bundle.key.unwrap().public_key(), pki::bundle::cert_public_key(&rsa_legacy.chain[0]));
     let logs = sc.logs();
-    assert!(logs.contains("web-rsa/tls.crt") && logs.contains(&rsa_legacy.version), "changes are logged by path and version: {logs}");
+    assert!(
+        logs.contains("web-rsa/tls.crt") && logs.contains(&rsa_legacy.version),
+        "changes are logged by path and version: {logs}"
+    );
     let key_line = key_pem(&rsa_legacy).lines().nth(1).unwrap().to_string();
     assert_clean(&logs, &[&key_line, &rsa_legacy.secret_value[..40]]);
 }
@@ -69,11 +92,18 @@ async fn certificates_stored_as_pkcs12_or_pem_become_tls_crt_and_tls_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn format_pfx_keeps_key_vaults_archive_or_packs_a_pem_one() {
     let w = World::start(&["main"]).await;
-    let p12 = w.emu.set_certificate("main", "p12", &CertificateSpec { pfx_encryption: PfxEncryption::Aes, ..Default::default() }).unwrap();
-    let pem_cert = w.emu.set_certificate("main", "pem", &CertificateSpec { content: CertContent::Pem, ..Default::default() }).unwrap();
+    let p12 = w
+        .emu
+        .set_certificate("main", "p12", &CertificateSpec { pfx_encryption: PfxEncryption::Aes, ..Default::default() })
+        .unwrap();
+    let pem_cert = w
+        .emu
+        .set_certificate("main", "pem", &CertificateSpec { content: CertContent::Pem, ..Default::default() })
+        .unwrap();
     let entries = "      - name: p12\n        type: certificate\n        format: pfx\n        path: p12.pfx\n      - name: pem\n        type: certificate\n        format: pfx\n        path: pem.pfx\n";
     let _sc = Sidecar::spawn(&w, &config(&w, "30s", entries), &[], &[]);
-    wait_for("both archives", LIMIT, || read_bytes(&w, "pem.pfx").filter(|_| read_bytes(&w, "p12.pfx").is_some())).await;
+    wait_for("both archives", LIMIT, || read_bytes(&w, "pem.pfx").filter(|_| read_bytes(&w, "p12.pfx").is_some()))
+        .await;
     let stored = base64::engine::general_purpose::STANDARD.decode(&p12.secret_value).unwrap();
     assert_eq!(read_bytes(&w, "p12.pfx").unwrap(), stored, "Key Vault's archive, byte for byte");
     let packed = pki::pkcs12::decode(&read_bytes(&w, "pem.pfx").unwrap(), "").unwrap();
@@ -89,7 +119,11 @@ async fn keys_are_published_as_pem_public_keys() {
     let cert = w.emu.set_certificate("main", "web", &CertificateSpec::default()).unwrap();
     let entries = "      - name: signing-rsa\n        type: key\n        path: keys/rsa.pem\n      - name: signing-ec\n        type: key\n        path: keys/ec.pem\n      - name: web\n        type: key\n        path: keys/web.pem\n";
     let sc = Sidecar::spawn(&w, &config(&w, "30s", entries), &[], &[]);
-    wait_for("three keys", LIMIT, || read(&w.out(), "keys/web.pem").filter(|_| read(&w.out(), "keys/ec.pem").is_some() && read(&w.out(), "keys/rsa.pem").is_some())).await;
+    wait_for("three keys", LIMIT, || {
+        read(&w.out(), "keys/web.pem")
+            .filter(|_| read(&w.out(), "keys/ec.pem").is_some() && read(&w.out(), "keys/rsa.pem").is_some())
+    })
+    .await;
     assert_eq!(read(&w.out(), "keys/rsa.pem").unwrap(), pem::encode("PUBLIC KEY", &rsa.spki).to_string());
     assert_eq!(read(&w.out(), "keys/ec.pem").unwrap(), pem::encode("PUBLIC KEY", &ec.spki).to_string());
     // A certificate's key is addressable as a key: its public part is the leaf's.
@@ -98,7 +132,9 @@ async fn keys_are_published_as_pem_public_keys() {
     let der = pki::pem::parse(web.as_bytes()).unwrap();
     assert!(der.certificates.is_empty() && der.keys.is_empty());
     assert!(web.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-    let spki = base64::engine::general_purpose::STANDARD.decode(web.lines().filter(|l| !l.starts_with("-----")).collect::<String>()).unwrap();
+    let spki = base64::engine::general_purpose::STANDARD
+        .decode(web.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+        .unwrap();
     assert!(spki.ends_with(&leaf_bits), "the SPKI carries the leaf's key bits");
     assert!(sc.logs().contains(&rsa.version), "the key version is logged: {}", sc.logs());
 }
@@ -111,7 +147,8 @@ async fn a_renewed_certificate_replaces_both_files_in_one_publish() {
     let _sc = Sidecar::spawn(&w, &config(&w, "1s", entries), &[], &[]);
     wait_for("first certificate", LIMIT, || read(&w.out(), "web/tls.crt").filter(|c| *c == chain_pem(&first))).await;
     let before = std::fs::read_link(w.out().join("..data")).unwrap();
-    let second = w.emu.set_certificate("main", "web", &CertificateSpec { key: KeyKind::Ec, ..Default::default() }).unwrap();
+    let second =
+        w.emu.set_certificate("main", "web", &CertificateSpec { key: KeyKind::Ec, ..Default::default() }).unwrap();
     wait_for("renewed certificate", LIMIT, || read(&w.out(), "web/tls.crt").filter(|c| *c == chain_pem(&second))).await;
     // The snapshot directory the link points to holds the new pair: never a new chain with the old key.
     let data = w.out().join(std::fs::read_link(w.out().join("..data")).unwrap());
@@ -140,7 +177,11 @@ async fn a_non_exportable_key_publishes_the_chain_and_reports_the_key() {
     let w = World::start(&["main"]).await;
     let cert = w
         .emu
-        .set_certificate("main", "web", &CertificateSpec { content: CertContent::Pem, non_exportable: true, ..Default::default() })
+        .set_certificate(
+            "main",
+            "web",
+            &CertificateSpec { content: CertContent::Pem, non_exportable: true, ..Default::default() },
+        )
         .unwrap();
     let entries = "      - name: web\n        type: certificate\n        required: false\n";
     let sc = Sidecar::spawn(&w, &config(&w, "30s", entries), &[], &[]);
@@ -153,7 +194,8 @@ async fn a_non_exportable_key_publishes_the_chain_and_reports_the_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_renders_types_and_refuses_a_path_under_a_certificate() {
     let w = World::start(&["main"]).await;
-    let entries = "      - name: web\n        type: certificate\n        format: pfx\n      - name: k\n        type: key\n";
+    let entries =
+        "      - name: web\n        type: certificate\n        format: pfx\n      - name: k\n        type: key\n";
     let out = base_command(&[]).arg("check").arg("--config").arg(config(&w, "30s", entries)).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

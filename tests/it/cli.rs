@@ -7,7 +7,11 @@ use support::*;
 
 fn run(args: &[&str], env: &[(&str, String)]) -> (Option<i32>, String, String) {
     let out = base_command(env).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
@@ -63,7 +67,8 @@ fn invalid_configs_exit_2_naming_the_key_and_the_reason() {
 fn env_overrides_the_file_and_is_checked_like_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "c.yaml", VALID);
-    let (code, out, err) = run(&["check"], &[("SIDECAR_CONFIG", path.clone()), ("SIDECAR_SYNC__INTERVAL", "45s".into())]);
+    let (code, out, err) =
+        run(&["check"], &[("SIDECAR_CONFIG", path.clone()), ("SIDECAR_SYNC__INTERVAL", "45s".into())]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("interval: 45s"), "{out}");
     let (code, _, err) = run(&["check", "--config", &path], &[("SIDECAR_SYNC__INTERVAL", "soon".into())]);

@@ -13,7 +13,11 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn check(w: &World, yaml: &str, env: &[(&str, String)]) -> (i32, String, String) {
     let cfg = w.write_config(yaml);
     let out = base_command(env).arg("check").arg("--config").arg(&cfg).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn workload_env() -> Vec<(&'static str, String)> {
@@ -82,7 +86,8 @@ async fn china_cloud_asks_for_the_china_audiences() {
     let cfg = w.write_config(&format!("cloud: china\n{}{sources}", w.base_config("30s")));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     wait_for("both sources published", LIMIT, || {
-        (read(&w.out(), "db-password").as_deref() == Some(CANARY) && read(&w.out(), "appsettings.json").is_some()).then_some(())
+        (read(&w.out(), "db-password").as_deref() == Some(CANARY) && read(&w.out(), "appsettings.json").is_some())
+            .then_some(())
     })
     .await;
     let settings: serde_json::Value = serde_json::from_str(&read(&w.out(), "appsettings.json").unwrap()).unwrap();
@@ -94,6 +99,11 @@ async fn china_cloud_asks_for_the_china_audiences() {
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     wait_for("the audience refusal", LIMIT, || sc.logs().contains("401").then_some(())).await;
     assert!(read(&w.out(), "db-password").is_none());
-    let refused: Vec<_> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::KeyvaultGet && r.status == Some(401)).collect();
+    let refused: Vec<_> = w
+        .emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::KeyvaultGet && r.status == Some(401))
+        .collect();
     assert!(!refused.is_empty(), "Key Vault refused the public-cloud token");
 }

@@ -43,7 +43,11 @@ fn value(vault: &str, g: u64, name: &str) -> String {
 /// The generation a value claims, if the whole value is exactly what that generation wrote.
 fn check(vault: &str, name: &str, bytes: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{vault}/{name}: not UTF-8 ({} bytes)", bytes.len()))?;
-    let g: u64 = text.split('|').nth(1).and_then(|g| g.parse().ok()).ok_or_else(|| format!("{vault}/{name}: no header ({} bytes)", bytes.len()))?;
+    let g: u64 = text
+        .split('|')
+        .nth(1)
+        .and_then(|g| g.parse().ok())
+        .ok_or_else(|| format!("{vault}/{name}: no header ({} bytes)", bytes.len()))?;
     if text == value(vault, g, name) {
         Ok(g)
     } else {
@@ -110,10 +114,22 @@ type Seen = Arc<RwLock<HashMap<String, (String, u64)>>>;
 /// One HTTP read. Every fourth is the listing (every path present: never a partial set);
 /// the others read one value, which must be whole, carry the ETag of its own generation, and
 /// never be older than what this reader already saw for that path.
-async fn read_http_once(http: &reqwest::Client, base: &str, token: &str, seen: &Seen, latest: &mut HashMap<String, u64>, i: u64, tally: &Tally) {
+async fn read_http_once(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    seen: &Seen,
+    latest: &mut HashMap<String, u64>,
+    i: u64,
+    tally: &Tally,
+) {
     if i % 4 == 0 {
-        let Ok(resp) = http.get(format!("{base}/v1/secrets")).header("X-Sidecar-Token", token).send().await else { return };
-        let Ok(items) = resp.json::<Vec<serde_json::Value>>().await else { return tally.fail(&tally.torn, "listing: not JSON".into()) };
+        let Ok(resp) = http.get(format!("{base}/v1/secrets")).header("X-Sidecar-Token", token).send().await else {
+            return;
+        };
+        let Ok(items) = resp.json::<Vec<serde_json::Value>>().await else {
+            return tally.fail(&tally.torn, "listing: not JSON".into());
+        };
         let paths: BTreeSet<&str> = items.iter().filter_map(|i| i["path"].as_str()).collect();
         if paths.len() != STORES.len() * KEYS.len() {
             return tally.fail(&tally.mixed, format!("listing: {} paths", paths.len()));
@@ -124,7 +140,9 @@ async fn read_http_once(http: &reqwest::Client, base: &str, token: &str, seen: &
     let store = STORES[(i as usize / 4) % STORES.len()];
     let key = KEYS[i as usize % KEYS.len()];
     let path = format!("{store}/{key}");
-    let Ok(resp) = http.get(format!("{base}/v1/secrets/{path}")).header("X-Sidecar-Token", token).send().await else { return };
+    let Ok(resp) = http.get(format!("{base}/v1/secrets/{path}")).header("X-Sidecar-Token", token).send().await else {
+        return;
+    };
     let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let Ok(body) = resp.bytes().await else { return tally.fail(&tally.torn, format!("HTTP {path}: body cut")) };
     let g = match check(store, key, &body) {
@@ -133,7 +151,8 @@ async fn read_http_once(http: &reqwest::Client, base: &str, token: &str, seen: &
     };
     let first = seen.write().unwrap().entry(etag.clone()).or_insert_with(|| (path.clone(), g)).clone();
     if first != (path.clone(), g) {
-        return tally.fail(&tally.mixed, format!("HTTP {path}: ETag {etag} with generation {g}, first seen with {first:?}"));
+        return tally
+            .fail(&tally.mixed, format!("HTTP {path}: ETag {etag} with generation {g}, first seen with {first:?}"));
     }
     let last = latest.entry(path.clone()).or_insert(g);
     if g < *last {
@@ -173,7 +192,12 @@ async fn a_thousand_readers_see_no_torn_read_and_no_mixed_snapshot_during_200_pu
     }
     let sources: String = STORES
         .iter()
-        .map(|s| format!("  - type: appconfig\n    endpoint: \"{}\"\n    format: files\n    path: {s}\n", w.emu.store_url(s).unwrap()))
+        .map(|s| {
+            format!(
+                "  - type: appconfig\n    endpoint: \"{}\"\n    format: files\n    path: {s}\n",
+                w.emu.store_url(s).unwrap()
+            )
+        })
         .collect();
     // The output on tmpfs, as an `emptyDir` with `medium: Memory` is (where it exists).
     let shm = Path::new("/dev/shm");
@@ -206,7 +230,8 @@ async fn a_thousand_readers_see_no_torn_read_and_no_mixed_snapshot_during_200_pu
     let seen: Seen = Arc::default();
     let mut tasks = Vec::new();
     for r in 0..HTTP_READERS as u64 {
-        let (http, base, token, seen, tally, stop) = (http.clone(), base.clone(), token.clone(), seen.clone(), tally.clone(), stop.clone());
+        let (http, base, token, seen, tally, stop) =
+            (http.clone(), base.clone(), token.clone(), seen.clone(), tally.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let (mut i, mut latest) = (r, HashMap::new());
             while !stop.load(Ordering::Relaxed) {
@@ -248,8 +273,12 @@ async fn a_thousand_readers_see_no_torn_read_and_no_mixed_snapshot_during_200_pu
     let elapsed = started.elapsed();
     let publishes = publish_count(&sc).await - publishes_before;
     let errors = tally.errors.lock().unwrap().clone();
-    let (reads, retries, torn, mixed) =
-        (tally.reads.load(Ordering::Relaxed), tally.retries.load(Ordering::Relaxed), tally.torn.load(Ordering::Relaxed), tally.mixed.load(Ordering::Relaxed));
+    let (reads, retries, torn, mixed) = (
+        tally.reads.load(Ordering::Relaxed),
+        tally.retries.load(Ordering::Relaxed),
+        tally.torn.load(Ordering::Relaxed),
+        tally.mixed.load(Ordering::Relaxed),
+    );
     figure(
         "a_thousand_readers_see_no_torn_read_and_no_mixed_snapshot_during_200_publishes",
         &[
@@ -373,7 +402,11 @@ async fn sigterm_or_sigkill_in_the_middle_of_a_publish_leaves_one_complete_snaps
     // the next start removes the half-written one.
     let grace_hit = sc.logs().contains("did not finish within");
     let dirs_after_term = snapshot_dirs(&out).len();
-    assert!(dirs_after_term == 1 || (grace_hit && dirs_after_term == 2), "snapshot dirs after SIGTERM: {:?}", snapshot_dirs(&out));
+    assert!(
+        dirs_after_term == 1 || (grace_hit && dirs_after_term == 2),
+        "snapshot dirs after SIGTERM: {:?}",
+        snapshot_dirs(&out)
+    );
     assert!(!out.join("..data_tmp").exists());
     let g_term = after_term.expect("a complete snapshot after SIGTERM");
 
@@ -388,8 +421,13 @@ async fn sigterm_or_sigkill_in_the_middle_of_a_publish_leaves_one_complete_snaps
     let g_kill = complete_generation(&out).expect("a complete snapshot after SIGKILL");
     let left = snapshot_dirs(&out);
     let restarted = Sidecar::spawn(&w, &cfg, &[], &[]);
-    wait_for("generation 3 published after the restart", LIMIT, || complete_generation(&out).ok().filter(|g| *g == 3)).await;
-    assert!(restarted.logs().contains("removed a snapshot left by an interrupted publish"), "log:\n{}", restarted.logs());
+    wait_for("generation 3 published after the restart", LIMIT, || complete_generation(&out).ok().filter(|g| *g == 3))
+        .await;
+    assert!(
+        restarted.logs().contains("removed a snapshot left by an interrupted publish"),
+        "log:\n{}",
+        restarted.logs()
+    );
     // The previous snapshot goes right after the swap.
     wait_for("one snapshot dir", LIMIT, || (snapshot_dirs(&out).len() == 1).then_some(())).await;
     drop(restarted);
@@ -461,18 +499,28 @@ async fn a_restart_adopts_the_output_dir_cleans_leftovers_and_keeps_old_values_u
     // This process has published nothing yet: HTTP and readiness say so (SPEC: 503 until the
     // first publish); the files keep serving the app.
     let token = std::fs::read_to_string(out.join(".sidecar-token")).unwrap();
-    let status = reqwest::Client::new().get(format!("http://{serve}/v1/secrets/api-key")).header("X-Sidecar-Token", token.trim()).send().await.unwrap().status();
+    let status = reqwest::Client::new()
+        .get(format!("http://{serve}/v1/secrets/api-key"))
+        .header("X-Sidecar-Token", token.trim())
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 503);
     assert_eq!(http_status(&format!("http://{health}/readyz")).await, Some(503));
 
     w.emu.clear_faults();
     let ended = Instant::now();
     wait_for("v2 published", LIMIT, || {
-        (read(&out, "db/password").as_deref() == Some("v2-db") && read(&out, "api-key").as_deref() == Some("v2-api")).then_some(())
+        (read(&out, "db/password").as_deref() == Some("v2-db") && read(&out, "api-key").as_deref() == Some("v2-api"))
+            .then_some(())
     })
     .await;
     let recover = ended.elapsed();
-    eventually("ready", LIMIT, || async { (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
+    eventually("ready", LIMIT, || async {
+        (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
     assert_eq!(snapshot_dirs(&out).len(), 1);
     figure(
         "a_restart_adopts_the_output_dir_cleans_leftovers_and_keeps_old_values_until_the_new_publish",

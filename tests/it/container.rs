@@ -24,7 +24,8 @@ const START_LIMIT: Duration = Duration::from_secs(90);
 /// The shutdown bound of SPEC.md (SIGTERM to exit).
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 /// The flags every container of these tests runs with, as in the pod's securityContext.
-const HARDENED: [&str; 7] = ["--read-only", "--user", "65532", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"];
+const HARDENED: [&str; 7] =
+    ["--read-only", "--user", "65532", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"];
 
 // ---- images, or why the tests are skipped ----------------------------------------------------
 
@@ -443,7 +444,9 @@ fn container_image_is_small_static_non_root_and_has_no_shell() {
         [".dockerenv", "dev/", "proc/", "sys/", "etc/", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"];
     let mut own: Vec<String> = String::from_utf8_lossy(&listing.stdout)
         .lines()
-        .filter(|e| !engine_added.contains(e) && !e.starts_with("dev/") && !e.starts_with("proc/") && !e.starts_with("sys/"))
+        .filter(|e| {
+            !engine_added.contains(e) && !e.starts_with("dev/") && !e.starts_with("proc/") && !e.starts_with("sys/")
+        })
         .map(str::to_owned)
         .collect();
     own.sort();

@@ -48,8 +48,14 @@ impl Running {
         let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
         let (health, _) = listener_addrs(&sc).await;
         let out = w.out();
-        wait_for("v1 published", LIMIT, || read(&out, "db/password").filter(|v| v == "v1-db").and(read(&out, "api-key"))).await;
-        eventually("ready", LIMIT, || async { (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
+        wait_for("v1 published", LIMIT, || {
+            read(&out, "db/password").filter(|v| v == "v1-db").and(read(&out, "api-key"))
+        })
+        .await;
+        eventually("ready", LIMIT, || async {
+            (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(())
+        })
+        .await;
         Running { w, sc, health }
     }
 
@@ -66,7 +72,9 @@ impl Running {
     async fn v2_published(&self, since: Instant) -> Duration {
         let out = self.w.out();
         wait_for("v2 published", LIMIT, || {
-            (read(&out, "db/password").as_deref() == Some("v2-db") && read(&out, "api-key").as_deref() == Some("v2-api")).then_some(())
+            (read(&out, "db/password").as_deref() == Some("v2-db")
+                && read(&out, "api-key").as_deref() == Some("v2-api"))
+            .then_some(())
         })
         .await;
         since.elapsed()
@@ -108,7 +116,11 @@ async fn through(
     end.await;
     let ended = Instant::now();
     let recover = r.v2_published(ended).await;
-    assert!(watched.violations.is_empty(), "during the fault: {:?}", &watched.violations[..watched.violations.len().min(5)]);
+    assert!(
+        watched.violations.is_empty(),
+        "during the fault: {:?}",
+        &watched.violations[..watched.violations.len().min(5)]
+    );
     assert!(watched.checks > 0);
     Outcome { requests, window, recover, watched }
 }
@@ -153,13 +165,25 @@ async fn throttling_storm(test: &str, retry_after: RetryAfter, asked_at_least: D
     let r = Running::default(World::start(&["main"]).await).await;
     let seq = last_seq(&r.w);
     let fault = Fault::status(429).on(Endpoint::KeyvaultGet).retry_after(retry_after);
-    let o = through(&r, Endpoint::KeyvaultGet, 8, || { r.w.emu.add_fault(fault); }, async { r.w.emu.clear_faults() }).await;
+    let o = through(
+        &r,
+        Endpoint::KeyvaultGet,
+        8,
+        || {
+            r.w.emu.add_fault(fault);
+        },
+        async { r.w.emu.clear_faults() },
+    )
+    .await;
     // Every request for a secret after a 429 came no sooner than the delay asked (the arrival
     // times are the emulator's; the 20 ms allow for its clock reading).
     for path in ["/secrets/db-password", "/secrets/api-key"] {
         let recs = records(&r.w, Endpoint::KeyvaultGet, path, seq);
         let gap = min_gap_after(&recs, 429).expect("consecutive throttled requests");
-        assert!(gap + Duration::from_millis(20) >= asked_at_least, "{path}: a request came {gap:?} after a 429 asking for {asked_at_least:?}");
+        assert!(
+            gap + Duration::from_millis(20) >= asked_at_least,
+            "{path}: a request came {gap:?} after a 429 asking for {asked_at_least:?}"
+        );
     }
     let bound = MAX_BACKOFF.max(asked_at_least * 2) + SLACK;
     assert!(o.recover <= bound, "recovered in {:?}, bound {bound:?}", o.recover);
@@ -174,13 +198,23 @@ async fn throttling_storm(test: &str, retry_after: RetryAfter, asked_at_least: D
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_storm_with_retry_after_seconds_is_honoured_and_files_stay() {
-    throttling_storm("throttling_storm_with_retry_after_seconds_is_honoured_and_files_stay", RetryAfter::Seconds(1), Duration::from_secs(1)).await;
+    throttling_storm(
+        "throttling_storm_with_retry_after_seconds_is_honoured_and_files_stay",
+        RetryAfter::Seconds(1),
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_storm_with_retry_after_http_date_is_honoured_and_files_stay() {
     // An HTTP date has one-second resolution: "2 s from now" is 1 to 2 s away.
-    throttling_storm("throttling_storm_with_retry_after_http_date_is_honoured_and_files_stay", RetryAfter::HttpDate(2), Duration::from_secs(1)).await;
+    throttling_storm(
+        "throttling_storm_with_retry_after_http_date_is_honoured_and_files_stay",
+        RetryAfter::HttpDate(2),
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 // ---- server errors, hangs, refused connections ------------------------------------------------
@@ -188,7 +222,16 @@ async fn throttling_storm_with_retry_after_http_date_is_honoured_and_files_stay(
 async fn server_error_storm(test: &str, status: u16) {
     let r = Running::default(World::start(&["main"]).await).await;
     let fault = Fault::status(status).on(Endpoint::KeyvaultGet);
-    let o = through(&r, Endpoint::KeyvaultGet, 12, || { r.w.emu.add_fault(fault); }, async { r.w.emu.clear_faults() }).await;
+    let o = through(
+        &r,
+        Endpoint::KeyvaultGet,
+        12,
+        || {
+            r.w.emu.add_fault(fault);
+        },
+        async { r.w.emu.clear_faults() },
+    )
+    .await;
     assert!(o.recover <= MAX_BACKOFF + SLACK, "recovered in {:?}", o.recover);
     // Bounded by the backoff: every retry and every poll waits at least min_backoff / 2 (50 ms)
     // after the previous attempt, two secrets in parallel.
@@ -212,12 +255,22 @@ async fn a_503_storm_keeps_files_and_readiness_and_recovers_within_max_backoff()
 async fn requests_hanging_past_request_timeout_are_abandoned_and_retried() {
     let w = World::start(&["main"]).await;
     let r = Running::start(w, |w| {
-        format!("{}{}", w.base_config("1s").replace("request_timeout: 5s", "request_timeout: 1s"), named_sources(&w.vault("main")))
+        format!(
+            "{}{}",
+            w.base_config("1s").replace("request_timeout: 5s", "request_timeout: 1s"),
+            named_sources(&w.vault("main"))
+        )
     })
     .await;
-    let o = through(&r, Endpoint::KeyvaultGet, 6, || { r.w.emu.add_fault(Fault::hang().on(Endpoint::KeyvaultGet)); }, async {
-        r.w.emu.clear_faults()
-    })
+    let o = through(
+        &r,
+        Endpoint::KeyvaultGet,
+        6,
+        || {
+            r.w.emu.add_fault(Fault::hang().on(Endpoint::KeyvaultGet));
+        },
+        async { r.w.emu.clear_faults() },
+    )
     .await;
     // A request already hanging when the fault ends runs into its timeout first.
     let bound = Duration::from_secs(1) + MAX_BACKOFF + SLACK;
@@ -226,7 +279,12 @@ async fn requests_hanging_past_request_timeout_are_abandoned_and_retried() {
     // with the backoff in between.
     assert!(o.requests <= 2 * (o.window.as_secs() + 2), "{} requests in {:?}", o.requests, o.window);
     assert!(r.sc.logs().contains("timed out"), "the timeout is logged:\n{}", r.sc.logs());
-    report("requests_hanging_past_request_timeout_are_abandoned_and_retried", "hang past request_timeout (1 s)", &o, &[]);
+    report(
+        "requests_hanging_past_request_timeout_are_abandoned_and_retried",
+        "hang past request_timeout (1 s)",
+        &o,
+        &[],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -254,7 +312,12 @@ async fn connection_refused_keeps_files_and_readiness_and_recovers_within_max_ba
     assert!(recover <= MAX_BACKOFF + SLACK, "recovered in {recover:?}");
     assert!(r.sc.logs().contains("failed to connect"), "the refusal is logged");
     let o = Outcome { requests: failed as u64, window, recover, watched };
-    report("connection_refused_keeps_files_and_readiness_and_recovers_within_max_backoff", "connection refused", &o, &[]);
+    report(
+        "connection_refused_keeps_files_and_readiness_and_recovers_within_max_backoff",
+        "connection refused",
+        &o,
+        &[],
+    );
 }
 
 /// The value of a metric line on /metrics, 0 when absent.
@@ -263,10 +326,7 @@ async fn metric_sum(r: &Running, series: &str) -> f64 {
         Ok(resp) => resp.text().await.unwrap_or_default(),
         Err(_) => return 0.0,
     };
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -286,16 +346,28 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused_and_named_and_files_
     let (health, _) = listener_addrs(&sc).await;
     let watch = Watch::start(&r.w.out(), &V1, None);
     let line = wait_for("the TLS failure is logged", LIMIT, || {
-        sc.logs().lines().find(|l| l.contains("poll failed") && l.contains("invalid peer certificate")).map(str::to_string)
+        sc.logs()
+            .lines()
+            .find(|l| l.contains("poll failed") && l.contains("invalid peer certificate"))
+            .map(str::to_string)
     })
     .await;
     let watched = watch.stop().await;
     assert!(watched.violations.is_empty(), "{:?}", watched.violations);
-    assert_eq!(http_status(&format!("http://{health}/readyz")).await, Some(503), "a fresh process that published nothing is not ready");
+    assert_eq!(
+        http_status(&format!("http://{health}/readyz")).await,
+        Some(503),
+        "a fresh process that published nothing is not ready"
+    );
     let message = line.split("error=").nth(1).unwrap_or(&line).trim().to_string();
     figure(
         "a_server_certificate_from_an_unknown_ca_is_refused_and_named_and_files_stay",
-        &[("fault", "TLS: unknown CA".into()), ("checks", watched.checks.to_string()), ("violations", "0".into()), ("logged", format!("{message:?}"))],
+        &[
+            ("fault", "TLS: unknown CA".into()),
+            ("checks", watched.checks.to_string()),
+            ("violations", "0".into()),
+            ("logged", format!("{message:?}")),
+        ],
     );
 }
 
@@ -312,7 +384,10 @@ async fn the_token_endpoint_down_after_the_token_expires_keeps_files_and_readine
     r.w.emu.add_fault(Fault::status(503).on(Endpoint::Aad));
     let watch = Watch::start(&r.w.out(), &V1, Some(r.health));
     // First the cached token bridges the outage, then it expires and polls fail.
-    wait_for("the cached token used during the outage", LIMIT, || r.sc.logs().contains("using the cached one until it expires").then_some(())).await;
+    wait_for("the cached token used during the outage", LIMIT, || {
+        r.sc.logs().contains("using the cached one until it expires").then_some(())
+    })
+    .await;
     wait_for("a poll failing for want of a token", LIMIT, || {
         r.sc.logs().lines().any(|l| l.contains("poll failed") && l.contains("failed to get a token")).then_some(())
     })
@@ -360,7 +435,11 @@ async fn imds_answering_410_then_503_while_the_node_boots_is_retried_until_it_se
     w.emu.add_fault(Fault::status(503).on(Endpoint::Imds));
     let at_503 = w.emu.count(Endpoint::Imds, None);
     assert!(w.emu.wait_for_count(Endpoint::Imds, None, at_503 + 3, LIMIT).await);
-    assert_eq!(http_status(&format!("http://{health}/readyz")).await, Some(503), "not ready before anything is published");
+    assert_eq!(
+        http_status(&format!("http://{health}/readyz")).await,
+        Some(503),
+        "not ready before anything is published"
+    );
     assert!(read(&w.out(), "db/password").is_none());
     let requests = w.emu.count(Endpoint::Imds, None);
     let window = started.elapsed();
@@ -368,12 +447,20 @@ async fn imds_answering_410_then_503_while_the_node_boots_is_retried_until_it_se
     let ended = Instant::now();
     wait_for("published via IMDS", LIMIT, || read(&w.out(), "db/password").filter(|v| v == "v1-db")).await;
     let recover = ended.elapsed();
-    eventually("ready", LIMIT, || async { (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
+    eventually("ready", LIMIT, || async {
+        (http_status(&format!("http://{health}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
     assert!(recover <= MAX_BACKOFF + Duration::from_secs(1) + SLACK, "recovered in {recover:?}");
     // IMDS guidance: after a 5xx wait at least a second before the next attempt of a request.
-    let recs: Vec<RequestRecord> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::Imds && r.seq >= seq_503).collect();
-    let gaps: Vec<u64> = recs.windows(2).filter(|p| p[0].status == Some(503)).map(|p| p[1].at_ms - p[0].at_ms).collect();
-    assert!(!gaps.is_empty() && gaps.iter().all(|g| *g + 20 >= 1000), "a request came sooner than 1 s after a 503: {gaps:?}");
+    let recs: Vec<RequestRecord> =
+        w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::Imds && r.seq >= seq_503).collect();
+    let gaps: Vec<u64> =
+        recs.windows(2).filter(|p| p[0].status == Some(503)).map(|p| p[1].at_ms - p[0].at_ms).collect();
+    assert!(
+        !gaps.is_empty() && gaps.iter().all(|g| *g + 20 >= 1000),
+        "a request came sooner than 1 s after a 503: {gaps:?}"
+    );
     let logs = sc.logs();
     assert!(logs.contains("410") && logs.contains("503"), "both statuses are logged");
     figure(
@@ -398,7 +485,16 @@ async fn a_401_to_a_cached_token_renews_it_once_and_a_standing_401_backs_off() {
     r.set_v2();
     let recover = r.v2_published(Instant::now()).await;
     let renewals = r.w.emu.count(Endpoint::Aad, None) - aad;
-    let rejected = r.w.emu.request_log().iter().filter(|x| x.seq >= seq && matches!(x.endpoint, Endpoint::KeyvaultGet | Endpoint::KeyvaultList) && x.status == Some(401)).count();
+    let rejected =
+        r.w.emu
+            .request_log()
+            .iter()
+            .filter(|x| {
+                x.seq >= seq
+                    && matches!(x.endpoint, Endpoint::KeyvaultGet | Endpoint::KeyvaultList)
+                    && x.status == Some(401)
+            })
+            .count();
     assert!(rejected >= 1, "the cached token was rejected");
     assert_eq!(renewals, 1, "one renewal for the rejected token");
 
@@ -448,7 +544,8 @@ async fn one_secret_failing(test: &str, status: u16) {
     r.set_v2();
     let watch = Watch::start(&r.w.out(), &[("db/password", "v1-db")], Some(r.health));
     let out = r.w.out();
-    wait_for("api-key v2 published while db-password fails", LIMIT, || read(&out, "api-key").filter(|v| v == "v2-api")).await;
+    wait_for("api-key v2 published while db-password fails", LIMIT, || read(&out, "api-key").filter(|v| v == "v2-api"))
+        .await;
     let others = started.elapsed();
     // A few more polls with the failure standing.
     let n = r.w.emu.count(Endpoint::KeyvaultGet, None);
@@ -515,6 +612,10 @@ async fn disabled_expired_or_not_yet_valid_versions_are_never_published() {
     wait_for("a valid version is published again", LIMIT, || read(&out, "db/password").filter(|v| v == "v3-db")).await;
     figure(
         "disabled_expired_or_not_yet_valid_versions_are_never_published",
-        &[("fault", "disabled / exp / nbf versions".into()), ("checks", watched.checks.to_string()), ("violations", "0".into())],
+        &[
+            ("fault", "disabled / exp / nbf versions".into()),
+            ("checks", watched.checks.to_string()),
+            ("violations", "0".into()),
+        ],
     );
 }

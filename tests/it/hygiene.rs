@@ -103,7 +103,10 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
         w.emu.set_secret("main", "api-key", &values[1]).unwrap();
         // The change is read (list and GET, or GETs: whichever the source finds cheaper) with a
         // renewed token, then a few more requests of any kind.
-        wait_for(&format!("the change published with {mode}"), LIMIT, || read(&out, "api-key").filter(|v| *v == values[1])).await;
+        wait_for(&format!("the change published with {mode}"), LIMIT, || {
+            read(&out, "api-key").filter(|v| *v == values[1])
+        })
+        .await;
         let n = w.emu.count(Endpoint::Any, None);
         assert!(w.emu.wait_for_count(Endpoint::Any, None, n + 4, LIMIT).await);
         let seen = surfaces(&sc, &out).await;
@@ -134,7 +137,10 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
     once.signal("TERM");
     let status = once.wait_exit(Duration::from_secs(90));
     let logs = once.logs();
-    assert!(logs.contains("expires_in") || logs.contains("invalid response"), "the malformed token response is reported:\n{logs}");
+    assert!(
+        logs.contains("expires_in") || logs.contains("invalid response"),
+        "the malformed token response is reported:\n{logs}"
+    );
     assert_ne!(status.code(), Some(0), "nothing could be published");
     for secret in forbidden(&w, std::slice::from_ref(&leaked)) {
         assert_clean(&logs, &[&secret]);
@@ -158,7 +164,10 @@ async fn modes_under_umask(umask: &str, file_mode: &str) -> (u32, u32, u64) {
     let w = World::start(&["main"]).await;
     w.emu.set_secret("main", "db-password", "v1").unwrap();
     w.emu.set_secret("main", "api-key", "k1").unwrap();
-    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)).replace("output:\n", &format!("output:\n  file_mode: \"{file_mode}\"\n")));
+    let cfg = w.write_config(
+        &format!("{}{}", w.base_config("1s"), sources(&w))
+            .replace("output:\n", &format!("output:\n  file_mode: \"{file_mode}\"\n")),
+    );
     let out = w.out();
     std::fs::create_dir_all(&out).unwrap();
     // Watch before the first file exists.
@@ -194,7 +203,7 @@ async fn modes_under_umask(umask: &str, file_mode: &str) -> (u32, u32, u64) {
     let log = w.path("umask.log");
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("umask {umask}; exec \"$0\" run --config \"$1\"", ))
+        .arg(format!("umask {umask}; exec \"$0\" run --config \"$1\"",))
         .arg(BIN)
         .arg(&cfg)
         .env_clear()
@@ -231,7 +240,12 @@ async fn files_and_the_token_file_never_have_wider_permissions_than_their_final_
         assert_eq!(widest & !final_mode, 0, "umask {umask}, file_mode {file_mode}: saw {widest:o}");
         assert_eq!(token_mode & !0o440, 0, "umask {umask}: the token file was seen {token_mode:o}");
         assert!(observations > 0);
-        fields.push((format!("umask_{umask}_mode_{file_mode}"), format!("widest_file_mode_seen={widest:o},widest_token_mode_seen={token_mode:o},observations={observations}")));
+        fields.push((
+            format!("umask_{umask}_mode_{file_mode}"),
+            format!(
+                "widest_file_mode_seen={widest:o},widest_token_mode_seen={token_mode:o},observations={observations}"
+            ),
+        ));
     }
     let fields: Vec<(&str, String)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     figure("files_and_the_token_file_never_have_wider_permissions_than_their_final_mode_whatever_the_umask", &fields);

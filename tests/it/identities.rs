@@ -25,7 +25,10 @@ fn common(w: &World) -> String {
 }
 
 fn source(w: &World) -> String {
-    format!("sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n", w.vault("main"))
+    format!(
+        "sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n",
+        w.vault("main")
+    )
 }
 
 async fn world() -> World {
@@ -119,7 +122,10 @@ async fn a_certificate_the_app_does_not_have_is_refused_and_nothing_is_published
     let mut ids = w.emu.identities();
     ids.client_certificates.clear();
     w.emu.set_identities(ids);
-    let identity = format!("identity:\n  mode: client-certificate\n  client_certificate_file: \"{}\"\n", w.emu.client_certificate_file().display());
+    let identity = format!(
+        "identity:\n  mode: client-certificate\n  client_certificate_file: \"{}\"\n",
+        w.emu.client_certificate_file().display()
+    );
     let sc = Sidecar::spawn(&w, &config(&w, &identity), &[], &authority_env(&w));
     wait_for("the refusal", LIMIT, || sc.logs().contains("AADSTS700027").then_some(())).await;
     assert!(read(&w.out(), "db-password").is_none());
@@ -144,10 +150,8 @@ async fn a_bad_certificate_file_is_reported_by_name_and_nothing_is_sent() {
 async fn app_service_identity_endpoint_with_its_header() {
     let w = world().await;
     let header = w.emu.identity_header();
-    let env = vec![
-        ("IDENTITY_ENDPOINT", w.emu.app_service_endpoint()),
-        ("IDENTITY_HEADER", header.expose().to_string()),
-    ];
+    let env =
+        vec![("IDENTITY_ENDPOINT", w.emu.app_service_endpoint()), ("IDENTITY_HEADER", header.expose().to_string())];
     let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &env);
     published(&w, &sc).await;
     let logs = sc.logs();
@@ -164,7 +168,8 @@ async fn app_service_identity_endpoint_with_its_header() {
 #[tokio::test(flavor = "multi_thread")]
 async fn app_service_with_a_wrong_header_is_refused() {
     let w = world().await;
-    let env = vec![("IDENTITY_ENDPOINT", w.emu.app_service_endpoint()), ("IDENTITY_HEADER", "stale-header".to_string())];
+    let env =
+        vec![("IDENTITY_ENDPOINT", w.emu.app_service_endpoint()), ("IDENTITY_HEADER", "stale-header".to_string())];
     let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &env);
     wait_for("the refusal", LIMIT, || sc.logs().contains("app_service answered 401").then_some(())).await;
     assert!(read(&w.out(), "db-password").is_none());
@@ -215,7 +220,9 @@ fn arc_env(w: &World) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_arc_answers_the_challenge_with_the_agents_key_file() {
-    let _dirs = arc_key_dir().unwrap_or_else(|| panic!("{ARC_KEY_DIR} cannot be created (run as root): the Arc test needs the agent's real directory"));
+    let _dirs = arc_key_dir().unwrap_or_else(|| {
+        panic!("{ARC_KEY_DIR} cannot be created (run as root): the Arc test needs the agent's real directory")
+    });
     let w = arc_world(PathBuf::from(ARC_KEY_DIR)).await;
     let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &arc_env(&w));
     published(&w, &sc).await;
@@ -278,7 +285,12 @@ async fn imds_served_by_nmi_404_while_the_binding_is_assigned_is_retried_not_fat
 #[tokio::test(flavor = "multi_thread")]
 async fn once_mode_waits_for_the_nmi_binding_too() {
     let w = world().await;
-    w.emu.add_fault(Fault::status(404).on(Endpoint::Imds).body_text("no AzureAssignedIdentity found for pod:default/app in assigned state").times(5));
+    w.emu.add_fault(
+        Fault::status(404)
+            .on(Endpoint::Imds)
+            .body_text("no AzureAssignedIdentity found for pod:default/app in assigned state")
+            .times(5),
+    );
     let identity = format!("identity:\n  mode: managed\n  imds_endpoint: \"{}\"\n", w.emu.imds_url());
     let mut sc = Sidecar::spawn(&w, &config(&w, &identity), &["--once"], &[]);
     let status = sc.wait_exit(LIMIT);

@@ -25,7 +25,8 @@ async fn first_publish_writes_every_secret_in_the_atomicwriter_layout() {
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
 
-    wait_for("both files published", LIMIT, || read(&out, "api-key").filter(|_| read(&out, "db/password").is_some())).await;
+    wait_for("both files published", LIMIT, || read(&out, "api-key").filter(|_| read(&out, "db/password").is_some()))
+        .await;
     assert_eq!(read(&out, "db/password").unwrap(), format!("{CANARY}-db"));
     assert_eq!(read(&out, "api-key").unwrap(), format!("{CANARY}-api"));
 
@@ -120,7 +121,8 @@ async fn a_reader_never_sees_a_torn_or_mixed_set_during_50_publishes() {
                     continue; // the old snapshot was removed mid-read: retry, as the kubelet's readers do
                 }
                 let vals: Vec<String> = vals.into_iter().map(Result::unwrap).collect();
-                let gens: std::collections::BTreeSet<&str> = vals.iter().map(|v| v.split('-').nth(1).unwrap()).collect();
+                let gens: std::collections::BTreeSet<&str> =
+                    vals.iter().map(|v| v.split('-').nth(1).unwrap()).collect();
                 assert_eq!(gens.len(), 1, "mixed generations in one snapshot: {gens:?}");
                 for (v, n) in vals.iter().zip(names) {
                     assert!(v.ends_with(&"x".repeat(4096)) && v.contains(n), "torn file {n}: {} bytes", v.len());
@@ -194,7 +196,10 @@ async fn ssl_cert_file_is_trusted_like_tls_ca_file_and_logs_can_be_json() {
     w.emu.set_secret("main", "api-key", "k").unwrap();
     let without_ca = w.base_config("30s").replace(&format!("tls:\n  ca_file: \"{}\"\n", w.emu.ca_file().display()), "");
     assert!(!without_ca.contains("ca_file"));
-    let cfg = w.write_config(&format!("{without_ca}{}", named_sources(&w)).replace("log:\n  level: debug", "log:\n  format: json\n  level: debug"));
+    let cfg = w.write_config(
+        &format!("{without_ca}{}", named_sources(&w))
+            .replace("log:\n  level: debug", "log:\n  format: json\n  level: debug"),
+    );
     // Without it the emulator's CA is unknown: refused, and said so.
     let untrusted = Sidecar::spawn(&w, &cfg, &[], &[]);
     wait_for("the TLS failure is logged", LIMIT, || untrusted.logs().contains("certificate").then_some(())).await;
@@ -220,7 +225,10 @@ async fn workload_identity_rereads_the_federated_token_file_at_every_exchange() 
     wait_for("first publish", LIMIT, || read(&w.out(), "api-key")).await;
     assert_eq!(w.emu.last_assertion().as_ref().map(|a| a.expose()), Some("projected-sa-token-1"));
     std::fs::write(w.token_file(), "projected-sa-token-2").unwrap(); // the kubelet rotates it
-    wait_for("the rotated assertion is used", LIMIT, || (w.emu.last_assertion().as_ref().map(|a| a.expose()) == Some("projected-sa-token-2")).then_some(())).await;
+    wait_for("the rotated assertion is used", LIMIT, || {
+        (w.emu.last_assertion().as_ref().map(|a| a.expose()) == Some("projected-sa-token-2")).then_some(())
+    })
+    .await;
     assert_clean(&sc.logs(), &["projected-sa-token"]);
 }
 

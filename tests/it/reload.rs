@@ -47,14 +47,22 @@ async fn a_configmap_update_is_applied_live_and_an_invalid_one_keeps_the_old_con
     assert!(read(&out, "extra").is_none());
 
     let logged = |marker: &str| {
-        sc.logs().lines().filter(|l| l.contains(marker)).last()?.split_whitespace().find_map(|t| t.strip_prefix("addr="))?.parse::<std::net::SocketAddr>().ok()
+        sc.logs()
+            .lines()
+            .filter(|l| l.contains(marker))
+            .last()?
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("addr="))?
+            .parse::<std::net::SocketAddr>()
+            .ok()
     };
     let serve = wait_for("the secrets listener", LIMIT, || logged("secrets listener")).await;
     assert!(std::net::TcpStream::connect(serve).is_ok());
 
     // A valid update: a source entry added and one removed, HTTP switched off, all without a
     // restart.
-    let gen2 = format!("{}{}", w.base_config("1s"), source(&["db-password", "extra"])).replace("serve:\n  listen: 127.0.0.1:0", "serve:\n  listen: null");
+    let gen2 = format!("{}{}", w.base_config("1s"), source(&["db-password", "extra"]))
+        .replace("serve:\n  listen: 127.0.0.1:0", "serve:\n  listen: null");
     configmap_update(&dir, 2, &gen2);
     wait_for("the added secret", LIMIT, || read(&out, "extra")).await;
     wait_for("the removed secret unpublished", LIMIT, || read(&out, "api-key").is_none().then_some(())).await;

@@ -301,12 +301,19 @@ async fn oversized_requests_get_431_and_a_slow_client_is_cut_off_while_others_ar
     let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), sources(&w)));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let (health, serve) = addrs(&sc).await;
-    eventually("ready", LIMIT, || async { (status_of(format!("http://{health}/readyz")).await == Some(200)).then_some(()) }).await;
+    eventually("ready", LIMIT, || async {
+        (status_of(format!("http://{health}/readyz")).await == Some(200)).then_some(())
+    })
+    .await;
     let token = std::fs::read_to_string(w.out().join(".sidecar-token")).unwrap();
 
     // 64 KiB of headers: refused with 431, not buffered without bound.
     let mut big = tokio::net::TcpStream::connect(serve).await.unwrap();
-    let req = format!("GET /v1/secrets/api-key HTTP/1.1\r\nHost: x\r\nX-Sidecar-Token: {}\r\nX-Pad: {}\r\n\r\n", token.trim(), "a".repeat(64 * 1024));
+    let req = format!(
+        "GET /v1/secrets/api-key HTTP/1.1\r\nHost: x\r\nX-Sidecar-Token: {}\r\nX-Pad: {}\r\n\r\n",
+        token.trim(),
+        "a".repeat(64 * 1024)
+    );
     let _ = big.write_all(req.as_bytes()).await; // the server may close before reading it all
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(LIMIT, big.read_to_end(&mut answer)).await;
@@ -317,7 +324,12 @@ async fn oversized_requests_get_431_and_a_slow_client_is_cut_off_while_others_ar
     let mut slow = tokio::net::TcpStream::connect(serve).await.unwrap();
     slow.write_all(b"GET /v1/secrets/api-key HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let started = Instant::now();
-    let ok = reqwest::Client::new().get(format!("http://{serve}/v1/secrets/api-key")).header("X-Sidecar-Token", token.trim()).send().await.unwrap();
+    let ok = reqwest::Client::new()
+        .get(format!("http://{serve}/v1/secrets/api-key"))
+        .header("X-Sidecar-Token", token.trim())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let mut buf = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut buf)).await;

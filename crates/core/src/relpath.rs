@@ -72,9 +72,7 @@ impl RelPath {
 
     /// True when `self` is a strict directory prefix of `other` (`db` of `db/password`).
     pub fn is_dir_prefix_of(&self, other: &RelPath) -> bool {
-        other.0.len() > self.0.len()
-            && other.0.starts_with(&self.0)
-            && other.0.as_bytes()[self.0.len()] == b'/'
+        other.0.len() > self.0.len() && other.0.starts_with(&self.0) && other.0.as_bytes()[self.0.len()] == b'/'
     }
 }
 
@@ -110,8 +108,21 @@ mod tests {
     #[test]
     fn rejects_everything_that_could_escape_or_collide() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../b", "a//b", "a/", ".hidden", "..data", "a/..2026",
-            "a b", "a\\b", "a\nb", "ü", "a:b", "%2e%2e",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/",
+            ".hidden",
+            "..data",
+            "a/..2026",
+            "a b",
+            "a\\b",
+            "a\nb",
+            "ü",
+            "a:b",
+            "%2e%2e",
         ] {
             assert!(RelPath::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -92,7 +92,8 @@ fn token(shared: &Shared, tenant: &str, req: &Request<Bytes>) -> Resp {
     }
     let Some(scope) = field("scope") else { return missing("scope") };
     let Some(resource) = resource_of(scope) else {
-        let desc = format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid.");
+        let desc =
+            format!("The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid.");
         return aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &desc);
     };
     if let Err(resp) = check_credential(shared, &ids, tenant, client_id, &form) {
@@ -122,7 +123,12 @@ fn check_credential(
         shared.state.record_assertion(SecretString::new(assertion.clone()));
         let Some(kind) = form.get("client_assertion_type") else { return Err(missing("client_assertion_type")) };
         if kind != JWT_BEARER || assertion.is_empty() {
-            return Err(aad_error(StatusCode::BAD_REQUEST, "invalid_request", 50027, "JWT token is invalid or malformed."));
+            return Err(aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed.",
+            ));
         }
         if let Some(header) = client_assertion::certificate_header(assertion) {
             let audience = format!("{}/{tenant}/oauth2/v2.0/token", shared.authority_url);
@@ -238,7 +244,9 @@ pub(crate) fn aad_error_body(error: &str, code: u32, description: &str) -> Value
 /// The body of an injected fault that sets none.
 fn fault_body(status: u16) -> Value {
     match status {
-        429 | 500.. => aad_error_body("temporarily_unavailable", 90033, "A transient error has occurred. Please try again."),
+        429 | 500.. => {
+            aad_error_body("temporarily_unavailable", 90033, "A transient error has occurred. Please try again.")
+        }
         _ => aad_error_body("invalid_request", 90000, "The request could not be processed."),
     }
 }
@@ -248,7 +256,6 @@ fn utc_timestamp(unix: i64) -> String {
     let (y, m, d, hh, mm, ss) = sidecar_core::utc::parts(unix);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}Z")
 }
-
 
 #[cfg(test)]
 mod tests {

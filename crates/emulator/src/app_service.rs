@@ -33,12 +33,17 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
     }
     let sent = server::header(req, "x-identity-header").unwrap_or_default();
     if !bool::from(sent.as_bytes().ct_eq(shared.identity_header.expose().as_bytes())) || sent.is_empty() {
-        return error(StatusCode::UNAUTHORIZED, "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.",
+        );
     }
     let query = Query::of(req);
     match query.get("api-version") {
         Some(API_VERSION) => {}
-        Some(v) => return error(StatusCode::BAD_REQUEST, &format!("Unsupported api-version '{v}'. Use {API_VERSION}.")),
+        Some(v) => {
+            return error(StatusCode::BAD_REQUEST, &format!("Unsupported api-version '{v}'. Use {API_VERSION}."))
+        }
         None => return error(StatusCode::BAD_REQUEST, "The api-version query parameter is required."),
     }
     let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
@@ -61,8 +66,10 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
 
 /// The identity a request selects by App Service's parameter names, else the system-assigned.
 fn select(identities: &[ImdsIdentity], query: &Query) -> Result<ImdsIdentity, &'static str> {
-    let given: Vec<(&str, &str)> =
-        ["client_id", "principal_id", "object_id", "mi_res_id"].iter().filter_map(|n| query.get(n).map(|v| (*n, v))).collect();
+    let given: Vec<(&str, &str)> = ["client_id", "principal_id", "object_id", "mi_res_id"]
+        .iter()
+        .filter_map(|n| query.get(n).map(|v| (*n, v)))
+        .collect();
     let found = match given.as_slice() {
         [] => identities.iter().find(|i| i.system_assigned),
         [("client_id", id)] => identities.iter().find(|i| i.client_id.eq_ignore_ascii_case(id)),
@@ -97,7 +104,8 @@ mod tests {
         let oid = &ids[1].object_id;
         assert_eq!(select(&ids, &query(&format!("principal_id={oid}"))).unwrap().client_id, "user");
         assert_eq!(select(&ids, &query(&format!("object_id={oid}"))).unwrap().client_id, "user");
-        let res = url::form_urlencoded::byte_serialize(ids[1].msi_res_id.as_ref().unwrap().as_bytes()).collect::<String>();
+        let res =
+            url::form_urlencoded::byte_serialize(ids[1].msi_res_id.as_ref().unwrap().as_bytes()).collect::<String>();
         assert_eq!(select(&ids, &query(&format!("mi_res_id={res}"))).unwrap().client_id, "user");
         assert!(select(&ids, &query("client_id=nope")).is_err());
         assert!(select(&ids, &query("client_id=user&mi_res_id=x")).is_err());

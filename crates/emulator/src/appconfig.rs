@@ -285,14 +285,36 @@ fn answer(shared: &Shared, store: &str, req: &Request<Bytes>) -> Resp {
     let query = Query::of(req);
     let api_version = match query.get("api-version") {
         Some(v) if API_VERSIONS.contains(&v) => v.to_owned(),
-        Some(_) => return problem(StatusCode::BAD_REQUEST, "invalid-argument", "API version is not supported", Some("api-version"), None),
-        None => return problem(StatusCode::BAD_REQUEST, "invalid-argument", "API version is not specified", Some("api-version"), None),
+        Some(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-argument",
+                "API version is not supported",
+                Some("api-version"),
+                None,
+            )
+        }
+        None => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-argument",
+                "API version is not specified",
+                Some("api-version"),
+                None,
+            )
+        }
     };
     if let Err(resp) = authorize(shared, req) {
         return resp;
     }
     if req.method() != Method::GET {
-        return problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "The emulator only reads key-values; use its Rust API", None, None);
+        return problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "The emulator only reads key-values; use its Rust API",
+            None,
+            None,
+        );
     }
     let path = req.uri().path().trim_end_matches('/');
     if path == "/kv" {
@@ -317,7 +339,15 @@ fn list(shared: &Shared, store: &str, req: &Request<Bytes>, query: &Query, api_v
     let after = match query.get("After").map(decode_marker) {
         None => None,
         Some(Some(m)) => Some(m),
-        Some(None) => return problem(StatusCode::BAD_REQUEST, "invalid-argument", "Invalid request parameter 'After'", Some("After"), None),
+        Some(None) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-argument",
+                "Invalid request parameter 'After'",
+                Some("After"),
+                None,
+            )
+        }
     };
     let (items, next) = shared.appconfig.page(store, &keys, &labels, after.as_deref());
     let etag = page_etag(&items);
@@ -357,7 +387,8 @@ fn get_one(shared: &Shared, store: &str, req: &Request<Bytes>, query: &Query, ke
 
 /// Whether `If-None-Match` names `etag` (or `*`).
 fn none_match(req: &Request<Bytes>, etag: &str) -> bool {
-    server::header(req, "if-none-match").is_some_and(|tags| tags.split(',').any(|t| unquote(t) == etag || t.trim() == "*"))
+    server::header(req, "if-none-match")
+        .is_some_and(|tags| tags.split(',').any(|t| unquote(t) == etag || t.trim() == "*"))
 }
 
 /// `%2F` -> `/`; `None` for a bad escape or bytes that are not UTF-8.
@@ -401,7 +432,9 @@ fn unquote(tag: &str) -> &str {
 fn page_etag(items: &[Value]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for item in items {
-        for b in item["etag"].as_str().unwrap_or("").bytes().chain(item["key"].as_str().unwrap_or("").bytes()).chain([0]) {
+        for b in
+            item["etag"].as_str().unwrap_or("").bytes().chain(item["key"].as_str().unwrap_or("").bytes()).chain([0])
+        {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
@@ -460,7 +493,9 @@ fn problem(status: StatusCode, kind: &str, title: &str, name: Option<&str>, deta
 /// The body of an injected fault that sets none.
 fn fault_body(status: u16) -> Value {
     match status {
-        429 => json!({"type":"https://azconfig.io/errors/too-many-requests","title":"Resource utilization has surpassed the assigned quota","policy":"Total Requests","status":429}),
+        429 => {
+            json!({"type":"https://azconfig.io/errors/too-many-requests","title":"Resource utilization has surpassed the assigned quota","policy":"Total Requests","status":429})
+        }
         _ => problem_body(status, "internal-error", "The request could not be processed", None, None),
     }
 }

@@ -49,7 +49,10 @@ impl ArcAgent {
     /// The key file whose secret `presented` is, taken out of the issued set.
     fn redeem(&self, presented: &str) -> Option<PathBuf> {
         let mut issued = self.lock();
-        let path = issued.iter().find(|(_, s)| bool::from(s.as_bytes().ct_eq(presented.as_bytes()))).map(|(p, _)| p.clone())?;
+        let path = issued
+            .iter()
+            .find(|(_, s)| bool::from(s.as_bytes().ct_eq(presented.as_bytes())))
+            .map(|(p, _)| p.clone())?;
         issued.remove(&path);
         let _ = std::fs::remove_file(&path);
         Some(path)
@@ -97,7 +100,11 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
         return error(StatusCode::BAD_REQUEST, "invalid_request", "Required audience parameter not specified");
     };
     if ["client_id", "object_id", "msi_res_id", "mi_res_id"].iter().any(|p| query.has(p)) {
-        return error(StatusCode::BAD_REQUEST, "invalid_request", "User assigned identities are not supported on Azure Arc");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "User assigned identities are not supported on Azure Arc",
+        );
     }
     let presented = server::header(req, "authorization")
         .and_then(|h| h.split_once(' '))

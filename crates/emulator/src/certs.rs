@@ -180,7 +180,8 @@ pub fn make_certificate(subject: &str, spec: &CertificateSpec) -> Result<MadeCer
         (CertContent::Pem, false) => format!("{}{chain_pem}", key_pem.as_str()),
         (CertContent::Pem, true) => chain_pem,
         (CertContent::Pkcs12, non_exportable) => {
-            let bundle = CertBundle::from_pem(format!("{}{chain_pem}", key_pem.as_str()).as_bytes()).map_err(|e| e.to_string())?;
+            let bundle = CertBundle::from_pem(format!("{}{chain_pem}", key_pem.as_str()).as_bytes())
+                .map_err(|e| e.to_string())?;
             let encryption = match spec.pfx_encryption {
                 PfxEncryption::Legacy => Encryption::TripleDes,
                 PfxEncryption::Rc2 => Encryption::Rc2_40,

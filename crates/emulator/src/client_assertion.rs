@@ -20,7 +20,13 @@ pub(crate) fn certificate_header(assertion: &str) -> Option<Value> {
 }
 
 /// Ok, or the AADSTS code and description Entra would answer.
-pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion: &str, header: &Value) -> Result<(), (u32, String)> {
+pub(crate) fn check(
+    ids: &Identities,
+    client_id: &str,
+    audience: &str,
+    assertion: &str,
+    header: &Value,
+) -> Result<(), (u32, String)> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let parts: Vec<&str> = assertion.split('.').collect();
     let malformed = || (50027, "JWT token is invalid or malformed.".to_string());
@@ -28,16 +34,30 @@ pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion
     let claims: Value = b64.decode(c).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(malformed)?;
     let signature = b64.decode(s).map_err(|_| malformed())?;
 
-    let thumbprint = header.get("x5t").and_then(Value::as_str).map(|t| ("x5t", t)).or_else(|| header.get("x5t#S256").and_then(Value::as_str).map(|t| ("x5t#S256", t)));
+    let thumbprint = header
+        .get("x5t")
+        .and_then(Value::as_str)
+        .map(|t| ("x5t", t))
+        .or_else(|| header.get("x5t#S256").and_then(Value::as_str).map(|t| ("x5t#S256", t)));
     // MSAL Python sends the thumbprint in standard base64 with padding, JOSE says base64url
     // without: Entra takes both, so compare the decoded bytes.
     let certificate = thumbprint.and_then(|(kind, t)| {
-        let normalized: String = t.trim_end_matches('=').chars().map(|c| match c { '+' => '-', '/' => '_', c => c }).collect();
+        let normalized: String = t
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            })
+            .collect();
         let presented = b64.decode(normalized).ok()?;
-        ids.client_certificates.iter().filter_map(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()).find(|der| {
-            let alg = if kind == "x5t" { &ring::digest::SHA1_FOR_LEGACY_USE_ONLY } else { &ring::digest::SHA256 };
-            ring::digest::digest(alg, der).as_ref() == presented.as_slice()
-        })
+        ids.client_certificates.iter().filter_map(|c| base64::engine::general_purpose::STANDARD.decode(c).ok()).find(
+            |der| {
+                let alg = if kind == "x5t" { &ring::digest::SHA1_FOR_LEGACY_USE_ONLY } else { &ring::digest::SHA256 };
+                ring::digest::digest(alg, der).as_ref() == presented.as_slice()
+            },
+        )
     });
     let Some(certificate) = certificate else {
         let t = thumbprint.map(|(_, t)| t).unwrap_or_default();
@@ -49,7 +69,12 @@ pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion
     let algorithm: &dyn ring::signature::VerificationAlgorithm = match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
         Some("PS256") => &ring::signature::RSA_PSS_2048_8192_SHA256,
-        _ => return Err((700027, "Client assertion failed signature validation. [Reason - The algorithm is not supported.]".into())),
+        _ => {
+            return Err((
+                700027,
+                "Client assertion failed signature validation. [Reason - The algorithm is not supported.]".into(),
+            ))
+        }
     };
     let public_key = sidecar_core::pki::bundle::cert_public_key(&certificate).ok_or_else(malformed)?;
     let signed = format!("{h}.{c}");
@@ -59,7 +84,10 @@ pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion
 
     let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default();
     if !text("aud").trim_end_matches('/').eq_ignore_ascii_case(audience) {
-        return Err((700212, format!("Client assertion audience claim does not match the token endpoint. Expected '{audience}'.")));
+        return Err((
+            700212,
+            format!("Client assertion audience claim does not match the token endpoint. Expected '{audience}'."),
+        ));
     }
     if !text("iss").eq_ignore_ascii_case(client_id) || !text("sub").eq_ignore_ascii_case(client_id) {
         return Err((700021, "Client assertion application identifier doesn't match 'client_id' parameter.".into()));
@@ -79,14 +107,17 @@ pub(crate) fn check(ids: &Identities, client_id: &str, audience: &str, assertion
 mod tests {
     use super::*;
     use crate::certs::{self_signed_rsa, CLIENT_KEY_PEM, VAULT_RSA_KEY_PEM};
-    use sidecar_core::pki::{rsa::RsaSigner, CertBundle};
     use serde_json::json;
+    use sidecar_core::pki::{rsa::RsaSigner, CertBundle};
 
     const AUD: &str = "https://127.0.0.1:1/t/oauth2/v2.0/token";
 
     fn jwt(key_pem: &str, cert_der: &[u8], header: Value, claims: Value) -> String {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let bundle = CertBundle::from_pem(format!("{}{key_pem}", sidecar_core::pki::pem::encode("CERTIFICATE", cert_der).as_str()).as_bytes()).unwrap();
+        let bundle = CertBundle::from_pem(
+            format!("{}{key_pem}", sidecar_core::pki::pem::encode("CERTIFICATE", cert_der).as_str()).as_bytes(),
+        )
+        .unwrap();
         let signer = RsaSigner::new(bundle.key.as_ref().unwrap()).unwrap();
         let input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
         format!("{input}.{}", b64.encode(signer.sign_rs256(input.as_bytes()).unwrap()))
@@ -135,7 +166,11 @@ mod tests {
         let s256 = json!({"alg": "RS256", "x5t#S256": b64.encode(ring::digest::digest(&ring::digest::SHA256, &cert.cert_der))});
         assert_eq!(check_with(&s256, claims(now), CLIENT_KEY_PEM), Ok(()));
         let std_padded = json!({"alg": "PS256", "x5t": base64::engine::general_purpose::STANDARD.encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert.cert_der))});
-        assert_eq!(code(check_with(&std_padded, claims(now), CLIENT_KEY_PEM)), 700027, "found, but an RS256 signature under PS256");
+        assert_eq!(
+            code(check_with(&std_padded, claims(now), CLIENT_KEY_PEM)),
+            700027,
+            "found, but an RS256 signature under PS256"
+        );
         // MSAL Python: no nbf, a fractional exp.
         let msal = json!({"aud": AUD, "iss": "c", "sub": "c", "jti": "j", "iat": now, "exp": now as f64 + 600.5});
         assert_eq!(check_with(&header, msal, CLIENT_KEY_PEM), Ok(()));

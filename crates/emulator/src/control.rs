@@ -230,7 +230,8 @@ fn counts(shared: &Shared) -> Value {
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("failed to parse the request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("failed to parse the request body: {e}")))
 }
 
 fn emulator_error(e: super::EmulatorError) -> Resp {

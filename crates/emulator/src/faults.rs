@@ -192,7 +192,14 @@ mod tests {
             r#"{"endpoint":"keyvault_list","vault":"demo","status":429,"retry_after":{"http_date":5},"times":2}"#,
         )
         .unwrap();
-        assert_eq!(f, Fault::status(429).on(Endpoint::KeyvaultList).in_vault("demo").retry_after(RetryAfter::HttpDate(5)).times(2));
+        assert_eq!(
+            f,
+            Fault::status(429)
+                .on(Endpoint::KeyvaultList)
+                .in_vault("demo")
+                .retry_after(RetryAfter::HttpDate(5))
+                .times(2)
+        );
         let any: Fault = serde_json::from_str("{}").unwrap();
         assert_eq!(any.endpoint, Endpoint::Any);
         assert!(serde_json::from_str::<Fault>(r#"{"stauts":500}"#).is_err());

@@ -69,7 +69,8 @@ pub async fn load(name: &str, entries: Option<&[usize]>, vault_url: &str) -> Res
             cause,
         })?,
     };
-    let doc: Value = serde_json::from_str(&text).map_err(|cause| FixtureError::Parse { name: name.to_owned(), cause })?;
+    let doc: Value =
+        serde_json::from_str(&text).map_err(|cause| FixtureError::Parse { name: name.to_owned(), cause })?;
     let shape = || FixtureError::Shape { name: name.to_owned(), entries: entries.map(<[usize]>::to_vec) };
     let (host, responses) = if doc.get("responses").is_some() {
         spec_example(&doc).ok_or_else(shape)?
@@ -123,7 +124,9 @@ fn host_of(url: &str) -> Option<String> {
 
 fn rewrite_host(mut response: CannedResponse, host: Option<&str>, vault_url: &str) -> CannedResponse {
     let Some(host) = host else { return response };
-    let rewrite = |text: &str| text.replace(&format!("https://{host}:443"), vault_url).replace(&format!("https://{host}"), vault_url);
+    let rewrite = |text: &str| {
+        text.replace(&format!("https://{host}:443"), vault_url).replace(&format!("https://{host}"), vault_url)
+    };
     if let Some(body) = &response.body {
         let text = rewrite(&body.to_string());
         response.body = serde_json::from_str(&text).ok().or(response.body);

@@ -33,7 +33,13 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
             let desc = format!("Invalid api-version '{v}'. Supported versions: {}", API_VERSIONS.join(", "));
             return imds_error(StatusCode::BAD_REQUEST, "invalid_request", &desc);
         }
-        None => return imds_error(StatusCode::BAD_REQUEST, "invalid_request", "Required query variable 'api-version' is missing"),
+        None => {
+            return imds_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Required query variable 'api-version' is missing",
+            )
+        }
     }
     let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
         return imds_error(StatusCode::BAD_REQUEST, "invalid_request", "Required audience parameter not specified");
@@ -107,11 +113,19 @@ mod tests {
 
     fn ids() -> Vec<ImdsIdentity> {
         vec![
-            ImdsIdentity { client_id: "sys".into(), object_id: "sys-obj".into(), msi_res_id: None, system_assigned: true },
+            ImdsIdentity {
+                client_id: "sys".into(),
+                object_id: "sys-obj".into(),
+                msi_res_id: None,
+                system_assigned: true,
+            },
             ImdsIdentity {
                 client_id: "user".into(),
                 object_id: "user-obj".into(),
-                msi_res_id: Some("/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u".into()),
+                msi_res_id: Some(
+                    "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u"
+                        .into(),
+                ),
                 system_assigned: false,
             },
         ]
@@ -134,10 +148,13 @@ mod tests {
     fn unknown_or_ambiguous_identity_is_refused() {
         assert_eq!(select_identity(&ids(), &query("client_id=nope")).unwrap_err(), "Identity not found");
         assert!(select_identity(&ids(), &query("client_id=user&object_id=user-obj")).is_err());
-        let users: Vec<ImdsIdentity> = ids().into_iter().map(|mut i| {
-            i.system_assigned = false;
-            i
-        }).collect();
+        let users: Vec<ImdsIdentity> = ids()
+            .into_iter()
+            .map(|mut i| {
+                i.system_assigned = false;
+                i
+            })
+            .collect();
         assert!(select_identity(&users, &query("")).unwrap_err().starts_with("Multiple user assigned"));
         assert_eq!(select_identity(&users[1..], &query("")).unwrap().client_id, "user");
         assert_eq!(select_identity(&[], &query("")).unwrap_err(), "Identity not found");

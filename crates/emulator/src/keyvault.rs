@@ -51,8 +51,15 @@ impl server::Handler for VaultHandler {
         let client_request_id = server::header(&req, "x-ms-client-request-id").map(str::to_owned);
         let endpoint = classify(req.uri().path());
         let mut resp =
-            exchange::run(shared, endpoint, Some(vault), req, fault_body, |req| async move { answer(shared, vault, &req) })
-                .await;
+            exchange::run(
+                shared,
+                endpoint,
+                Some(vault),
+                req,
+                fault_body,
+                |req| async move { answer(shared, vault, &req) },
+            )
+            .await;
         if !resp.headers().contains_key("x-ms-request-id") {
             server::set_header(&mut resp, "x-ms-request-id", &random_uuid());
         }
@@ -99,7 +106,14 @@ fn answer(shared: &Shared, vault: &str, req: &Request<Bytes>) -> Resp {
             let msg = format!("The specified version ({v}) is not recognized. Consider using the latest supported version ({latest}).");
             return kv_error(StatusCode::BAD_REQUEST, "BadParameter", &msg, None);
         }
-        None => return kv_error(StatusCode::BAD_REQUEST, "BadParameter", "The api-version query parameter is required.", None),
+        None => {
+            return kv_error(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                "The api-version query parameter is required.",
+                None,
+            )
+        }
     };
     if let Err(resp) = authorize(shared, req) {
         return resp;
@@ -134,7 +148,9 @@ fn authorize(shared: &Shared, req: &Request<Bytes>) -> Result<(), Resp> {
     let resource = shared.keyvault_resource.as_str();
     match shared.state.check_token(token, resource) {
         TokenCheck::Valid => Ok(()),
-        TokenCheck::Unknown => Err(unauthorized(shared, "AKV10046: Unable to resolve the key used for signature validation.")),
+        TokenCheck::Unknown => {
+            Err(unauthorized(shared, "AKV10046: Unable to resolve the key used for signature validation."))
+        }
         TokenCheck::Expired => Err(unauthorized(shared, "[TokenExpired] Error validating token: 'S2S12086'.")),
         TokenCheck::WrongAudience(found) => {
             Err(unauthorized(shared, &format!("AKV10022: Invalid audience. Expected {resource}, found: {found}.")))
@@ -207,7 +223,12 @@ fn get_key(shared: &Shared, vault: &str, vault_url: &str, name: &str, version: O
         return not_found("KeyNotFound", "key", &version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}")));
     };
     if !found.enabled {
-        return kv_error(StatusCode::FORBIDDEN, "Forbidden", "Operation get is not allowed on a disabled key.", Some("KeyDisabled"));
+        return kv_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Operation get is not allowed on a disabled key.",
+            Some("KeyDisabled"),
+        );
     }
     let mut key = found.jwk.clone();
     key["kid"] = json!(format!("{vault_url}/keys/{name}/{}", found.version));
@@ -232,7 +253,11 @@ fn get_certificate(shared: &Shared, vault: &str, vault_url: &str, name: &str, ve
     use base64::Engine as _;
     let versions = shared.state.certificate(vault, name);
     let Some(found) = pick(&versions, version, |c: &CertificateVersion| &c.version) else {
-        return not_found("CertificateNotFound", "certificate", &version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}")));
+        return not_found(
+            "CertificateNotFound",
+            "certificate",
+            &version.map_or_else(|| name.to_owned(), |v| format!("{name}/{v}")),
+        );
     };
     let v = &found.version;
     let mut attributes = json!({
@@ -300,7 +325,8 @@ impl Page<'_> {
 
     /// The absolute link to the page starting at `marker`.
     fn next_link(&self, path: &str, marker: &str, max: usize) -> String {
-        let mut link = format!("{}{path}?api-version={}&$skiptoken={}", self.vault_url, self.api_version, encode_marker(marker));
+        let mut link =
+            format!("{}{path}?api-version={}&$skiptoken={}", self.vault_url, self.api_version, encode_marker(marker));
         if self.query.has("maxresults") {
             link.push_str(&format!("&maxresults={max}"));
         }
@@ -314,10 +340,8 @@ fn list_secrets(shared: &Shared, vault: &str, page: &Page<'_>) -> Resp {
         (Err(resp), _) | (_, Err(resp)) => return resp,
     };
     let (items, next) = shared.state.list_secrets(vault, marker.as_deref(), max);
-    let value: Vec<Value> = items
-        .iter()
-        .map(|(name, latest)| item(format!("{}/secrets/{name}", page.vault_url), latest))
-        .collect();
+    let value: Vec<Value> =
+        items.iter().map(|(name, latest)| item(format!("{}/secrets/{name}", page.vault_url), latest)).collect();
     let next_link = next.map(|n| page.next_link("/secrets", &n, max));
     server::json(StatusCode::OK, &json!({"value": value, "nextLink": next_link}))
 }
@@ -336,11 +360,8 @@ fn list_versions(shared: &Shared, vault: &str, name: &str, page: &Page<'_>) -> R
         },
     };
     let rest = &versions[start..];
-    let value: Vec<Value> = rest
-        .iter()
-        .take(max)
-        .map(|v| item(format!("{}/secrets/{name}/{}", page.vault_url, v.version), v))
-        .collect();
+    let value: Vec<Value> =
+        rest.iter().take(max).map(|v| item(format!("{}/secrets/{name}/{}", page.vault_url, v.version), v)).collect();
     let next_link = rest.get(max).map(|v| page.next_link(&format!("/secrets/{name}/versions"), &v.version, max));
     server::json(StatusCode::OK, &json!({"value": value, "nextLink": next_link}))
 }
@@ -432,7 +453,10 @@ fn decode_marker(token: &str) -> Option<String> {
     if token.len() % 2 != 0 {
         return None;
     }
-    let bytes = (0..token.len()).step_by(2).map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()?;
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
     String::from_utf8(bytes).ok()
 }
 
@@ -459,7 +483,8 @@ mod tests {
 
     #[test]
     fn error_body_has_key_vault_shape() {
-        let body = kv_error_body("Forbidden", "Operation get is not allowed on a disabled secret.", Some("SecretDisabled"));
+        let body =
+            kv_error_body("Forbidden", "Operation get is not allowed on a disabled secret.", Some("SecretDisabled"));
         assert_eq!(
             body,
             json!({"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}})

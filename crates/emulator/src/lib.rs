@@ -271,7 +271,12 @@ impl Shared {
 
     /// Make a Key Vault certificate (a leaf signed by a test CA) with its backing secret and
     /// its key, all under one new version.
-    pub(crate) fn set_certificate(&self, vault: &str, name: &str, spec: &CertificateSpec) -> Result<IssuedCertificate, EmulatorError> {
+    pub(crate) fn set_certificate(
+        &self,
+        vault: &str,
+        name: &str,
+        spec: &CertificateSpec,
+    ) -> Result<IssuedCertificate, EmulatorError> {
         let subject = spec.subject.clone().unwrap_or_else(|| format!("{name}.example"));
         let made = certs::make_certificate(&subject, spec).map_err(EmulatorError::Certificate)?;
         let jwk = certs::jwk_of(&made.spki).map_err(EmulatorError::Certificate)?;
@@ -343,7 +348,10 @@ impl Emulator {
             }
         };
         tokio::fs::create_dir_all(&state_dir).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("failed to create the emulator state directory {}: {e}", state_dir.display()))
+            io::Error::new(
+                e.kind(),
+                format!("failed to create the emulator state directory {}: {e}", state_dir.display()),
+            )
         })?;
         let tls = tls::generate(config.advertise_host.as_deref())?;
         let files = write_files(&state_dir, &tls.ca_pem).await?;
@@ -359,7 +367,8 @@ impl Emulator {
         let stores = vault_names(&config.appconfig_stores)?;
         let mut store_listeners = Vec::with_capacity(stores.len());
         for name in &stores {
-            store_listeners.push((name.clone(), server::bind(config.bind, &format!("App Configuration store {name}")).await?));
+            store_listeners
+                .push((name.clone(), server::bind(config.bind, &format!("App Configuration store {name}")).await?));
         }
 
         let host = url_host(&config);
@@ -402,7 +411,12 @@ impl Emulator {
 
         let cancel = shared.cancel.clone();
         let mut tasks = vec![
-            server::serve(authority, Some(tls.acceptor.clone()), Arc::new(aad::AadHandler { shared: shared.clone() }), cancel.clone()),
+            server::serve(
+                authority,
+                Some(tls.acceptor.clone()),
+                Arc::new(aad::AadHandler { shared: shared.clone() }),
+                cancel.clone(),
+            ),
             server::serve(plain, None, Arc::new(plain::PlainHandler { shared: shared.clone() }), cancel.clone()),
             server::serve(arc_listener, None, Arc::new(plain::ArcHandler { shared: shared.clone() }), cancel.clone()),
         ];
@@ -538,7 +552,13 @@ impl Handle {
     }
 
     /// Add a new version with attributes (enabled, nbf, exp, content type, tags).
-    pub fn set_secret_with(&self, vault: &str, name: &str, value: &str, attrs: &SecretAttributes) -> Result<String, EmulatorError> {
+    pub fn set_secret_with(
+        &self,
+        vault: &str,
+        name: &str,
+        value: &str,
+        attrs: &SecretAttributes,
+    ) -> Result<String, EmulatorError> {
         Ok(self.shared.state.set_secret(vault, name, SecretValue::from(value.to_owned()), attrs)?)
     }
 
@@ -561,7 +581,12 @@ impl Handle {
 
     /// Make a Key Vault certificate (a leaf signed by a test CA) with its backing secret and
     /// its key, all under one new version.
-    pub fn set_certificate(&self, vault: &str, name: &str, spec: &CertificateSpec) -> Result<IssuedCertificate, EmulatorError> {
+    pub fn set_certificate(
+        &self,
+        vault: &str,
+        name: &str,
+        spec: &CertificateSpec,
+    ) -> Result<IssuedCertificate, EmulatorError> {
         self.shared.set_certificate(vault, name, spec)
     }
 
@@ -606,7 +631,12 @@ impl Handle {
 
     /// Set several key-values (same content type) in one step: no `/kv` page sees some of them
     /// changed and others not. Returns their new etags, in order.
-    pub fn set_kvs(&self, store: &str, kvs: &[(&str, Option<&str>, &str)], content_type: Option<&str>) -> Result<Vec<String>, AppConfigError> {
+    pub fn set_kvs(
+        &self,
+        store: &str,
+        kvs: &[(&str, Option<&str>, &str)],
+        content_type: Option<&str>,
+    ) -> Result<Vec<String>, AppConfigError> {
         self.shared.appconfig.set_many(store, kvs, content_type)
     }
 
@@ -702,7 +732,13 @@ impl Handle {
 
     /// Wait until `count(endpoint, vault) >= at_least`, up to `timeout`; returns whether it got
     /// there. For tests that wait on a condition instead of sleeping.
-    pub async fn wait_for_count(&self, endpoint: Endpoint, vault: Option<&str>, at_least: u64, timeout: Duration) -> bool {
+    pub async fn wait_for_count(
+        &self,
+        endpoint: Endpoint,
+        vault: Option<&str>,
+        at_least: u64,
+        timeout: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.state.recorded();
@@ -729,7 +765,8 @@ impl Drop for Emulator {
 fn vault_names(names: &[String]) -> io::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for name in names {
-        let valid = !name.is_empty() && name.len() <= 24 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let valid =
+            !name.is_empty() && name.len() <= 24 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !valid {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let cancel = CancellationToken::new();
-        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("failed to install signal handlers: {e}"))?;
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| format!("failed to install signal handlers: {e}"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("failed to install signal handlers: {e}"))?;
         let stop = cancel.clone();
         tokio::spawn(async move {

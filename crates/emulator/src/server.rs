@@ -71,7 +71,12 @@ pub(crate) fn serve<H: Handler>(
     })
 }
 
-async fn connection<H: Handler>(stream: TcpStream, tls: Option<TlsAcceptor>, handler: Arc<H>, cancel: CancellationToken) {
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     match tls {
         None => http(TokioIo::new(stream), handler, cancel).await,

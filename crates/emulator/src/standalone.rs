@@ -51,7 +51,9 @@ pub async fn run_standalone(args: &[String], cancel: CancellationToken) -> Resul
         for vault in emulator.vault_urls().keys() {
             for i in 0..options.generated_secrets {
                 let (name, value) = (format!("secret-{i:04}"), format!("value-{i:04}"));
-                emulator.set_secret(vault, &name, &value).map_err(|e| format!("failed to generate secret {name:?}: {e}"))?;
+                emulator
+                    .set_secret(vault, &name, &value)
+                    .map_err(|e| format!("failed to generate secret {name:?}: {e}"))?;
             }
         }
         Ok(())
@@ -83,7 +85,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         match flag.as_str() {
             "--bind" => {
                 let v = value()?;
-                config.bind = v.parse::<IpAddr>().map_err(|e| format!("--bind {v:?}: {e}; use an IP address such as 127.0.0.1"))?;
+                config.bind = v
+                    .parse::<IpAddr>()
+                    .map_err(|e| format!("--bind {v:?}: {e}; use an IP address such as 127.0.0.1"))?;
             }
             "--advertise-host" => config.advertise_host = Some(value()?),
             "--state-dir" => config.state_dir = Some(PathBuf::from(value()?)),
@@ -139,7 +143,10 @@ async fn read_seed(path: &PathBuf) -> Result<BTreeMap<String, BTreeMap<String, S
         .await
         .map_err(|e| format!("failed to read the seed file {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| {
-        format!("failed to parse the seed file {}: {e}; expected {{\"vault\": {{\"secret-name\": \"value\"}}}}", path.display())
+        format!(
+            "failed to parse the seed file {}: {e}; expected {{\"vault\": {{\"secret-name\": \"value\"}}}}",
+            path.display()
+        )
     })
 }
 
@@ -153,7 +160,9 @@ mod tests {
 
     #[test]
     fn flags_fill_the_config_and_default_vault_is_demo() {
-        let o = parse_args(&args(&["--bind", "::1", "--secrets", "30", "--token-lifetime", "1h30m", "--tenant-id", "t"])).unwrap();
+        let o =
+            parse_args(&args(&["--bind", "::1", "--secrets", "30", "--token-lifetime", "1h30m", "--tenant-id", "t"]))
+                .unwrap();
         assert_eq!(o.config.bind.to_string(), "::1");
         assert_eq!(o.generated_secrets, 30);
         assert_eq!(o.config.token_lifetime, Duration::from_secs(5400));

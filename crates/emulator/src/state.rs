@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::fixtures::CannedResponse;
 use super::faults::{Fault, FaultId};
+use super::fixtures::CannedResponse;
 use sidecar_core::secret::{SecretString, SecretValue};
 
 /// Past this many tokens, expired ones are forgotten (kept until then so tests can check that
@@ -423,7 +423,13 @@ impl State {
     }
 
     /// Add a key version (a new latest); returns its version id.
-    pub fn set_key(&self, vault: &str, name: &str, jwk: serde_json::Value, managed: bool) -> Result<String, StateError> {
+    pub fn set_key(
+        &self,
+        vault: &str,
+        name: &str,
+        jwk: serde_json::Value,
+        managed: bool,
+    ) -> Result<String, StateError> {
         check_name(name)?;
         let now = unix_now();
         let version = random_hex(16);
@@ -462,7 +468,8 @@ impl State {
             updated: now,
             kid: Some(format!("keys/{name}/{version}")),
         });
-        let key = KeyVersion { version: version.clone(), jwk, enabled: true, created: now, updated: now, managed: true };
+        let key =
+            KeyVersion { version: version.clone(), jwk, enabled: true, created: now, updated: now, managed: true };
         inner.keys.entry((vault.to_owned(), name.to_owned())).or_default().push(key);
         let cert = CertificateVersion {
             version: version.clone(),
@@ -482,7 +489,11 @@ impl State {
     pub fn set_key_enabled(&self, vault: &str, name: &str, enabled: bool) -> Result<(), StateError> {
         let mut inner = self.lock();
         let not_found = || StateError::SecretNotFound { vault: vault.to_owned(), name: name.to_owned() };
-        let latest = inner.keys.get_mut(&(vault.to_owned(), name.to_owned())).and_then(|v| v.last_mut()).ok_or_else(not_found)?;
+        let latest = inner
+            .keys
+            .get_mut(&(vault.to_owned(), name.to_owned()))
+            .and_then(|v| v.last_mut())
+            .ok_or_else(not_found)?;
         latest.enabled = enabled;
         latest.updated = unix_now();
         Ok(())
@@ -507,7 +518,12 @@ impl State {
 
     /// Up to `max` secrets of a vault starting at name `from` (inclusive), in name order, each
     /// with its latest version's attributes; plus the name that starts the next page.
-    pub fn list_secrets(&self, vault: &str, from: Option<&str>, max: usize) -> (Vec<(String, SecretVersion)>, Option<String>) {
+    pub fn list_secrets(
+        &self,
+        vault: &str,
+        from: Option<&str>,
+        max: usize,
+    ) -> (Vec<(String, SecretVersion)>, Option<String>) {
         let inner = self.lock();
         let Some(secrets) = inner.vaults.get(vault) else { return (Vec::new(), None) };
         let range = match from {
@@ -552,10 +568,9 @@ impl State {
         if inner.tokens.len() >= MAX_TOKENS {
             inner.tokens.retain(|_, grant| grant.expires_on > now);
         }
-        inner.tokens.insert(
-            token.expose().to_owned(),
-            Grant { audience: normalize_audience(audience).to_owned(), expires_on },
-        );
+        inner
+            .tokens
+            .insert(token.expose().to_owned(), Grant { audience: normalize_audience(audience).to_owned(), expires_on });
         (token, expires_on, lifetime)
     }
 
@@ -738,7 +753,11 @@ pub(crate) fn check_name(name: &str) -> Result<(), StateError> {
 /// `/secrets/x/` and `/secrets/x` name the same resource.
 fn canned_key(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 /// Audiences compare without a trailing slash (`https://vault.azure.net/` = `https://vault.azure.net`).

@@ -56,7 +56,10 @@ async fn kv_list_filters_keys_and_labels_with_null_label_as_percent_00() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/vnd.microsoft.appconfig.kvset+json"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/vnd.microsoft.appconfig.kvset+json"));
     assert!(resp.headers()["sync-token"].to_str().unwrap().contains(";sn="));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(keys(&body), vec!["myapp:db:host"]);
@@ -155,7 +158,8 @@ async fn kv_list_refuses_other_audiences_missing_api_version_and_bad_filters() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["title"], "API version is not specified");
-    let resp = client.get(format!("{base}/kv?key=a*b&api-version=2023-11-01")).bearer_auth(&token).send().await.unwrap();
+    let resp =
+        client.get(format!("{base}/kv?key=a*b&api-version=2023-11-01")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -188,15 +192,22 @@ async fn one_key_value_is_read_by_key_and_label_with_its_etag_and_304() {
 
     let resp = client.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/vnd.microsoft.appconfig.kv+json"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/vnd.microsoft.appconfig.kv+json"));
     assert_eq!(resp.headers()["etag"].to_str().unwrap(), format!("W/\"{etag}\""));
     assert!(resp.headers().contains_key("last-modified") && resp.headers().contains_key("sync-token"));
     let body: Value = resp.json().await.unwrap();
-    assert_eq!((body["key"].as_str(), body["label"].as_str(), body["value"].as_str()), (Some("myapp:db/host name"), Some("prd"), Some("h")));
+    assert_eq!(
+        (body["key"].as_str(), body["label"].as_str(), body["value"].as_str()),
+        (Some("myapp:db/host name"), Some("prd"), Some("h"))
+    );
     assert_eq!(body["etag"], etag.as_str());
     assert_eq!(body["content_type"], "text/plain");
 
-    let unchanged = client.get(&url).bearer_auth(&token).header("if-none-match", format!("\"{etag}\"")).send().await.unwrap();
+    let unchanged =
+        client.get(&url).bearer_auth(&token).header("if-none-match", format!("\"{etag}\"")).send().await.unwrap();
     assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
     let null_label: Value = client
         .get(format!("{base}/kv/myapp%3Adb%2Fhost%20name?api-version=2023-11-01"))
@@ -208,6 +219,7 @@ async fn one_key_value_is_read_by_key_and_label_with_its_etag_and_304() {
         .await
         .unwrap();
     assert_eq!((null_label["value"].as_str(), &null_label["label"]), (Some("null-label"), &Value::Null));
-    let missing = client.get(format!("{base}/kv/absent?api-version=2023-11-01")).bearer_auth(&token).send().await.unwrap();
+    let missing =
+        client.get(format!("{base}/kv/absent?api-version=2023-11-01")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use azure_emulator::{
-    Canned, Emulator, EmulatorConfig, Endpoint, Fault, RetryAfter, SecretAttributes, AuthKind,
-};
+use azure_emulator::{AuthKind, Canned, Emulator, EmulatorConfig, Endpoint, Fault, RetryAfter, SecretAttributes};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -62,7 +60,12 @@ async fn vault_token(emu: &Emulator, client: &Client) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn kv_get(emu: &Emulator, client: &Client, token: &str, path_and_query: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn kv_get(
+    emu: &Emulator,
+    client: &Client,
+    token: &str,
+    path_and_query: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let url = format!("{}{path_and_query}", emu.vault_url("demo").unwrap());
     get_url(client, token, &url).await
 }
@@ -138,7 +141,12 @@ async fn entra_accepts_the_client_secret_and_refuses_a_wrong_one_with_7000215() 
     let secret = std::fs::read_to_string(emu.client_secret_file()).unwrap();
     assert_eq!(secret, emu.client_secret().unwrap().expose());
     for (given, expected) in [(secret.as_str(), StatusCode::OK), ("wrong", StatusCode::UNAUTHORIZED)] {
-        let form = [("grant_type", "client_credentials"), ("client_id", &client_id), ("scope", KV_SCOPE), ("client_secret", given)];
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", &client_id),
+            ("scope", KV_SCOPE),
+            ("client_secret", given),
+        ];
         let (status, body) = entra(&emu, &client, &form).await;
         assert_eq!(status, expected);
         if status == StatusCode::UNAUTHORIZED {
@@ -182,15 +190,30 @@ async fn entra_errors_use_realistic_aadsts_codes() {
     let (emu, client) = start().await;
     let client_id = emu.client_id();
     let cases = [
-        EntraCase { overrides: &[("client_id", "00000000-0000-0000-0000-00000000dead")], status: 400, error: "unauthorized_client", code: 700016 },
-        EntraCase { overrides: &[("scope", "https://vault.azure.net")], status: 400, error: "invalid_scope", code: 70011 },
+        EntraCase {
+            overrides: &[("client_id", "00000000-0000-0000-0000-00000000dead")],
+            status: 400,
+            error: "unauthorized_client",
+            code: 700016,
+        },
+        EntraCase {
+            overrides: &[("scope", "https://vault.azure.net")],
+            status: 400,
+            error: "invalid_scope",
+            code: 70011,
+        },
         EntraCase {
             overrides: &[("scope", "https://vault.azure.net/.default https://appconfig.azure.com/.default")],
             status: 400,
             error: "invalid_scope",
             code: 70011,
         },
-        EntraCase { overrides: &[("grant_type", "password")], status: 400, error: "unsupported_grant_type", code: 70003 },
+        EntraCase {
+            overrides: &[("grant_type", "password")],
+            status: 400,
+            error: "unsupported_grant_type",
+            code: 70003,
+        },
         EntraCase { overrides: &[("scope", "")], status: 400, error: "invalid_request", code: 900144 },
         EntraCase {
             overrides: &[("client_assertion", ""), ("client_assertion_type", "")],
@@ -198,7 +221,12 @@ async fn entra_errors_use_realistic_aadsts_codes() {
             error: "invalid_client",
             code: 7000218,
         },
-        EntraCase { overrides: &[("client_assertion_type", "urn:other")], status: 400, error: "invalid_request", code: 50027 },
+        EntraCase {
+            overrides: &[("client_assertion_type", "urn:other")],
+            status: 400,
+            error: "invalid_request",
+            code: 50027,
+        },
     ];
     for case in cases {
         let form = assertion_form(&client_id, case.overrides);
@@ -246,9 +274,16 @@ async fn imds_requires_the_metadata_header_and_a_known_api_version() {
     let resp = client.get(imds_token_url(&emu, q)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"error": "bad_request_102", "error_description": "Required metadata header not specified"}));
+    assert_eq!(
+        body,
+        json!({"error": "bad_request_102", "error_description": "Required metadata header not specified"})
+    );
 
-    for bad in ["api-version=2017-01-01&resource=https%3A%2F%2Fvault.azure.net", "resource=https%3A%2F%2Fvault.azure.net", "api-version=2019-08-01"] {
+    for bad in [
+        "api-version=2017-01-01&resource=https%3A%2F%2Fvault.azure.net",
+        "resource=https%3A%2F%2Fvault.azure.net",
+        "api-version=2019-08-01",
+    ] {
         let resp = client.get(imds_token_url(&emu, bad)).header("Metadata", "true").send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_request");
@@ -260,7 +295,10 @@ async fn imds_requires_the_metadata_header_and_a_known_api_version() {
     let unknown = format!("{q}&client_id=00000000-0000-0000-0000-000000000bad");
     let resp = client.get(imds_token_url(&emu, &unknown)).header("Metadata", "true").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"error": "invalid_request", "error_description": "Identity not found"}));
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"error": "invalid_request", "error_description": "Identity not found"})
+    );
 }
 
 #[tokio::test]
@@ -296,11 +334,17 @@ async fn key_vault_challenges_a_request_without_a_token() {
     let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert_eq!(
         challenge,
-        format!("Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"https://vault.azure.net\"", emu.tenant_id())
+        format!(
+            "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"https://vault.azure.net\"",
+            emu.tenant_id()
+        )
     );
     assert!(resp.headers().contains_key("x-ms-request-id"));
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}}));
+    assert_eq!(
+        body,
+        json!({"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}})
+    );
 }
 
 #[tokio::test]
@@ -315,10 +359,14 @@ async fn key_vault_refuses_unknown_expired_and_foreign_audience_tokens() {
     assert!(body["error"]["message"].as_str().unwrap().starts_with("AKV10046"));
 
     let q = "api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F";
-    let mgmt: Value = client.get(imds_token_url(&emu, q)).header("Metadata", "true").send().await.unwrap().json().await.unwrap();
+    let mgmt: Value =
+        client.get(imds_token_url(&emu, q)).header("Metadata", "true").send().await.unwrap().json().await.unwrap();
     let (status, _, body) = kv_get(&emu, &client, mgmt["access_token"].as_str().unwrap(), &path).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"]["message"], "AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://management.azure.com.");
+    assert_eq!(
+        body["error"]["message"],
+        "AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://management.azure.com."
+    );
 
     emu.set_token_lifetime(Duration::ZERO);
     let expired = vault_token(&emu, &client).await;
@@ -339,7 +387,11 @@ async fn key_vault_requires_a_supported_api_version() {
     emu.set_secret("demo", "s", "v").unwrap();
     let token = vault_token(&emu, &client).await;
     for ok in ["7.4", "7.5", "7.6", "2025-07-01", "2026-04-01"] {
-        assert_eq!(kv_get(&emu, &client, &token, &format!("/secrets/s?api-version={ok}")).await.0, StatusCode::OK, "{ok}");
+        assert_eq!(
+            kv_get(&emu, &client, &token, &format!("/secrets/s?api-version={ok}")).await.0,
+            StatusCode::OK,
+            "{ok}"
+        );
     }
     for bad in ["/secrets/s", "/secrets/s?api-version=7.3", "/secrets/s?api-version=2016-10-01"] {
         let (status, headers, body) = kv_get(&emu, &client, &token, bad).await;
@@ -390,7 +442,13 @@ async fn key_vault_get_serves_latest_and_versions_as_secret_bundles() {
 async fn key_vault_answers_403_for_disabled_and_404_for_missing_secrets() {
     let (emu, client) = start().await;
     let old = emu.set_secret("demo", "off", "x").unwrap();
-    emu.set_secret_attributes("demo", "off", Some(&old), &SecretAttributes { enabled: Some(false), ..Default::default() }).unwrap();
+    emu.set_secret_attributes(
+        "demo",
+        "off",
+        Some(&old),
+        &SecretAttributes { enabled: Some(false), ..Default::default() },
+    )
+    .unwrap();
     emu.set_secret("demo", "off", "y").unwrap();
     let token = vault_token(&emu, &client).await;
 
@@ -610,7 +668,9 @@ async fn control_api_mirrors_the_rust_api() {
     assert_eq!(info["tenant_id"], emu.tenant_id());
     assert_eq!(info["ca_file"], emu.ca_file().to_str().unwrap());
 
-    let put = client.put(format!("{control}/vaults/demo/secrets/api-set")).json(&json!({"value": "from-http", "content_type": "text/plain"}));
+    let put = client
+        .put(format!("{control}/vaults/demo/secrets/api-set"))
+        .json(&json!({"value": "from-http", "content_type": "text/plain"}));
     let created: Value = put.send().await.unwrap().json().await.unwrap();
     assert_eq!(created["version"].as_str().unwrap().len(), 32);
     let token = vault_token(&emu, &client).await;
@@ -621,10 +681,15 @@ async fn control_api_mirrors_the_rust_api() {
     assert_eq!(patch.send().await.unwrap().status(), StatusCode::NO_CONTENT);
     assert_eq!(kv_get(&emu, &client, &token, &format!("/secrets/api-set?{API}")).await.0, StatusCode::FORBIDDEN);
 
-    let fault = json!({"endpoint": "keyvault_get", "vault": "demo", "status": 429, "retry_after": {"seconds": 2}, "times": 1});
-    let added: Value = client.post(format!("{control}/faults")).json(&fault).send().await.unwrap().json().await.unwrap();
+    let fault =
+        json!({"endpoint": "keyvault_get", "vault": "demo", "status": 429, "retry_after": {"seconds": 2}, "times": 1});
+    let added: Value =
+        client.post(format!("{control}/faults")).json(&fault).send().await.unwrap().json().await.unwrap();
     assert!(added["id"].is_u64());
-    assert_eq!(kv_get(&emu, &client, &token, &format!("/secrets/api-set?{API}")).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        kv_get(&emu, &client, &token, &format!("/secrets/api-set?{API}")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 
     let counts: Value = client.get(format!("{control}/counts")).send().await.unwrap().json().await.unwrap();
     assert_eq!(counts["vaults"]["demo"]["keyvault_get"], 3);
@@ -634,7 +699,8 @@ async fn control_api_mirrors_the_rust_api() {
     let log: Value = client.get(format!("{control}/requests")).send().await.unwrap().json().await.unwrap();
     assert_eq!(log.as_array().unwrap().len(), 4);
 
-    let canned = json!({"vault": "demo", "path": "/secrets/listed", "responses": [{"status": 418, "body": {"teapot": true}}]});
+    let canned =
+        json!({"vault": "demo", "path": "/secrets/listed", "responses": [{"status": 418, "body": {"teapot": true}}]});
     assert_eq!(client.post(format!("{control}/canned")).json(&canned).send().await.unwrap().status(), StatusCode::OK);
     assert_eq!(kv_get(&emu, &client, &token, &format!("/secrets/listed?{API}")).await.0.as_u16(), 418);
 
@@ -643,7 +709,8 @@ async fn control_api_mirrors_the_rust_api() {
 
     let bad = client.post(format!("{control}/faults")).body("{\"stauts\": 1}").send().await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    let missing = client.put(format!("{control}/vaults/nope/secrets/x")).json(&json!({"value": "v"})).send().await.unwrap();
+    let missing =
+        client.put(format!("{control}/vaults/nope/secrets/x")).json(&json!({"value": "v"})).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
@@ -674,10 +741,11 @@ async fn standalone_starts_seeds_and_stops_on_cancel() {
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("seed.json");
     std::fs::write(&seed, r#"{"other": {"a": "1"}}"#).unwrap();
-    let args: Vec<String> = ["--state-dir", dir.path().to_str().unwrap(), "--seed", seed.to_str().unwrap(), "--secrets", "3"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let args: Vec<String> =
+        ["--state-dir", dir.path().to_str().unwrap(), "--seed", seed.to_str().unwrap(), "--secrets", "3"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
     let cancel = CancellationToken::new();
     cancel.cancel();
     azure_emulator::run_standalone(&args, cancel).await.unwrap();

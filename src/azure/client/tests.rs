@@ -28,14 +28,19 @@ async fn get(c: &AzureClient, service: Service, url: &str) -> Result<reqwest::Re
 
 #[tokio::test]
 async fn send_retries_throttling_and_server_errors_then_returns_the_success() {
-    let server = TestServer::scripted(vec![Reply::new(503, "{}"), Reply::new(429, "{}"), Reply::new(200, r#"{"ok":true}"#)]).await;
+    let server =
+        TestServer::scripted(vec![Reply::new(503, "{}"), Reply::new(429, "{}"), Reply::new(200, r#"{"ok":true}"#)])
+            .await;
     let c = client(3);
     let resp = get(&c, Service::KeyVault, &server.url("/secrets/a")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(server.count(), 3);
     let text = c.metrics().render();
     for code in ["503", "429", "200"] {
-        assert!(text.contains(&format!("sidecar_azure_requests_total{{service=\"keyvault\",code=\"{code}\"}} 1")), "{text}");
+        assert!(
+            text.contains(&format!("sidecar_azure_requests_total{{service=\"keyvault\",code=\"{code}\"}} 1")),
+            "{text}"
+        );
     }
 }
 
@@ -74,7 +79,8 @@ async fn imds_requests_retry_404_and_410_and_any_5xx() {
 
 #[tokio::test]
 async fn send_waits_as_long_as_retry_after_asks() {
-    let server = TestServer::scripted(vec![Reply::new(429, "{}").header("Retry-After", "1"), Reply::new(200, "{}")]).await;
+    let server =
+        TestServer::scripted(vec![Reply::new(429, "{}").header("Retry-After", "1"), Reply::new(200, "{}")]).await;
     let started = std::time::Instant::now();
     let resp = get(&client(3), Service::KeyVault, &server.url("/")).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -84,7 +90,8 @@ async fn send_waits_as_long_as_retry_after_asks() {
 
 #[tokio::test]
 async fn a_delay_asked_by_a_final_answer_holds_the_next_request_to_that_origin() {
-    let server = TestServer::scripted(vec![Reply::new(429, "{}").header("Retry-After", "1"), Reply::new(200, "{}")]).await;
+    let server =
+        TestServer::scripted(vec![Reply::new(429, "{}").header("Retry-After", "1"), Reply::new(200, "{}")]).await;
     let c = client(0);
     let resp = get(&c, Service::KeyVault, &server.url("/secrets/a")).await.unwrap();
     assert_eq!(resp.status(), 429, "no retries left: the 429 is the answer");
@@ -102,7 +109,8 @@ async fn a_delay_asked_by_a_final_answer_holds_the_next_request_to_that_origin()
 
 #[tokio::test]
 async fn send_waits_as_long_as_retry_after_ms_asks() {
-    let server = TestServer::scripted(vec![Reply::new(503, "{}").header("retry-after-ms", "300"), Reply::new(200, "{}")]).await;
+    let server =
+        TestServer::scripted(vec![Reply::new(503, "{}").header("retry-after-ms", "300"), Reply::new(200, "{}")]).await;
     let started = std::time::Instant::now();
     let resp = get(&client(3), Service::AppConfig, &server.url("/kv")).await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -102,7 +102,10 @@ fn key_file_checks_follow_the_sdks() {
 
 #[test]
 fn realm_is_read_from_basic_challenges_only() {
-    assert_eq!(basic_realm("Basic realm=/var/opt/azcmagent/tokens/x.key").as_deref(), Some("/var/opt/azcmagent/tokens/x.key"));
+    assert_eq!(
+        basic_realm("Basic realm=/var/opt/azcmagent/tokens/x.key").as_deref(),
+        Some("/var/opt/azcmagent/tokens/x.key")
+    );
     assert_eq!(basic_realm("basic realm=\"/t/x.key\"").as_deref(), Some("/t/x.key"));
     assert_eq!(basic_realm("Bearer realm=/t/x.key"), None);
     assert_eq!(basic_realm("Basic"), None);
@@ -118,7 +121,11 @@ async fn a_missing_challenge_or_an_answer_without_one_is_an_error() {
     let server = TestServer::scripted(vec![Reply::new(200, OK)]).await;
     let err = credential(&server, dir.path()).request_token(SCOPE, &CancellationToken::new()).await.unwrap_err();
     assert!(err.to_string().contains("without the expected 401 challenge"), "{err}");
-    let server = TestServer::scripted(vec![Reply::new(400, r#"{"error":"invalid_request","error_description":"bad resource"}"#)]).await;
+    let server = TestServer::scripted(vec![Reply::new(
+        400,
+        r#"{"error":"invalid_request","error_description":"bad resource"}"#,
+    )])
+    .await;
     let err = credential(&server, dir.path()).request_token(SCOPE, &CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, IdentityError::Refused { mode: "arc", .. }), "{err}");
 }

@@ -38,7 +38,11 @@ impl Credential for Fake {
         "fake"
     }
 
-    fn request_token<'a>(&'a self, _scope: &'a str, _cancel: &'a CancellationToken) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+    fn request_token<'a>(
+        &'a self,
+        _scope: &'a str,
+        _cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if !self.delay.is_zero() {
@@ -48,7 +52,10 @@ impl Credential for Fake {
                 let source = AzureError::Transport { service: "aad", reason: "failed to connect".into() };
                 return Err(IdentityError::Unavailable { mode: "fake", source });
             }
-            Ok(AccessToken { token: SecretString::new(format!("tok-{n}")), expires_on: SystemTime::now() + self.lifetime })
+            Ok(AccessToken {
+                token: SecretString::new(format!("tok-{n}")),
+                expires_on: SystemTime::now() + self.lifetime,
+            })
         })
     }
 }
@@ -182,7 +189,11 @@ async fn cancel_while_waiting_for_another_callers_request() {
     let (first, (second, cancelled_at)) = tokio::join!(token(&c), waiter);
     assert_eq!(first.unwrap(), "tok-1");
     assert!(matches!(second, Err(IdentityError::Cancelled)));
-    assert_eq!(cancelled_at - started, Duration::from_secs(2), "the waiter returned when cancelled, not after the request");
+    assert_eq!(
+        cancelled_at - started,
+        Duration::from_secs(2),
+        "the waiter returned when cancelled, not after the request"
+    );
 }
 
 #[tokio::test(start_paused = true)]

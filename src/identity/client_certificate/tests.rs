@@ -96,7 +96,10 @@ async fn unusable_files_are_local_errors_that_never_show_the_key() {
     let issued = self_signed_rsa(CLIENT_KEY_PEM, "client").unwrap();
     let other = self_signed_rsa(VAULT_RSA_KEY_PEM, "other").unwrap();
     let cert_only: String = issued.cert_and_key_pem.split("-----BEGIN PRIVATE KEY-----").next().unwrap().to_string();
-    let key_only = format!("-----BEGIN PRIVATE KEY-----{}", issued.cert_and_key_pem.split("-----BEGIN PRIVATE KEY-----").nth(1).unwrap());
+    let key_only = format!(
+        "-----BEGIN PRIVATE KEY-----{}",
+        issued.cert_and_key_pem.split("-----BEGIN PRIVATE KEY-----").nth(1).unwrap()
+    );
     let other_cert: String = other.cert_and_key_pem.split("-----BEGIN PRIVATE KEY-----").next().unwrap().to_string();
     let ec_key = rcgen::KeyPair::generate().unwrap();
     let mut ec_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -133,7 +136,8 @@ fn assertions_expire_ten_minutes_after_issue() {
     let bundle = sidecar_core::pki::CertBundle::from_pem(issued.cert_and_key_pem.as_bytes()).unwrap();
     let signer = RsaSigner::new(bundle.key.as_ref().unwrap()).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let jwt = sign_assertion(&signer, &issued.cert_der, "c", "https://login.example/t/oauth2/v2.0/token", at, "j").unwrap();
+    let jwt =
+        sign_assertion(&signer, &issued.cert_der, "c", "https://login.example/t/oauth2/v2.0/token", at, "j").unwrap();
     let (_, claims, valid) = open_jwt(&jwt, &issued.cert_der);
     assert!(valid);
     assert_eq!(claims["nbf"], 1_700_000_000u64);

@@ -73,7 +73,10 @@ async fn unknown_identity_is_refused_at_once_with_the_imds_error() {
     let id = Some(UserAssigned::ClientId("unassigned".into()));
     let err = credential(&server, id).request_token(SCOPE, &CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, IdentityError::Refused { mode: "managed", .. }), "{err:?}");
-    assert_eq!(err.to_string(), "managed identity: token request refused: imds answered 400 (invalid_request: Identity not found)");
+    assert_eq!(
+        err.to_string(),
+        "managed identity: token request refused: imds answered 400 (invalid_request: Identity not found)"
+    );
     assert_eq!(server.count(), 1);
 }
 

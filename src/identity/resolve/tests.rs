@@ -87,13 +87,24 @@ fn auto_detects_arc_from_identity_endpoint_and_imds_endpoint() {
 fn arc_is_system_assigned_only_and_its_endpoint_must_be_loopback() {
     let c = IdentityConfig { mode: IdentityMode::Arc, ..cfg() };
     let r = resolve(&c, Cloud::Public, &env(&[])).unwrap();
-    assert_eq!(r, ResolvedIdentity::Arc { endpoint: Url::parse("http://localhost:40342/metadata/identity/oauth2/token").unwrap() });
+    assert_eq!(
+        r,
+        ResolvedIdentity::Arc {
+            endpoint: Url::parse("http://localhost:40342/metadata/identity/oauth2/token").unwrap()
+        }
+    );
     let err = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c")])).unwrap_err();
     assert_eq!(err.key, "identity.client_id");
     assert!(err.reason.contains("only the machine's system-assigned identity"), "{}", err.reason);
-    let err = resolve(&IdentityConfig { object_id: Some("o".into()), ..c.clone() }, Cloud::Public, &env(&[])).unwrap_err();
+    let err =
+        resolve(&IdentityConfig { object_id: Some("o".into()), ..c.clone() }, Cloud::Public, &env(&[])).unwrap_err();
     assert_eq!(err.key, "identity.client_id");
-    let err = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "http://10.0.0.5:40342/metadata/identity/oauth2/token")])).unwrap_err();
+    let err = resolve(
+        &c,
+        Cloud::Public,
+        &env(&[("IDENTITY_ENDPOINT", "http://10.0.0.5:40342/metadata/identity/oauth2/token")]),
+    )
+    .unwrap_err();
     assert!(err.reason.contains("not a loopback address"), "{}", err.reason);
     let err = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "not a url")])).unwrap_err();
     assert!(err.reason.contains("not an http(s) URL"), "{}", err.reason);
@@ -124,11 +135,16 @@ fn client_certificate_comes_after_client_secret_and_before_workload_identity() {
     let with_workload = [&cert[..], &[("AZURE_FEDERATED_TOKEN_FILE", "/t")][..]].concat();
     assert_eq!(mode_of(&cfg(), &env(&with_workload)), "client-certificate");
     // Without a tenant it is no service principal: fall through.
-    assert_eq!(mode_of(&cfg(), &env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem"), ("AZURE_CLIENT_ID", "c")])), "managed");
+    assert_eq!(
+        mode_of(&cfg(), &env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem"), ("AZURE_CLIENT_ID", "c")])),
+        "managed"
+    );
     // The config file's path wins over the environment's and selects the mode by itself.
     let c = IdentityConfig { client_certificate_file: Some("/cfg/cert.pem".into()), ..cfg() };
     match resolve(&c, Cloud::Public, &env(&cert)).unwrap() {
-        ResolvedIdentity::ClientCertificate { cert_file, .. } => assert_eq!(cert_file, std::path::PathBuf::from("/cfg/cert.pem")),
+        ResolvedIdentity::ClientCertificate { cert_file, .. } => {
+            assert_eq!(cert_file, std::path::PathBuf::from("/cfg/cert.pem"))
+        }
         other => panic!("{other:?}"),
     }
     let c = IdentityConfig { mode: IdentityMode::ClientCertificate, ..cfg() };
@@ -161,16 +177,22 @@ fn config_values_win_over_the_environment() {
 #[test]
 fn workload_errors_name_the_missing_key_and_the_fix() {
     let c = IdentityConfig { mode: IdentityMode::Workload, ..cfg() };
-    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_TENANT_ID", "t")])).unwrap_err();
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_TENANT_ID", "t")]))
+        .unwrap_err();
     assert_eq!(err.key, "identity.client_id");
     assert_eq!(err.reason, "workload identity needs a client id: set identity.client_id or AZURE_CLIENT_ID");
-    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_CLIENT_ID", "c")])).unwrap_err();
+    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_CLIENT_ID", "c")]))
+        .unwrap_err();
     assert_eq!(err.key, "identity.tenant_id");
     let err = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")])).unwrap_err();
     assert_eq!(err.key, "identity.federated_token_file");
     assert!(err.reason.contains("AZURE_FEDERATED_TOKEN_FILE"), "{}", err.reason);
-    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "../evil")]))
-        .unwrap_err();
+    let err = resolve(
+        &c,
+        Cloud::Public,
+        &env(&[("AZURE_FEDERATED_TOKEN_FILE", "/t"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "../evil")]),
+    )
+    .unwrap_err();
     assert_eq!(err.key, "identity.tenant_id");
 }
 
@@ -185,8 +207,14 @@ fn authority_host_defaults_to_the_cloud_and_must_be_https_unless_loopback() {
     assert_eq!(authority_of(resolve(&cfg(), Cloud::UsGov, &env(&e)).unwrap()), "https://login.microsoftonline.us/");
 
     let with_authority = |a: &'static str| [&e[..], &[("AZURE_AUTHORITY_HOST", a)][..]].concat();
-    assert_eq!(authority_of(resolve(&cfg(), Cloud::Public, &env(&with_authority("http://127.0.0.1:8443/"))).unwrap()), "http://127.0.0.1:8443/");
-    assert_eq!(authority_of(resolve(&cfg(), Cloud::Public, &env(&with_authority("http://localhost:1"))).unwrap()), "http://localhost:1/");
+    assert_eq!(
+        authority_of(resolve(&cfg(), Cloud::Public, &env(&with_authority("http://127.0.0.1:8443/"))).unwrap()),
+        "http://127.0.0.1:8443/"
+    );
+    assert_eq!(
+        authority_of(resolve(&cfg(), Cloud::Public, &env(&with_authority("http://localhost:1"))).unwrap()),
+        "http://localhost:1/"
+    );
     for bad in ["http://login.example.com", "not a url", "ftp://login.example.com"] {
         let err = resolve(&cfg(), Cloud::Public, &env(&with_authority(bad))).unwrap_err();
         assert_eq!(err.key, "identity.authority_host", "{bad}");
@@ -201,7 +229,10 @@ fn authority_host_defaults_to_the_cloud_and_must_be_https_unless_loopback() {
 #[test]
 fn managed_identity_selectors_come_from_config_then_azure_client_id() {
     let r = resolve(&cfg(), Cloud::Public, &env(&[])).unwrap();
-    assert_eq!(r, ResolvedIdentity::Managed { endpoint: Url::parse("http://169.254.169.254").unwrap(), identity: None });
+    assert_eq!(
+        r,
+        ResolvedIdentity::Managed { endpoint: Url::parse("http://169.254.169.254").unwrap(), identity: None }
+    );
     assert_eq!(r.to_string(), "managed (IMDS http://169.254.169.254, system-assigned)");
 
     let r = resolve(&cfg(), Cloud::Public, &env(&[("AZURE_CLIENT_ID", "env-client")])).unwrap();
@@ -209,7 +240,13 @@ fn managed_identity_selectors_come_from_config_then_azure_client_id() {
 
     let c = IdentityConfig { object_id: Some("oid".into()), ..cfg() };
     let r = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "env-client")])).unwrap();
-    assert_eq!(r, ResolvedIdentity::Managed { endpoint: c.imds_endpoint.clone(), identity: Some(UserAssigned::ObjectId("oid".into())) });
+    assert_eq!(
+        r,
+        ResolvedIdentity::Managed {
+            endpoint: c.imds_endpoint.clone(),
+            identity: Some(UserAssigned::ObjectId("oid".into()))
+        }
+    );
 
     let c = IdentityConfig { resource_id: Some("/subscriptions/x".into()), client_id: Some("c".into()), ..cfg() };
     let err = resolve(&c, Cloud::Public, &env(&[])).unwrap_err();
@@ -220,7 +257,8 @@ fn managed_identity_selectors_come_from_config_then_azure_client_id() {
 #[test]
 fn app_service_needs_both_variables_and_hides_the_header() {
     let c = IdentityConfig { mode: IdentityMode::AppService, ..cfg() };
-    let err = resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "http://localhost:4141/MSI/token")])).unwrap_err();
+    let err =
+        resolve(&c, Cloud::Public, &env(&[("IDENTITY_ENDPOINT", "http://localhost:4141/MSI/token")])).unwrap_err();
     assert_eq!(err.key, "identity.mode");
     assert!(err.reason.contains("IDENTITY_HEADER"), "{}", err.reason);
 
@@ -270,7 +308,10 @@ fn build_makes_the_credential_of_the_resolved_mode() {
         (env(&[]), "managed"),
         (env(&[("IDENTITY_ENDPOINT", "http://localhost:1/msi"), ("IDENTITY_HEADER", "h")]), "app-service"),
         (env(&[("AZURE_CLIENT_SECRET", "s"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]), "client-secret"),
-        (env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]), "client-certificate"),
+        (
+            env(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem"), ("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")]),
+            "client-certificate",
+        ),
         (env(&[("IDENTITY_ENDPOINT", "http://localhost:40342/x"), ("IMDS_ENDPOINT", "http://localhost:40342")]), "arc"),
     ];
     for (e, mode) in cases {

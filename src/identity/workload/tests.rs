@@ -10,7 +10,8 @@ use crate::identity::{ClientSecretCredential, SecretSource};
 use sidecar_core::secret::SecretString;
 
 const SCOPE: &str = "https://vault.azure.net/.default";
-const OK: &str = r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAi.access.token"}"#;
+const OK: &str =
+    r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAi.access.token"}"#;
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 fn credential(server: &TestServer, token_file: &Path) -> WorkloadCredential {
@@ -77,7 +78,8 @@ async fn aad_refusal_names_the_aadsts_code_but_never_the_assertion() {
 
 #[tokio::test]
 async fn throttled_exchange_is_retried() {
-    let server = TestServer::scripted(vec![Reply::new(429, "{}").header("retry-after-ms", "20"), Reply::new(200, OK)]).await;
+    let server =
+        TestServer::scripted(vec![Reply::new(429, "{}").header("retry-after-ms", "20"), Reply::new(200, OK)]).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "a").unwrap();
@@ -108,7 +110,13 @@ async fn client_secret_grant_sends_the_secret_and_rereads_its_file() {
     let file = dir.path().join("secret");
     std::fs::write(&file, "secret-one\n").unwrap();
     let authority = Url::parse(&server.url("")).unwrap();
-    let c = ClientSecretCredential::new(test_client(0), &authority, "tenant-2", "client-2", SecretSource::File(file.clone()));
+    let c = ClientSecretCredential::new(
+        test_client(0),
+        &authority,
+        "tenant-2",
+        "client-2",
+        SecretSource::File(file.clone()),
+    );
     assert_eq!(c.kind(), "client-secret");
     request(&c).await.unwrap();
     std::fs::write(&file, "secret-two").unwrap();

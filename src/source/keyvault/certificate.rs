@@ -18,14 +18,14 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use super::{
-    azure_error, decode, fails_the_poll, failure_reason, get_authorized, id_segments, read_body, secret_url, Attributes, Fetched,
-    Planned, RawAttributes, SecretText, Vault, MAX_BODY,
+    azure_error, decode, fails_the_poll, failure_reason, get_authorized, id_segments, read_body, secret_url,
+    Attributes, Fetched, Planned, RawAttributes, SecretText, Vault, MAX_BODY,
 };
 use crate::azure::{AzureError, Service};
 use crate::config::{CertFormat, SecretSpec};
+use crate::source::{Failure, Object, SourceError};
 use sidecar_core::pki::{self, pkcs12::Encryption, CertBundle};
 use sidecar_core::secret::SecretValue;
-use crate::source::{Failure, Object, SourceError};
 
 const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
@@ -115,15 +115,26 @@ pub(super) async fn get_object(
 
 /// Where a planned entry publishes (see `SecretSpec::outputs`).
 pub(super) fn outputs(planned: &Planned) -> Vec<sidecar_core::relpath::RelPath> {
-    SecretSpec { name: planned.name.clone(), path: planned.path.clone(), version: None, required: planned.required, kind: planned.kind }
-        .outputs()
+    SecretSpec {
+        name: planned.name.clone(),
+        path: planned.path.clone(),
+        version: None,
+        required: planned.required,
+        kind: planned.kind,
+    }
+    .outputs()
 }
 
 /// The same failure for every output of an entry.
 pub(super) fn failures(planned: &Planned, outputs: &[sidecar_core::relpath::RelPath], reason: &str) -> Fetched {
     let failures = outputs
         .iter()
-        .map(|path| Failure { path: path.clone(), name: planned.name.clone(), required: planned.required, reason: reason.to_string() })
+        .map(|path| Failure {
+            path: path.clone(),
+            name: planned.name.clone(),
+            required: planned.required,
+            reason: reason.to_string(),
+        })
         .collect();
     Fetched::Many { objects: Vec::new(), failures }
 }
@@ -160,7 +171,9 @@ impl Stored {
         }
         let text: Vec<u8> = value.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
         let pfx = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD.decode(&text).map_err(|_| "the PKCS#12 value is not base64".to_string())?,
+            base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .map_err(|_| "the PKCS#12 value is not base64".to_string())?,
         );
         let bundle = pki::pkcs12::decode(&pfx, "").map_err(|e| e.to_string())?;
         Ok(Stored { bundle, pfx: Some(pfx) })
@@ -170,7 +183,9 @@ impl Stored {
     fn pfx(&self) -> Result<Zeroizing<Vec<u8>>, String> {
         match &self.pfx {
             Some(pfx) => Ok(pfx.clone()),
-            None => pki::pkcs12::encode(&self.bundle, "", Encryption::TripleDes).map(Zeroizing::new).map_err(|e| e.to_string()),
+            None => pki::pkcs12::encode(&self.bundle, "", Encryption::TripleDes)
+                .map(Zeroizing::new)
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -190,10 +205,18 @@ mod tests {
             // The archive is published as Key Vault stored it.
             let pfx = stored.pfx().unwrap();
             use base64::Engine as _;
-            assert_eq!(pfx.as_slice(), base64::engine::general_purpose::STANDARD.decode(&p12.secret_value).unwrap().as_slice());
+            assert_eq!(
+                pfx.as_slice(),
+                base64::engine::general_purpose::STANDARD.decode(&p12.secret_value).unwrap().as_slice()
+            );
 
-            let pem = make_certificate("a.example", &CertificateSpec { key, content: CertContent::Pem, ..Default::default() }).unwrap();
-            let stored = Stored::read(pem.secret_value.as_bytes(), Some("application/x-pem-file; charset=utf-8")).unwrap();
+            let pem = make_certificate(
+                "a.example",
+                &CertificateSpec { key, content: CertContent::Pem, ..Default::default() },
+            )
+            .unwrap();
+            let stored =
+                Stored::read(pem.secret_value.as_bytes(), Some("application/x-pem-file; charset=utf-8")).unwrap();
             assert_eq!(stored.bundle.chain, pem.chain);
             assert!(stored.bundle.key_pem().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
             // Without a content type the PEM is recognised; a PFX made from it opens again.
@@ -201,7 +224,11 @@ mod tests {
             let again = pki::pkcs12::decode(&stored.pfx().unwrap(), "").unwrap();
             assert_eq!(again.chain, pem.chain);
         }
-        let aes = make_certificate("a.example", &CertificateSpec { pfx_encryption: PfxEncryption::Aes, ..Default::default() }).unwrap();
+        let aes = make_certificate(
+            "a.example",
+            &CertificateSpec { pfx_encryption: PfxEncryption::Aes, ..Default::default() },
+        )
+        .unwrap();
         assert!(Stored::read(aes.secret_value.as_bytes(), Some("application/x-pkcs12")).is_ok());
     }
 

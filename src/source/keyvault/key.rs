@@ -12,9 +12,9 @@ use url::Url;
 
 use super::certificate::{failures, get_object, outputs};
 use super::{decode, Attributes, Fetched, Planned, RawAttributes, Vault, API_VERSION};
+use crate::source::{Object, SourceError};
 use sidecar_core::pki::{self, der::Curve, PkiError};
 use sidecar_core::secret::SecretValue;
-use crate::source::{Object, SourceError};
 
 pub(super) async fn fetch(
     vault: &dyn Vault,
@@ -107,7 +107,15 @@ pub(crate) fn public_key_pem(jwk: &Jwk) -> Result<String, PkiError> {
     let field = |name: &str, v: &Option<String>| -> Result<Vec<u8>, PkiError> {
         let text = v.as_deref().ok_or_else(|| PkiError::new(format!("the {} key has no {name}", jwk.kty)))?;
         // base64url without padding per RFC 7518; tolerate padding and the standard alphabet.
-        let cleaned: String = text.trim_end_matches('=').chars().map(|c| match c { '+' => '-', '/' => '_', c => c }).collect();
+        let cleaned: String = text
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            })
+            .collect();
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cleaned)
             .map_err(|_| PkiError::new(format!("the {} key's {name} is not base64url", jwk.kty)))
@@ -136,7 +144,9 @@ mod tests {
     /// The example key of RFC 7517 appendix A.1 (EC P-256) gives the SPKI OpenSSL gives.
     #[test]
     fn ec_and_rsa_jwks_become_public_key_pem() {
-        let ec = jwk(r#"{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}"#);
+        let ec = jwk(
+            r#"{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}"#,
+        );
         let pem = public_key_pem(&ec).unwrap();
         assert_eq!(
             pem,
@@ -144,10 +154,12 @@ mod tests {
         );
         let rsa_key = rcgen::KeyPair::from_pem(azure_emulator::certs::VAULT_RSA_KEY_PEM).unwrap();
         let spki = rcgen::PublicKeyData::subject_public_key_info(&rsa_key);
-        let (_, parsed) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
+        let (_, parsed) =
+            <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
         let x509_parser::public_key::PublicKey::RSA(rsa) = parsed.parsed().unwrap() else { panic!() };
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let jwk_json = serde_json::json!({"kty": "RSA-HSM", "n": b64.encode(rsa.modulus), "e": b64.encode(rsa.exponent)});
+        let jwk_json =
+            serde_json::json!({"kty": "RSA-HSM", "n": b64.encode(rsa.modulus), "e": b64.encode(rsa.exponent)});
         let pem = public_key_pem(&serde_json::from_value(jwk_json).unwrap()).unwrap();
         assert_eq!(pem, pki::pem::encode("PUBLIC KEY", &spki).to_string(), "byte for byte the SPKI of the key");
     }
@@ -156,8 +168,14 @@ mod tests {
     fn keys_without_a_public_part_or_fields_are_refused() {
         assert!(public_key_pem(&jwk(r#"{"kty":"oct"}"#)).unwrap_err().0.contains("no public part"));
         assert!(public_key_pem(&jwk(r#"{"kty":"RSA","e":"AQAB"}"#)).unwrap_err().0.contains("no n"));
-        assert!(public_key_pem(&jwk(r#"{"kty":"EC","crv":"P-999","x":"AA","y":"AA"}"#)).unwrap_err().0.contains("unsupported EC curve"));
-        assert!(public_key_pem(&jwk(r#"{"kty":"EC","crv":"P-256","x":"!!","y":"AA"}"#)).unwrap_err().0.contains("base64url"));
+        assert!(public_key_pem(&jwk(r#"{"kty":"EC","crv":"P-999","x":"AA","y":"AA"}"#))
+            .unwrap_err()
+            .0
+            .contains("unsupported EC curve"));
+        assert!(public_key_pem(&jwk(r#"{"kty":"EC","crv":"P-256","x":"!!","y":"AA"}"#))
+            .unwrap_err()
+            .0
+            .contains("base64url"));
         assert_eq!(kid_version("https://v.vault.azure.net/keys/k/0123abcd").as_deref(), Some("0123abcd"));
         assert_eq!(kid_version("https://v.vault.azure.net/keys/k"), None);
         let u = key_url(&Url::parse("https://v.vault.azure.net").unwrap(), "k", Some("1"));

@@ -2,7 +2,6 @@
 //! process with a clean environment, and waiting on conditions with deadlines (never sleeps as
 //! synchronisation).
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -333,7 +332,9 @@ impl Watch {
                 for (path, content) in &expected {
                     match std::fs::read(out.join(path)) {
                         Ok(b) if b == content.as_bytes() => {}
-                        Ok(b) => w.violations.push(format!("{path}: {} bytes, not the published {}", b.len(), content.len())),
+                        Ok(b) => {
+                            w.violations.push(format!("{path}: {} bytes, not the published {}", b.len(), content.len()))
+                        }
                         Err(e) => w.violations.push(format!("{path}: {e}")),
                     }
                 }

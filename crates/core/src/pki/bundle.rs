@@ -130,8 +130,9 @@ fn leaf_of_key(certs: &[FoundCert], key: &FoundKey) -> Option<usize> {
 /// The certificate that issues none of the others (the end of the chain), else the first.
 fn leaf_by_topology(certs: &[FoundCert]) -> usize {
     let names: Vec<(Vec<u8>, Vec<u8>)> = certs.iter().map(|c| subject_issuer(&c.der)).collect();
-    let issues_another =
-        |i: usize| names.iter().enumerate().any(|(j, (_, issuer))| j != i && *issuer == names[i].0 && names[j].0 != names[j].1);
+    let issues_another = |i: usize| {
+        names.iter().enumerate().any(|(j, (_, issuer))| j != i && *issuer == names[i].0 && names[j].0 != names[j].1)
+    };
     (0..certs.len()).find(|i| !issues_another(*i)).unwrap_or(0)
 }
 
@@ -232,7 +233,10 @@ pub(crate) mod tests {
     #[test]
     fn without_a_key_the_leaf_is_found_by_the_issuer_links() {
         let t = test_chain();
-        let text = [&t.intermediate, &t.leaf, &t.root].iter().map(|d| pem::encode("CERTIFICATE", d).to_string()).collect::<String>();
+        let text = [&t.intermediate, &t.leaf, &t.root]
+            .iter()
+            .map(|d| pem::encode("CERTIFICATE", d).to_string())
+            .collect::<String>();
         let bundle = CertBundle::from_pem(text.as_bytes()).unwrap();
         assert_eq!(bundle.chain, vec![t.leaf, t.intermediate, t.root]);
         assert!(bundle.key.is_none());

@@ -165,7 +165,8 @@ mod tests {
     fn rsa_spki_parses_back_with_x509_parser() {
         let n: Vec<u8> = std::iter::once(0xC3).chain((1..=255u8).cycle().take(255)).collect(); // 2048 bits
         let spki = rsa_spki(&n, &[1, 0, 1]).unwrap();
-        let (rest, parsed) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
+        let (rest, parsed) =
+            <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
         assert!(rest.is_empty());
         assert_eq!(parsed.algorithm.algorithm.to_id_string(), "1.2.840.113549.1.1.1");
         match parsed.parsed().unwrap() {
@@ -184,7 +185,8 @@ mod tests {
         let x = [7u8; 31];
         let y = [9u8; 32];
         let spki = ec_spki(Curve::P256, &x, &y).unwrap();
-        let (_, parsed) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
+        let (_, parsed) =
+            <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
         assert_eq!(parsed.algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1");
         let curve = parsed.algorithm.parameters.as_ref().unwrap().as_oid().unwrap();
         assert_eq!(curve.to_id_string(), "1.2.840.10045.3.1.7");
@@ -198,7 +200,8 @@ mod tests {
             let c = Curve::from_jwk(crv).unwrap();
             let coord = vec![5u8; c.coordinate_len()];
             let spki = ec_spki(c, &coord, &coord).unwrap();
-            let (_, parsed) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
+            let (_, parsed) =
+                <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).unwrap();
             assert_eq!(parsed.algorithm.parameters.as_ref().unwrap().as_oid().unwrap().to_id_string(), oid);
         }
     }

@@ -48,16 +48,20 @@ pub fn encode(bundle: &CertBundle, password: &str, encryption: Encryption) -> Re
     let pkcs8 = match key.form {
         KeyForm::Pkcs8 => key.der.clone(),
         KeyForm::Rsa => Zeroizing::new(super::der::rsa_pkcs8(&key.der)),
-        KeyForm::Ec => return Err(PkiError::new("an EC PRIVATE KEY (SEC1) cannot go into a PKCS#12 archive; use a PKCS#8 key")),
+        KeyForm::Ec => {
+            return Err(PkiError::new("an EC PRIVATE KEY (SEC1) cannot go into a PKCS#12 archive; use a PKCS#8 key"))
+        }
     };
-    let key = p12_keystore::PrivateKey::from_der(&pkcs8).map_err(|_| PkiError::new("the private key is not valid PKCS#8"))?;
+    let key =
+        p12_keystore::PrivateKey::from_der(&pkcs8).map_err(|_| PkiError::new("the private key is not valid PKCS#8"))?;
     let certs = bundle
         .chain
         .iter()
         .map(|der| p12_keystore::Certificate::from_der(der))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| PkiError::new("a certificate of the chain is not valid X.509"))?;
-    let local_key_id = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bundle.chain[0]).as_ref().to_vec();
+    let local_key_id =
+        ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bundle.chain[0]).as_ref().to_vec();
     let mut store = KeyStore::new();
     store.add_entry("1", KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_key_id, key, certs)));
     let (algorithm, mac) = match encryption {
@@ -122,7 +126,9 @@ mod tests {
     #[test]
     fn openssl_archives_open_with_an_empty_password() {
         let pem = CertBundle::from_pem(include_bytes!("testdata/bundle.pem")).unwrap();
-        for (name, pfx) in [("aes", &include_bytes!("testdata/aes.pfx")[..]), ("legacy", &include_bytes!("testdata/legacy.pfx")[..])] {
+        for (name, pfx) in
+            [("aes", &include_bytes!("testdata/aes.pfx")[..]), ("legacy", &include_bytes!("testdata/legacy.pfx")[..])]
+        {
             let b = decode(pfx, "").unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(b.chain, pem.chain, "{name}");
             assert_eq!(b.key.unwrap().public_key(), pem.key.as_ref().unwrap().public_key(), "{name}");

@@ -13,7 +13,11 @@ pub struct RsaSigner {
 
 impl RsaSigner {
     pub fn new(key: &PrivateKey) -> Result<RsaSigner, PkiError> {
-        let not_rsa = || PkiError::new("the private key is not an RSA key: Entra ID certificate credentials need RSA (2048 bits or more)");
+        let not_rsa = || {
+            PkiError::new(
+                "the private key is not an RSA key: Entra ID certificate credentials need RSA (2048 bits or more)",
+            )
+        };
         let parsed = match key.form {
             KeyForm::Pkcs8 => RsaKeyPair::from_pkcs8(&key.der),
             KeyForm::Rsa => RsaKeyPair::from_der(&key.der),
