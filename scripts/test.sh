@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
-# The test command of the README: unit and integration tests (the real binary against the
-# local emulator), then the emulator's contract tests with Microsoft's Python SDK.
-# Then the Kubernetes manifests, validated against the Kubernetes schemas.
+# The test command of the README. In order:
+#   1. cargo fmt --check and cargo clippy -D warnings over the whole workspace;
+#   2. the product's unit and integration tests in the production configuration (no `demo`
+#      feature: what the image runs), then the whole workspace with default features (the
+#      product with `demo`, sidecar-core, the emulator's own tests);
+#   3. the Kubernetes manifests, validated against the Kubernetes schemas;
+#   4. the emulator's contract tests with Microsoft's Python SDK.
 # Where a Docker engine answers, it first builds the scratch image and the test app image
 # (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container tests
-# (tests/container.rs), which otherwise print SKIPPED.
-# Installs what it needs (Python packages into target/*-venv; for the image: the rustup musl
-# target, Debian's musl-tools and busybox-static) and touches nothing else.
+# (tests/it/container.rs), which otherwise print SKIPPED.
+# Installs what it needs (rustfmt and clippy through rustup; Python packages into
+# target/*-venv; for the image: the rustup musl target, Debian's musl-tools and busybox-static)
+# and touches nothing else.
 # The Azure Arc tests use /var/opt/azcmagent/tokens (the only directory the sidecar and
 # the SDKs take an Arc key from; needs root) and remove what they created there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    echo "==> rustup component add $component"
+    rustup component add "$component"
+  fi
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy (workspace, all targets, default features and the production build)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked -p azure-secrets-sidecar --no-default-features --all-targets -- -D warnings
+
 echo "==> cargo build"
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 # The container tests read the image tags from CONTAINER_TEST_*; given to cargo test only
 # (a SIDECAR_* variable would be read as sidecar config by every binary started later).
 container_env=()
@@ -29,8 +47,14 @@ if docker info >/dev/null 2>&1; then
 else
   echo "==> no Docker engine answers: the container tests will print SKIPPED"
 fi
-echo "==> cargo test"
-env "${container_env[@]}" cargo test --locked -- --test-threads="${TEST_THREADS:-4}"
+threads="${TEST_THREADS:-4}"
+echo "==> cargo test: the product as the image builds it (--no-default-features)"
+env "${container_env[@]}" cargo test --locked -p azure-secrets-sidecar --no-default-features -- --test-threads="$threads"
+echo "==> cargo test: the workspace with default features (the product with demo, core, emulator)"
+# The product's tests again with `demo` compiled in: only what that feature adds or changes
+# (the demo command, the command line), not the whole suite a second time.
+cargo test --locked -p azure-secrets-sidecar --lib --test it -- --test-threads="$threads" demo cli::
+cargo test --locked -p sidecar-core -p azure-emulator -- --test-threads="$threads"
 
 echo "==> Kubernetes manifests: rendered and validated against the Kubernetes schemas"
 bash scripts/validate-k8s.sh

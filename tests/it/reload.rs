@@ -49,8 +49,7 @@ async fn a_configmap_update_is_applied_live_and_an_invalid_one_keeps_the_old_con
     let logged = |marker: &str| {
         sc.logs()
             .lines()
-            .filter(|l| l.contains(marker))
-            .last()?
+            .rfind(|l| l.contains(marker))?
             .split_whitespace()
             .find_map(|t| t.strip_prefix("addr="))?
             .parse::<std::net::SocketAddr>()
