@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::azure::{AzureClient, HttpSettings, RetryPolicy};
 use crate::cli::{self, Command, ProbeKind};
-use crate::config::{self, Config, ConfigError, ConfigSource, Overrides, SourceConfig};
+use crate::config::{self, Config, ConfigError, ConfigSource, SourceConfig};
 use crate::identity::{self, AzureEnv, TokenCache};
 use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
@@ -70,7 +70,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
         Command::Check { config } => check(config, &env),
         Command::Run { config, once } => {
             let source = ConfigSource::resolve(config, &env);
-            let cfg = config::load(source.path(), &env, &Overrides::default())?;
+            let cfg = config::load(source.path(), &env)?;
             run(cfg, source.path().to_path_buf(), &env, once)
         }
         Command::Probe { what, addr } => probe(what, addr, &env),
@@ -85,7 +85,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
 
 fn check(flag: Option<PathBuf>, env: &[(String, String)]) -> Result<(), AppError> {
     let source = ConfigSource::resolve(flag, env);
-    let cfg = config::load(source.path(), env, &Overrides::default())?;
+    let cfg = config::load(source.path(), env)?;
     let ident = identity::resolve(&cfg.identity, cfg.cloud, &AzureEnv::from_vars(env))?;
     println!("# config: {}", source.path().display());
     println!("# identity: {ident}");
@@ -263,7 +263,7 @@ async fn reload(
         status.metrics.config_reload(false);
         warn!(?reason, error = %e, "config reload rejected; the running config stays");
     };
-    let new = match config::load(path, env, &Overrides::default()) {
+    let new = match config::load(path, env) {
         Ok(c) => c,
         Err(e) => {
             rejected(&e);
@@ -445,7 +445,7 @@ mod tests {
         );
         std::fs::write(&path, yaml).unwrap();
         std::fs::create_dir_all(dir.join("out")).unwrap();
-        config::load(&path, &[], &Overrides::default()).unwrap()
+        config::load(&path, &[]).unwrap()
     }
 
     #[tokio::test]

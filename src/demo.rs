@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppError;
-use crate::config::{self, LogConfig, LogFormat, Overrides};
+use crate::config::{self, LogConfig, LogFormat};
 use crate::runtime::signals;
 use azure_emulator::{Emulator, EmulatorConfig};
 
@@ -47,7 +47,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), AppError> {
         }
 
         let config_path = write_config(work.path(), &emulator, &dir).map_err(rt_err)?;
-        let cfg = config::load(&config_path, &[], &Overrides::default())?;
+        let cfg = config::load(&config_path, &[])?;
         print_banner(&emulator, &dir);
 
         let cancel = CancellationToken::new();

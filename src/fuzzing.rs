@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::azure::{ErrorBody, Service};
-use crate::config::{self, Format, Overrides};
+use crate::config::{self, Format};
 use crate::source::render::{self, Setting};
 use sidecar_core::relpath::RelPath;
 
@@ -32,7 +32,7 @@ pub fn config(data: &[u8]) {
     } else {
         Vec::new()
     };
-    if let Ok(cfg) = config::load_text(path, text, &env, &Overrides::default()) {
+    if let Ok(cfg) = config::load_text(path, text, &env) {
         // A valid config renders (what `check` prints) without panicking.
         let _ = config::render(&cfg);
     }

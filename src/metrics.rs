@@ -76,10 +76,6 @@ impl Metrics {
         *lock(&self.azure_requests).entry(vec![("service", service.to_string()), ("code", code)]).or_default() += 1;
     }
 
-    pub fn azure_requests_total(&self) -> u64 {
-        lock(&self.azure_requests).values().sum()
-    }
-
     /// The earliest expiry among cached tokens, as unix seconds.
     pub fn set_token_expiry(&self, unix_seconds: f64) {
         *lock(&self.token_expiry) = Some(unix_seconds);

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cli::ProbeKind;
-use crate::config::{self, ConfigSource, Overrides};
+use crate::config::{self, ConfigSource};
 
 /// Where to probe when neither `--addr` nor a loadable config says.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8201);
@@ -83,7 +83,7 @@ pub fn target(addr: Option<&str>, env: &[(String, String)]) -> Result<SocketAddr
         return parse_addr(a).map_err(TargetError::BadAddr);
     }
     let source = ConfigSource::resolve(None, env);
-    match config::load(source.path(), env, &Overrides::default()) {
+    match config::load(source.path(), env) {
         Ok(cfg) => match cfg.health.listen {
             Some(listen) => addr_for_listen(listen).map_err(TargetError::UnknownPort),
             None => Err(TargetError::NoListener(source.path().display().to_string())),

@@ -46,10 +46,6 @@ impl AzureError {
             _ => None,
         }
     }
-    pub fn service_name(s: Service) -> &'static str {
-        s.as_str()
-    }
-
     /// A `Status` error for a (non-success) response: its status, the error code from the
     /// first 64 KiB of its body, and its request id. The body is dropped, never kept.
     pub async fn from_response(service: Service, resp: reqwest::Response) -> AzureError {

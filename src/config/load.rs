@@ -1,8 +1,9 @@
 //! Layering: built-in defaults < config file (YAML/TOML/JSON by extension) < `SIDECAR_<SECTION>__<KEY>`
-//! environment < command-line flags, merged with figment, then validated.
+//! environment, merged with figment, then validated. (SPEC's command-line layer is `--config`,
+//! which picks the file, and `--once`, which is no config key: no flag sets a key.)
 //!
-//! Every layer is a figment provider of its own (one per environment variable and per flag), so
-//! an error can say where the offending value came from. Environment and flag values are text:
+//! Every layer is a figment provider of its own (one per environment variable), so an error can
+//! say where the offending value came from. Environment values are text:
 //! `null` means null, a value that parses as a JSON list or object is that list or object
 //! (`SIDECAR_SOURCES='[{"type":"keyvault","vault":"myvault","all":true}]'`), anything else is a
 //! string, read as a number or boolean where the schema wants one.
@@ -53,24 +54,18 @@ impl ConfigSource {
     }
 }
 
-/// Values given on the command line, as dotted keys (`output.dir`), the highest layer.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub values: Vec<(String, String)>,
-}
-
 /// Load and validate. `env` is the process environment, passed in so tests never mutate it.
-pub fn load(path: &Path, env: &[(String, String)], flags: &Overrides) -> Result<Config, ConfigError> {
+pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path.display().to_string(), format!("failed to read the config file: {e}")))?;
-    load_text(path, &text, env, flags)
+    load_text(path, &text, env)
 }
 
 /// `load` of a config file's text, already read; `path` gives its format (by extension) and
 /// names it in errors. Also the config parser's fuzz target.
-pub fn load_text(path: &Path, text: &str, env: &[(String, String)], flags: &Overrides) -> Result<Config, ConfigError> {
+pub fn load_text(path: &Path, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let file = Layer { name: "config file".to_string(), file: Some(path.to_path_buf()), dict: parse_file(path, text)? };
-    let figment = layers(file, env, flags)?;
+    let figment = layers(file, env)?;
     let raw: RawConfig = figment.extract_lossy().map_err(|e| from_figment(&figment, e))?;
     validate(&raw).map_err(|e| with_origin(e, &figment))
 }
@@ -116,8 +111,9 @@ impl Provider for Layer {
     }
 }
 
-/// defaults < file < each `SIDECAR_*` variable < each flag.
-fn layers(file: Layer, env: &[(String, String)], flags: &Overrides) -> Result<Figment, ConfigError> {
+/// defaults < file < each `SIDECAR_*` variable. (The command line sets no config key: its
+/// flags are `--config` and `--once`.)
+fn layers(file: Layer, env: &[(String, String)]) -> Result<Figment, ConfigError> {
     let defaults = Value::serialize(RawConfig::default())
         .ok()
         .and_then(Value::into_dict)
@@ -137,17 +133,6 @@ fn layers(file: Layer, env: &[(String, String)], flags: &Overrides) -> Result<Fi
             ));
         }
         let origin = format!("environment variable {name}");
-        figment = figment.merge(Layer { name: origin, file: None, dict: nest(&segments, text_value(value)) });
-    }
-    for (key, value) in &flags.values {
-        let segments: Vec<String> = key.split('.').map(str::to_string).collect();
-        if segments.iter().any(String::is_empty) {
-            return Err(ConfigError::new(
-                key.clone(),
-                "not a configuration key: expected a dotted key like output.dir",
-            ));
-        }
-        let origin = format!("command-line override {key}");
         figment = figment.merge(Layer { name: origin, file: None, dict: nest(&segments, text_value(value)) });
     }
     Ok(figment)
@@ -172,7 +157,7 @@ fn nest(segments: &[String], value: Value) -> Dict {
     dict
 }
 
-/// An environment or flag value: `null`, a JSON list/object, or text.
+/// An environment value: `null`, a JSON list/object, or text.
 fn text_value(text: &str) -> Value {
     if text == "null" {
         return Value::Empty(Tag::Default, Empty::None);
@@ -338,38 +323,32 @@ pub(super) mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn flags(pairs: &[(&str, &str)]) -> Overrides {
-        Overrides { values: env(pairs) }
-    }
-
-    fn load_yaml(text: &str, env_pairs: &[(&str, &str)], flag_pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load_yaml(text: &str, env_pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let (_dir, path) = write("config.yaml", text);
-        load(&path, &env(env_pairs), &flags(flag_pairs))
+        load(&path, &env(env_pairs))
     }
 
     #[track_caller]
-    fn yaml_err(text: &str, env_pairs: &[(&str, &str)], flag_pairs: &[(&str, &str)]) -> ConfigError {
-        load_yaml(text, env_pairs, flag_pairs).expect_err("config should be rejected")
+    fn yaml_err(text: &str, env_pairs: &[(&str, &str)]) -> ConfigError {
+        load_yaml(text, env_pairs).expect_err("config should be rejected")
     }
 
     #[test]
-    fn layers_apply_in_order_default_file_env_flag() {
-        let interval =
-            |text: &str, e: &[(&str, &str)], f: &[(&str, &str)]| load_yaml(text, e, f).unwrap().sync.interval;
+    fn layers_apply_in_order_default_file_env() {
+        let interval = |text: &str, e: &[(&str, &str)]| load_yaml(text, e).unwrap().sync.interval;
         let with_file = format!("{MINIMAL_YAML}sync:\n  interval: 2m\n");
-        assert_eq!(interval(MINIMAL_YAML, &[], &[]), Duration::from_secs(60), "default");
-        assert_eq!(interval(&with_file, &[], &[]), Duration::from_secs(120), "file over default");
+        assert_eq!(interval(MINIMAL_YAML, &[]), Duration::from_secs(60), "default");
+        assert_eq!(interval(&with_file, &[]), Duration::from_secs(120), "file over default");
         let e = [("SIDECAR_SYNC__INTERVAL", "30s")];
-        assert_eq!(interval(&with_file, &e, &[]), Duration::from_secs(30), "env over file");
-        assert_eq!(interval(&with_file, &e, &[("sync.interval", "5s")]), Duration::from_secs(5), "flag over env");
+        assert_eq!(interval(&with_file, &e), Duration::from_secs(30), "env over file");
         // A key only one layer sets keeps the lower layers' other keys in that section.
-        let cfg = load_yaml(&with_file, &[("SIDECAR_SYNC__JITTER", "0.25")], &[]).unwrap();
+        let cfg = load_yaml(&with_file, &[("SIDECAR_SYNC__JITTER", "0.25")]).unwrap();
         assert_eq!((cfg.sync.interval, cfg.sync.jitter), (Duration::from_secs(120), 0.25));
         assert_eq!(cfg.sync.request_timeout, Duration::from_secs(30));
     }
 
     #[test]
-    fn env_and_flags_set_typed_values_and_null() {
+    fn env_sets_typed_values_and_null() {
         let cfg = load_yaml(
             MINIMAL_YAML,
             &[
@@ -382,8 +361,8 @@ pub(super) mod tests {
                 ("SIDECAR_OUTPUT__FILE_MODE", "0400"),
                 ("SIDECAR_CONFIG", "/somewhere/else.yaml"),
                 ("PATH", "/usr/bin"),
+                ("SIDECAR_SERVE__LISTEN", "[::1]:0"),
             ],
-            &[("serve.listen", "[::1]:0")],
         )
         .unwrap();
         assert_eq!(cfg.output.dir, Some(PathBuf::from("/x")));
@@ -409,7 +388,6 @@ pub(super) mod tests {
                 ("SIDECAR_PORT", "tcp://10.0.0.1:8200"),
                 ("SIDECAR_PORT_8200_TCP_ADDR", "10.0.0.1"),
             ],
-            &[],
         );
         assert!(cfg.is_ok(), "{cfg:?}");
     }
@@ -419,7 +397,6 @@ pub(super) mod tests {
         let cfg = load_yaml(
             "log:\n  format: json\n",
             &[("SIDECAR_SOURCES", r#"[{"type":"keyvault","vault":"myvault","all":true,"include":["app-*"]}]"#)],
-            &[],
         )
         .unwrap();
         let SourceConfig::KeyVault(kv) = &cfg.sources[0] else { panic!() };
@@ -431,20 +408,20 @@ pub(super) mod tests {
     #[test]
     fn explicit_null_in_the_file_turns_a_default_off() {
         let text = format!("{MINIMAL_YAML}serve:\n  listen: null\nhealth:\n  listen: ~\n");
-        let cfg = load_yaml(&text, &[], &[]).unwrap();
+        let cfg = load_yaml(&text, &[]).unwrap();
         assert_eq!(cfg.serve.listen, None);
         assert_eq!(cfg.health.listen, None);
         assert_eq!(cfg.output.dir, Some(PathBuf::from("/secrets")));
 
         let text = format!("{MINIMAL_YAML}output:\n  dir: null\nserve:\n  listen: null\n");
-        let e = yaml_err(&text, &[], &[]);
+        let e = yaml_err(&text, &[]);
         assert_eq!(e.key, "output.dir");
         assert!(e.reason.contains("nothing to publish to"), "{e}");
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_named_with_the_expected_keys() {
-        let e = yaml_err(&format!("{MINIMAL_YAML}sync:\n  intervall: 30s\n"), &[], &[]);
+        let e = yaml_err(&format!("{MINIMAL_YAML}sync:\n  intervall: 30s\n"), &[]);
         assert_eq!(e.key, "sync.intervall");
         assert!(
             e.reason.starts_with(
@@ -454,54 +431,48 @@ pub(super) mod tests {
         );
         assert!(e.reason.contains("config.yaml"), "names the file: {e}");
 
-        let e = yaml_err(&format!("{MINIMAL_YAML}outputs:\n  dir: /x\n"), &[], &[]);
+        let e = yaml_err(&format!("{MINIMAL_YAML}outputs:\n  dir: /x\n"), &[]);
         assert_eq!(e.key, "outputs");
 
         let e = yaml_err(
             "sources:\n  - type: keyvault\n    vault: myvault\n    secrets:\n      - name: a\n        value: hunter2\n",
-            &[],
             &[],
         );
         assert_eq!(e.key, "sources[0].secrets[0].value");
         assert!(e.reason.contains("expected one of name, path, version, required"), "{e}");
         assert!(!e.to_string().contains("hunter2"));
 
-        let e =
-            yaml_err("sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    vault: x\n", &[], &[]);
+        let e = yaml_err("sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    vault: x\n", &[]);
         assert_eq!(e.key, "sources[0].vault");
         assert!(e.reason.contains("expected one of endpoint, select"), "{e}");
     }
 
     #[test]
-    fn unknown_keys_in_env_and_flags_name_the_variable() {
-        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC__INTERVALL", "30s")], &[]);
+    fn unknown_keys_in_env_name_the_variable() {
+        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC__INTERVALL", "30s")]);
         assert_eq!(e.key, "sync.intervall");
         assert!(e.reason.contains("unknown key; expected one of interval"), "{e}");
         assert!(e.reason.contains("environment variable SIDECAR_SYNC__INTERVALL"), "{e}");
 
-        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_TOKEN", "x")], &[]);
+        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_TOKEN", "x")]);
         assert_eq!(e.key, "token");
 
-        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC_INTERVAL", "30s")], &[]);
+        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC_INTERVAL", "30s")]);
         assert_eq!(e.key, "sync_interval");
 
-        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC____INTERVAL", "30s")], &[]);
+        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC____INTERVAL", "30s")]);
         assert_eq!(e.key, "SIDECAR_SYNC____INTERVAL");
-
-        let e = yaml_err(MINIMAL_YAML, &[], &[("output.directory", "/x")]);
-        assert_eq!(e.key, "output.directory");
-        assert!(e.reason.contains("command-line override output.directory"), "{e}");
     }
 
     #[test]
     fn validation_errors_name_the_layer_that_set_the_value() {
-        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC__INTERVAL", "soon")], &[]);
+        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC__INTERVAL", "soon")]);
         assert_eq!(e.key, "sync.interval");
         assert_eq!(
             e.reason,
             "invalid value \"soon\": expected a duration like 30s, 5m or 1h30m (from environment variable SIDECAR_SYNC__INTERVAL)"
         );
-        let e = yaml_err(&format!("{MINIMAL_YAML}serve:\n  listen: 0.0.0.0:8200\n"), &[], &[]);
+        let e = yaml_err(&format!("{MINIMAL_YAML}serve:\n  listen: 0.0.0.0:8200\n"), &[]);
         assert_eq!(e.key, "serve.listen");
         assert!(e.reason.contains("loopback only") && e.reason.contains("config.yaml)"), "{e}");
     }
@@ -511,44 +482,42 @@ pub(super) mod tests {
         let e = yaml_err(
             "sources:\n  - type: keyvault\n    vault: v01\n    secrets:\n      - name: a\n        required: maybe\n",
             &[],
-            &[],
         );
         assert_eq!(e.key, "sources[0].secrets[0].required");
         assert!(e.reason.contains("invalid type: found string \"maybe\", expected a boolean"), "{e}");
 
-        let e = yaml_err(&format!("{MINIMAL_YAML}sync: 5\n"), &[], &[]);
+        let e = yaml_err(&format!("{MINIMAL_YAML}sync: 5\n"), &[]);
         assert_eq!(e.key, "sync");
         assert!(e.reason.contains("expected a map of keys"), "{e}");
 
-        let e = yaml_err(&format!("{MINIMAL_YAML}sync:\n  jitter: lots\n"), &[], &[]);
+        let e = yaml_err(&format!("{MINIMAL_YAML}sync:\n  jitter: lots\n"), &[]);
         assert_eq!(e.key, "sync.jitter");
         assert!(e.reason.starts_with("invalid type: found string \"lots\", expected a number"), "{e}");
 
-        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC__CONCURRENCY", "many")], &[]);
+        let e = yaml_err(MINIMAL_YAML, &[("SIDECAR_SYNC__CONCURRENCY", "many")]);
         assert_eq!(e.key, "sync.concurrency");
         assert!(e.reason.starts_with("invalid type: found string \"many\", expected an integer"), "{e}");
 
-        let e = yaml_err("sources: [5]\n", &[], &[]);
+        let e = yaml_err("sources: [5]\n", &[]);
         assert_eq!(e.key, "sources[0]");
         assert!(e.reason.starts_with("invalid type: found integer 5, expected a map of keys"), "{e}");
 
-        let e = yaml_err(&format!("{MINIMAL_YAML}sync:\n  interval: 60\n"), &[], &[]);
+        let e = yaml_err(&format!("{MINIMAL_YAML}sync:\n  interval: 60\n"), &[]);
         assert_eq!(e.key, "sync.interval");
         assert!(e.reason.contains("invalid value \"60\": expected a duration like 30s, 5m or 1h30m"), "{e}");
     }
 
     #[test]
     fn source_type_is_required_and_checked() {
-        let e = yaml_err("sources:\n  - vault: myvault\n    all: true\n", &[], &[]);
+        let e = yaml_err("sources:\n  - vault: myvault\n    all: true\n", &[]);
         assert_eq!(e.key, "sources[0].type");
         assert!(e.reason.starts_with("required (in "), "{e}");
 
-        let e =
-            yaml_err("sources:\n  - type: keyvault\n    vault: myvault\n    all: true\n  - type: vault\n", &[], &[]);
+        let e = yaml_err("sources:\n  - type: keyvault\n    vault: myvault\n    all: true\n  - type: vault\n", &[]);
         assert_eq!(e.key, "sources[1].type");
         assert!(e.reason.starts_with("invalid value \"vault\": expected one of keyvault, appconfig"), "{e}");
 
-        let e = yaml_err("sources:\n  - type: keyvault\n    all: true\n", &[], &[]);
+        let e = yaml_err("sources:\n  - type: keyvault\n    all: true\n", &[]);
         assert_eq!(e.key, "sources[0].vault");
         assert!(e.reason.starts_with("required"), "{e}");
     }
@@ -557,22 +526,22 @@ pub(super) mod tests {
     fn file_errors_name_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.yaml");
-        let e = load(&missing, &[], &Overrides::default()).unwrap_err();
+        let e = load(&missing, &[]).unwrap_err();
         assert_eq!(e.key, missing.display().to_string());
         assert!(e.reason.starts_with("failed to read the config file"), "{e}");
 
         let (_d, ini) = write("config.ini", "[sync]\n");
-        let e = load(&ini, &[], &Overrides::default()).unwrap_err();
+        let e = load(&ini, &[]).unwrap_err();
         assert_eq!(e.key, ini.display().to_string());
         assert!(e.reason.contains("expected .yaml, .yml, .toml or .json"), "{e}");
 
         let (_d, broken) = write("config.yaml", "sources: [\n");
-        let e = load(&broken, &[], &Overrides::default()).unwrap_err();
+        let e = load(&broken, &[]).unwrap_err();
         assert_eq!(e.key, broken.display().to_string());
         assert!(e.reason.starts_with("failed to parse the config file as YAML"), "{e}");
 
         let (_d, empty) = write("config.yml", "# nothing yet\n");
-        let e = load(&empty, &[], &Overrides::default()).unwrap_err();
+        let e = load(&empty, &[]).unwrap_err();
         assert_eq!((e.key.as_str(), e.reason.as_str()), ("sources", "at least one source is required"));
     }
 
@@ -582,7 +551,7 @@ pub(super) mod tests {
             "config.toml",
             "[sync]\ninterval = \"45s\"\n\n[output]\nfile_mode = 400\n\n[[sources]]\ntype = \"keyvault\"\nvault = \"myvault\"\n\n[[sources.secrets]]\nname = \"db-password\"\npath = \"db/password\"\n",
         );
-        let cfg = load(&toml, &[], &Overrides::default()).unwrap();
+        let cfg = load(&toml, &[]).unwrap();
         assert_eq!(cfg.sync.interval, Duration::from_secs(45));
         assert_eq!(cfg.output.file_mode, 0o400);
 
@@ -591,10 +560,10 @@ pub(super) mod tests {
             r#"{"sync": {"interval": "45s"}, "output": {"file_mode": "0400"},
                 "sources": [{"type": "keyvault", "vault": "myvault", "secrets": [{"name": "db-password", "path": "db/password"}]}]}"#,
         );
-        assert_eq!(load(&json, &[], &Overrides::default()).unwrap(), cfg);
+        assert_eq!(load(&json, &[]).unwrap(), cfg);
 
         let (_d, bad) = write("config.toml", "[sync]\nintervall = \"45s\"\n");
-        let e = load(&bad, &[], &Overrides::default()).unwrap_err();
+        let e = load(&bad, &[]).unwrap_err();
         assert_eq!(e.key, "sync.intervall");
     }
 
@@ -602,7 +571,7 @@ pub(super) mod tests {
     fn yaml_integer_file_modes_read_as_octal_digits() {
         for (written, mode) in [("440", 0o440), ("0440", 0o440), ("\"0440\"", 0o440), ("\"0o640\"", 0o640)] {
             let text = format!("{MINIMAL_YAML}output:\n  file_mode: {written}\n");
-            assert_eq!(load_yaml(&text, &[], &[]).unwrap().output.file_mode, mode, "{written}");
+            assert_eq!(load_yaml(&text, &[]).unwrap().output.file_mode, mode, "{written}");
         }
     }
 
@@ -670,7 +639,7 @@ log:
 
     #[test]
     fn the_full_spec_example_parses() {
-        let cfg = load_yaml(FULL_YAML, &[], &[]).unwrap();
+        let cfg = load_yaml(FULL_YAML, &[]).unwrap();
         assert_eq!(cfg.identity.mode, IdentityMode::Workload);
         assert_eq!(cfg.identity.client_id.as_deref(), Some("00000000-0000-0000-0000-000000000001"));
         assert_eq!(cfg.identity.tenant_id.as_deref(), Some("00000000-0000-0000-0000-000000000002"));
@@ -689,7 +658,7 @@ log:
     #[test]
     fn sources_on_the_same_store_or_vault_get_distinct_ids() {
         let yaml = "sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    path: a.json\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    path: a.env\n    format: env\n  - type: keyvault\n    vault: vvv\n    all: true\n  - type: keyvault\n    vault: vvv\n    secrets:\n      - name: x\n        path: y/x\n";
-        let cfg = load_yaml(yaml, &[], &[]).unwrap();
+        let cfg = load_yaml(yaml, &[]).unwrap();
         assert_eq!(
             crate::config::source_ids(&cfg.sources),
             [

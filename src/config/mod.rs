@@ -14,7 +14,7 @@ mod render;
 mod validate;
 
 pub use duration::{format_duration, parse_duration};
-pub use load::{load, load_text, ConfigSource, Overrides, DEFAULT_CONFIG_PATH};
+pub use load::{load, load_text, ConfigSource, DEFAULT_CONFIG_PATH};
 pub use model::*;
 pub use render::render;
 pub use validate::ConfigError;

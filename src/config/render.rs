@@ -181,13 +181,13 @@ fn flow_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{load, Overrides};
+    use crate::config::load;
 
     fn load_yaml(text: &str) -> Config {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
-        load(&path, &[], &Overrides::default()).unwrap()
+        load(&path, &[]).unwrap()
     }
 
     #[test]

@@ -625,15 +625,9 @@ impl State {
         self.lock().faults.clear();
     }
 
-    /// The first fault that applies to this request, its remaining count decremented (and
-    /// removed when used up).
-    #[cfg(test)]
-    pub fn take_fault(&self, endpoint: Endpoint, vault: Option<&str>) -> Option<Fault> {
-        self.take_fault_at(endpoint, vault, None)
-    }
-
-    /// `take_fault` for a request to `path`: faults aimed at a path (`Fault::path`) apply only
-    /// to requests for it.
+    /// The first fault that applies to a request to `path` (`None`: any path), its remaining
+    /// count decremented (and removed when used up). Faults aimed at a path (`Fault::path`)
+    /// apply only to requests for it.
     pub fn take_fault_at(&self, endpoint: Endpoint, vault: Option<&str>, path: Option<&str>) -> Option<Fault> {
         let mut inner = self.lock();
         let index = inner.faults.iter().position(|(_, f)| f.applies_to(endpoint, vault) && f.applies_to_path(path))?;
@@ -840,16 +834,16 @@ mod tests {
     fn fault_with_times_is_used_up_and_standing_fault_stays() {
         let s = state();
         s.add_fault(Fault::status(503).on(Endpoint::Imds).times(2));
-        assert!(s.take_fault(Endpoint::Imds, None).is_some());
-        assert!(s.take_fault(Endpoint::Aad, None).is_none());
-        assert!(s.take_fault(Endpoint::Imds, None).is_some());
-        assert!(s.take_fault(Endpoint::Imds, None).is_none());
+        assert!(s.take_fault_at(Endpoint::Imds, None, None).is_some());
+        assert!(s.take_fault_at(Endpoint::Aad, None, None).is_none());
+        assert!(s.take_fault_at(Endpoint::Imds, None, None).is_some());
+        assert!(s.take_fault_at(Endpoint::Imds, None, None).is_none());
         s.add_fault(Fault::status(500));
         for _ in 0..5 {
-            assert!(s.take_fault(Endpoint::KeyvaultGet, Some("v")).is_some());
+            assert!(s.take_fault_at(Endpoint::KeyvaultGet, Some("v"), None).is_some());
         }
         s.clear_faults();
-        assert!(s.take_fault(Endpoint::KeyvaultGet, Some("v")).is_none());
+        assert!(s.take_fault_at(Endpoint::KeyvaultGet, Some("v"), None).is_none());
     }
 
     #[test]

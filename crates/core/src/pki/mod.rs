@@ -31,9 +31,3 @@ pub fn x5t(cert_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
-
-/// SHA-1 of a certificate's DER as upper-case hex: the thumbprint Azure shows.
-pub fn thumbprint_hex(cert_der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
-    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect()
-}
