@@ -1,19 +1,18 @@
-//! A tiny DER encoder for the one structure we build: `SubjectPublicKeyInfo` (RFC 5280) for an
-//! RSA key (RFC 8017 `RSAPublicKey`) or an elliptic-curve key (RFC 5480, uncompressed point),
-//! from the parts a JSON Web Key gives (`n`/`e`, or `crv`/`x`/`y`).
+//! `SubjectPublicKeyInfo` (RFC 5280) for an RSA key (RFC 8017 `RSAPublicKey`) or an
+//! elliptic-curve key (RFC 5480, uncompressed point), from the parts a JSON Web Key gives
+//! (`n`/`e`, or `crv`/`x`/`y`), and PKCS#1 -> PKCS#8 wrapping. Encoded with RustCrypto's `der`
+//! and `spki` (already linked through the PKCS#12 reader), not by hand.
+
+use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef, UintRef};
+use der::{Encode, Sequence};
+use spki::{AlgorithmIdentifier, SubjectPublicKeyInfo};
 
 use super::PkiError;
 
-/// rsaEncryption, 1.2.840.113549.1.1.1.
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
-/// id-ecPublicKey, 1.2.840.10045.2.1.
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-
-const TAG_INTEGER: u8 = 0x02;
-const TAG_BIT_STRING: u8 = 0x03;
-const TAG_NULL: u8 = 0x05;
-const TAG_OID: u8 = 0x06;
-const TAG_SEQUENCE: u8 = 0x30;
+/// rsaEncryption.
+const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// id-ecPublicKey.
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
 /// The elliptic curves a Key Vault key may use (JWK `crv`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,60 +45,38 @@ impl Curve {
         }
     }
 
-    fn oid(self) -> &'static [u8] {
-        match self {
-            // 1.2.840.10045.3.1.7
-            Curve::P256 => &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07],
-            // 1.3.132.0.34
-            Curve::P384 => &[0x2B, 0x81, 0x04, 0x00, 0x22],
-            // 1.3.132.0.35
-            Curve::P521 => &[0x2B, 0x81, 0x04, 0x00, 0x23],
-            // 1.3.132.0.10
-            Curve::P256K => &[0x2B, 0x81, 0x04, 0x00, 0x0A],
-        }
+    fn oid(self) -> ObjectIdentifier {
+        ObjectIdentifier::new_unwrap(match self {
+            Curve::P256 => "1.2.840.10045.3.1.7",
+            Curve::P384 => "1.3.132.0.34",
+            Curve::P521 => "1.3.132.0.35",
+            Curve::P256K => "1.3.132.0.10",
+        })
     }
 }
 
-/// One TLV with a definite length (short form below 128, long form above).
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 6);
-    out.push(tag);
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
+/// RFC 8017 `RSAPublicKey`.
+#[derive(Sequence)]
+struct RsaPublicKey<'a> {
+    modulus: UintRef<'a>,
+    public_exponent: UintRef<'a>,
 }
 
-/// A non-negative INTEGER from big-endian magnitude bytes: leading zeros dropped, one zero
-/// added when the high bit is set (DER's minimal two's complement).
-fn unsigned_integer(magnitude: &[u8]) -> Vec<u8> {
-    let trimmed: &[u8] = match magnitude.iter().position(|b| *b != 0) {
-        Some(i) => &magnitude[i..],
-        None => &[0],
-    };
-    let mut content = Vec::with_capacity(trimmed.len() + 1);
-    if trimmed[0] & 0x80 != 0 {
-        content.push(0);
-    }
-    content.extend_from_slice(trimmed);
-    tlv(TAG_INTEGER, &content)
+/// RFC 5208 `PrivateKeyInfo` (version 0, no attributes).
+#[derive(Sequence)]
+struct PrivateKeyInfo<'a> {
+    version: u8,
+    algorithm: AlgorithmIdentifier<AnyRef<'a>>,
+    private_key: &'a OctetStringRef,
 }
 
-fn bit_string(bytes: &[u8]) -> Vec<u8> {
-    let mut content = Vec::with_capacity(bytes.len() + 1);
-    content.push(0); // no unused bits
-    content.extend_from_slice(bytes);
-    tlv(TAG_BIT_STRING, &content)
+fn encoding_failed(e: der::Error) -> PkiError {
+    PkiError::new(format!("failed to encode the public key: {e}"))
 }
 
-fn sequence(parts: &[&[u8]]) -> Vec<u8> {
-    tlv(TAG_SEQUENCE, &parts.concat())
+fn spki(algorithm: AlgorithmIdentifier<AnyRef<'_>>, key: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let subject_public_key = BitStringRef::from_bytes(key).map_err(encoding_failed)?;
+    SubjectPublicKeyInfo { algorithm, subject_public_key }.to_der().map_err(encoding_failed)
 }
 
 /// `SubjectPublicKeyInfo` of an RSA key with modulus `n` and public exponent `e`.
@@ -111,16 +88,22 @@ pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<Vec<u8>, PkiError> {
     if significant(e) == 0 || significant(e) > 8 {
         return Err(PkiError::new("the RSA public exponent is missing or implausibly large"));
     }
-    let algorithm = sequence(&[&tlv(TAG_OID, OID_RSA_ENCRYPTION), &tlv(TAG_NULL, &[])]);
-    let public_key = sequence(&[&unsigned_integer(n), &unsigned_integer(e)]);
-    Ok(sequence(&[&algorithm, &bit_string(&public_key)]))
+    let key = RsaPublicKey {
+        modulus: UintRef::new(n).map_err(encoding_failed)?,
+        public_exponent: UintRef::new(e).map_err(encoding_failed)?,
+    };
+    let key = key.to_der().map_err(encoding_failed)?;
+    spki(AlgorithmIdentifier { oid: OID_RSA_ENCRYPTION, parameters: Some(AnyRef::NULL) }, &key)
 }
 
 /// A PKCS#1 `RSAPrivateKey` wrapped as PKCS#8 `PrivateKeyInfo` (version 0, rsaEncryption).
-pub fn rsa_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
-    const TAG_OCTET_STRING: u8 = 0x04;
-    let algorithm = sequence(&[&tlv(TAG_OID, OID_RSA_ENCRYPTION), &tlv(TAG_NULL, &[])]);
-    sequence(&[&tlv(TAG_INTEGER, &[0]), &algorithm, &tlv(TAG_OCTET_STRING, pkcs1)])
+pub fn rsa_pkcs8(pkcs1: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let info = PrivateKeyInfo {
+        version: 0,
+        algorithm: AlgorithmIdentifier { oid: OID_RSA_ENCRYPTION, parameters: Some(AnyRef::NULL) },
+        private_key: OctetStringRef::new(pkcs1).map_err(encoding_failed)?,
+    };
+    info.to_der().map_err(|e| PkiError::new(format!("failed to encode the private key: {e}")))
 }
 
 /// `SubjectPublicKeyInfo` of an EC key: the uncompressed point `04 || x || y`. Coordinates
@@ -136,30 +119,14 @@ pub fn ec_spki(curve: Curve, x: &[u8], y: &[u8]) -> Result<Vec<u8>, PkiError> {
         point.extend(std::iter::repeat_n(0u8, len - c.len()));
         point.extend_from_slice(c);
     }
-    let algorithm = sequence(&[&tlv(TAG_OID, OID_EC_PUBLIC_KEY), &tlv(TAG_OID, curve.oid())]);
-    Ok(sequence(&[&algorithm, &bit_string(&point)]))
+    let curve = curve.oid();
+    let parameters = AnyRef::from(&curve);
+    spki(AlgorithmIdentifier { oid: OID_EC_PUBLIC_KEY, parameters: Some(parameters) }, &point)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lengths_use_short_and_long_forms() {
-        assert_eq!(tlv(0x04, &[1, 2]), vec![0x04, 2, 1, 2]);
-        let long = tlv(0x04, &[0u8; 200]);
-        assert_eq!(&long[..3], &[0x04, 0x81, 200]);
-        let longer = tlv(0x04, &[0u8; 300]);
-        assert_eq!(&longer[..4], &[0x04, 0x82, 0x01, 0x2C]);
-    }
-
-    #[test]
-    fn integers_are_minimal_and_positive() {
-        assert_eq!(unsigned_integer(&[0, 0, 1]), vec![0x02, 1, 1]);
-        assert_eq!(unsigned_integer(&[0x80]), vec![0x02, 2, 0, 0x80]);
-        assert_eq!(unsigned_integer(&[0, 0]), vec![0x02, 1, 0]);
-        assert_eq!(unsigned_integer(&[1, 0, 1]), vec![0x02, 3, 1, 0, 1]);
-    }
 
     #[test]
     fn rsa_spki_parses_back_with_x509_parser() {

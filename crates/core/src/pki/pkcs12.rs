@@ -47,7 +47,7 @@ pub fn encode(bundle: &CertBundle, password: &str, encryption: Encryption) -> Re
     let key = bundle.key.as_ref().ok_or_else(|| PkiError::new("a PKCS#12 archive needs the private key"))?;
     let pkcs8 = match key.form {
         KeyForm::Pkcs8 => key.der.clone(),
-        KeyForm::Rsa => Zeroizing::new(super::der::rsa_pkcs8(&key.der)),
+        KeyForm::Rsa => Zeroizing::new(super::der::rsa_pkcs8(&key.der)?),
         KeyForm::Ec => {
             return Err(PkiError::new("an EC PRIVATE KEY (SEC1) cannot go into a PKCS#12 archive; use a PKCS#8 key"))
         }
