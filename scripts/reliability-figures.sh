@@ -7,7 +7,7 @@ out=target/reliability-figures.txt
 cargo build --tests --quiet
 : > "$out"
 for suite in faults bad_input hygiene consistency; do
-  cargo test --quiet --test "$suite" -- --nocapture --test-threads=2 2>&1 | tee -a target/reliability-run.log | grep -o 'FIGURE .*' >> "$out" || { echo "suite $suite failed; see target/reliability-run.log"; exit 1; }
+  cargo test --quiet --test it -- --nocapture --test-threads=2 "$suite::" 2>&1 | tee -a target/reliability-run.log | grep -o 'FIGURE .*' >> "$out" || { echo "suite $suite failed; see target/reliability-run.log"; exit 1; }
 done
 sort -o "$out" "$out"
 cat "$out"
