@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
 use crate::output::serve as secrets_http;
 use crate::output::webhook::{Delivery, Webhook};
+use crate::published::{Health, Published};
 use crate::runtime::{signals, sync, Control};
 use crate::snapshot::Snapshot;
 use crate::source::appconfig::AppConfigSource;
@@ -134,7 +135,8 @@ pub async fn serve(
 ) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::default());
     let built = build(&cfg, &env, metrics.clone())?;
-    let status = sync::Status::new(metrics);
+    let published = Published::new();
+    let health = Health::new(metrics);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         identity = %built.identity,
@@ -154,7 +156,7 @@ pub async fn serve(
                 }
             }
         });
-        return sync::once(built.pipeline, status, ONCE_DEADLINE, cancel)
+        return sync::once(built.pipeline, published, health, ONCE_DEADLINE, cancel)
             .await
             .map(|()| info!("--once: every required object is published"))
             .map_err(|missing| {
@@ -163,7 +165,7 @@ pub async fn serve(
     }
 
     let mut listeners = cancel.child_token();
-    start_listeners(&cfg, &status, &listeners).await?;
+    start_listeners(&cfg, &published, &health, &listeners).await?;
     let _watcher = match &reload_from {
         Some((path, tx)) => match crate::runtime::watch::watch_config(path, tx.clone()) {
             Ok(w) => Some(w),
@@ -175,7 +177,7 @@ pub async fn serve(
         None => None,
     };
     let mut current =
-        Running::start(cfg, built.pipeline, status.clone(), Arc::new(Snapshot::default()), false, &cancel);
+        Running::start(cfg, built.pipeline, (&published, &health), Arc::new(Snapshot::default()), false, &cancel);
     loop {
         let signal = tokio::select! {
             msg = control.recv() => match msg {
@@ -192,7 +194,7 @@ pub async fn serve(
                         sig
                     } else {
                         if let Some((path, _)) = &reload_from {
-                            current = reload(current, path, &env, &status, &mut listeners, &cancel, reason).await;
+                            current = reload(current, path, &env, (&published, &health), &mut listeners, &cancel, reason).await;
                         }
                         continue;
                     }
@@ -229,7 +231,7 @@ impl Running {
     fn start(
         cfg: Config,
         mut pipeline: sync::Pipeline,
-        status: Arc<sync::Status>,
+        (published, health): (&Arc<Published>, &Arc<Health>),
         initial: Arc<Snapshot>,
         republish: bool,
         parent: &CancellationToken,
@@ -242,7 +244,8 @@ impl Running {
                 Err(e) => error!(error = %e, "on_change.webhook disabled"),
             }
         }
-        let task = tokio::spawn(sync::run(pipeline, status, initial, republish, cancel.clone()));
+        let task =
+            tokio::spawn(sync::run(pipeline, published.clone(), health.clone(), initial, republish, cancel.clone()));
         Running { cfg, task, cancel }
     }
 }
@@ -254,13 +257,13 @@ async fn reload(
     running: Running,
     path: &std::path::Path,
     env: &[(String, String)],
-    status: &Arc<sync::Status>,
+    (published, health): (&Arc<Published>, &Arc<Health>),
     listeners: &mut CancellationToken,
     cancel: &CancellationToken,
     reason: crate::runtime::ReloadReason,
 ) -> Running {
     let rejected = |e: &dyn std::fmt::Display| {
-        status.metrics.config_reload(false);
+        health.metrics.config_reload(false);
         warn!(?reason, error = %e, "config reload rejected; the running config stays");
     };
     let new = match config::load(path, env) {
@@ -274,7 +277,7 @@ async fn reload(
         debug!(?reason, "config unchanged");
         return running;
     }
-    let built = match build(&new, env, status.metrics.clone()) {
+    let built = match build(&new, env, health.metrics.clone()) {
         Ok(b) => b,
         Err(e) => {
             rejected(&e);
@@ -286,10 +289,10 @@ async fn reload(
     if relisten {
         listeners.cancel();
         *listeners = cancel.child_token();
-        if let Err(e) = start_listeners(&new, status, listeners).await {
+        if let Err(e) = start_listeners(&new, published, health, listeners).await {
             rejected(&e);
             *listeners = cancel.child_token();
-            if let Err(e) = start_listeners(&old, status, listeners).await {
+            if let Err(e) = start_listeners(&old, published, health, listeners).await {
                 error!(error = %e, "failed to restore the previous listeners");
             }
             return running;
@@ -298,13 +301,13 @@ async fn reload(
     running.cancel.cancel();
     let last = match tokio::time::timeout(SHUTDOWN_GRACE, running.task).await {
         Ok(Ok(last)) => last,
-        _ => status.current().unwrap_or_default(),
+        _ => published.current().unwrap_or_default(),
     };
     let ids = config::source_ids(&new.sources);
     let (kept, _) = last.retain_sources(&ids);
     info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
-    status.metrics.config_reload(true);
-    Running::start(new, built.pipeline, status.clone(), Arc::new(kept), true, cancel)
+    health.metrics.config_reload(true);
+    Running::start(new, built.pipeline, (published, health), Arc::new(kept), true, cancel)
 }
 
 /// Where the listeners were bound (port 0 in the config becomes the port chosen at start).
@@ -318,7 +321,8 @@ pub struct Listening {
 /// port in use fails the start, exit 1), log the bound addresses, and serve until `cancel`.
 pub async fn start_listeners(
     cfg: &Config,
-    status: &Arc<sync::Status>,
+    published: &Arc<Published>,
+    health: &Arc<Health>,
     cancel: &CancellationToken,
 ) -> Result<Listening, AppError> {
     let mut listening = Listening::default();
@@ -326,7 +330,7 @@ pub async fn start_listeners(
         let (listener, bound) = bind("health.listen", addr).await?;
         info!(addr = %bound, "health listener: /healthz /readyz /metrics");
         let stale_after = crate::health::stale_after(&cfg.sync);
-        tokio::spawn(crate::health::serve(listener, status.clone(), stale_after, cancel.clone()));
+        tokio::spawn(crate::health::serve(listener, health.clone(), stale_after, cancel.clone()));
         listening.health = Some(bound);
     }
     if let Some(addr) = cfg.serve.listen {
@@ -342,7 +346,7 @@ pub async fn start_listeners(
         let (listener, bound) = bind("serve.listen", addr).await?;
         let token_file = path.display();
         info!(addr = %bound, %token_file, token = ?origin, "secrets listener: GET /v1/secrets/{{path}} with X-Sidecar-Token");
-        tokio::spawn(secrets_http::serve(listener, status.clone(), token, cancel.clone()));
+        tokio::spawn(secrets_http::serve(listener, published.clone(), token, cancel.clone()));
         listening.secrets = Some(bound);
     }
     Ok(listening)
@@ -452,9 +456,9 @@ mod tests {
     async fn listeners_bind_port_0_report_their_addresses_and_stop_on_cancel() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), "serve:\n  listen: 127.0.0.1:0\nhealth:\n  listen: 127.0.0.1:0\n");
-        let status = sync::Status::new(Arc::new(Metrics::default()));
+        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
         let cancel = CancellationToken::new();
-        let listening = start_listeners(&cfg, &status, &cancel).await.unwrap();
+        let listening = start_listeners(&cfg, &published, &health, &cancel).await.unwrap();
         let (health, secrets) = (listening.health.unwrap(), listening.secrets.unwrap());
         assert_ne!(health.port(), 0);
         assert_ne!(secrets.port(), 0);
@@ -485,8 +489,8 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = taken.local_addr().unwrap();
         let cfg = config(dir.path(), &format!("serve:\n  listen: null\nhealth:\n  listen: {addr}\n"));
-        let status = sync::Status::new(Arc::new(Metrics::default()));
-        let err = start_listeners(&cfg, &status, &CancellationToken::new()).await.unwrap_err();
+        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
+        let err = start_listeners(&cfg, &published, &health, &CancellationToken::new()).await.unwrap_err();
         assert_eq!(err.exit_code(), 1);
         assert!(err.to_string().starts_with(&format!("failed to listen on {addr} (health.listen)")), "{err}");
     }
@@ -495,8 +499,8 @@ mod tests {
     async fn no_listener_is_started_when_both_are_null() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), "serve:\n  listen: null\nhealth:\n  listen: null\n");
-        let status = sync::Status::new(Arc::new(Metrics::default()));
-        let listening = start_listeners(&cfg, &status, &CancellationToken::new()).await.unwrap();
+        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
+        let listening = start_listeners(&cfg, &published, &health, &CancellationToken::new()).await.unwrap();
         assert!(listening.health.is_none() && listening.secrets.is_none());
         assert!(!dir.path().join("out/.sidecar-token").exists(), "no token without a secrets listener");
     }
