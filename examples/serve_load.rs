@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use azure_secrets_sidecar::metrics::Metrics;
 use azure_secrets_sidecar::output::serve::{self, TOKEN_HEADER};
-use azure_secrets_sidecar::runtime::sync::Status;
+use azure_secrets_sidecar::published::Published;
 use azure_secrets_sidecar::snapshot::Snapshot;
 use azure_secrets_sidecar::source::{Object, Polled};
 use sidecar_core::relpath::RelPath;
@@ -77,10 +76,10 @@ async fn main() {
     let a = args();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
-    let status = Status::new(Arc::new(Metrics::default()));
-    status.published.send_replace(Some(Arc::new(snapshot(a.objects, a.size))));
+    let published = Published::new();
+    published.set(Arc::new(snapshot(a.objects, a.size)));
     let cancel = CancellationToken::new();
-    tokio::spawn(serve::serve(listener, status, SecretString::new(TOKEN.into()), cancel.clone()));
+    tokio::spawn(serve::serve(listener, published, SecretString::new(TOKEN.into()), cancel.clone()));
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

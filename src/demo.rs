@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppError;
 use crate::config::{self, LogConfig, LogFormat};
-use crate::runtime::signals;
+use crate::runtime::supervise::{self, Build};
+use crate::runtime::{block_on, signals, RunError};
 use azure_emulator::{Emulator, EmulatorConfig};
 
 const VAULT: &str = "demo";
@@ -22,28 +22,28 @@ const ROTATE_EVERY: Duration = Duration::from_secs(10);
 const SERVE_ADDR: &str = "127.0.0.1:8200";
 const HEALTH_ADDR: &str = "127.0.0.1:8201";
 
-pub fn run(dir: Option<PathBuf>) -> Result<(), AppError> {
-    let rt_err = |e: std::io::Error| AppError::Runtime(format!("demo: {e}"));
+/// `build`: what `run` builds a pipeline with (`app` hands it in).
+pub fn run(dir: Option<PathBuf>, build: Build) -> Result<(), RunError> {
+    let rt_err = |e: std::io::Error| RunError::Failed(format!("demo: {e}"));
     let dir = dir.unwrap_or_else(|| PathBuf::from("demo-secrets"));
     let dir = std::path::absolute(&dir).map_err(rt_err)?;
     crate::logging::init(&LogConfig { format: LogFormat::Text, level: "info".into() });
     let work = tempfile::Builder::new().prefix("sidecar-demo-").tempdir().map_err(rt_err)?;
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(rt_err)?;
-    let result = rt.block_on(async {
+    let result = block_on(async {
         let emulator = Emulator::start(EmulatorConfig {
             state_dir: Some(work.path().to_path_buf()),
             vaults: vec![VAULT.into()],
             ..Default::default()
         })
         .await
-        .map_err(|e| AppError::Runtime(format!("demo: failed to start the emulator: {e}")))?;
+        .map_err(|e| RunError::Failed(format!("demo: failed to start the emulator: {e}")))?;
         for (name, value) in [
             ("db-password", "correct-horse-battery-staple"),
             ("api-key", "demo-api-key-v1"),
             ("greeting", "hello from a local Key Vault"),
         ] {
-            emulator.set_secret(VAULT, name, value).map_err(|e| AppError::Runtime(format!("demo: {e}")))?;
+            emulator.set_secret(VAULT, name, value).map_err(|e| RunError::Failed(format!("demo: {e}")))?;
         }
 
         let config_path = write_config(work.path(), &emulator, &dir).map_err(rt_err)?;
@@ -55,12 +55,12 @@ pub fn run(dir: Option<PathBuf>) -> Result<(), AppError> {
         signals::forward(tx.clone()).map_err(rt_err)?;
         tokio::spawn(rotate(emulator.clone_handle(), cancel.clone()));
         tokio::spawn(show_first_publish(dir.clone(), cancel.clone()));
-        let out = crate::app::serve(cfg, Vec::new(), false, cancel.clone(), Some((config_path.clone(), tx)), rx).await;
+        let out =
+            supervise::serve(cfg, build, Vec::new(), false, cancel.clone(), Some((config_path.clone(), tx)), rx).await;
         cancel.cancel();
         emulator.shutdown().await;
         out
     });
-    rt.shutdown_timeout(Duration::from_millis(100));
     if result.is_ok() {
         println!("\nDemo stopped. The published files stay in {}", dir.display());
     }

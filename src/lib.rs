@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod probe;
+pub mod published;
 pub mod runtime;
 pub mod snapshot;
 pub mod source;

@@ -142,16 +142,16 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, Option<String>)> {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::runtime::sync::Status;
+    use crate::published::Health;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
-    async fn health() -> (SocketAddr, Arc<Status>, tokio_util::sync::DropGuard) {
+    async fn health() -> (SocketAddr, Arc<Health>, tokio_util::sync::DropGuard) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let status = Status::new(Arc::new(Metrics::default()));
+        let status = Health::new(Arc::new(Metrics::default()));
         let cancel = CancellationToken::new();
         tokio::spawn(crate::health::serve(listener, status.clone(), Duration::from_secs(60), cancel.clone()));
         (addr, status, cancel.drop_guard())

@@ -3,7 +3,7 @@
 //!
 //! Every request must carry the token of `serve.token_file` in `X-Sidecar-Token` (compared in
 //! constant time) and must not carry `X-Forwarded-For` or `Forwarded`: a proxied request is not
-//! the app's. Values come from `Status::published`, the snapshot last published to files, so
+//! the app's. Values come from `published::Published`, the snapshot last published to files, so
 //! HTTP and files never disagree. The token itself is never logged.
 
 use std::fs::{self, OpenOptions, Permissions};
@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{OutputConfig, ServeConfig};
 use crate::listener::{self, Body, Limits};
-use crate::runtime::sync::Status;
+use crate::published::Published;
 use crate::snapshot::Snapshot;
 use sidecar_core::relpath::RelPath;
 use sidecar_core::secret::{SecretString, SecretValue};
@@ -128,8 +128,8 @@ pub fn token_matches(token: &SecretString, presented: &[u8]) -> bool {
 }
 
 /// Serve the secrets API on `listener` until `cancel`.
-pub async fn serve(listener: TcpListener, status: Arc<Status>, token: SecretString, cancel: CancellationToken) {
-    let api = Api { status, token };
+pub async fn serve(listener: TcpListener, published: Arc<Published>, token: SecretString, cancel: CancellationToken) {
+    let api = Api { published, token };
     listener::run(
         "secrets",
         listener,
@@ -141,7 +141,7 @@ pub async fn serve(listener: TcpListener, status: Arc<Status>, token: SecretStri
 }
 
 struct Api {
-    status: Arc<Status>,
+    published: Arc<Published>,
     token: SecretString,
 }
 
@@ -170,7 +170,7 @@ impl Api {
             resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
-        let Some(snapshot) = self.status.current() else {
+        let Some(snapshot) = self.published.current() else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "nothing published yet\n");
         };
         match route {
@@ -278,7 +278,6 @@ fn text(code: StatusCode, body: &'static str) -> Response<Body> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::metrics::Metrics;
     use crate::source::{Object, Polled};
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -301,7 +300,7 @@ pub(crate) mod tests {
 
     struct Running {
         base: String,
-        status: Arc<Status>,
+        published: Arc<Published>,
         client: reqwest::Client,
         _cancel: tokio_util::sync::DropGuard,
     }
@@ -312,17 +311,17 @@ pub(crate) mod tests {
         }
 
         fn publish(&self, snap: Snapshot) {
-            self.status.published.send_replace(Some(Arc::new(snap)));
+            self.published.set(Arc::new(snap));
         }
     }
 
     async fn start() -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let status = Status::new(Arc::new(Metrics::default()));
+        let published = Published::new();
         let cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, status.clone(), SecretString::new(TOKEN.into()), cancel.clone()));
-        Running { base, status, client: reqwest::Client::new(), _cancel: cancel.drop_guard() }
+        tokio::spawn(serve(listener, published.clone(), SecretString::new(TOKEN.into()), cancel.clone()));
+        Running { base, published, client: reqwest::Client::new(), _cancel: cancel.drop_guard() }
     }
 
     #[tokio::test]

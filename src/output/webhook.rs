@@ -23,7 +23,7 @@ use sidecar_core::relpath::RelPath;
 
 /// What the sync loop sends after a publish: when, and what changed.
 #[derive(Debug, Clone)]
-pub struct Published {
+pub struct Notice {
     pub at: SystemTime,
     pub changes: Vec<Change>,
 }
@@ -87,13 +87,13 @@ impl Webhook {
     }
 
     /// Start delivering on a task that stops at `cancel`; send it each publish's changes.
-    pub fn spawn(self, cancel: CancellationToken) -> mpsc::UnboundedSender<Published> {
+    pub fn spawn(self, cancel: CancellationToken) -> mpsc::UnboundedSender<Notice> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(self.run(rx, cancel));
         tx
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Published>, cancel: CancellationToken) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Notice>, cancel: CancellationToken) {
         let mut pending = Pending::default();
         loop {
             let next = tokio::select! {
@@ -179,7 +179,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn merge(&mut self, published: Published) {
+    fn merge(&mut self, published: Notice) {
         for change in published.changes {
             let state = match &change {
                 Change::Added { version, .. } => Some(version.clone()),
@@ -232,8 +232,8 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn published(secs: u64, changes: Vec<Change>) -> Published {
-        Published { at: at(secs), changes }
+    fn published(secs: u64, changes: Vec<Change>) -> Notice {
+        Notice { at: at(secs), changes }
     }
 
     fn added(path: &str, v: &str) -> Change {

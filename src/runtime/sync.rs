@@ -4,19 +4,19 @@
 //! something changed. The first publish waits until every source has reported once, so the app
 //! gets all objects at once. A publish is one `spawn_blocking` that is never cancelled halfway.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::azure::Backoff;
 use crate::config::SyncConfig;
-use crate::metrics::Metrics;
 use crate::output::files::FileOutput;
-use crate::output::webhook::Published;
+use crate::output::webhook::Notice;
+use crate::published::{Health, Published};
 use crate::snapshot::{Applied, Change, Snapshot};
 use crate::source::{Polled, Source, SourceError};
 use sidecar_core::relpath::RelPath;
@@ -29,41 +29,7 @@ pub struct Pipeline {
     pub required: Vec<RelPath>,
     pub sync: SyncConfig,
     /// Told the changes of each publish (`on_change.webhook`); sending never waits.
-    pub notify: Option<mpsc::UnboundedSender<Published>>,
-}
-
-/// What the loop shares with the health and HTTP listeners.
-pub struct Status {
-    /// The snapshot last published (to files when configured): HTTP serves exactly this.
-    pub published: watch::Sender<Option<Arc<Snapshot>>>,
-    /// Latched once every required object has been published; stays set through outages.
-    pub ready: AtomicBool,
-    /// Unix seconds of the loop's last turn, for `/healthz`.
-    pub heartbeat: AtomicU64,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Status {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Status> {
-        Arc::new(Status {
-            published: watch::channel(None).0,
-            ready: AtomicBool::new(false),
-            heartbeat: AtomicU64::new(unix_now()),
-            metrics,
-        })
-    }
-
-    pub fn current(&self) -> Option<Arc<Snapshot>> {
-        self.published.borrow().clone()
-    }
-
-    fn beat(&self) {
-        self.heartbeat.store(unix_now(), Ordering::Relaxed);
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    pub notify: Option<mpsc::UnboundedSender<Notice>>,
 }
 
 /// One poll's outcome, sent from a source task to the publisher.
@@ -88,7 +54,8 @@ pub fn jittered(interval: Duration, jitter: f64) -> Duration {
 /// outputs or sources may differ from what is on disk).
 pub async fn run(
     pipeline: Pipeline,
-    status: Arc<Status>,
+    published: Arc<Published>,
+    health: Arc<Health>,
     initial: Arc<Snapshot>,
     mut republish: bool,
     cancel: CancellationToken,
@@ -112,30 +79,30 @@ pub async fn run(
             r = rx.recv() => match r { Some(r) => r, None => break },
             _ = cancel.cancelled() => break,
         };
-        status.beat();
+        health.beat();
         waiting_first[report.index] = false;
         if let Ok(polled) = &report.result {
             reported[report.index] = required_failures(polled);
         }
-        status.metrics.sync_finished(&report.id, report.result.is_ok(), report.elapsed.as_secs_f64());
+        health.metrics.sync_finished(&report.id, report.result.is_ok(), report.elapsed.as_secs_f64());
         let applied = current.apply(&report.id, &report.result);
         log_report(&report, &applied);
         pending.extend(applied.changes.iter().cloned());
         current = Arc::new(applied.snapshot);
-        status.metrics.set_objects(&report.id, current.iter().filter(|(_, e)| e.source == report.id).count());
+        health.metrics.set_objects(&report.id, current.iter().filter(|(_, e)| e.source == report.id).count());
         if waiting_first.iter().any(|w| *w) {
             continue; // the first publish carries every source's objects at once
         }
-        let never_published = status.current().is_none() || std::mem::take(&mut republish);
+        let never_published = published.current().is_none() || std::mem::take(&mut republish);
         if (!pending.is_empty() || never_published) && !current.is_empty() {
             match publish(&files, &current).await {
                 Ok(()) => {
                     info!(objects = current.len(), changes = pending.len(), "published");
                     let changes = std::mem::take(&mut pending);
-                    status.metrics.published();
-                    status.published.send_replace(Some(current.clone()));
+                    health.metrics.published();
+                    published.set(current.clone());
                     if let (Some(notify), false) = (&notify, changes.is_empty()) {
-                        let _ = notify.send(Published { at: SystemTime::now(), changes });
+                        let _ = notify.send(Notice { at: SystemTime::now(), changes });
                     }
                 }
                 Err(e) => {
@@ -143,10 +110,10 @@ pub async fn run(
                 }
             }
         }
-        let published = status.current();
+        let last = published.current();
         let wanted: Vec<RelPath> = required.iter().chain(reported.iter().flatten()).cloned().collect();
-        let missing = published.as_ref().map(|s| s.missing(&wanted)).unwrap_or(wanted);
-        if published.is_some() && missing.is_empty() && !status.ready.swap(true, Ordering::SeqCst) {
+        let missing = last.as_ref().map(|s| s.missing(&wanted)).unwrap_or(wanted);
+        if last.is_some() && missing.is_empty() && !health.ready.swap(true, Ordering::SeqCst) {
             info!("ready: every required object is published");
         }
     }
@@ -236,7 +203,8 @@ fn log_report(report: &Report, applied: &Applied) {
 /// passes, publish once, and say which required objects are missing.
 pub async fn once(
     pipeline: Pipeline,
-    status: Arc<Status>,
+    published: Arc<Published>,
+    health: Arc<Health>,
     deadline: Duration,
     cancel: CancellationToken,
 ) -> Result<(), Vec<String>> {
@@ -249,7 +217,7 @@ pub async fn once(
         loop {
             let started = Instant::now();
             let result = source.poll(&cancel).await;
-            status.metrics.sync_finished(source.id(), result.is_ok(), started.elapsed().as_secs_f64());
+            health.metrics.sync_finished(source.id(), result.is_ok(), started.elapsed().as_secs_f64());
             let complete = matches!(&result, Ok(p) if p.failures.iter().all(|f| !f.required));
             let failed = result.as_ref().map(required_failures).unwrap_or_default();
             let applied = current.apply(source.id(), &result);
@@ -270,7 +238,7 @@ pub async fn once(
     if !current.is_empty() {
         publish(&files, &current).await.map_err(|e| vec![format!("publish failed: {e}")])?;
         info!(objects = current.len(), "published");
-        status.published.send_replace(Some(current.clone()));
+        published.set(current.clone());
     }
     let missing = current.missing(&wanted);
     if missing.is_empty() {
