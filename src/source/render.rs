@@ -87,7 +87,8 @@ pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) ->
             }
             let mut out = String::new();
             if format == Format::Json {
-                write_json(&mut out, &tree, 0);
+                // Serialising a Value cannot fail (its keys are strings).
+                out = serde_json::to_string_pretty(&to_json(&tree)).unwrap_or_default();
                 out.push('\n');
             } else {
                 write_yaml_root(&mut out, &tree);
@@ -220,36 +221,20 @@ fn insert<'a>(map: &mut BTreeMap<&'a str, Node<'a>>, segments: &[&'a str], value
     }
 }
 
-fn json_string(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
-}
-
-fn write_json(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
-    if map.is_empty() {
-        out.push_str("{}");
-        return;
-    }
-    out.push_str("{\n");
-    for (i, (k, node)) in map.iter().enumerate() {
-        out.push_str(&"  ".repeat(depth + 1));
-        json_string(out, k);
-        out.push_str(": ");
-        match node {
-            Node::Leaf(v) => json_string(out, v),
-            Node::Map(m) => write_json(out, m, depth + 1),
-            Node::Json(v) => {
-                // String escapes keep newlines out of the text, so re-indenting lines is safe.
-                let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
-                out.push_str(&text.replace('\n', &format!("\n{}", "  ".repeat(depth + 1))));
-            }
-        }
-        if i + 1 < map.len() {
-            out.push(',');
-        }
-        out.push('\n');
-    }
-    out.push_str(&"  ".repeat(depth));
-    out.push('}');
+/// The tree as a JSON value (serde_json's map is sorted by key, as the tree is).
+fn to_json(map: &BTreeMap<&str, Node>) -> Value {
+    let object = map
+        .iter()
+        .map(|(k, node)| {
+            let value = match node {
+                Node::Leaf(v) => Value::String((*v).to_string()),
+                Node::Map(m) => to_json(m),
+                Node::Json(v) => v.clone(),
+            };
+            (k.to_string(), value)
+        })
+        .collect();
+    Value::Object(object)
 }
 
 /// A YAML double-quoted scalar: JSON-style escapes, plus every character YAML treats as a
@@ -660,6 +645,21 @@ mod tests {
             String::from_utf8(r.bytes).unwrap(),
             "{\n  \"feature_management\": \"x\"\n}\n",
             "no flags, no clash"
+        );
+    }
+
+    #[test]
+    fn json_text_is_pretty_printed_with_two_spaces_byte_for_byte() {
+        let out = text_with_flags(
+            Format::Json,
+            &[s("b:c", "\"q\"\n\u{1}"), s("a", "ü"), s("feature_management:x", "y")],
+            &[
+                serde_json::json!({"id": "F", "enabled": true, "conditions": {"client_filters": []}, "variants": [{"name": "v"}]}),
+            ],
+        );
+        assert_eq!(
+            out,
+            "{\n  \"a\": \"ü\",\n  \"b\": {\n    \"c\": \"\\\"q\\\"\\n\\u0001\"\n  },\n  \"feature_management\": {\n    \"feature_flags\": [\n      {\n        \"conditions\": {\n          \"client_filters\": []\n        },\n        \"enabled\": true,\n        \"id\": \"F\",\n        \"variants\": [\n          {\n            \"name\": \"v\"\n          }\n        ]\n      }\n    ],\n    \"x\": \"y\"\n  }\n}\n"
         );
     }
 
