@@ -26,16 +26,17 @@ if ! is_static "$busybox"; then
   is_static "$busybox" || fail "$busybox is still not a static binary"
 fi
 
-# Same flags as scripts/build-image.sh, so the dependencies are built once for both.
+# Same flags and target directory as scripts/build-image.sh, so the dependencies the two
+# binaries share are built once for both.
 target=x86_64-unknown-linux-musl
 RUSTFLAGS="-C relocation-model=static" \
-  cargo build --locked --release --target "$target" -p azure-emulator --bin azure-emulator --target-dir target/emulator-build
+  cargo build --locked --release --target "$target" -p azure-emulator --bin azure-emulator
 
 context=target/test-app-context
 rm -rf "$context"
 mkdir -p "$context/emulator-state"
 cp "$busybox" "$context/busybox"
-cp "target/emulator-build/$target/release/azure-emulator" "$context/azure-emulator"
+cp "target/$target/release/azure-emulator" "$context/azure-emulator"
 if ! out=$(docker build -q -f tests/container/app.Dockerfile -t "$tag" "$context" 2>&1); then
   echo "$out" >&2
   fail "docker build failed"

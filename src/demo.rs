@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, LogConfig, LogFormat};
+use crate::config::{self, LogConfig, LogFormat, LogLevel};
 use crate::runtime::supervise::{self, Build};
 use crate::runtime::{block_on, signals, RunError};
 use azure_emulator::{Emulator, EmulatorConfig};
@@ -27,7 +27,7 @@ pub fn run(dir: Option<PathBuf>, build: Build) -> Result<(), RunError> {
     let rt_err = |e: std::io::Error| RunError::Failed(format!("demo: {e}"));
     let dir = dir.unwrap_or_else(|| PathBuf::from("demo-secrets"));
     let dir = std::path::absolute(&dir).map_err(rt_err)?;
-    crate::logging::init(&LogConfig { format: LogFormat::Text, level: "info".into() });
+    crate::logging::init(&LogConfig { format: LogFormat::Text, level: LogLevel::info() });
     let work = tempfile::Builder::new().prefix("sidecar-demo-").tempdir().map_err(rt_err)?;
 
     let result = block_on(async {

@@ -6,7 +6,7 @@
 //! Nothing logged anywhere carries a secret value or a token: those live in `secret` types whose
 //! `Debug`/`Display` redact. The integration tests run at `trace` and assert it.
 
-use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -15,8 +15,7 @@ use crate::config::{LogConfig, LogFormat};
 /// Install the global subscriber. Called once, by `main`, after the config is loaded; commands
 /// that fail before that print their error to stderr directly.
 pub fn init(cfg: &LogConfig) {
-    // `log.level` was validated at load; fall back to `info` rather than fail here.
-    let filter = parse_filter(&cfg.level).unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let filter = cfg.level.filter().clone();
     // The builder's own level cap is `info`; open it fully and let `filter` decide.
     let builder =
         tracing_subscriber::fmt().with_max_level(LevelFilter::TRACE).with_writer(std::io::stderr).with_target(false);
@@ -24,49 +23,4 @@ pub fn init(cfg: &LogConfig) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).finish().with(filter).try_init(),
         LogFormat::Text => builder.with_ansi(false).finish().with(filter).try_init(),
     };
-}
-
-/// `log.level` as a filter: `info`, `debug,hyper=warn`, `off`. `Targets` takes any word as a
-/// target name; a target here must look like a Rust module path (letters, digits, `_`, `-`,
-/// `::`), so that a typo or `EnvFilter`'s span syntax (`[span]`) is an error, not a no-op.
-pub fn parse_filter(level: &str) -> Result<Targets, FilterError> {
-    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let target = directive.split_once('=').map_or(directive, |(target, _)| target);
-        let module_path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':');
-        if !target.chars().all(module_path) {
-            return Err(FilterError(format!("{directive:?} is not a level or a target=level directive")));
-        }
-    }
-    level.parse().map_err(|e: ParseError| FilterError(e.to_string()))
-}
-
-/// Why `log.level` does not parse.
-#[derive(Debug)]
-pub struct FilterError(String);
-
-impl std::fmt::Display for FilterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tracing::Level;
-
-    #[test]
-    fn levels_and_target_directives_parse() {
-        let f = parse_filter("debug,hyper=warn").unwrap();
-        assert!(f.would_enable("azure_secrets_sidecar::app", &Level::DEBUG));
-        assert!(!f.would_enable("azure_secrets_sidecar::app", &Level::TRACE));
-        assert!(!f.would_enable("hyper::proto", &Level::INFO));
-        assert!(f.would_enable("hyper::proto", &Level::WARN));
-        assert!(!parse_filter("off").unwrap().would_enable("x", &Level::ERROR));
-        assert!(parse_filter("INFO").unwrap().would_enable("x", &Level::INFO));
-        assert!(parse_filter("debug,hyper=loud").is_err());
-        assert!(parse_filter("info,[[[").is_err());
-        assert!(parse_filter("info,[span]=debug").is_err());
-        assert!(parse_filter("info,azure_secrets_sidecar::source=trace").is_ok());
-    }
 }

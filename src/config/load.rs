@@ -366,7 +366,7 @@ pub(super) mod tests {
         )
         .unwrap();
         assert_eq!(cfg.output.dir, Some(PathBuf::from("/x")));
-        assert_eq!(cfg.log.level, "debug");
+        assert_eq!(cfg.log.level.as_str(), "debug");
         assert_eq!(cfg.sync.concurrency, 16);
         assert_eq!(cfg.health.listen, None);
         assert_eq!(cfg.identity.mode, IdentityMode::Workload);

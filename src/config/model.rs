@@ -354,8 +354,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
-    /// A level or `target=level` directives (tracing `Targets`), checked at load (`info`, `debug,hyper=warn`).
-    pub level: String,
+    /// A level or `target=level` directives (`info`, `debug,hyper=warn`), parsed at load.
+    pub level: super::LogLevel,
 }
 
 /// A name glob for `include` / `exclude`: `*` any run, `?` one character, everything else literal.

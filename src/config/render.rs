@@ -40,7 +40,7 @@ pub fn render(cfg: &Config) -> String {
         LogFormat::Json => "json",
     };
     out.line(1, "format", scalar(format));
-    out.line(1, "level", scalar(&cfg.log.level));
+    out.line(1, "level", scalar(cfg.log.level.as_str()));
     out.0
 }
 

@@ -629,14 +629,14 @@ fn check_publish_targets(output: &OutputConfig, serve: &ServeConfig, health: &He
 
 fn log(raw: &RawLog) -> Result<LogConfig> {
     let format = one_of("log.format", &raw.format, &[("text", LogFormat::Text), ("json", LogFormat::Json)])?;
-    crate::logging::parse_filter(&raw.level).map_err(|e| {
+    let level = super::LogLevel::parse(&raw.level).map_err(|e| {
         ConfigError::invalid(
             "log.level",
             &raw.level,
             format!("{e}; expected a level like info or a filter like debug,hyper=warn"),
         )
     })?;
-    Ok(LogConfig { format, level: raw.level.clone() })
+    Ok(LogConfig { format, level })
 }
 
 #[cfg(test)]
@@ -715,7 +715,7 @@ mod tests {
         assert_eq!(cfg.serve.listen, Some("127.0.0.1:8200".parse().unwrap()));
         assert_eq!(cfg.health.listen, Some("0.0.0.0:8201".parse().unwrap()));
         assert_eq!(cfg.on_change.webhook, None);
-        assert_eq!(cfg.log, LogConfig { format: LogFormat::Text, level: "info".to_string() });
+        assert_eq!(cfg.log, LogConfig { format: LogFormat::Text, level: crate::config::LogLevel::info() });
         let SourceConfig::KeyVault(kv) = &cfg.sources[0] else { panic!() };
         assert_eq!(kv.vault.as_str(), "https://myvault.vault.azure.net/");
         assert_eq!(kv.secrets[0].path.as_str(), "db/password");
