@@ -20,7 +20,7 @@ pub enum ReloadReason {
     ConfigChanged,
 }
 
-/// The one control channel: fed by the signal thread (and, later, the config watcher).
+/// The one control channel: fed by the signal thread and the config watcher (`watch.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Reload(ReloadReason),
