@@ -24,7 +24,7 @@ pub const USAGE: &str = "\
 usage:
   azure-secrets-sidecar [run] [--config PATH] [--once]   run until SIGTERM (default)
   azure-secrets-sidecar check [--config PATH]            validate and print the resolved config
-  azure-secrets-sidecar demo [--dir DIR]                 local emulator + sidecar, no Azure account
+  azure-secrets-sidecar demo [--dir DIR]                 try it locally, no Azure account needed
   azure-secrets-sidecar probe (ready|live) [--addr A]    exec probe against the health listener
   azure-secrets-sidecar version
 

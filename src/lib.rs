@@ -1,8 +1,9 @@
 //! azure-secrets-sidecar: Azure Key Vault secrets and App Configuration settings, fetched with
 //! the pod's identity and handed to the app as atomically published files or loopback HTTP.
 //!
-//! The data path runs one way: `config` -> `identity` -> `source` -> `snapshot` -> `output`,
-//! with `runtime` (schedule, signals, shutdown) around it and `app` wiring it for each command.
+//! The data path runs one way: `config` -> `identity` -> `source` -> `snapshot` -> `published`
+//! -> `output`, with `runtime` (schedule, reload, signals, shutdown) around it and `app` wiring
+//! it for each command.
 
 pub mod app;
 pub mod azure;

@@ -1,4 +1,4 @@
-# The "app" of the container tests (tests/container.rs): a stand-in for the workload that reads
+# The "app" of the container tests (tests/it/container.rs): a stand-in for the workload that reads
 # the sidecar's files. Debian's static busybox on an empty filesystem: cat, ls, sleep, and nc
 # to reach the emulator's control API from inside the private network. It also carries the
 # `azure-emulator` binary (crates/emulator), which the tests run as the pod's stand-in for Azure. FROM scratch, like the

@@ -77,7 +77,7 @@ async fn a_changed_secret_is_republished_within_one_interval_and_nothing_else_ch
     let first = std::fs::read_link(out.join("..data")).unwrap();
 
     // Unchanged polls publish nothing: after two more polls, ..data is the same. (A poll of
-    // an unchanged vault costs a list page, or a GET per secret: see tests/keyvault_requests.rs.)
+    // an unchanged vault costs a list page, or a GET per secret: see tests/it/keyvault_requests.rs.)
     let seen = w.emu.count(Endpoint::Any, Some("main"));
     wait_for("two more polls", LIMIT, || (w.emu.count(Endpoint::Any, Some("main")) >= seen + 4).then_some(())).await;
     assert_eq!(std::fs::read_link(out.join("..data")).unwrap(), first, "republished without a change");
