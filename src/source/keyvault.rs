@@ -84,6 +84,8 @@ pub struct KeyVaultSource {
     /// Most GETs in flight at once, >= 1.
     concurrency: usize,
     state: PollState,
+    /// PEM certificates packed for `format: pfx`, once per version.
+    packed: certificate::Packed,
 }
 
 /// What the source remembers between polls.
@@ -187,7 +189,14 @@ impl KeyVaultSource {
     }
 
     fn with_vault(id: String, cfg: config::KeyVaultSource, vault: Arc<dyn Vault>, concurrency: usize) -> Self {
-        KeyVaultSource { id, cfg, vault, concurrency: concurrency.max(1), state: PollState::default() }
+        KeyVaultSource {
+            id,
+            cfg,
+            vault,
+            concurrency: concurrency.max(1),
+            state: PollState::default(),
+            packed: certificate::Packed::default(),
+        }
     }
 
     /// One poll. The listing (if this poll lists) and the GETs overlap: a page's changed
@@ -207,7 +216,8 @@ impl KeyVaultSource {
             while running.len() < self.concurrency {
                 let Some(planned) = gathered.queue.pop_front() else { break };
                 let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
-                running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
+                let packed = self.packed.clone();
+                running.spawn(async move { fetch(&*vault, &base, planned, &packed, &cancel, now).await });
             }
             if pages.is_none() && running.is_empty() {
                 break;
@@ -576,13 +586,14 @@ async fn fetch(
     vault: &dyn Vault,
     base: &Url,
     planned: Planned,
+    packed: &certificate::Packed,
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
     match planned.kind {
         config::ObjectKind::Secret => {}
         config::ObjectKind::Certificate(format) => {
-            return certificate::fetch(vault, base, planned, format, cancel, now).await
+            return certificate::fetch(vault, base, planned, format, packed, cancel, now).await
         }
         config::ObjectKind::Key => return key::fetch(vault, base, planned, cancel, now).await,
     }

@@ -210,3 +210,37 @@ async fn check_renders_types_and_refuses_a_path_under_a_certificate() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("format applies to type: certificate"));
 }
+
+/// Nothing changes in the vault: no poll may publish, for every `type` and `format` (a PEM
+/// certificate packed as PFX with fresh salts at every poll would publish each time).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_vault_publishes_nothing_across_polls_for_every_type_and_format() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "plain", "a-value").unwrap();
+    w.emu.set_secret("main", "listed", "another").unwrap();
+    let pem = CertificateSpec { content: CertContent::Pem, ..Default::default() };
+    for (name, spec) in [("p12", CertificateSpec::default()), ("pem", pem)] {
+        w.emu.set_certificate("main", name, &spec).unwrap();
+    }
+    w.emu.set_key("main", "rsa", KeyKind::Rsa).unwrap();
+    w.emu.set_key("main", "ec", KeyKind::Ec).unwrap();
+    let entries = "      - name: plain\n      - name: p12\n        type: certificate\n        path: p12-pem\n      - name: p12\n        type: certificate\n        format: pfx\n        path: p12.pfx\n      - name: pem\n        type: certificate\n        path: pem-pem\n      - name: pem\n        type: certificate\n        format: pfx\n        path: pem.pfx\n      - name: rsa\n        type: key\n        path: rsa.pem\n      - name: ec\n        type: key\n        path: ec.pem\n    all: true\n    include: [\"listed\"]\n";
+    let sc = Sidecar::spawn(&w, &config(&w, "1s", entries), &[], &[]);
+    let files = ["plain", "listed", "p12-pem/tls.key", "p12.pfx", "pem-pem/tls.key", "pem.pfx", "rsa.pem", "ec.pem"];
+    let all_there = || files.iter().all(|f| read_bytes(&w, f).is_some());
+    wait_for("everything published", LIMIT, || (all_there() || sc.child_exited()).then_some(())).await;
+    assert!(all_there(), "not everything was published; log:\n{}", sc.logs());
+    let link = || std::fs::read_link(w.out().join("..data")).unwrap();
+    let first = link();
+    let contents: Vec<Vec<u8>> = files.iter().map(|f| read_bytes(&w, f).unwrap()).collect();
+    // Three more polls: each reads the four certificate entries and the two keys again.
+    let gets = w.emu.count(Endpoint::KeyvaultGet, Some("main"));
+    wait_for("three more polls", LIMIT, || {
+        (w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= gets + 3 * 6).then_some(())
+    })
+    .await;
+    assert_eq!(link(), first, "a poll of an unchanged vault published");
+    for (f, before) in files.iter().zip(&contents) {
+        assert_eq!(&read_bytes(&w, f).unwrap(), before, "{f} changed");
+    }
+}

@@ -7,8 +7,12 @@
 //! certificate whose key is not exportable has no key in its secret, so `tls.crt` is published
 //! and `tls.key` reported as failed. Format `pfx` publishes the PKCS#12 archive itself (a PEM
 //! certificate is packed into one, 3DES with a SHA-1 MAC and an empty password, which every
-//! PKCS#12 reader takes). Failures are reported for every output, so what was published stays.
+//! PKCS#12 reader takes), once per certificate version: packing draws fresh salts, so packing
+//! at every poll would publish a new archive each time. Failures are reported for every output,
+//! so what was published stays.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -30,11 +34,38 @@ use sidecar_core::secret::SecretValue;
 const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
 
+/// PEM certificates packed as PKCS#12 for `format: pfx`, by certificate name: the version and
+/// a digest of the PEM they were packed from, and the archive (one entry a name, replaced when
+/// the version changes).
+#[derive(Clone, Default)]
+pub(super) struct Packed(Arc<Mutex<HashMap<String, PackedPfx>>>);
+
+struct PackedPfx {
+    version: String,
+    digest: Vec<u8>,
+    pfx: SecretValue,
+}
+
+impl Packed {
+    /// The archive packed for `name` at `version` from `pem`, packing it if it is not held.
+    fn get_or_pack(&self, name: &str, version: &str, stored: &Stored, pem: &[u8]) -> Result<SecretValue, String> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, pem).as_ref().to_vec();
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = held.get(name).filter(|p| p.version == version && p.digest == digest) {
+            return Ok(p.pfx.clone());
+        }
+        let pfx = SecretValue::new(stored.pfx()?.to_vec());
+        held.insert(name.to_string(), PackedPfx { version: version.to_string(), digest, pfx: pfx.clone() });
+        Ok(pfx)
+    }
+}
+
 pub(super) async fn fetch(
     vault: &dyn Vault,
     base: &Url,
     planned: Planned,
     format: CertFormat,
+    packed: &Packed,
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
@@ -69,10 +100,16 @@ pub(super) async fn fetch(
         required: planned.required,
     };
     match format {
-        CertFormat::Pfx => match stored.pfx() {
-            Ok(pfx) => Ok(Fetched::Object(object(&outputs[0], SecretValue::new(pfx.to_vec())))),
-            Err(reason) => fail_all(reason),
-        },
+        CertFormat::Pfx => {
+            let pfx = match &stored.pfx {
+                Some(pfx) => Ok(SecretValue::new(pfx.to_vec())),
+                None => packed.get_or_pack(&planned.name, &version, &stored, value.0.expose()),
+            };
+            match pfx {
+                Ok(pfx) => Ok(Fetched::Object(object(&outputs[0], pfx))),
+                Err(reason) => fail_all(reason),
+            }
+        }
         CertFormat::Pem => {
             let (crt, key) = (&outputs[0], &outputs[1]);
             let mut objects = vec![object(crt, SecretValue::from(stored.bundle.chain_pem()))];
@@ -230,6 +267,22 @@ mod tests {
         )
         .unwrap();
         assert!(Stored::read(aes.secret_value.as_bytes(), Some("application/x-pkcs12")).is_ok());
+    }
+
+    #[test]
+    fn a_pem_certificate_is_packed_once_per_version() {
+        let spec = CertificateSpec { content: CertContent::Pem, ..Default::default() };
+        let (one, two) = (make_certificate("a.example", &spec).unwrap(), make_certificate("b.example", &spec).unwrap());
+        let packed = Packed::default();
+        let pack = |made: &azure_emulator::certs::MadeCertificate, version: &str| {
+            let stored = Stored::read(made.secret_value.as_bytes(), Some(PEM)).unwrap();
+            packed.get_or_pack("web", version, &stored, made.secret_value.as_bytes()).unwrap()
+        };
+        let first = pack(&one, "v1");
+        assert_eq!(pack(&one, "v1").expose(), first.expose(), "the same archive for the same version");
+        let second = pack(&two, "v2");
+        assert_ne!(second.expose(), first.expose());
+        assert_eq!(pki::pkcs12::decode(second.expose(), "").unwrap().chain, two.chain, "a new version is packed anew");
     }
 
     #[test]
