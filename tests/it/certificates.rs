@@ -244,3 +244,55 @@ async fn an_unchanged_vault_publishes_nothing_across_polls_for_every_type_and_fo
         assert_eq!(&read_bytes(&w, f).unwrap(), before, "{f} changed");
     }
 }
+
+/// The recording of Key Vault answering for a certificate it created with the default policy
+/// (`application/x-pkcs12`), from Microsoft's SDK test recordings (see SOURCES.md).
+const RECORDED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/azure-examples/keyvault/sdk-recordings/recording_can_get_a_certificates_secret_in_pkcs_12_format.json"
+);
+const RECORDED_NAME: &str = "CRUDCertificateName-cangetacertificatessecretinPKCS12format-";
+
+/// Entry `index` of the recording as a canned response for the emulator's vault `main`. The
+/// recorded certificate expired in February 2025 (`exp`); `exp` is left out so that the
+/// replay tests the archive, not the expiry rule (tested elsewhere).
+fn recorded(w: &World, index: usize) -> azure_emulator::CannedResponse {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(RECORDED).unwrap()).unwrap();
+    let entry = &doc["Entries"][index];
+    let text = entry["ResponseBody"].to_string().replace("https://keyvault_name.vault.azure.net", &w.vault("main"));
+    let mut body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    body["attributes"].as_object_mut().unwrap().remove("exp");
+    azure_emulator::CannedResponse {
+        status: entry["StatusCode"].as_u64().unwrap() as u16,
+        headers: Default::default(),
+        body: Some(body),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_vaults_own_pkcs12_replayed_from_recorded_traffic_is_published_as_pem_and_pfx() {
+    let w = World::start(&["main"]).await;
+    let secret = recorded(&w, 2);
+    let value = secret.body.as_ref().unwrap()["value"].as_str().unwrap().to_string();
+    let cer = base64::engine::general_purpose::STANDARD
+        .decode(recorded(&w, 0).body.unwrap()["cer"].as_str().unwrap())
+        .unwrap();
+    let canned = azure_emulator::Canned::Responses(vec![secret]);
+    w.emu.serve_canned("main", &format!("/secrets/{RECORDED_NAME}"), canned).await.unwrap();
+    let entries = format!(
+        "      - name: {RECORDED_NAME}\n        type: certificate\n        path: web\n      - name: {RECORDED_NAME}\n        type: certificate\n        format: pfx\n        path: web.pfx\n"
+    );
+    let sc = Sidecar::spawn(&w, &config(&w, "30s", &entries), &[], &[]);
+    let published = || read(&w.out(), "web/tls.key").and(read_bytes(&w, "web.pfx"));
+    wait_for("both outputs", LIMIT, || (published().is_some() || sc.logs().contains("integrity check")).then_some(()))
+        .await;
+    assert!(published().is_some(), "not published; log:\n{}", sc.logs());
+    assert_eq!(read(&w.out(), "web/tls.crt").unwrap(), pem::encode("CERTIFICATE", &cer).to_string());
+    let bundle = pki::CertBundle::from_pem(
+        format!("{}{}", read(&w.out(), "web/tls.crt").unwrap(), read(&w.out(), "web/tls.key").unwrap()).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(bundle.key.unwrap().public_key(), pki::bundle::cert_public_key(&cer), "tls.key is the leaf's key");
+    let stored = base64::engine::general_purpose::STANDARD.decode(&value).unwrap();
+    assert_eq!(read_bytes(&w, "web.pfx").unwrap(), stored, "Key Vault's archive, byte for byte");
+}
