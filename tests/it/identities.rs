@@ -297,3 +297,35 @@ async fn once_mode_waits_for_the_nmi_binding_too() {
     assert!(status.success(), "{status:?}: {}", sc.logs());
     assert_eq!(read(&w.out(), "db-password").as_deref(), Some(CANARY));
 }
+
+/// What `az account get-access-token --resource https://vault.azure.net` prints (az 2.54+).
+fn az_cli_json(token: &str, expires_on: i64) -> String {
+    format!(
+        "{{\n  \"accessToken\": \"{token}\",\n  \"expiresOn\": \"2026-12-01 23:59:59.000000\",\n  \"expires_on\": {expires_on},\n  \"subscription\": \"00000000-0000-0000-0000-000000000000\",\n  \"tenant\": \"e0e0e0e0-1111-4222-8333-444455556666\",\n  \"tokenType\": \"Bearer\"\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_token_file_takes_what_az_account_get_access_token_prints_or_a_bare_token() {
+    let w = world().await;
+    let (token, expires_on) = w.emu.mint_token("https://vault.azure.net");
+    let file = w.path("access-token.json");
+    std::fs::write(&file, az_cli_json(token.expose(), expires_on)).unwrap();
+    let identity = format!("identity:\n  mode: access-token\n  access_token_file: \"{}\"\n", file.display());
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &["--once"], &[]);
+    published(&w, &sc).await;
+    assert_clean(&sc.logs(), &[token.expose(), CANARY]);
+    drop(sc);
+
+    // A bare token, with a trailing newline (`--query accessToken -o tsv`), still works.
+    std::fs::remove_dir_all(w.out()).unwrap();
+    std::fs::write(&file, format!("{}\n", token.expose())).unwrap();
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &["--once"], &[]);
+    published(&w, &sc).await;
+
+    // JSON without an access token is named as such, and nothing of the file is logged.
+    std::fs::write(&file, format!("{{\"token\": \"{}\"}}", token.expose())).unwrap();
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &[], &[]);
+    wait_for("the reason", LIMIT, || sc.logs().contains("is JSON without an accessToken").then_some(())).await;
+    assert_clean(&sc.logs(), &[token.expose()]);
+}

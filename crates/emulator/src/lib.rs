@@ -686,6 +686,13 @@ impl Handle {
         self.shared.state.issued_tokens()
     }
 
+    /// A token for `audience` (e.g. `https://vault.azure.net`) as the authority would issue it,
+    /// and its expiry in unix seconds: what `az account get-access-token` hands a developer.
+    pub fn mint_token(&self, audience: &str) -> (SecretString, i64) {
+        let (token, expires_on, _) = self.shared.state.mint_token(audience);
+        (token, expires_on)
+    }
+
     /// The last `client_assertion` the authority received (accepted or not).
     pub fn last_assertion(&self) -> Option<SecretString> {
         self.shared.state.last_assertion()
