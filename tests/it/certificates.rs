@@ -296,3 +296,30 @@ async fn key_vaults_own_pkcs12_replayed_from_recorded_traffic_is_published_as_pe
     let stored = base64::engine::general_purpose::STANDARD.decode(&value).unwrap();
     assert_eq!(read_bytes(&w, "web.pfx").unwrap(), stored, "Key Vault's archive, byte for byte");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_whose_secret_may_not_be_read_publishes_its_public_part_from_certificates() {
+    let w = World::start(&["main"]).await;
+    let cert = w.emu.set_certificate("main", "web", &CertificateSpec::default()).unwrap();
+    // An access policy granting certificates/get but not secrets/get: Key Vault's 403.
+    let denied = serde_json::json!({"error": {
+        "code": "Forbidden",
+        "message": "The user, group or application 'appid=c11e4700;oid=0000;iss=https://sts.windows.net/e0e0/' does not have secrets get permission on key vault 'main;location=emulator'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+        "innererror": {"code": "AccessDenied"}
+    }});
+    w.emu.add_fault(Fault::status(403).on(Endpoint::KeyvaultGet).at_path("/secrets/web").body_json(denied));
+    let entries = "      - name: web\n        type: certificate\n      - name: web\n        type: certificate\n        format: pfx\n        path: web.pfx\n        required: false\n";
+    let sc = Sidecar::spawn(&w, &config(&w, "1s", entries), &[], &[]);
+    wait_for("the certificate", LIMIT, || read(&w.out(), "web/tls.crt")).await;
+    assert_eq!(
+        read(&w.out(), "web/tls.crt").unwrap(),
+        pem::encode("CERTIFICATE", &cert.chain[0]).to_string(),
+        "the leaf, as GET /certificates/{{name}} gives it"
+    );
+    assert!(read(&w.out(), "web/tls.key").is_none());
+    assert!(read_bytes(&w, "web.pfx").is_none(), "a PFX needs the secret");
+    wait_for("the key's reason", LIMIT, || sc.logs().contains("AccessDenied").then_some(())).await;
+    let log = w.emu.request_log();
+    assert!(log.iter().any(|r| r.path == "/certificates/web"), "the certificate was read from /certificates");
+    assert!(sc.logs().contains(&cert.version), "the certificate's version is logged: {}", sc.logs());
+}
