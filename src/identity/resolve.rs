@@ -288,18 +288,40 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// `identity.imds_endpoint`'s default; left at it, `AZURE_POD_IDENTITY_AUTHORITY_HOST` decides.
+const IMDS_DEFAULT: &str = "http://169.254.169.254/";
+
+/// IMDS (or NMI): `identity.imds_endpoint` if configured, else `AZURE_POD_IDENTITY_AUTHORITY_HOST`
+/// as azure-identity reads it (`imds.py`), else 169.254.169.254.
 fn managed(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
-    let endpoint = cfg.imds_endpoint.clone();
+    let (endpoint, origin) = match &env.pod_identity_authority_host {
+        Some(host) if cfg.imds_endpoint.as_str() == IMDS_DEFAULT => {
+            let url = Url::parse(host.trim()).map_err(|e| {
+                err("identity.imds_endpoint", format!("AZURE_POD_IDENTITY_AUTHORITY_HOST={host:?} is not a URL ({e})"))
+            })?;
+            (url, "AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        }
+        _ => (cfg.imds_endpoint.clone(), "identity.imds_endpoint"),
+    };
     if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
         return Err(err(
             "identity.imds_endpoint",
-            format!("{endpoint} is not an http(s) URL: use e.g. http://169.254.169.254"),
+            format!("{origin} {endpoint} is not an http(s) URL: use e.g. http://169.254.169.254"),
         ));
     }
     Ok(ResolvedIdentity::Managed { endpoint, identity: user_assigned(cfg, env)? })
 }
 
 fn app_service(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    if env.identity_server_thumbprint.is_some() {
+        // azure-identity and MSAL: endpoint + header + thumbprint is Service Fabric, whose
+        // endpoint takes another api-version and header and pins its TLS certificate.
+        return Err(err(
+            "identity.mode",
+            "IDENTITY_SERVER_THUMBPRINT is set with IDENTITY_ENDPOINT and IDENTITY_HEADER: this is Service Fabric's \
+             managed identity, which is not supported; use a client secret or certificate (identity.mode)",
+        ));
+    }
     let (Some(endpoint), Some(header)) = (&env.identity_endpoint, &env.identity_header) else {
         return Err(err(
             "identity.mode",
@@ -362,7 +384,11 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
     let (url, origin) = match (&cfg.authority_host, &env.authority_host) {
         (Some(u), _) => (u.clone(), "identity.authority_host"),
         (None, Some(s)) => {
-            let u = Url::parse(s).map_err(|e| err(KEY, format!("AZURE_AUTHORITY_HOST={s:?} is not a URL ({e})")))?;
+            // azure-identity's `normalize_authority`: a bare host name means https.
+            let s = s.trim();
+            let full = if s.contains("://") { s.to_string() } else { format!("https://{s}") };
+            let u =
+                Url::parse(&full).map_err(|e| err(KEY, format!("AZURE_AUTHORITY_HOST={s:?} is not a URL ({e})")))?;
             (u, "AZURE_AUTHORITY_HOST")
         }
         (None, None) => return Url::parse(cloud.authority_host()).map_err(|e| err(KEY, e.to_string())),

@@ -319,3 +319,29 @@ fn build_makes_the_credential_of_the_resolved_mode() {
         assert_eq!(build(&r, client.clone()).kind(), mode);
     }
 }
+
+#[test]
+fn sdk_environment_forms_are_read_as_azure_identity_reads_them() {
+    // A bare authority host is https (azure-identity's normalize_authority).
+    let mut vars = workload_env();
+    vars[3] = ("AZURE_AUTHORITY_HOST", "login.chinacloudapi.cn/");
+    let r = resolve(&cfg(), Cloud::Public, &env(&vars)).unwrap();
+    let ResolvedIdentity::Workload { authority, .. } = &r else { panic!("{r:?}") };
+    assert_eq!(authority.as_str(), "https://login.chinacloudapi.cn/");
+    // The IMDS address from AZURE_POD_IDENTITY_AUTHORITY_HOST, unless configured.
+    let vars = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://10.0.0.5:2579")];
+    let r = resolve(&cfg(), Cloud::Public, &env(&vars)).unwrap();
+    assert!(matches!(&r, ResolvedIdentity::Managed { endpoint, .. } if endpoint.as_str() == "http://10.0.0.5:2579/"));
+    let mut c = cfg();
+    c.imds_endpoint = Url::parse("http://10.9.9.9").unwrap();
+    let r = resolve(&c, Cloud::Public, &env(&vars)).unwrap();
+    assert!(matches!(&r, ResolvedIdentity::Managed { endpoint, .. } if endpoint.as_str() == "http://10.9.9.9/"));
+    // Service Fabric is refused by name.
+    let vars = [
+        ("IDENTITY_ENDPOINT", "https://localhost:2377/x"),
+        ("IDENTITY_HEADER", "h"),
+        ("IDENTITY_SERVER_THUMBPRINT", "ab"),
+    ];
+    let e = resolve(&cfg(), Cloud::Public, &env(&vars)).unwrap_err();
+    assert!(e.reason.contains("Service Fabric"), "{e:?}");
+}
