@@ -30,8 +30,8 @@ pub enum ResolvedIdentity {
     Managed { endpoint: Url, identity: Option<UserAssigned> },
     /// App Service / Functions / Container Apps managed identity.
     AppService { endpoint: Url, header: SecretString, identity: Option<UserAssigned> },
-    /// Azure Arc-enabled server (system-assigned only): the agent's local endpoint.
-    Arc { endpoint: Url },
+    /// Azure Arc-enabled server: the agent's local endpoint; `identity: None` = system-assigned.
+    Arc { endpoint: Url, identity: Option<UserAssigned> },
     /// A ready-made token (local development).
     AccessToken { token: SecretSource },
 }
@@ -116,7 +116,9 @@ impl fmt::Display for ResolvedIdentity {
                 cert_file.display(),
                 authority(a)
             ),
-            ResolvedIdentity::Arc { endpoint } => write!(f, "{mode} (endpoint {endpoint}, system-assigned)"),
+            ResolvedIdentity::Arc { endpoint, identity } => {
+                write!(f, "{mode} (endpoint {endpoint}, {})", selected(identity))
+            }
             ResolvedIdentity::Managed { endpoint, identity } => {
                 write!(f, "{mode} (IMDS {}, {})", endpoint.as_str().trim_end_matches('/'), selected(identity))
             }
@@ -248,7 +250,9 @@ fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Res
 const ARC_DEFAULT_ENDPOINT: &str = "http://localhost:40342/metadata/identity/oauth2/token";
 
 /// Azure Arc: `IDENTITY_ENDPOINT` (the agent sets it; default its usual address), which must be
-/// a loopback URL since the challenge key goes to it, and no user-assigned identity.
+/// a loopback URL since the challenge key goes to it. A user-assigned identity is selected by
+/// `identity.client_id` / `object_id` / `resource_id` only: `AZURE_CLIENT_ID` on an Arc server
+/// is usually there for other tools, and a legacy agent would refuse the request.
 fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     if super::arc::KEY_DIR.is_none() {
         return Err(err(
@@ -256,15 +260,7 @@ fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigE
             "arc identity is supported on Linux only (the agent's key file directory is unknown here)",
         ));
     }
-    if let Some(selected) = user_assigned(cfg, env)? {
-        return Err(err(
-            "identity.client_id",
-            format!(
-                "Azure Arc supports only the machine's system-assigned identity, but {selected} is selected: remove \
-                 identity.client_id / object_id / resource_id (and AZURE_CLIENT_ID)"
-            ),
-        ));
-    }
+    let identity = user_assigned(cfg, &AzureEnv { client_id: None, ..env.clone() })?;
     let raw = env.identity_endpoint.as_deref().unwrap_or(ARC_DEFAULT_ENDPOINT);
     let endpoint = Url::parse(raw)
         .ok()
@@ -276,7 +272,7 @@ fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigE
             format!("IDENTITY_ENDPOINT={raw:?} is not a loopback address: the Arc agent listens on localhost, and its challenge key must not leave the machine"),
         ));
     }
-    Ok(ResolvedIdentity::Arc { endpoint })
+    Ok(ResolvedIdentity::Arc { endpoint, identity })
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -418,7 +414,7 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
         ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file } => {
             Arc::new(ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file))
         }
-        ResolvedIdentity::Arc { endpoint } => match ArcCredential::new(client, endpoint) {
+        ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),
             None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
         },

@@ -45,7 +45,9 @@
 //! | `DELETE /_emulator/requests` | | 204: counts and log reset |
 //! | `GET /_emulator/last-assertion` | | `{"assertion": "..." or null}` |
 //! | `PUT /_emulator/identities` | an [`Identities`] | 204 |
+//! | `GET`/`PUT /_emulator/identities/imds` | a list of [`ImdsIdentity`] | the managed identities IMDS, App Service and Arc serve / 204 |
 //! | `PUT /_emulator/token-lifetime` | `{"seconds": 3600}` | 204 (tokens minted from now on) |
+//! | `PUT /_emulator/arc-agent` | `{"legacy": true}` | 204 (the Arc agent ignores user-assigned selectors, echoes no identity) |
 //! | `DELETE /_emulator/tokens` | | 204: every token minted so far is revoked |
 //! | `POST /_emulator/canned` | `{"vault","path","fixture","entries"?}` or `{"vault","path","responses":[{"status","headers"?,"body"?}]}` | `{"responses": n}` |
 //! | `DELETE /_emulator/canned` | | 204 |
@@ -668,6 +670,12 @@ impl Handle {
 
     pub fn set_identities(&self, identities: Identities) {
         self.shared.state.set_identities(identities)
+    }
+
+    /// Make the Arc agent a legacy one (true): it ignores user-assigned selectors and answers
+    /// with the system-assigned identity, without echoing an identity.
+    pub fn set_arc_legacy(&self, legacy: bool) {
+        self.shared.arc.set_legacy(legacy)
     }
 
     /// Lifetime of tokens minted from now on.
