@@ -1,6 +1,8 @@
 //! A ready-made access token (local development): `ACCESS_TOKEN`, or a file re-read at each
 //! request so that a developer can refresh it (`az account get-access-token > file`) without a
-//! restart. Its expiry comes from the JWT `exp` claim, else one hour is assumed.
+//! restart. Either holds a bare token (`--query accessToken -o tsv`) or the JSON the az CLI
+//! prints (`accessToken`, `expires_on` in unix seconds). The expiry comes from `expires_on`,
+//! else the JWT `exp` claim, else one hour is assumed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +31,9 @@ impl AccessTokenCredential {
                 (read_secret_file(MODE, "access token", path).await?, format!("file {}", path.display()))
             }
         };
+        let (token, stated) = parse(token, &origin)?;
         let now = SystemTime::now();
-        let expires_on = jwt_expiry(&token).unwrap_or(now + OPAQUE_LIFETIME);
+        let expires_on = stated.or_else(|| jwt_expiry(&token)).unwrap_or(now + OPAQUE_LIFETIME);
         if expires_on <= now {
             let when = httpdate::fmt_http_date(expires_on);
             return Err(IdentityError::Local {
@@ -56,6 +59,36 @@ impl Credential for AccessTokenCredential {
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
         Box::pin(self.load())
     }
+}
+
+/// The token in `text` and the expiry it states: the JSON `az account get-access-token`
+/// prints (`{"accessToken": ..., "expires_on": 1700000000, ...}`), or a bare token.
+fn parse(text: SecretString, origin: &str) -> Result<(SecretString, Option<SystemTime>), IdentityError> {
+    let trimmed = text.expose().trim();
+    if !trimmed.starts_with('{') {
+        return Ok((SecretString::new(trimmed.to_owned()), None));
+    }
+    #[derive(serde::Deserialize)]
+    struct AzCli<'a> {
+        /// Borrowed from the (zeroized) text: no copy of the token outlives this call.
+        #[serde(rename = "accessToken", borrow)]
+        access_token: Option<&'a str>,
+        expires_on: Option<serde_json::Value>,
+    }
+    let local = |reason: String| IdentityError::Local { mode: MODE, reason };
+    let parsed: AzCli = serde_json::from_str(trimmed)
+        .map_err(|_| local(format!("the access token from {origin} starts with '{{' but is not valid JSON")))?;
+    let Some(token) = parsed.access_token.filter(|t| !t.trim().is_empty()) else {
+        return Err(local(format!(
+            "the access token from {origin} is JSON without an accessToken (expected what `az account get-access-token` prints)"
+        )));
+    };
+    let expires_on = parsed
+        .expires_on
+        .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+        .filter(|e| e.is_finite() && *e > 0.0 && *e < 1e11)
+        .map(|e| UNIX_EPOCH + Duration::from_secs_f64(e));
+    Ok((SecretString::new(token.trim().to_owned()), expires_on))
 }
 
 /// The `exp` claim of a JWT (`header.payload.signature`, base64url), if the token is one.
@@ -112,6 +145,23 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn az_cli_json_gives_the_token_and_its_expiry_and_bare_tokens_pass_through() {
+        let json = r#"{"accessToken": "eyJ0.eyJ1.c2ln", "expiresOn": "2026-12-01 23:00:00.000000",
+            "expires_on": 1796166000, "subscription": "s", "tenant": "t", "tokenType": "Bearer"}"#;
+        let (token, expiry) = parse(SecretString::new(json.into()), "file f").unwrap();
+        assert_eq!(token.expose(), "eyJ0.eyJ1.c2ln");
+        assert_eq!(expiry, Some(UNIX_EPOCH + Duration::from_secs(1_796_166_000)));
+        let (token, expiry) = parse(SecretString::new(r#"{"accessToken":"t","expires_on":"17"}"#.into()), "f").unwrap();
+        assert_eq!((token.expose(), expiry), ("t", Some(UNIX_EPOCH + Duration::from_secs(17))));
+        let (token, expiry) = parse(SecretString::new("opaque-token".into()), "f").unwrap();
+        assert_eq!((token.expose(), expiry), ("opaque-token", None));
+        let e = parse(SecretString::new(r#"{"token":"secret-bits"}"#.into()), "file f").unwrap_err().to_string();
+        assert!(e.contains("without an accessToken") && !e.contains("secret-bits"), "{e}");
+        let e = parse(SecretString::new("{secret-bits".into()), "file f").unwrap_err().to_string();
+        assert!(e.contains("not valid JSON") && !e.contains("secret-bits"), "{e}");
     }
 
     fn jwt(claims: &str) -> String {

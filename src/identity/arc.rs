@@ -2,7 +2,10 @@
 //! at `IDENTITY_ENDPOINT` answers a first `GET ?api-version=2020-06-01&resource=...` (with
 //! `Metadata: true`) with 401 and `WWW-Authenticate: Basic realm=<key file>`; the key file's
 //! content, sent back as `Authorization: Basic <content>`, proves the caller may read the
-//! agent's token directory (the `himds` group). Only the system-assigned identity exists.
+//! agent's token directory (the `himds` group). A user-assigned identity is requested with
+//! `client_id`, `object_id` or `msi_res_id`, and its token accepted only if the agent echoes
+//! that identity in the answer: a legacy agent ignores the selector and hands out the system
+//! identity, which MSAL and azure-identity refuse (`_raise_if_arc_did_not_honor_user_assigned_identity`).
 //!
 //! The key file path comes from the endpoint, so it is checked the way Microsoft's SDKs check it
 //! before anything is read: directly inside the agent's token directory
@@ -19,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::imds::resource_of;
-use super::response::{failed, fetch_token};
-use super::{AccessToken, BoxFuture, Credential, IdentityError};
+use super::response::{failed, fetch_token_confirmed, Echo};
+use super::{AccessToken, BoxFuture, Credential, IdentityError, UserAssigned};
 use crate::azure::{AzureClient, AzureError, Service};
 
 const MODE: &str = "arc";
@@ -38,23 +41,40 @@ pub struct ArcCredential {
     client: AzureClient,
     endpoint: Url,
     key_dir: PathBuf,
+    identity: Option<UserAssigned>,
 }
 
 impl ArcCredential {
     /// The credential for this platform's agent token directory; `None` where Arc's key file
     /// location is unknown (not Linux).
-    pub fn new(client: AzureClient, endpoint: Url) -> Option<Self> {
-        KEY_DIR.map(|dir| ArcCredential::with_key_dir(client, endpoint, PathBuf::from(dir)))
+    pub fn new(client: AzureClient, endpoint: Url, identity: Option<UserAssigned>) -> Option<Self> {
+        KEY_DIR.map(|dir| ArcCredential::with_key_dir(client, endpoint, PathBuf::from(dir)).for_identity(identity))
     }
 
     /// With another token directory: for tests, which cannot write the agent's.
     pub fn with_key_dir(client: AzureClient, endpoint: Url, key_dir: PathBuf) -> Self {
-        ArcCredential { client, endpoint, key_dir }
+        ArcCredential { client, endpoint, key_dir, identity: None }
+    }
+
+    /// Ask for a user-assigned identity (`None`: the system-assigned one).
+    pub fn for_identity(mut self, identity: Option<UserAssigned>) -> Self {
+        self.identity = identity;
+        self
     }
 
     fn url_for(&self, scope: &str) -> Url {
         let mut url = self.endpoint.clone();
         url.query_pairs_mut().append_pair("api-version", API_VERSION).append_pair("resource", resource_of(scope));
+        // Arc takes IMDS's spelling of the resource id (MSAL: mi_res_id is ignored).
+        let selector = match &self.identity {
+            Some(UserAssigned::ClientId(id)) => Some(("client_id", id)),
+            Some(UserAssigned::ObjectId(id)) => Some(("object_id", id)),
+            Some(UserAssigned::ResourceId(id)) => Some(("msi_res_id", id)),
+            None => None,
+        };
+        if let Some((name, id)) = selector {
+            url.query_pairs_mut().append_pair(name, id);
+        }
         url
     }
 
@@ -88,7 +108,8 @@ impl ArcCredential {
         let answer = |http: &reqwest::Client| {
             http.get(url.clone()).header("Metadata", "true").header(reqwest::header::AUTHORIZATION, auth.clone())
         };
-        fetch_token(&self.client, MODE, Service::Arc, cancel, &answer).await
+        let confirm = |echo: &Echo| confirm_identity(self.identity.as_ref(), echo);
+        fetch_token_confirmed(&self.client, MODE, Service::Arc, cancel, &answer, &confirm).await
     }
 }
 
@@ -109,6 +130,25 @@ impl Credential for ArcCredential {
                 r = self.exchange(scope, cancel) => r,
             }
         })
+    }
+}
+
+/// The answer is for the identity asked for: a user-assigned one must be echoed (ids compared
+/// case-insensitively, as MSAL does); the system-assigned one needs no echo.
+fn confirm_identity(requested: Option<&UserAssigned>, echo: &Echo) -> Result<(), String> {
+    let Some(requested) = requested else { return Ok(()) };
+    let echoed = match requested {
+        UserAssigned::ClientId(_) => echo.client_id.as_deref(),
+        UserAssigned::ObjectId(_) => echo.object_id.as_deref(),
+        UserAssigned::ResourceId(_) => echo.msi_res_id.as_deref().or(echo.mi_res_id.as_deref()),
+    };
+    match echoed {
+        Some(id) if id.eq_ignore_ascii_case(requested.value()) => Ok(()),
+        _ => Err(format!(
+            "the agent did not confirm the requested {requested} in its token response: it likely does not support \
+             user-assigned managed identities and returned the system-assigned identity (update the Connected \
+             Machine agent, or remove the identity selector)"
+        )),
     }
 }
 

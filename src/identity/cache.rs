@@ -1,6 +1,9 @@
 //! A token per scope in front of a `Credential`: reused until about 70% of its lifetime has
 //! passed, renewed by one request however many callers ask at once, and kept while still valid
 //! if a renewal fails (an identity outage must not stop a sidecar that holds a good token).
+//! A failed renewal is tried again no sooner than 30 s later, and while a valid token is held
+//! nobody waits for a renewal but the caller sending it (azure-identity's refresh retry delay,
+//! `_internal/utils.py` `get_refresh_status`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +21,9 @@ use sidecar_core::secret::SecretString;
 const REFRESH_FRACTION: f64 = 0.7;
 /// A token is renewed at the latest this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// After a failed renewal, while the cached token is valid, the next attempt waits this long
+/// (azure-identity's `DEFAULT_TOKEN_REFRESH_RETRY_DELAY`).
+const RENEWAL_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Tokens per scope in front of a `Credential`, renewed at about 70% of their lifetime.
 pub struct TokenCache {
@@ -42,7 +48,8 @@ struct Slot {
 struct Cached {
     token: SecretString,
     expires_on: SystemTime,
-    /// Monotonic (and paused-time aware) deadlines computed when the token arrived.
+    /// Monotonic (and paused-time aware) deadlines computed when the token arrived; `refresh_at`
+    /// moves to `RENEWAL_RETRY_DELAY` after a failed renewal.
     refresh_at: Instant,
     expires_at: Instant,
 }
@@ -71,10 +78,18 @@ impl Slot {
         self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached token if it is not due for renewal.
+    /// The cached token if it is not due for renewal (nor backing off after a failed one) and
+    /// has not expired.
     fn fresh(&self) -> Option<SecretString> {
         let now = Instant::now();
-        self.lock_cached().as_ref().filter(|c| now < c.refresh_at).map(|c| c.token.clone())
+        self.lock_cached().as_ref().filter(|c| now < c.refresh_at && now < c.expires_at).map(|c| c.token.clone())
+    }
+
+    /// A renewal failed: leave the cached token alone for `RENEWAL_RETRY_DELAY`.
+    fn back_off(&self) {
+        if let Some(c) = self.lock_cached().as_mut() {
+            c.refresh_at = c.refresh_at.max(Instant::now() + RENEWAL_RETRY_DELAY);
+        }
     }
 
     /// The cached token if it has not expired, due for renewal or not.
@@ -100,10 +115,17 @@ impl TokenCache {
             return Ok(token);
         }
         let seen = slot.finished.load(Ordering::Acquire);
-        let mut last_failure = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(IdentityError::Cancelled),
-            guard = slot.flight.lock() => guard,
+        let mut last_failure = match slot.valid() {
+            Some((token, _)) => match slot.flight.try_lock() {
+                Ok(guard) => guard,
+                // Another caller is renewing; the valid token serves meanwhile.
+                Err(_) => return Ok(token),
+            },
+            None => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(IdentityError::Cancelled),
+                guard = slot.flight.lock() => guard,
+            },
         };
         if let Some(token) = slot.fresh() {
             return Ok(token);
@@ -172,12 +194,15 @@ impl TokenCache {
         secret
     }
 
-    /// A failed renewal: keep serving the cached token while it is valid.
+    /// A failed renewal: keep serving the cached token while it is valid, and try again no
+    /// sooner than `RENEWAL_RETRY_DELAY` from now.
     fn fall_back(&self, slot: &Slot, scope: &str, e: IdentityError) -> Result<SecretString, IdentityError> {
         match slot.valid() {
             Some((token, expires_on)) => {
+                slot.back_off();
                 let expires_at = httpdate::fmt_http_date(expires_on);
-                tracing::warn!(mode = self.kind(), scope, expires_at, error = %e, "failed to renew the access token; using the cached one until it expires");
+                let retry_in_s = RENEWAL_RETRY_DELAY.as_secs();
+                tracing::warn!(mode = self.kind(), scope, expires_at, retry_in_s, error = %e, "failed to renew the access token; using the cached one until it expires");
                 Ok(token)
             }
             None => Err(e),

@@ -13,6 +13,10 @@ pub struct AzureEnv {
     /// Secret-ish (anti-SSRF header): never printed.
     pub identity_header: Option<String>,
     pub imds_endpoint: Option<String>,
+    /// The IMDS address the Azure SDKs use instead of 169.254.169.254 (aad-pod-identity's NMI).
+    pub pod_identity_authority_host: Option<String>,
+    /// Service Fabric's managed identity endpoint certificate: its presence means Service Fabric.
+    pub identity_server_thumbprint: Option<String>,
     /// Secret: never printed.
     pub access_token: Option<String>,
     pub ssl_cert_file: Option<String>,
@@ -31,6 +35,8 @@ impl AzureEnv {
             identity_endpoint: get("IDENTITY_ENDPOINT"),
             identity_header: get("IDENTITY_HEADER"),
             imds_endpoint: get("IMDS_ENDPOINT"),
+            pod_identity_authority_host: get("AZURE_POD_IDENTITY_AUTHORITY_HOST"),
+            identity_server_thumbprint: get("IDENTITY_SERVER_THUMBPRINT"),
             access_token: get("ACCESS_TOKEN"),
             ssl_cert_file: get("SSL_CERT_FILE"),
         }
@@ -50,6 +56,8 @@ impl std::fmt::Debug for AzureEnv {
             .field("identity_endpoint", &self.identity_endpoint)
             .field("identity_header", &set(&self.identity_header))
             .field("imds_endpoint", &self.imds_endpoint)
+            .field("pod_identity_authority_host", &self.pod_identity_authority_host)
+            .field("identity_server_thumbprint", &self.identity_server_thumbprint)
             .field("access_token", &set(&self.access_token))
             .field("ssl_cert_file", &self.ssl_cert_file)
             .finish()

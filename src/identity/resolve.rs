@@ -30,8 +30,8 @@ pub enum ResolvedIdentity {
     Managed { endpoint: Url, identity: Option<UserAssigned> },
     /// App Service / Functions / Container Apps managed identity.
     AppService { endpoint: Url, header: SecretString, identity: Option<UserAssigned> },
-    /// Azure Arc-enabled server (system-assigned only): the agent's local endpoint.
-    Arc { endpoint: Url },
+    /// Azure Arc-enabled server: the agent's local endpoint; `identity: None` = system-assigned.
+    Arc { endpoint: Url, identity: Option<UserAssigned> },
     /// A ready-made token (local development).
     AccessToken { token: SecretSource },
 }
@@ -116,7 +116,9 @@ impl fmt::Display for ResolvedIdentity {
                 cert_file.display(),
                 authority(a)
             ),
-            ResolvedIdentity::Arc { endpoint } => write!(f, "{mode} (endpoint {endpoint}, system-assigned)"),
+            ResolvedIdentity::Arc { endpoint, identity } => {
+                write!(f, "{mode} (endpoint {endpoint}, {})", selected(identity))
+            }
             ResolvedIdentity::Managed { endpoint, identity } => {
                 write!(f, "{mode} (IMDS {}, {})", endpoint.as_str().trim_end_matches('/'), selected(identity))
             }
@@ -248,7 +250,9 @@ fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Res
 const ARC_DEFAULT_ENDPOINT: &str = "http://localhost:40342/metadata/identity/oauth2/token";
 
 /// Azure Arc: `IDENTITY_ENDPOINT` (the agent sets it; default its usual address), which must be
-/// a loopback URL since the challenge key goes to it, and no user-assigned identity.
+/// a loopback URL since the challenge key goes to it. A user-assigned identity is selected by
+/// `identity.client_id` / `object_id` / `resource_id` only: `AZURE_CLIENT_ID` on an Arc server
+/// is usually there for other tools, and a legacy agent would refuse the request.
 fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     if super::arc::KEY_DIR.is_none() {
         return Err(err(
@@ -256,15 +260,7 @@ fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigE
             "arc identity is supported on Linux only (the agent's key file directory is unknown here)",
         ));
     }
-    if let Some(selected) = user_assigned(cfg, env)? {
-        return Err(err(
-            "identity.client_id",
-            format!(
-                "Azure Arc supports only the machine's system-assigned identity, but {selected} is selected: remove \
-                 identity.client_id / object_id / resource_id (and AZURE_CLIENT_ID)"
-            ),
-        ));
-    }
+    let identity = user_assigned(cfg, &AzureEnv { client_id: None, ..env.clone() })?;
     let raw = env.identity_endpoint.as_deref().unwrap_or(ARC_DEFAULT_ENDPOINT);
     let endpoint = Url::parse(raw)
         .ok()
@@ -276,7 +272,7 @@ fn arc(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigE
             format!("IDENTITY_ENDPOINT={raw:?} is not a loopback address: the Arc agent listens on localhost, and its challenge key must not leave the machine"),
         ));
     }
-    Ok(ResolvedIdentity::Arc { endpoint })
+    Ok(ResolvedIdentity::Arc { endpoint, identity })
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -288,18 +284,40 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// `identity.imds_endpoint`'s default; left at it, `AZURE_POD_IDENTITY_AUTHORITY_HOST` decides.
+const IMDS_DEFAULT: &str = "http://169.254.169.254/";
+
+/// IMDS (or NMI): `identity.imds_endpoint` if configured, else `AZURE_POD_IDENTITY_AUTHORITY_HOST`
+/// as azure-identity reads it (`imds.py`), else 169.254.169.254.
 fn managed(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
-    let endpoint = cfg.imds_endpoint.clone();
+    let (endpoint, origin) = match &env.pod_identity_authority_host {
+        Some(host) if cfg.imds_endpoint.as_str() == IMDS_DEFAULT => {
+            let url = Url::parse(host.trim()).map_err(|e| {
+                err("identity.imds_endpoint", format!("AZURE_POD_IDENTITY_AUTHORITY_HOST={host:?} is not a URL ({e})"))
+            })?;
+            (url, "AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        }
+        _ => (cfg.imds_endpoint.clone(), "identity.imds_endpoint"),
+    };
     if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
         return Err(err(
             "identity.imds_endpoint",
-            format!("{endpoint} is not an http(s) URL: use e.g. http://169.254.169.254"),
+            format!("{origin} {endpoint} is not an http(s) URL: use e.g. http://169.254.169.254"),
         ));
     }
     Ok(ResolvedIdentity::Managed { endpoint, identity: user_assigned(cfg, env)? })
 }
 
 fn app_service(cfg: &IdentityConfig, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+    if env.identity_server_thumbprint.is_some() {
+        // azure-identity and MSAL: endpoint + header + thumbprint is Service Fabric, whose
+        // endpoint takes another api-version and header and pins its TLS certificate.
+        return Err(err(
+            "identity.mode",
+            "IDENTITY_SERVER_THUMBPRINT is set with IDENTITY_ENDPOINT and IDENTITY_HEADER: this is Service Fabric's \
+             managed identity, which is not supported; use a client secret or certificate (identity.mode)",
+        ));
+    }
     let (Some(endpoint), Some(header)) = (&env.identity_endpoint, &env.identity_header) else {
         return Err(err(
             "identity.mode",
@@ -362,7 +380,11 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
     let (url, origin) = match (&cfg.authority_host, &env.authority_host) {
         (Some(u), _) => (u.clone(), "identity.authority_host"),
         (None, Some(s)) => {
-            let u = Url::parse(s).map_err(|e| err(KEY, format!("AZURE_AUTHORITY_HOST={s:?} is not a URL ({e})")))?;
+            // azure-identity's `normalize_authority`: a bare host name means https.
+            let s = s.trim();
+            let full = if s.contains("://") { s.to_string() } else { format!("https://{s}") };
+            let u =
+                Url::parse(&full).map_err(|e| err(KEY, format!("AZURE_AUTHORITY_HOST={s:?} is not a URL ({e})")))?;
             (u, "AZURE_AUTHORITY_HOST")
         }
         (None, None) => return Url::parse(cloud.authority_host()).map_err(|e| err(KEY, e.to_string())),
@@ -392,7 +414,7 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
         ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file } => {
             Arc::new(ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file))
         }
-        ResolvedIdentity::Arc { endpoint } => match ArcCredential::new(client, endpoint) {
+        ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),
             None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
         },

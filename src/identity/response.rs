@@ -26,6 +26,19 @@ pub(super) async fn fetch_token(
     cancel: &CancellationToken,
     build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync),
 ) -> Result<AccessToken, IdentityError> {
+    fetch_token_confirmed(client, mode, service, cancel, build, &|_| Ok(())).await
+}
+
+/// `fetch_token`, with `confirm` judging the identity the answer says it is for (an Arc
+/// agent's echo); its `Err` is a local refusal of the token.
+pub(super) async fn fetch_token_confirmed(
+    client: &AzureClient,
+    mode: &'static str,
+    service: Service,
+    cancel: &CancellationToken,
+    build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync),
+    confirm: &(dyn Fn(&Echo) -> Result<(), String> + Send + Sync),
+) -> Result<AccessToken, IdentityError> {
     let exchange = async {
         let resp = client.send(service, cancel, build).await.map_err(|e| failed(mode, service, e))?;
         if !resp.status().is_success() {
@@ -33,6 +46,7 @@ pub(super) async fn fetch_token(
         }
         let body: TokenResponse =
             read_json(service, resp, MAX_TOKEN_RESPONSE).await.map_err(|e| failed(mode, service, e))?;
+        confirm(&body.echo).map_err(|reason| IdentityError::Local { mode, reason })?;
         body.into_access_token(service, SystemTime::now()).map_err(|e| failed(mode, service, e))
     };
     tokio::select! {
@@ -63,6 +77,21 @@ pub(super) struct TokenResponse {
     expires_in: Option<Value>,
     #[serde(default)]
     expires_on: Option<Value>,
+    #[serde(flatten)]
+    echo: Echo,
+}
+
+/// The identity a managed-identity answer says it is for (current Arc agents echo it).
+#[derive(Deserialize, Default)]
+pub(super) struct Echo {
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub object_id: Option<String>,
+    #[serde(default)]
+    pub msi_res_id: Option<String>,
+    #[serde(default)]
+    pub mi_res_id: Option<String>,
 }
 
 impl TokenResponse {

@@ -84,6 +84,8 @@ pub struct KeyVaultSource {
     /// Most GETs in flight at once, >= 1.
     concurrency: usize,
     state: PollState,
+    /// PEM certificates packed for `format: pfx`, once per version.
+    packed: certificate::Packed,
 }
 
 /// What the source remembers between polls.
@@ -94,7 +96,7 @@ struct PollState {
     known: BTreeSet<RelPath>,
     /// Listed names already warned about, so each warning is logged once.
     warned: BTreeSet<String>,
-    /// The latest versions held, by secret name, as of the last successful poll.
+    /// The latest versions held, by secret name (`name_key`), as of the last successful poll.
     latest: BTreeMap<String, Held>,
     /// The pinned versions held, by (name, version).
     pinned: BTreeMap<(String, String), Held>,
@@ -160,6 +162,15 @@ struct ItemKey {
     attributes: Attributes,
 }
 
+impl ItemKey {
+    /// Unchanged: the same name (in any case, see `name_key`), content type and attributes.
+    fn same_as(&self, item: &ItemKey) -> bool {
+        self.name.eq_ignore_ascii_case(&item.name)
+            && self.content_type == item.content_type
+            && self.attributes == item.attributes
+    }
+}
+
 /// What one poll has gathered so far.
 #[derive(Default)]
 struct Gathered {
@@ -167,9 +178,9 @@ struct Gathered {
     polled: Polled,
     /// Secrets to GET.
     queue: VecDeque<Planned>,
-    /// The held latest versions this poll keeps, by name.
+    /// The held latest versions this poll keeps, by name (`name_key`).
     keep: BTreeMap<String, Held>,
-    /// Names already taken from the listing (a name twice in one listing counts once).
+    /// Names already taken from the listing (`name_key`; a name twice in one listing counts once).
     listed: BTreeSet<String>,
 }
 
@@ -187,7 +198,14 @@ impl KeyVaultSource {
     }
 
     fn with_vault(id: String, cfg: config::KeyVaultSource, vault: Arc<dyn Vault>, concurrency: usize) -> Self {
-        KeyVaultSource { id, cfg, vault, concurrency: concurrency.max(1), state: PollState::default() }
+        KeyVaultSource {
+            id,
+            cfg,
+            vault,
+            concurrency: concurrency.max(1),
+            state: PollState::default(),
+            packed: certificate::Packed::default(),
+        }
     }
 
     /// One poll. The listing (if this poll lists) and the GETs overlap: a page's changed
@@ -207,7 +225,8 @@ impl KeyVaultSource {
             while running.len() < self.concurrency {
                 let Some(planned) = gathered.queue.pop_front() else { break };
                 let (vault, base, cancel) = (self.vault.clone(), self.cfg.vault.clone(), cancel.clone());
-                running.spawn(async move { fetch(&*vault, &base, planned, &cancel, now).await });
+                let packed = self.packed.clone();
+                running.spawn(async move { fetch(&*vault, &base, planned, &packed, &cancel, now).await });
             }
             if pages.is_none() && running.is_empty() {
                 break;
@@ -263,7 +282,7 @@ impl KeyVaultSource {
                     polled.objects.push(held.object(planned.path, planned.required));
                     match planned.version {
                         Some(version) => pinned.insert((planned.name, version), held),
-                        None => latest.insert(planned.name, held),
+                        None => latest.insert(name_key(&planned.name), held),
                     };
                 }
                 Fetched::Failure(f) | Fetched::Transient(f, _) => polled.failures.push(f),
@@ -340,18 +359,15 @@ impl KeyVaultSource {
     /// secret if it passes the filters. A named secret wins over a listed one with the same
     /// name or a clashing path.
     fn take_listed(&mut self, item: ItemKey, now: SystemTime, gathered: &mut Gathered) {
-        if !gathered.listed.insert(item.name.clone()) {
+        if !gathered.listed.insert(name_key(&item.name)) {
             return;
         }
-        for s in self
-            .cfg
-            .secrets
-            .iter()
-            .filter(|s| s.name == item.name && s.version.is_none() && s.kind == config::ObjectKind::Secret)
-        {
+        for s in self.cfg.secrets.iter().filter(|s| {
+            s.name.eq_ignore_ascii_case(&item.name) && s.version.is_none() && s.kind == config::ObjectKind::Secret
+        }) {
             self.decide(&item, Planned::named(s), true, now, gathered);
         }
-        let named = self.cfg.secrets.iter().any(|s| s.name == item.name);
+        let named = self.cfg.secrets.iter().any(|s| s.name.eq_ignore_ascii_case(&item.name));
         if named || !self.cfg.all || !self.selected(&item.name) {
             return;
         }
@@ -386,7 +402,7 @@ impl KeyVaultSource {
             tracing::debug!(source = self.id, pages = lister.pages, cost = ?self.state.list_cost, "listed the vault");
         }
         let unlisted = |s: &&config::SecretSpec| {
-            s.version.is_none() && s.kind == config::ObjectKind::Secret && !gathered.listed.contains(&s.name)
+            s.version.is_none() && s.kind == config::ObjectKind::Secret && !gathered.listed.contains(&name_key(&s.name))
         };
         for s in self.cfg.secrets.iter().filter(unlisted) {
             gathered.queue.push_back(Planned::named(s));
@@ -402,10 +418,10 @@ impl KeyVaultSource {
             }
             return;
         }
-        match self.state.latest.get(&item.name) {
-            Some(held) if held.settled && held.key == *item => {
+        match self.state.latest.get(&name_key(&item.name)) {
+            Some(held) if held.settled && held.key.same_as(item) => {
                 gathered.polled.objects.push(held.object(planned.path, planned.required));
-                gathered.keep.insert(item.name.clone(), held.clone());
+                gathered.keep.insert(name_key(&item.name), held.clone());
             }
             _ => gathered.queue.push_back(planned),
         }
@@ -417,6 +433,13 @@ impl KeyVaultSource {
         (self.cfg.include.is_empty() || self.cfg.include.iter().any(|g| g.matches(name)))
             && !self.cfg.exclude.iter().any(|g| g.matches(name))
     }
+}
+
+/// How a secret name is looked up: Key Vault names are case-insensitive ("object identifiers
+/// should always be compared as case-insensitive strings"), and a list returns each name in the
+/// case it was created with, whatever case the config uses.
+fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase()
 }
 
 /// A page of list items, `None` once the list ended or the page budget is spent.
@@ -576,13 +599,14 @@ async fn fetch(
     vault: &dyn Vault,
     base: &Url,
     planned: Planned,
+    packed: &certificate::Packed,
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
     match planned.kind {
         config::ObjectKind::Secret => {}
         config::ObjectKind::Certificate(format) => {
-            return certificate::fetch(vault, base, planned, format, cancel, now).await
+            return certificate::fetch(vault, base, planned, format, packed, cancel, now).await
         }
         config::ObjectKind::Key => return key::fetch(vault, base, planned, cancel, now).await,
     }

@@ -182,6 +182,40 @@ def test_managed_identity_on_azure_arc_answers_the_challenge(emulator, clean_env
     assert not list(ARC_KEY_DIR.glob("*.key")) or all(p.stat().st_size <= 4096 for p in ARC_KEY_DIR.glob("*.key"))
 
 
+ARC_USER_ASSIGNED = "a4c0a4c0-0000-4000-8000-00000000a4c0"
+
+
+@pytest.fixture
+def arc_user_assigned(emulator, clean_env):
+    if Path(emulator.info["arc_key_dir"]) != ARC_KEY_DIR:
+        pytest.fail(f"{ARC_KEY_DIR} cannot be created here (needs root); the SDK reads Arc key files only from there")
+    clean_env.setenv("IDENTITY_ENDPOINT", emulator.info["arc_identity_endpoint"])
+    clean_env.setenv("IMDS_ENDPOINT", emulator.info["arc_imds_endpoint"])
+    before = emulator.control("GET", "/identities/imds")
+    emulator.control("PUT", "/identities/imds", before + [{
+        "client_id": ARC_USER_ASSIGNED, "object_id": "0b1ec700-0000-4000-8000-00000000a4c0",
+        "msi_res_id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/arc-ua",
+    }])
+    yield
+    emulator.control("PUT", "/arc-agent", {"legacy": False})
+    emulator.control("PUT", "/identities/imds", before)
+
+
+def test_azure_arc_user_assigned_identity_is_echoed_as_the_sdk_checks(emulator, arc_user_assigned):
+    # A current agent serves the selected identity and echoes it; azure-identity accepts that.
+    token = ManagedIdentityCredential(client_id=ARC_USER_ASSIGNED).get_token("https://vault.azure.net/.default")
+    assert token.token
+    arc = [r for r in emulator.requests() if r["endpoint"] == "arc"]
+    assert f"client_id={ARC_USER_ASSIGNED}" in arc[-1]["query"]
+
+
+def test_a_legacy_azure_arc_agent_ignoring_the_selector_is_refused_by_the_sdk(emulator, arc_user_assigned):
+    emulator.control("PUT", "/arc-agent", {"legacy": True})
+    with pytest.raises(ClientAuthenticationError) as raised:
+        ManagedIdentityCredential(client_id=ARC_USER_ASSIGNED).get_token("https://vault.azure.net/.default")
+    assert "did not confirm the requested user-assigned managed identity" in str(raised.value)
+
+
 @pytest.mark.parametrize("spec", [
     {"content": "pkcs12", "key": "rsa", "pfx_encryption": "legacy"},
     {"content": "pkcs12", "key": "ec", "pfx_encryption": "aes"},

@@ -135,6 +135,21 @@ def test_a_secret_is_read_by_version(emulator, client):
     assert secret.properties.version == old
 
 
+def test_secret_names_are_case_insensitive_and_answered_as_created(emulator, client):
+    # Key Vault object identifiers compare case-insensitively; the service answers with the
+    # name as created (learn.microsoft.com, about-keys-secrets-and-certificates).
+    first = emulator.set_secret("Mixed-Case", "one")
+    second = emulator.set_secret("mixed-case", "two")
+
+    secret = client.get_secret("MIXED-CASE")
+
+    assert secret.value == "two"
+    assert secret.name == "Mixed-Case"
+    assert secret.id == f"{emulator.vault_url}/secrets/Mixed-Case/{second}"
+    assert client.get_secret("mixed-CASE", version=first).value == "one"
+    assert [p.name for p in client.list_properties_of_secrets() if p.name.lower() == "mixed-case"] == ["Mixed-Case"]
+
+
 def test_the_seed_file_is_served(client):
     assert client.get_secret("seeded").value == "from-the-seed-file"
 

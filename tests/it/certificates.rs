@@ -210,3 +210,116 @@ async fn check_renders_types_and_refuses_a_path_under_a_certificate() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("format applies to type: certificate"));
 }
+
+/// Nothing changes in the vault: no poll may publish, for every `type` and `format` (a PEM
+/// certificate packed as PFX with fresh salts at every poll would publish each time).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_vault_publishes_nothing_across_polls_for_every_type_and_format() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "plain", "a-value").unwrap();
+    w.emu.set_secret("main", "listed", "another").unwrap();
+    let pem = CertificateSpec { content: CertContent::Pem, ..Default::default() };
+    for (name, spec) in [("p12", CertificateSpec::default()), ("pem", pem)] {
+        w.emu.set_certificate("main", name, &spec).unwrap();
+    }
+    w.emu.set_key("main", "rsa", KeyKind::Rsa).unwrap();
+    w.emu.set_key("main", "ec", KeyKind::Ec).unwrap();
+    let entries = "      - name: plain\n      - name: p12\n        type: certificate\n        path: p12-pem\n      - name: p12\n        type: certificate\n        format: pfx\n        path: p12.pfx\n      - name: pem\n        type: certificate\n        path: pem-pem\n      - name: pem\n        type: certificate\n        format: pfx\n        path: pem.pfx\n      - name: rsa\n        type: key\n        path: rsa.pem\n      - name: ec\n        type: key\n        path: ec.pem\n    all: true\n    include: [\"listed\"]\n";
+    let sc = Sidecar::spawn(&w, &config(&w, "1s", entries), &[], &[]);
+    let files = ["plain", "listed", "p12-pem/tls.key", "p12.pfx", "pem-pem/tls.key", "pem.pfx", "rsa.pem", "ec.pem"];
+    let all_there = || files.iter().all(|f| read_bytes(&w, f).is_some());
+    wait_for("everything published", LIMIT, || (all_there() || sc.child_exited()).then_some(())).await;
+    assert!(all_there(), "not everything was published; log:\n{}", sc.logs());
+    let link = || std::fs::read_link(w.out().join("..data")).unwrap();
+    let first = link();
+    let contents: Vec<Vec<u8>> = files.iter().map(|f| read_bytes(&w, f).unwrap()).collect();
+    // Three more polls: each reads the four certificate entries and the two keys again.
+    let gets = w.emu.count(Endpoint::KeyvaultGet, Some("main"));
+    wait_for("three more polls", LIMIT, || {
+        (w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= gets + 3 * 6).then_some(())
+    })
+    .await;
+    assert_eq!(link(), first, "a poll of an unchanged vault published");
+    for (f, before) in files.iter().zip(&contents) {
+        assert_eq!(&read_bytes(&w, f).unwrap(), before, "{f} changed");
+    }
+}
+
+/// The recording of Key Vault answering for a certificate it created with the default policy
+/// (`application/x-pkcs12`), from Microsoft's SDK test recordings (see SOURCES.md).
+const RECORDED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/azure-examples/keyvault/sdk-recordings/recording_can_get_a_certificates_secret_in_pkcs_12_format.json"
+);
+const RECORDED_NAME: &str = "CRUDCertificateName-cangetacertificatessecretinPKCS12format-";
+
+/// Entry `index` of the recording as a canned response for the emulator's vault `main`. The
+/// recorded certificate expired in February 2025 (`exp`); `exp` is left out so that the
+/// replay tests the archive, not the expiry rule (tested elsewhere).
+fn recorded(w: &World, index: usize) -> azure_emulator::CannedResponse {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(RECORDED).unwrap()).unwrap();
+    let entry = &doc["Entries"][index];
+    let text = entry["ResponseBody"].to_string().replace("https://keyvault_name.vault.azure.net", &w.vault("main"));
+    let mut body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    body["attributes"].as_object_mut().unwrap().remove("exp");
+    azure_emulator::CannedResponse {
+        status: entry["StatusCode"].as_u64().unwrap() as u16,
+        headers: Default::default(),
+        body: Some(body),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_vaults_own_pkcs12_replayed_from_recorded_traffic_is_published_as_pem_and_pfx() {
+    let w = World::start(&["main"]).await;
+    let secret = recorded(&w, 2);
+    let value = secret.body.as_ref().unwrap()["value"].as_str().unwrap().to_string();
+    let cer = base64::engine::general_purpose::STANDARD
+        .decode(recorded(&w, 0).body.unwrap()["cer"].as_str().unwrap())
+        .unwrap();
+    let canned = azure_emulator::Canned::Responses(vec![secret]);
+    w.emu.serve_canned("main", &format!("/secrets/{RECORDED_NAME}"), canned).await.unwrap();
+    let entries = format!(
+        "      - name: {RECORDED_NAME}\n        type: certificate\n        path: web\n      - name: {RECORDED_NAME}\n        type: certificate\n        format: pfx\n        path: web.pfx\n"
+    );
+    let sc = Sidecar::spawn(&w, &config(&w, "30s", &entries), &[], &[]);
+    let published = || read(&w.out(), "web/tls.key").and(read_bytes(&w, "web.pfx"));
+    wait_for("both outputs", LIMIT, || (published().is_some() || sc.logs().contains("integrity check")).then_some(()))
+        .await;
+    assert!(published().is_some(), "not published; log:\n{}", sc.logs());
+    assert_eq!(read(&w.out(), "web/tls.crt").unwrap(), pem::encode("CERTIFICATE", &cer).to_string());
+    let bundle = pki::CertBundle::from_pem(
+        format!("{}{}", read(&w.out(), "web/tls.crt").unwrap(), read(&w.out(), "web/tls.key").unwrap()).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(bundle.key.unwrap().public_key(), pki::bundle::cert_public_key(&cer), "tls.key is the leaf's key");
+    let stored = base64::engine::general_purpose::STANDARD.decode(&value).unwrap();
+    assert_eq!(read_bytes(&w, "web.pfx").unwrap(), stored, "Key Vault's archive, byte for byte");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_whose_secret_may_not_be_read_publishes_its_public_part_from_certificates() {
+    let w = World::start(&["main"]).await;
+    let cert = w.emu.set_certificate("main", "web", &CertificateSpec::default()).unwrap();
+    // An access policy granting certificates/get but not secrets/get: Key Vault's 403.
+    let denied = serde_json::json!({"error": {
+        "code": "Forbidden",
+        "message": "The user, group or application 'appid=c11e4700;oid=0000;iss=https://sts.windows.net/e0e0/' does not have secrets get permission on key vault 'main;location=emulator'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+        "innererror": {"code": "AccessDenied"}
+    }});
+    w.emu.add_fault(Fault::status(403).on(Endpoint::KeyvaultGet).at_path("/secrets/web").body_json(denied));
+    let entries = "      - name: web\n        type: certificate\n      - name: web\n        type: certificate\n        format: pfx\n        path: web.pfx\n        required: false\n";
+    let sc = Sidecar::spawn(&w, &config(&w, "1s", entries), &[], &[]);
+    wait_for("the certificate", LIMIT, || read(&w.out(), "web/tls.crt")).await;
+    assert_eq!(
+        read(&w.out(), "web/tls.crt").unwrap(),
+        pem::encode("CERTIFICATE", &cert.chain[0]).to_string(),
+        "the leaf, as GET /certificates/{{name}} gives it"
+    );
+    assert!(read(&w.out(), "web/tls.key").is_none());
+    assert!(read_bytes(&w, "web.pfx").is_none(), "a PFX needs the secret");
+    wait_for("the key's reason", LIMIT, || sc.logs().contains("AccessDenied").then_some(())).await;
+    let log = w.emu.request_log();
+    assert!(log.iter().any(|r| r.path == "/certificates/web"), "the certificate was read from /certificates");
+    assert!(sc.logs().contains(&cert.version), "the certificate's version is logged: {}", sc.logs());
+}

@@ -413,6 +413,42 @@ async fn the_token_endpoint_down_after_the_token_expires_keeps_files_and_readine
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_failing_renewal_of_a_valid_token_is_retried_no_sooner_than_30s_while_polls_carry_on() {
+    let w = World::start(&["main"]).await;
+    // 302-second tokens: due for renewal 2 s after they arrive, valid five minutes more.
+    w.emu.set_token_lifetime(Duration::from_secs(302));
+    let r = Running::default(w).await;
+    r.w.emu.add_fault(Fault::status(503).on(Endpoint::Aad));
+    let watch = Watch::start(&r.w.out(), &V1, Some(r.health));
+    wait_for("a failed renewal", LIMIT, || r.sc.logs().contains("failed to renew the access token").then_some(()))
+        .await;
+    let started = Instant::now();
+    let aad = r.w.emu.count(Endpoint::Aad, None);
+    let kv = r.w.emu.count(Endpoint::KeyvaultGet, None) + r.w.emu.count(Endpoint::KeyvaultList, None);
+    // Polls carry on with the cached token: at least five more polls' worth of vault requests.
+    let vault_requests = || r.w.emu.count(Endpoint::KeyvaultGet, None) + r.w.emu.count(Endpoint::KeyvaultList, None);
+    wait_for("polls going on through the outage", LIMIT, || (vault_requests() >= kv + 10).then_some(())).await;
+    let window = started.elapsed();
+    let requests = r.w.emu.count(Endpoint::Aad, None) - aad;
+    let watched = watch.stop().await;
+    r.set_v2();
+    let recover = r.v2_published(Instant::now()).await;
+    r.w.emu.clear_faults();
+    assert!(watched.violations.is_empty(), "{:?}", &watched.violations[..watched.violations.len().min(5)]);
+    assert!(recover <= Duration::from_secs(1) + MAX_BACKOFF + SLACK, "v2 took {recover:?} with a cached token");
+    // One renewal (its request and three retries) per 30 s at most.
+    let attempts = window.as_secs() / 30 + 1;
+    assert!(requests <= 4 * attempts, "{requests} token requests in {window:?}; log:\n{}", r.sc.logs());
+    let o = Outcome { requests, window, recover, watched };
+    report(
+        "a_failing_renewal_of_a_valid_token_is_retried_no_sooner_than_30s_while_polls_carry_on",
+        "token endpoint 503 in the renewal window",
+        &o,
+        &[],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn imds_answering_410_then_503_while_the_node_boots_is_retried_until_it_serves() {
     let w = World::start(&["main"]).await;
     w.emu.set_secret("main", "db-password", "v1-db").unwrap();

@@ -251,14 +251,68 @@ async fn azure_arc_refuses_a_key_file_outside_the_agents_directory() {
     assert!(reqs.iter().all(|r| r.auth == azure_emulator::AuthKind::None), "the key is never sent: {reqs:?}");
 }
 
+const ARC_USER_ASSIGNED: &str = "a4c0a4c0-0000-4000-8000-00000000a4c0";
+
+/// An Arc world whose agent also serves a user-assigned identity.
+async fn arc_world_with_user_assigned() -> (CreatedDirs, World) {
+    let dirs = arc_key_dir().unwrap_or_else(|| {
+        panic!("{ARC_KEY_DIR} cannot be created (run as root): the Arc test needs the agent's real directory")
+    });
+    let w = arc_world(PathBuf::from(ARC_KEY_DIR)).await;
+    let mut ids = w.emu.identities();
+    ids.imds.push(azure_emulator::ImdsIdentity {
+        client_id: ARC_USER_ASSIGNED.into(),
+        object_id: "0b1ec700-0000-4000-8000-00000000a4c0".into(),
+        msi_res_id: Some(
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/arc-ua"
+                .into(),
+        ),
+        system_assigned: false,
+    });
+    w.emu.set_identities(ids);
+    (dirs, w)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn azure_arc_with_a_user_assigned_identity_is_a_config_error() {
-    let w = world().await;
-    let cfg = config(&w, "identity:\n  mode: arc\n  client_id: 11111111-1111-1111-1111-111111111111\n");
-    let out = base_command(&[]).arg("check").arg("--config").arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("identity.client_id") && stderr.contains("system-assigned"), "{stderr}");
+async fn azure_arc_requests_a_user_assigned_identity_and_checks_the_agents_echo() {
+    let (_dirs, w) = arc_world_with_user_assigned().await;
+    let identity = format!("identity:\n  mode: arc\n  client_id: {ARC_USER_ASSIGNED}\n");
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &[], &arc_env(&w));
+    published(&w, &sc).await;
+    assert!(
+        identity_line(&sc.logs()).contains(&format!("user-assigned client_id {ARC_USER_ASSIGNED}")),
+        "{}",
+        sc.logs()
+    );
+    let reqs: Vec<_> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::Arc).collect();
+    assert!(reqs.iter().all(|r| r
+        .query
+        .as_deref()
+        .unwrap_or_default()
+        .contains(&format!("client_id={ARC_USER_ASSIGNED}"))));
+    drop(sc);
+
+    // A legacy agent ignores the selector and hands out the system-assigned identity: refused.
+    std::fs::remove_dir_all(w.out()).unwrap();
+    w.emu.set_arc_legacy(true);
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &[], &arc_env(&w));
+    wait_for("the refusal", LIMIT, || sc.logs().contains("did not confirm the requested").then_some(())).await;
+    assert!(read(&w.out(), "db-password").is_none(), "no token for another identity than the one asked for");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_arc_leaves_azure_client_id_to_other_tools() {
+    let (_dirs, w) = arc_world_with_user_assigned().await;
+    let mut env = arc_env(&w);
+    env.push(("AZURE_CLIENT_ID", ARC_USER_ASSIGNED.to_string()));
+    let out = base_command(&env).arg("check").arg("--config").arg(config(&w, "")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("arc (endpoint") && stdout.contains("system-assigned"), "{stdout}");
+    let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &env);
+    published(&w, &sc).await;
+    let reqs: Vec<_> = w.emu.request_log().into_iter().filter(|r| r.endpoint == Endpoint::Arc).collect();
+    assert!(reqs.iter().all(|r| !r.query.as_deref().unwrap_or_default().contains("client_id")), "{reqs:?}");
 }
 
 /// aad-pod-identity's NMI answers 404 (text/plain) while the pod's AzureAssignedIdentity is
@@ -296,4 +350,36 @@ async fn once_mode_waits_for_the_nmi_binding_too() {
     let status = sc.wait_exit(LIMIT);
     assert!(status.success(), "{status:?}: {}", sc.logs());
     assert_eq!(read(&w.out(), "db-password").as_deref(), Some(CANARY));
+}
+
+/// What `az account get-access-token --resource https://vault.azure.net` prints (az 2.54+).
+fn az_cli_json(token: &str, expires_on: i64) -> String {
+    format!(
+        "{{\n  \"accessToken\": \"{token}\",\n  \"expiresOn\": \"2026-12-01 23:59:59.000000\",\n  \"expires_on\": {expires_on},\n  \"subscription\": \"00000000-0000-0000-0000-000000000000\",\n  \"tenant\": \"e0e0e0e0-1111-4222-8333-444455556666\",\n  \"tokenType\": \"Bearer\"\n}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_token_file_takes_what_az_account_get_access_token_prints_or_a_bare_token() {
+    let w = world().await;
+    let (token, expires_on) = w.emu.mint_token("https://vault.azure.net");
+    let file = w.path("access-token.json");
+    std::fs::write(&file, az_cli_json(token.expose(), expires_on)).unwrap();
+    let identity = format!("identity:\n  mode: access-token\n  access_token_file: \"{}\"\n", file.display());
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &["--once"], &[]);
+    published(&w, &sc).await;
+    assert_clean(&sc.logs(), &[token.expose(), CANARY]);
+    drop(sc);
+
+    // A bare token, with a trailing newline (`--query accessToken -o tsv`), still works.
+    std::fs::remove_dir_all(w.out()).unwrap();
+    std::fs::write(&file, format!("{}\n", token.expose())).unwrap();
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &["--once"], &[]);
+    published(&w, &sc).await;
+
+    // JSON without an access token is named as such, and nothing of the file is logged.
+    std::fs::write(&file, format!("{{\"token\": \"{}\"}}", token.expose())).unwrap();
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &[], &[]);
+    wait_for("the reason", LIMIT, || sc.logs().contains("is JSON without an accessToken").then_some(())).await;
+    assert_clean(&sc.logs(), &[token.expose()]);
 }

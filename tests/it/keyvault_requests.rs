@@ -142,3 +142,28 @@ async fn a_pinned_version_is_read_once() {
     assert_eq!(w.emu.count(Endpoint::KeyvaultList, Some("main")), 0);
     assert_eq!(read(&w.out(), "db-password").as_deref(), Some("first"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_names_compare_case_insensitively_as_in_key_vault() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "db-password", &format!("{CANARY}-db")).unwrap();
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    // The config names `DB-Password`; the vault holds `db-password` (names are case-insensitive).
+    let cfg = w.write_config(&format!(
+        "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    all: true\n    secrets:\n      - name: DB-Password\n        path: db/password\n",
+        w.base_config("2500ms"),
+        w.vault("main")
+    ));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("first publish", LIMIT, || read(&w.out(), "db/password").and(read(&w.out(), "api-key"))).await;
+    assert_eq!(read(&w.out(), "db/password").unwrap(), format!("{CANARY}-db"));
+    // 2.5 s apart, as in the first test: from poll 3 on, every version read is settled.
+    wait_count(&w, Endpoint::KeyvaultList, 5, "five polls").await;
+    assert!(read(&w.out(), "db-password").is_none(), "the named secret is not published again under its listed name");
+    let polls = polls(&w, "main");
+    // Poll 2 may read again what poll 1 read within 2 s of its write; from poll 3 on, nothing.
+    for (i, poll) in polls.iter().enumerate().skip(2).take(2) {
+        assert_eq!(poll, &PollCost { pages: 1, gets: vec![] }, "poll {}: a quiet poll reads nothing", i + 1);
+    }
+    assert_clean(&sc.logs(), &[CANARY]);
+}

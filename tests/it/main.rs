@@ -33,5 +33,7 @@ mod keyvault_files;
 mod keyvault_requests;
 /// Config reloads: ConfigMap updates, SIGHUP, invalid edits.
 mod reload;
+/// The standard Azure variables read as Microsoft's SDKs read them.
+mod sdk_environment;
 /// The HTTP listener, health, metrics, probe and webhook.
 mod serve_health;

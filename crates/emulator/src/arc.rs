@@ -3,7 +3,13 @@
 //! `WWW-Authenticate: Basic realm=<dir>/<id>.key`, a new key file holding a random secret; a
 //! request with `Authorization: Basic <that secret>` gets the token (all fields strings, as
 //! IMDS), and the key file is removed. `Metadata: true` is required; api-versions 2019-11-01,
-//! 2020-06-01 and 2021-02-01 are accepted; only the system-assigned identity exists.
+//! 2020-06-01 and 2021-02-01 are accepted.
+//!
+//! User-assigned identities (`client_id`, `object_id` or `msi_res_id`, from the same identity
+//! list as IMDS) are served as a current agent serves them: the token response echoes the
+//! identity it used (`client_id`, `object_id`, `msi_res_id`), which MSAL and azure-identity
+//! check. A legacy agent (`set_legacy(true)`) ignores the selector and answers with the
+//! machine's system-assigned identity and no echo, which the clients must refuse.
 //!
 //! The key directory is the emulator's to choose (default `<state_dir>/arc-tokens`). The
 //! sidecar and the SDKs only accept key files in the agent's own directory,
@@ -30,11 +36,21 @@ const API_VERSIONS: [&str; 3] = ["2019-11-01", "2020-06-01", "2021-02-01"];
 pub(crate) struct ArcAgent {
     pub key_dir: PathBuf,
     issued: Mutex<HashMap<PathBuf, String>>,
+    /// Behave as an agent without user-assigned identity support.
+    legacy: std::sync::atomic::AtomicBool,
 }
 
 impl ArcAgent {
     pub fn new(key_dir: PathBuf) -> ArcAgent {
-        ArcAgent { key_dir, issued: Mutex::new(HashMap::new()) }
+        ArcAgent { key_dir, issued: Mutex::new(HashMap::new()), legacy: Default::default() }
+    }
+
+    pub fn set_legacy(&self, legacy: bool) {
+        self.legacy.store(legacy, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn legacy(&self) -> bool {
+        self.legacy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn issue(&self) -> std::io::Result<PathBuf> {
@@ -99,13 +115,15 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
     let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "invalid_request", "Required audience parameter not specified");
     };
-    if ["client_id", "object_id", "msi_res_id", "mi_res_id"].iter().any(|p| query.has(p)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "User assigned identities are not supported on Azure Arc",
-        );
-    }
+    let selected = ["client_id", "object_id", "msi_res_id"].iter().any(|p| query.has(p));
+    let identity = if selected && !shared.arc.legacy() {
+        match super::imds::select_identity(&shared.state.identities().imds, &query) {
+            Ok(identity) => Some(identity),
+            Err(desc) => return error(StatusCode::BAD_REQUEST, "invalid_request", desc),
+        }
+    } else {
+        None
+    };
     let presented = server::header(req, "authorization")
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
@@ -123,7 +141,15 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
     if shared.arc.redeem(&presented).is_none() {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "The key is not one this agent issued");
     }
-    super::imds::token_response(shared, resource)
+    let mut resp = super::imds::token_body(shared, resource);
+    if let Some(identity) = identity {
+        resp["client_id"] = json!(identity.client_id);
+        resp["object_id"] = json!(identity.object_id);
+        if let Some(res) = identity.msi_res_id {
+            resp["msi_res_id"] = json!(res);
+        }
+    }
+    server::json(StatusCode::OK, &resp)
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Resp {

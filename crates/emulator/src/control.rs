@@ -61,6 +61,13 @@ struct PageSize {
     size: usize,
 }
 
+/// `PUT /arc-agent {"legacy": true}`: an agent without user-assigned identity support.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArcAgentMode {
+    legacy: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenLifetime {
@@ -148,6 +155,15 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
         }
         (&Method::PUT, ["identities"]) => parse::<Identities>(req.body()).map(|ids| {
             shared.state.set_identities(ids);
+            no_content()
+        }),
+        (&Method::PUT, ["identities", "imds"]) => parse::<Vec<super::state::ImdsIdentity>>(req.body()).map(|imds| {
+            shared.state.set_identities(Identities { imds, ..shared.state.identities() });
+            no_content()
+        }),
+        (&Method::GET, ["identities", "imds"]) => Ok(ok(json!(shared.state.identities().imds))),
+        (&Method::PUT, ["arc-agent"]) => parse::<ArcAgentMode>(req.body()).map(|m| {
+            shared.arc.set_legacy(m.legacy);
             no_content()
         }),
         (&Method::PUT, ["token-lifetime"]) => parse::<TokenLifetime>(req.body()).map(|t| {

@@ -56,8 +56,13 @@ fn token(shared: &Shared, req: &Request<Bytes>) -> Resp {
 /// A token for `resource` in the managed-identity response shape (IMDS, and Arc behind its
 /// challenge): every number a string.
 pub(super) fn token_response(shared: &Shared, resource: &str) -> Resp {
+    server::json(StatusCode::OK, &token_body(shared, resource))
+}
+
+/// The body of `token_response`.
+pub(super) fn token_body(shared: &Shared, resource: &str) -> Value {
     let (token, expires_on, lifetime) = shared.state.mint_token(resource);
-    let body = json!({
+    json!({
         "access_token": token.expose(),
         "refresh_token": "",
         "expires_in": lifetime.as_secs().to_string(),
@@ -65,13 +70,12 @@ pub(super) fn token_response(shared: &Shared, resource: &str) -> Resp {
         "not_before": unix_now().to_string(),
         "resource": resource,
         "token_type": "Bearer",
-    });
-    server::json(StatusCode::OK, &body)
+    })
 }
 
 /// The identity a request selects: the one named by its single selector, else the
 /// system-assigned identity, else the only identity there is.
-fn select_identity(identities: &[ImdsIdentity], query: &Query) -> Result<ImdsIdentity, &'static str> {
+pub(super) fn select_identity(identities: &[ImdsIdentity], query: &Query) -> Result<ImdsIdentity, &'static str> {
     let selectors = ["client_id", "object_id", "msi_res_id"];
     let given: Vec<(&str, &str)> = selectors.iter().filter_map(|s| query.get(s).map(|v| (*s, v))).collect();
     let found = match given.as_slice() {

@@ -124,7 +124,13 @@ fn answer(shared: &Shared, vault: &str, req: &Request<Bytes>) -> Resp {
     }
     let vault_url = shared.vault_urls.get(vault).map(String::as_str).unwrap_or_default();
     let page = Page { vault_url, api_version: &api_version, query: &query };
-    match segments(req.uri().path()).as_slice() {
+    // Object names are case-insensitive; answers carry the name as created.
+    let mut segments = segments(req.uri().path());
+    let canonical = segments.get(1).map(|name| shared.state.canonical_name(vault, name));
+    if let Some(name) = &canonical {
+        segments[1] = name;
+    }
+    match segments.as_slice() {
         ["secrets"] => list_secrets(shared, vault, &page),
         ["secrets", name, "versions"] => list_versions(shared, vault, name, &page),
         ["secrets", name] => get_secret(shared, vault, vault_url, name, None),

@@ -45,7 +45,9 @@
 //! | `DELETE /_emulator/requests` | | 204: counts and log reset |
 //! | `GET /_emulator/last-assertion` | | `{"assertion": "..." or null}` |
 //! | `PUT /_emulator/identities` | an [`Identities`] | 204 |
+//! | `GET`/`PUT /_emulator/identities/imds` | a list of [`ImdsIdentity`] | the managed identities IMDS, App Service and Arc serve / 204 |
 //! | `PUT /_emulator/token-lifetime` | `{"seconds": 3600}` | 204 (tokens minted from now on) |
+//! | `PUT /_emulator/arc-agent` | `{"legacy": true}` | 204 (the Arc agent ignores user-assigned selectors, echoes no identity) |
 //! | `DELETE /_emulator/tokens` | | 204: every token minted so far is revoked |
 //! | `POST /_emulator/canned` | `{"vault","path","fixture","entries"?}` or `{"vault","path","responses":[{"status","headers"?,"body"?}]}` | `{"responses": n}` |
 //! | `DELETE /_emulator/canned` | | 204 |
@@ -670,6 +672,12 @@ impl Handle {
         self.shared.state.set_identities(identities)
     }
 
+    /// Make the Arc agent a legacy one (true): it ignores user-assigned selectors and answers
+    /// with the system-assigned identity, without echoing an identity.
+    pub fn set_arc_legacy(&self, legacy: bool) {
+        self.shared.arc.set_legacy(legacy)
+    }
+
     /// Lifetime of tokens minted from now on.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.shared.state.set_token_lifetime(lifetime)
@@ -684,6 +692,13 @@ impl Handle {
     /// asserting that no log line carries one.
     pub fn issued_tokens(&self) -> Vec<SecretString> {
         self.shared.state.issued_tokens()
+    }
+
+    /// A token for `audience` (e.g. `https://vault.azure.net`) as the authority would issue it,
+    /// and its expiry in unix seconds: what `az account get-access-token` hands a developer.
+    pub fn mint_token(&self, audience: &str) -> (SecretString, i64) {
+        let (token, expires_on, _) = self.shared.state.mint_token(audience);
+        (token, expires_on)
     }
 
     /// The last `client_assertion` the authority received (accepted or not).

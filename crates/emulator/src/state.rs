@@ -384,8 +384,9 @@ impl State {
         version.apply(attrs);
         let id = version.version.clone();
         let mut inner = self.lock();
+        let name = canonical(&inner, vault, name);
         let secrets = vault_mut(&mut inner, vault)?;
-        secrets.entry(name.to_owned()).or_default().versions.push(version);
+        secrets.entry(name).or_default().versions.push(version);
         Ok(id)
     }
 
@@ -398,9 +399,10 @@ impl State {
         attrs: &SecretAttributes,
     ) -> Result<(), StateError> {
         let mut inner = self.lock();
+        let stored = canonical(&inner, vault, name);
         let secrets = vault_mut(&mut inner, vault)?;
         let not_found = || StateError::SecretNotFound { vault: vault.to_owned(), name: name.to_owned() };
-        let secret = secrets.get_mut(name).ok_or_else(not_found)?;
+        let secret = secrets.get_mut(&stored).ok_or_else(not_found)?;
         let target = match version {
             None => secret.versions.last_mut().ok_or_else(not_found)?,
             Some(v) => secret.versions.iter_mut().find(|s| s.version.eq_ignore_ascii_case(v)).ok_or_else(|| {
@@ -415,9 +417,10 @@ impl State {
     /// Remove a secret and all its versions (no soft-delete is modelled).
     pub fn delete_secret(&self, vault: &str, name: &str) -> Result<(), StateError> {
         let mut inner = self.lock();
+        let stored = canonical(&inner, vault, name);
         let secrets = vault_mut(&mut inner, vault)?;
         secrets
-            .remove(name)
+            .remove(&stored)
             .map(|_| ())
             .ok_or_else(|| StateError::SecretNotFound { vault: vault.to_owned(), name: name.to_owned() })
     }
@@ -435,6 +438,7 @@ impl State {
         let version = random_hex(16);
         let mut inner = self.lock();
         vault_mut(&mut inner, vault)?;
+        let name = &canonical(&inner, vault, name);
         let entry = KeyVersion { version: version.clone(), jwk, enabled: true, created: now, updated: now, managed };
         inner.keys.entry((vault.to_owned(), name.to_owned())).or_default().push(entry);
         Ok(version)
@@ -455,6 +459,7 @@ impl State {
         let now = unix_now();
         let version = random_hex(16);
         let mut inner = self.lock();
+        let name = &canonical(&inner, vault, name);
         let secrets = vault_mut(&mut inner, vault)?;
         secrets.entry(name.to_owned()).or_default().versions.push(SecretVersion {
             version: version.clone(),
@@ -507,6 +512,13 @@ impl State {
     /// A certificate's versions, oldest first.
     pub fn certificate(&self, vault: &str, name: &str) -> Vec<CertificateVersion> {
         self.lock().certificates.get(&(vault.to_owned(), name.to_owned())).cloned().unwrap_or_default()
+    }
+
+    /// The name an object was created with, for `name` in any case (Key Vault object names are
+    /// case-insensitive; responses carry the name as created); `name` itself if none exists.
+    pub fn canonical_name(&self, vault: &str, name: &str) -> String {
+        let inner = self.lock();
+        canonical(&inner, vault, name)
     }
 
     /// A copy of one secret (all versions), for the Key Vault handler.
@@ -728,6 +740,21 @@ impl State {
     pub fn vault_names(&self) -> Vec<String> {
         self.lock().vaults.keys().cloned().collect()
     }
+}
+
+/// The stored name of the secret, key or certificate `name` names in any case; `name` if none.
+fn canonical(inner: &Inner, vault: &str, name: &str) -> String {
+    let same = |stored: &str| stored.eq_ignore_ascii_case(name);
+    if let Some(found) = inner.vaults.get(vault).and_then(|secrets| secrets.keys().find(|k| same(k))) {
+        return found.clone();
+    }
+    let matches = |(v, n): &&(String, String)| v == vault && same(n);
+    inner
+        .keys
+        .keys()
+        .find(matches)
+        .or_else(|| inner.certificates.keys().find(matches))
+        .map_or_else(|| name.to_owned(), |(_, n)| n.clone())
 }
 
 fn vault_mut<'a>(inner: &'a mut Inner, vault: &str) -> Result<&'a mut BTreeMap<String, Secret>, StateError> {

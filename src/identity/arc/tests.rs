@@ -129,3 +129,17 @@ async fn a_missing_challenge_or_an_answer_without_one_is_an_error() {
     let err = credential(&server, dir.path()).request_token(SCOPE, &CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, IdentityError::Refused { mode: "arc", .. }), "{err}");
 }
+
+#[test]
+fn a_user_assigned_identity_must_be_echoed_by_the_agent() {
+    let requested = UserAssigned::ClientId("AbC".into());
+    let echo = |client_id: Option<&str>| Echo { client_id: client_id.map(str::to_owned), ..Echo::default() };
+    assert!(confirm_identity(None, &echo(None)).is_ok(), "system-assigned needs no echo");
+    assert!(confirm_identity(Some(&requested), &echo(Some("abc"))).is_ok(), "compared case-insensitively");
+    let e = confirm_identity(Some(&requested), &echo(None)).unwrap_err();
+    assert!(e.contains("did not confirm the requested user-assigned client_id AbC"), "{e}");
+    assert!(confirm_identity(Some(&requested), &echo(Some("other"))).is_err());
+    let by_resource = UserAssigned::ResourceId("/subscriptions/s/x".into());
+    let legacy_spelling = Echo { mi_res_id: Some("/SUBSCRIPTIONS/s/x".into()), ..Echo::default() };
+    assert!(confirm_identity(Some(&by_resource), &legacy_spelling).is_ok());
+}

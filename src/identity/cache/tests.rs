@@ -117,6 +117,68 @@ async fn failed_renewal_serves_the_cached_token_until_it_expires() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_renewal_is_tried_again_no_sooner_than_30_seconds_later() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    fake.fail.store(true, Ordering::SeqCst);
+    advance(Duration::from_secs(43 * 60)).await; // past the renewal point (42 min)
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    assert_eq!(fake.calls(), 2, "the renewal was attempted");
+    for _ in 0..5 {
+        assert_eq!(token(&c).await.unwrap(), "tok-1");
+    }
+    advance(Duration::from_secs(29)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    assert_eq!(fake.calls(), 2, "no new attempt within 30 s of the failed one");
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    assert_eq!(fake.calls(), 3, "tried again once 30 s had passed");
+    fake.fail.store(false, Ordering::SeqCst);
+    advance(Duration::from_secs(31)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-4");
+    // The renewed token starts a fresh cycle: reused until its own renewal point.
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-4");
+    assert_eq!(fake.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_back_off_never_outlives_the_cached_token() {
+    let fake = Fake::new(Duration::from_secs(310)); // renewed at 10 s, expires at 310 s
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    fake.fail.store(true, Ordering::SeqCst);
+    advance(Duration::from_secs(295)).await;
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    assert_eq!(fake.calls(), 2);
+    advance(Duration::from_secs(16)).await; // 311 s: expired, within 30 s of the failure
+    assert!(matches!(token(&c).await, Err(IdentityError::Unavailable { .. })));
+    assert_eq!(fake.calls(), 3, "an expired token is no reason to wait");
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_get_the_cached_token_at_once_while_a_renewal_is_in_flight() {
+    let fake = Fake::slow(Duration::from_secs(3600), Duration::from_secs(20));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    fake.fail.store(true, Ordering::SeqCst);
+    advance(Duration::from_secs(43 * 60)).await;
+    let renewing = async { token(&c).await };
+    let others = async {
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        let t = token(&c).await;
+        (t, started.elapsed())
+    };
+    let (first, (second, waited)) = tokio::join!(renewing, others);
+    assert_eq!(first.unwrap(), "tok-1", "the renewing caller falls back to the cached token");
+    assert_eq!(second.unwrap(), "tok-1");
+    assert_eq!(waited, Duration::ZERO, "the other caller did not wait for the renewal");
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn concurrent_callers_share_one_request() {
     let fake = Fake::slow(Duration::from_secs(3600), Duration::from_secs(2));
     let c = cache(&fake);

@@ -76,7 +76,7 @@ fn auto_detects_arc_from_identity_endpoint_and_imds_endpoint() {
         ("IMDS_ENDPOINT", "http://localhost:40342"),
     ];
     let r = resolve(&cfg(), Cloud::Public, &env(&arc_env)).unwrap();
-    assert_eq!(r, ResolvedIdentity::Arc { endpoint: Url::parse(arc_env[0].1).unwrap() });
+    assert_eq!(r, ResolvedIdentity::Arc { endpoint: Url::parse(arc_env[0].1).unwrap(), identity: None });
     assert_eq!(r.to_string(), "arc (endpoint http://localhost:40342/metadata/identity/oauth2/token, system-assigned)");
     // IDENTITY_HEADER makes it App Service (Arc never sets it).
     let with_header = [&arc_env[..], &[("IDENTITY_HEADER", "h")][..]].concat();
@@ -84,21 +84,17 @@ fn auto_detects_arc_from_identity_endpoint_and_imds_endpoint() {
 }
 
 #[test]
-fn arc_is_system_assigned_only_and_its_endpoint_must_be_loopback() {
+fn arc_selects_user_assigned_by_config_only_and_its_endpoint_must_be_loopback() {
     let c = IdentityConfig { mode: IdentityMode::Arc, ..cfg() };
+    let endpoint = Url::parse("http://localhost:40342/metadata/identity/oauth2/token").unwrap();
     let r = resolve(&c, Cloud::Public, &env(&[])).unwrap();
-    assert_eq!(
-        r,
-        ResolvedIdentity::Arc {
-            endpoint: Url::parse("http://localhost:40342/metadata/identity/oauth2/token").unwrap()
-        }
-    );
-    let err = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c")])).unwrap_err();
-    assert_eq!(err.key, "identity.client_id");
-    assert!(err.reason.contains("only the machine's system-assigned identity"), "{}", err.reason);
-    let err =
-        resolve(&IdentityConfig { object_id: Some("o".into()), ..c.clone() }, Cloud::Public, &env(&[])).unwrap_err();
-    assert_eq!(err.key, "identity.client_id");
+    assert_eq!(r, ResolvedIdentity::Arc { endpoint: endpoint.clone(), identity: None });
+    // AZURE_CLIENT_ID is left to other tools: still the system-assigned identity.
+    let r = resolve(&c, Cloud::Public, &env(&[("AZURE_CLIENT_ID", "c")])).unwrap();
+    assert_eq!(r, ResolvedIdentity::Arc { endpoint: endpoint.clone(), identity: None });
+    let r = resolve(&IdentityConfig { object_id: Some("o".into()), ..c.clone() }, Cloud::Public, &env(&[])).unwrap();
+    assert_eq!(r, ResolvedIdentity::Arc { endpoint, identity: Some(UserAssigned::ObjectId("o".into())) });
+    assert!(r.to_string().ends_with("user-assigned object_id o)"), "{r}");
     let err = resolve(
         &c,
         Cloud::Public,
@@ -318,4 +314,30 @@ fn build_makes_the_credential_of_the_resolved_mode() {
         let r = resolve(&cfg(), Cloud::Public, &e).unwrap();
         assert_eq!(build(&r, client.clone()).kind(), mode);
     }
+}
+
+#[test]
+fn sdk_environment_forms_are_read_as_azure_identity_reads_them() {
+    // A bare authority host is https (azure-identity's normalize_authority).
+    let mut vars = workload_env();
+    vars[3] = ("AZURE_AUTHORITY_HOST", "login.chinacloudapi.cn/");
+    let r = resolve(&cfg(), Cloud::Public, &env(&vars)).unwrap();
+    let ResolvedIdentity::Workload { authority, .. } = &r else { panic!("{r:?}") };
+    assert_eq!(authority.as_str(), "https://login.chinacloudapi.cn/");
+    // The IMDS address from AZURE_POD_IDENTITY_AUTHORITY_HOST, unless configured.
+    let vars = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://10.0.0.5:2579")];
+    let r = resolve(&cfg(), Cloud::Public, &env(&vars)).unwrap();
+    assert!(matches!(&r, ResolvedIdentity::Managed { endpoint, .. } if endpoint.as_str() == "http://10.0.0.5:2579/"));
+    let mut c = cfg();
+    c.imds_endpoint = Url::parse("http://10.9.9.9").unwrap();
+    let r = resolve(&c, Cloud::Public, &env(&vars)).unwrap();
+    assert!(matches!(&r, ResolvedIdentity::Managed { endpoint, .. } if endpoint.as_str() == "http://10.9.9.9/"));
+    // Service Fabric is refused by name.
+    let vars = [
+        ("IDENTITY_ENDPOINT", "https://localhost:2377/x"),
+        ("IDENTITY_HEADER", "h"),
+        ("IDENTITY_SERVER_THUMBPRINT", "ab"),
+    ];
+    let e = resolve(&cfg(), Cloud::Public, &env(&vars)).unwrap_err();
+    assert!(e.reason.contains("Service Fabric"), "{e:?}");
 }

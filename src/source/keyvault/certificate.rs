@@ -7,8 +7,17 @@
 //! certificate whose key is not exportable has no key in its secret, so `tls.crt` is published
 //! and `tls.key` reported as failed. Format `pfx` publishes the PKCS#12 archive itself (a PEM
 //! certificate is packed into one, 3DES with a SHA-1 MAC and an empty password, which every
-//! PKCS#12 reader takes). Failures are reported for every output, so what was published stays.
+//! PKCS#12 reader takes), once per certificate version: packing draws fresh salts, so packing
+//! at every poll would publish a new archive each time. Failures are reported for every output,
+//! so what was published stays.
+//!
+//! An identity that may read certificates but not secrets (an access policy without
+//! `secrets/get`) gets a 403 for the backing secret: with format `pem`, `tls.crt` then comes
+//! from `GET /certificates/{name}[/{version}]` (its `cer`: the leaf alone, Key Vault keeps no
+//! chain there) and `tls.key` is reported as failed with the secret's refusal.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -30,11 +39,38 @@ use sidecar_core::secret::SecretValue;
 const PKCS12: &str = "application/x-pkcs12";
 const PEM: &str = "application/x-pem-file";
 
+/// PEM certificates packed as PKCS#12 for `format: pfx`, by certificate name: the version and
+/// a digest of the PEM they were packed from, and the archive (one entry a name, replaced when
+/// the version changes).
+#[derive(Clone, Default)]
+pub(super) struct Packed(Arc<Mutex<HashMap<String, PackedPfx>>>);
+
+struct PackedPfx {
+    version: String,
+    digest: Vec<u8>,
+    pfx: SecretValue,
+}
+
+impl Packed {
+    /// The archive packed for `name` at `version` from `pem`, packing it if it is not held.
+    fn get_or_pack(&self, name: &str, version: &str, stored: &Stored, pem: &[u8]) -> Result<SecretValue, String> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, pem).as_ref().to_vec();
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = held.get(name).filter(|p| p.version == version && p.digest == digest) {
+            return Ok(p.pfx.clone());
+        }
+        let pfx = SecretValue::new(stored.pfx()?.to_vec());
+        held.insert(name.to_string(), PackedPfx { version: version.to_string(), digest, pfx: pfx.clone() });
+        Ok(pfx)
+    }
+}
+
 pub(super) async fn fetch(
     vault: &dyn Vault,
     base: &Url,
     planned: Planned,
     format: CertFormat,
+    packed: &Packed,
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
@@ -43,7 +79,10 @@ pub(super) async fn fetch(
     let url = secret_url(base, &planned.name, planned.version.as_deref());
     let body = match get_object(vault, &url, cancel).await? {
         Ok(body) => body,
-        Err(reason) => return fail_all(reason),
+        Err(refused) if refused.forbidden() && format == CertFormat::Pem => {
+            return public_part(vault, base, &planned, &outputs, &refused.reason, cancel, now).await
+        }
+        Err(refused) => return fail_all(refused.reason),
     };
     let raw: RawCertSecret = match decode("certificate secret", &body) {
         Ok(raw) => raw,
@@ -69,10 +108,16 @@ pub(super) async fn fetch(
         required: planned.required,
     };
     match format {
-        CertFormat::Pfx => match stored.pfx() {
-            Ok(pfx) => Ok(Fetched::Object(object(&outputs[0], SecretValue::new(pfx.to_vec())))),
-            Err(reason) => fail_all(reason),
-        },
+        CertFormat::Pfx => {
+            let pfx = match &stored.pfx {
+                Some(pfx) => Ok(SecretValue::new(pfx.to_vec())),
+                None => packed.get_or_pack(&planned.name, &version, &stored, value.0.expose()),
+            };
+            match pfx {
+                Ok(pfx) => Ok(Fetched::Object(object(&outputs[0], pfx))),
+                Err(reason) => fail_all(reason),
+            }
+        }
         CertFormat::Pem => {
             let (crt, key) = (&outputs[0], &outputs[1]);
             let mut objects = vec![object(crt, SecretValue::from(stored.bundle.chain_pem()))];
@@ -91,24 +136,126 @@ pub(super) async fn fetch(
     }
 }
 
-/// GET an object; `Ok(Err(reason))` for a problem with this object alone (404, 403, a body
-/// too large), `Err` for one that fails the whole poll (401, throttling, outage).
+/// `type: certificate` with format `pem` when the backing secret is refused: `tls.crt` from
+/// the certificate object's `cer`, `tls.key` failed with `secret_refused`.
+async fn public_part(
+    vault: &dyn Vault,
+    base: &Url,
+    planned: &Planned,
+    outputs: &[sidecar_core::relpath::RelPath],
+    secret_refused: &str,
+    cancel: &CancellationToken,
+    now: SystemTime,
+) -> Result<Fetched, SourceError> {
+    let fail_all = |reason: String| {
+        Ok(failures(planned, outputs, &format!("the secret: {secret_refused}; the certificate: {reason}")))
+    };
+    let body =
+        match get_object(vault, &certificate_url(base, &planned.name, planned.version.as_deref()), cancel).await? {
+            Ok(body) => body,
+            Err(refused) => return fail_all(refused.reason),
+        };
+    let raw: RawCertificate = match decode("certificate", &body) {
+        Ok(raw) => raw,
+        Err(e) => return fail_all(e.to_string()),
+    };
+    let Some(version) = raw.id.as_deref().and_then(certificate_version) else {
+        return fail_all("the certificate has no versioned id".into());
+    };
+    let attributes = Attributes::from_raw(raw.attributes);
+    if let Some(why) = attributes.unusable(now) {
+        return fail_all(why.to_string());
+    }
+    let der = match raw.cer.as_deref().map(|c| base64::engine::general_purpose::STANDARD.decode(c.trim())) {
+        Some(Ok(der)) if pki::bundle::cert_public_key(&der).is_some() => der,
+        _ => return fail_all("the certificate has no valid cer".into()),
+    };
+    let (crt, key) = (&outputs[0], &outputs[1]);
+    let object = Object {
+        path: crt.clone(),
+        value: SecretValue::from(pki::pem::encode("CERTIFICATE", &der).to_string()),
+        version,
+        updated: attributes.updated,
+        required: planned.required,
+    };
+    let failure = Failure {
+        path: key.clone(),
+        name: planned.name.clone(),
+        required: planned.required,
+        reason: format!(
+            "the certificate's secret may not be read ({secret_refused}); {crt} holds the certificate alone, from /certificates"
+        ),
+    };
+    Ok(Fetched::Many { objects: vec![object], failures: vec![failure] })
+}
+
+/// `{vault}/certificates/{name}[/{version}]?api-version=...`.
+fn certificate_url(vault: &Url, name: &str, version: Option<&str>) -> Url {
+    let mut url = vault.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().push("certificates").push(name);
+        if let Some(version) = version {
+            segments.push(version);
+        }
+    }
+    url.set_query(Some(&format!("api-version={}", super::API_VERSION)));
+    url
+}
+
+/// The version in a certificate id (`{vault}/certificates/{name}/{version}`).
+fn certificate_version(id: &str) -> Option<String> {
+    let url = Url::parse(id).ok()?;
+    match url.path_segments()?.filter(|s| !s.is_empty()).collect::<Vec<_>>().as_slice() {
+        ["certificates", _, version] => Some(version.to_string()),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct RawCertificate {
+    id: Option<String>,
+    cer: Option<String>,
+    #[serde(default)]
+    attributes: RawAttributes,
+}
+
+/// Why an object could not be had: the reason (no content), and the status and innermost
+/// error code when the service answered.
+pub(super) struct Refused {
+    pub reason: String,
+    status: Option<u16>,
+    code: Option<String>,
+}
+
+impl Refused {
+    /// A 403 about permissions (not a disabled object).
+    fn forbidden(&self) -> bool {
+        self.status == Some(403) && !matches!(self.code.as_deref(), Some("SecretDisabled"))
+    }
+}
+
+/// GET an object; `Ok(Err(_))` for a problem with this object alone (404, 403, a body too
+/// large), `Err` for one that fails the whole poll (401, throttling, outage).
 pub(super) async fn get_object(
     vault: &dyn Vault,
     url: &Url,
     cancel: &CancellationToken,
-) -> Result<Result<Zeroizing<Vec<u8>>, String>, SourceError> {
+) -> Result<Result<Zeroizing<Vec<u8>>, Refused>, SourceError> {
     let resp = get_authorized(vault, url, cancel).await?;
     let status = resp.status();
     if fails_the_poll(status) {
         return Err(azure_error(AzureError::from_response(Service::KeyVault, resp).await));
     }
     if !status.is_success() {
-        return Ok(Err(failure_reason(&AzureError::from_response(Service::KeyVault, resp).await)));
+        let e = AzureError::from_response(Service::KeyVault, resp).await;
+        let refused = Refused { reason: failure_reason(&e), status: e.status(), code: e.code().map(str::to_owned) };
+        return Ok(Err(refused));
     }
     match read_body(resp, MAX_BODY).await {
         Ok(body) => Ok(Ok(body)),
-        Err(e @ AzureError::InvalidResponse { .. }) => Ok(Err(e.to_string())),
+        Err(e @ AzureError::InvalidResponse { .. }) => {
+            Ok(Err(Refused { reason: e.to_string(), status: None, code: None }))
+        }
         Err(e) => Err(azure_error(e)),
     }
 }
@@ -230,6 +377,22 @@ mod tests {
         )
         .unwrap();
         assert!(Stored::read(aes.secret_value.as_bytes(), Some("application/x-pkcs12")).is_ok());
+    }
+
+    #[test]
+    fn a_pem_certificate_is_packed_once_per_version() {
+        let spec = CertificateSpec { content: CertContent::Pem, ..Default::default() };
+        let (one, two) = (make_certificate("a.example", &spec).unwrap(), make_certificate("b.example", &spec).unwrap());
+        let packed = Packed::default();
+        let pack = |made: &azure_emulator::certs::MadeCertificate, version: &str| {
+            let stored = Stored::read(made.secret_value.as_bytes(), Some(PEM)).unwrap();
+            packed.get_or_pack("web", version, &stored, made.secret_value.as_bytes()).unwrap()
+        };
+        let first = pack(&one, "v1");
+        assert_eq!(pack(&one, "v1").expose(), first.expose(), "the same archive for the same version");
+        let second = pack(&two, "v2");
+        assert_ne!(second.expose(), first.expose());
+        assert_eq!(pki::pkcs12::decode(second.expose(), "").unwrap().chain, two.chain, "a new version is packed anew");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(super) async fn fetch(
     let url = key_url(base, &planned.name, planned.version.as_deref());
     let body = match get_object(vault, &url, cancel).await? {
         Ok(body) => body,
-        Err(reason) => return fail(reason),
+        Err(refused) => return fail(refused.reason),
     };
     let raw: RawKeyBundle = match decode("key bundle", &body) {
         Ok(raw) => raw,

@@ -115,6 +115,12 @@ impl Sidecar {
         Sidecar { child, log }
     }
 
+    /// Whether the process has exited (without reaping it for `wait_exit`'s status).
+    pub fn child_exited(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map_or(true, |stat| stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

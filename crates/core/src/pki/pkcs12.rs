@@ -1,7 +1,9 @@
 //! PKCS#12 (PFX) archives through the `p12-keystore` crate (pure Rust): read one into a chain
 //! and a key (Key Vault's certificate secrets have an empty password; legacy 3DES / RC2 and
 //! PBES2-AES encryptions are all read), and write one (the emulator's Key Vault certificates,
-//! and `format: pfx` for a certificate Key Vault stores as PEM).
+//! and `format: pfx` for a certificate Key Vault stores as PEM). An empty password is tried in
+//! both of its forms, as OpenSSL does: the two-zero-byte terminator (`p12-keystore`), then the
+//! zero-length string that Key Vault's and Windows' archives are keyed with (`zero_length`).
 
 use p12_keystore::{EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, Pkcs12Archive, PrivateKeyChain};
 use zeroize::Zeroizing;
@@ -22,9 +24,19 @@ pub enum Encryption {
     Rc2_40,
 }
 
+mod zero_length;
+
 /// Open a PFX with `password` (Key Vault's: the empty string) into a chain and its key.
 pub fn decode(pfx: &[u8], password: &str) -> Result<CertBundle, PkiError> {
-    let archive = Pkcs12Archive::from_pkcs12(pfx, password).map_err(|e| PkiError::new(describe(&e)))?;
+    let archive = match Pkcs12Archive::from_pkcs12(pfx, password) {
+        Ok(archive) => archive,
+        Err(p12_keystore::error::Error::MacError(_)) if password.is_empty() && zero_length::mac_matches(pfx)? => {
+            let contents = zero_length::decode(pfx)?;
+            return CertBundle::assemble(contents.certs, contents.keys)
+                .map_err(|e| PkiError::new(format!("PKCS#12 archive: {e}")));
+        }
+        Err(e) => return Err(PkiError::new(describe(&e))),
+    };
     let certs = archive
         .certs
         .into_iter()
@@ -133,6 +145,26 @@ mod tests {
             assert_eq!(b.chain, pem.chain, "{name}");
             assert_eq!(b.key.unwrap().public_key(), pem.key.as_ref().unwrap().public_key(), "{name}");
         }
+    }
+
+    /// Key Vault's own archive for a certificate it created (content type
+    /// `application/x-pkcs12`), from Microsoft's recorded live traffic: its MAC and contents are
+    /// keyed with the zero-length password. It opens, and holds the certificate that Key Vault's
+    /// `GET /certificates/{name}` returned as `cer` in the same recording.
+    #[test]
+    fn key_vaults_recorded_archive_with_the_zero_length_password_opens() {
+        let pfx = include_bytes!("testdata/keyvault-recorded.pfx");
+        let cer = include_bytes!("testdata/keyvault-recorded.cer");
+        assert!(
+            matches!(Pkcs12Archive::from_pkcs12(pfx, ""), Err(p12_keystore::error::Error::MacError(_))),
+            "the two-zero-byte form alone refuses it"
+        );
+        let b = decode(pfx, "").unwrap();
+        assert_eq!(b.chain, vec![cer.to_vec()]);
+        let key = b.key.as_ref().expect("the exportable key is in the archive");
+        assert_eq!(key.public_key(), crate::pki::bundle::cert_public_key(cer));
+        // Another password still fails the integrity check.
+        assert!(decode(pfx, "x").unwrap_err().0.contains("integrity check failed"));
     }
 
     #[test]
