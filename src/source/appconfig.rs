@@ -13,7 +13,7 @@
 //! held back whole (the last published one stays), while with `format: files` the other files
 //! are published and the reference's own file is the one missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -57,6 +57,9 @@ pub struct AppConfigSource {
     sync_tokens: BTreeMap<String, (String, u64)>,
     /// Last resolved value per Key Vault reference URI.
     resolved: BTreeMap<String, SecretString>,
+    /// The keys left out of the output last time, and why: each is logged once, when it first
+    /// is left out (again once it was back in the output in between).
+    reported: BTreeSet<(String, String)>,
 }
 
 /// A page and its ETag, reused when the store answers 304.
@@ -115,6 +118,7 @@ impl AppConfigSource {
             sentinel_pages: Vec::new(),
             sync_tokens: BTreeMap::new(),
             resolved: BTreeMap::new(),
+            reported: BTreeSet::new(),
         }
     }
 
@@ -214,7 +218,7 @@ impl AppConfigSource {
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
     /// reason): a document is then held back; with `format: files`, that key's file is missing.
     fn publish(
-        &self,
+        &mut self,
         settings: Vec<Setting>,
         flags: Vec<serde_json::Value>,
         unresolved: Vec<(String, String)>,
@@ -265,10 +269,13 @@ impl AppConfigSource {
         }
     }
 
-    fn log_skipped(&self, skipped: &[render::Skipped]) {
-        for s in skipped {
-            tracing::warn!(source = self.id, key = s.key, "skipping App Configuration key: {}", s.reason);
+    /// Logs each key left out once (not at every poll), with why.
+    fn log_skipped(&mut self, skipped: &[render::Skipped]) {
+        let now: BTreeSet<(String, String)> = skipped.iter().map(|s| (s.key.clone(), s.reason.clone())).collect();
+        for (key, reason) in now.difference(&self.reported) {
+            tracing::warn!(source = self.id, key, "skipping App Configuration key: {reason}");
         }
+        self.reported = now;
     }
 
     /// Every page of the list starting at `first`, each fetched conditionally against the page

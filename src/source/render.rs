@@ -260,6 +260,29 @@ fn yaml_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// PyYAML (and the YAML spec) limit an implicit key to 1024 characters; longer ones (and
+/// anything near) are written as explicit keys, `? "key"` with the `:` on the next line.
+const YAML_IMPLICIT_KEY_MAX: usize = 1000;
+
+/// `"key":` at nesting `depth`, or `? "key"` then `:` on its own line for a long key; the
+/// value follows (` value` or a newline and the nested block).
+fn yaml_key(out: &mut String, key: &str, depth: usize) {
+    let mut quoted = String::new();
+    yaml_string(&mut quoted, key);
+    let indent = "  ".repeat(depth);
+    if is_long_yaml_key(key) {
+        let _ = write!(out, "{indent}? {quoted}\n{indent}:");
+    } else {
+        let _ = write!(out, "{indent}{quoted}:");
+    }
+}
+
+fn is_long_yaml_key(key: &str) -> bool {
+    let mut quoted = String::new();
+    yaml_string(&mut quoted, key);
+    quoted.chars().count() > YAML_IMPLICIT_KEY_MAX
+}
+
 fn write_yaml_root(out: &mut String, map: &BTreeMap<&str, Node>) {
     if map.is_empty() {
         out.push_str("{}\n");
@@ -270,9 +293,7 @@ fn write_yaml_root(out: &mut String, map: &BTreeMap<&str, Node>) {
 
 fn write_yaml(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
     for (k, node) in map {
-        out.push_str(&"  ".repeat(depth));
-        yaml_string(out, k);
-        out.push(':');
+        yaml_key(out, k, depth);
         match node {
             Node::Leaf(v) => {
                 out.push(' ');
@@ -294,9 +315,7 @@ fn yaml_value(out: &mut String, value: &Value, depth: usize) {
         Value::Object(map) if !map.is_empty() => {
             out.push('\n');
             for (k, v) in map {
-                out.push_str(&"  ".repeat(depth + 1));
-                yaml_string(out, k);
-                out.push(':');
+                yaml_key(out, k, depth + 1);
                 yaml_value(out, v, depth + 1);
             }
         }
@@ -316,18 +335,22 @@ fn yaml_value(out: &mut String, value: &Value, depth: usize) {
     }
 }
 
-/// A sequence item, written after its `-` at nesting `depth`: a map starts on the dash's line.
+/// A sequence item, written after its `-` at nesting `depth`: a map starts on the dash's line
+/// (unless its first key is a long one: then on the next line, as the rest).
 fn yaml_item(out: &mut String, item: &Value, depth: usize) {
     match item {
         Value::Object(map) if !map.is_empty() => {
+            let on_dash_line = map.keys().next().is_some_and(|k| !is_long_yaml_key(k));
+            if !on_dash_line {
+                out.push('\n');
+            }
             for (i, (k, v)) in map.iter().enumerate() {
-                if i == 0 {
+                if i == 0 && on_dash_line {
                     out.push(' ');
+                    yaml_key(out, k, 0);
                 } else {
-                    out.push_str(&"  ".repeat(depth + 1));
+                    yaml_key(out, k, depth + 1);
                 }
-                yaml_string(out, k);
-                out.push(':');
                 yaml_value(out, v, depth + 1);
             }
         }
@@ -391,16 +414,20 @@ pub fn env_name(key: &str) -> String {
     key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
+/// A double-quoted dotenv value as python-dotenv reads it back exactly: `\\`, `"`, newline
+/// and carriage return escaped (the escapes it decodes in double quotes); `$` and backticks as
+/// they are (it has no escape for them, and expands only `${...}`); and every `${` written as
+/// `${:-$}{`, which its expansion turns back into `${` (an unset empty name with `$` as default).
 fn env_escape(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            '$' => out.push_str("\\$"),
-            '`' => out.push_str("\\`"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("${:-$}"),
             c => out.push(c),
         }
     }
@@ -507,6 +534,23 @@ mod tests {
     }
 
     #[test]
+    fn yaml_writes_long_keys_as_explicit_keys_and_they_parse_back() {
+        use figment::providers::Format as _;
+        let long = "k".repeat(1200);
+        let flag = serde_json::json!({"id": "F", "enabled": true, "variants": [{long.clone(): 1, "a": 2}]});
+        let out = text_with_flags(
+            Format::Yaml,
+            &[s(&format!("{long}:x"), "v"), s(&format!("a:{long}"), "w")],
+            std::slice::from_ref(&flag),
+        );
+        assert!(out.starts_with(&format!("\"a\":\n  ? \"{long}\"\n  : \"w\"\n")), "{out}");
+        let parsed: Value = figment::Figment::from(figment::providers::Yaml::string(&out)).extract().unwrap();
+        assert_eq!(parsed[&long], serde_json::json!({"x": "v"}));
+        assert_eq!(parsed["a"][&long], "w");
+        assert_eq!(parsed["feature_management"]["feature_flags"][0], flag);
+    }
+
+    #[test]
     fn properties_escape_keys_and_values_java_style() {
         let out = text(
             Format::Properties,
@@ -527,7 +571,12 @@ mod tests {
     #[test]
     fn env_upper_cases_names_and_quotes_values_dotenv_style() {
         let out = text(Format::Env, &[s("db:host", "x\"y$HOME`id`\\\nz"), s("Feature.Flag-1", ""), s("ünï", "é")]);
-        assert_eq!(out, "DB_HOST=\"x\\\"y\\$HOME\\`id\\`\\\\\\nz\"\nFEATURE_FLAG_1=\"\"\n_N_=\"é\"\n");
+        assert_eq!(out, "DB_HOST=\"x\\\"y$HOME`id`\\\\\\nz\"\nFEATURE_FLAG_1=\"\"\n_N_=\"é\"\n");
+    }
+
+    #[test]
+    fn env_writes_dollar_brace_so_python_dotenv_expands_it_back() {
+        assert_eq!(text(Format::Env, &[s("k", "${HOME} $x ${")]), "K=\"${:-$}{HOME} $x ${:-$}{\"\n");
     }
 
     #[test]

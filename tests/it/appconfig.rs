@@ -392,3 +392,18 @@ async fn retry_after_ms_on_429_and_503_is_honoured() {
     assert!(after_429 >= 1500, "retried {after_429}ms after a 429 asking for 1500ms");
     assert!(after_503 >= 1200, "retried {after_503}ms after a 503 asking for 1200ms");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_cannot_become_a_file_name_is_logged_once_not_at_every_poll() {
+    let w = world().await;
+    w.emu.set_kv("settings", "myapp:ok", Some("prd"), "kept", None).unwrap();
+    w.emu.set_kv("settings", "myapp:not a name", Some("prd"), "left out", None).unwrap();
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "files", "cfg")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("cfg/ok published", LIMIT, || read(&w.out(), "cfg/ok")).await;
+    wait_for("two more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= 3).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("skipping App Configuration key").count(), 1, "{logs}");
+    assert!(logs.contains("key=\"not a name\""), "{logs}");
+    assert!(!logs.contains("left out"), "the value is never logged");
+}
