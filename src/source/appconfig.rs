@@ -1,6 +1,8 @@
 //! The App Configuration source: lists the key-values each `select` entry names, resolves Key
 //! Vault references, trims prefixes and renders one document at `path` (or one file per key
-//! for `format: files`); selected feature flags go under `feature_management` in json/yaml.
+//! for `format: files`); selected feature flags (the flag prefix and the flag content type) go
+//! under `feature_management` in json/yaml. A value with a JSON content type is parsed (and
+//! rendered as JSON); one that is not valid JSON stays text, logged once.
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
@@ -23,7 +25,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use super::keyvault::get_secret_by_url;
-use super::render::{self, Setting};
+use super::render::{self, Setting, SettingValue};
 use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
 use crate::config::{self, Format};
@@ -35,6 +37,7 @@ use sidecar_core::secret::{SecretString, SecretValue};
 const API_VERSION: &str = "2023-11-01";
 const KEYVAULT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.keyvaultref+json";
 const FEATURE_FLAG_PREFIX: &str = ".appconfig.featureflag/";
+const FEATURE_FLAG_TYPE: &str = "application/vnd.microsoft.appconfig.ff+json";
 /// A list longer than this many pages is taken for a link loop.
 const MAX_PAGES: usize = 10_000;
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -60,6 +63,9 @@ pub struct AppConfigSource {
     /// The keys left out of the output last time, and why: each is logged once, when it first
     /// is left out (again once it was back in the output in between).
     reported: BTreeSet<(String, String)>,
+    /// The keys whose JSON content type held invalid JSON last time (published as text): each
+    /// is logged once.
+    invalid_json: BTreeSet<String>,
 }
 
 /// A page and its ETag, reused when the store answers 304.
@@ -119,6 +125,7 @@ impl AppConfigSource {
             sync_tokens: BTreeMap::new(),
             resolved: BTreeMap::new(),
             reported: BTreeSet::new(),
+            invalid_json: BTreeSet::new(),
         }
     }
 
@@ -128,8 +135,9 @@ impl AppConfigSource {
         let mut unresolved = Vec::new();
         let mut settings = Vec::new();
         let mut flags = Vec::new();
+        let mut invalid_json = BTreeSet::new();
         for kv in kvs {
-            if kv.key.starts_with(FEATURE_FLAG_PREFIX) {
+            if is_feature_flag(&kv) {
                 match feature_flag(&kv) {
                     Ok(flag) => flags.push(flag),
                     Err(why) => tracing::warn!(source = self.id, key = kv.key, "skipping feature flag: {why}"),
@@ -138,10 +146,24 @@ impl AppConfigSource {
             }
             let key = render::trim_prefix(&kv.key, &self.cfg.trim_prefix).to_owned();
             match self.value_of(&kv, cancel).await? {
-                Ok(value) => settings.push(Setting { key, value: value.expose().to_owned() }),
+                Ok(value) => {
+                    let value = setting_value(&kv, value).unwrap_or_else(|text| {
+                        invalid_json.insert(kv.key.clone());
+                        SettingValue::Text(text)
+                    });
+                    settings.push(Setting { key, value });
+                }
                 Err(reason) => unresolved.push((key, reason)),
             }
         }
+        for key in invalid_json.difference(&self.invalid_json) {
+            tracing::warn!(
+                source = self.id,
+                key,
+                "the value has a JSON content type but is not valid JSON; published as text"
+            );
+        }
+        self.invalid_json = invalid_json;
         Ok(self.publish(settings, flags, unresolved))
     }
 
@@ -544,7 +566,49 @@ fn parse_sync_token(token: &str) -> Option<(String, String, u64)> {
 
 /// The media type, compared case-insensitively, parameters ignored.
 fn is_keyvault_ref(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(KEYVAULT_REF_TYPE))
+    media_type(content_type).eq_ignore_ascii_case(KEYVAULT_REF_TYPE)
+}
+
+/// The content type without its parameters (`;charset=...`), trimmed; empty when there is none.
+fn media_type(content_type: Option<&str>) -> &str {
+    content_type.and_then(|ct| ct.split(';').next()).unwrap_or("").trim()
+}
+
+/// A feature flag is a key with the flag prefix **and** the flag content type, as the SDK
+/// reads it (`azure/appconfiguration/_models.py`); anything else is an ordinary setting.
+fn is_feature_flag(kv: &Kv) -> bool {
+    kv.key.starts_with(FEATURE_FLAG_PREFIX)
+        && media_type(kv.content_type.as_deref()).eq_ignore_ascii_case(FEATURE_FLAG_TYPE)
+}
+
+/// `application/json` or `application/<anything>+json` (any `+`-separated part `json`), case
+/// insensitive, but neither a feature flag nor a Key Vault reference: the types Microsoft's
+/// providers parse (`is_json_content_type` in the Python provider, `JsonKeyValueAdapter` in .NET).
+fn is_json_content_type(content_type: Option<&str>) -> bool {
+    let media = media_type(content_type).to_ascii_lowercase();
+    if media == KEYVAULT_REF_TYPE || media == FEATURE_FLAG_TYPE {
+        return false;
+    }
+    match media.split_once('/') {
+        Some(("application", sub)) => !sub.contains('/') && sub.split('+').any(|part| part == "json"),
+        _ => false,
+    }
+}
+
+/// How a setting renders: a resolved reference and plain text as text; a value with a JSON
+/// content type as the JSON it holds (`Err(text)` when it is not valid JSON: the caller logs it
+/// and publishes the text); a null value as JSON `null`.
+fn setting_value(kv: &Kv, value: SecretString) -> Result<SettingValue, String> {
+    if is_keyvault_ref(kv.content_type.as_deref()) {
+        return Ok(SettingValue::Text(value.expose().to_owned()));
+    }
+    let Some(raw) = kv.value.as_deref() else {
+        return Ok(SettingValue::Json(serde_json::Value::Null));
+    };
+    if !is_json_content_type(kv.content_type.as_deref()) {
+        return Ok(SettingValue::Text(raw.to_owned()));
+    }
+    serde_json::from_str(raw).map(SettingValue::Json).map_err(|_| raw.to_owned())
 }
 
 /// The secret URL of a reference value `{"uri": ...}` (`secret_uri` as a fallback).
@@ -657,6 +721,39 @@ mod tests {
         assert_eq!(pairs(sentinel_url(&endpoint, "s", &many))[1].1, "*", "more than 5 alternatives: any label");
         assert_eq!(pairs(sentinel_url(&endpoint, "s", &[sel(Some("a\\,b")), sel(Some("c"))]))[1].1, "a\\,b,c");
         assert_eq!(filter_alternatives("a\\,b,c"), 2);
+    }
+
+    #[test]
+    fn json_content_types_are_the_ones_the_providers_parse() {
+        for ct in
+            ["application/json", "Application/JSON; charset=utf-8", "application/vnd.x+json", "application/json+x+y"]
+        {
+            assert!(is_json_content_type(Some(ct)), "{ct}");
+        }
+        for ct in [
+            "text/json",
+            "application/jsonx",
+            "application/xml",
+            "json",
+            "",
+            "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8",
+            "application/vnd.microsoft.appconfig.ff+json;charset=utf-8",
+        ] {
+            assert!(!is_json_content_type(Some(ct)), "{ct}");
+        }
+        assert!(!is_json_content_type(None));
+    }
+
+    #[test]
+    fn a_feature_flag_needs_the_prefix_and_the_flag_content_type() {
+        let kv = |key: &str, ct: Option<&str>| Kv { key: key.into(), value: None, content_type: ct.map(str::to_owned) };
+        assert!(is_feature_flag(&kv(
+            ".appconfig.featureflag/Beta",
+            Some("application/vnd.microsoft.appconfig.ff+json;charset=utf-8")
+        )));
+        assert!(!is_feature_flag(&kv(".appconfig.featureflag/Beta", None)));
+        assert!(!is_feature_flag(&kv(".appconfig.featureflag/Beta", Some("application/json"))));
+        assert!(!is_feature_flag(&kv("Beta", Some("application/vnd.microsoft.appconfig.ff+json"))));
     }
 
     #[test]

@@ -407,3 +407,50 @@ async fn a_key_that_cannot_become_a_file_name_is_logged_once_not_at_every_poll()
     assert!(logs.contains("key=\"not a name\""), "{logs}");
     assert!(!logs.contains("left out"), "the value is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_content_type_values_are_subtrees_in_json_and_flattened_in_env_invalid_json_stays_text_logged_once() {
+    let w = world().await;
+    let logging = json!({"level": "warn", "sinks": ["console", {"file": "/var/log/x"}], "retries": 3, "on": true});
+    let emu = &w.emu;
+    emu.set_kv("settings", "myapp:logging", Some("prd"), &logging.to_string(), Some("application/json")).unwrap();
+    let profile = "application/vnd.example.settings+json; charset=utf-8";
+    emu.set_kv("settings", "myapp:limits", Some("prd"), "[10, 20]", Some(profile)).unwrap();
+    emu.set_kv("settings", "myapp:broken", Some("prd"), "{not json", Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:plain", Some("prd"), "{\"a\":1}", Some("text/plain")).unwrap();
+    emu.set_kv_value("settings", "myapp:unset", Some("prd"), None, None).unwrap();
+    let sources = format!(
+        "{}{}",
+        seeds_source(&w, "json", "appsettings.json"),
+        seeds_source(&w, "env", "app.env").replacen("sources:\n", "", 1)
+    );
+    let cfg = w.write_config(&format!("{}{sources}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("appsettings.json published", LIMIT, || read(&out, "appsettings.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        doc,
+        json!({
+            "logging": logging, "limits": [10, 20], "broken": "{not json", "plain": "{\"a\":1}", "unset": null
+        })
+    );
+    let env = wait_for("app.env published", LIMIT, || read(&out, "app.env")).await;
+    for line in [
+        "LOGGING_LEVEL=\"warn\"\n",
+        "LOGGING_SINKS_0=\"console\"\n",
+        "LOGGING_SINKS_1_FILE=\"/var/log/x\"\n",
+        "LOGGING_RETRIES=\"3\"\n",
+        "LOGGING_ON=\"true\"\n",
+        "LIMITS_0=\"10\"\n",
+        "LIMITS_1=\"20\"\n",
+        "BROKEN=\"{not json\"\n",
+        "UNSET=\"\"\n",
+    ] {
+        assert!(env.contains(line), "{line:?} in\n{env}");
+    }
+    wait_for("two more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= 6).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("not valid JSON; published as text").count(), 2, "once per source:\n{logs}");
+    assert!(!logs.contains("{not json"), "the value is never logged");
+}
