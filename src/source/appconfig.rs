@@ -6,8 +6,10 @@
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
-//! sent back. With a `sentinel`, a poll lists only the sentinel key (conditionally, under the
-//! labels the `select` entries name) and lists everything again only when it changed. Key
+//! sent back. With a `sentinel`, a poll reads only the watched keys (`GET /kv/{key}?label=`,
+//! each with `If-None-Match`, under its own label: the null label unless given, as in
+//! Microsoft's providers) and lists everything again only when one of them changed, appeared or
+//! was deleted; a watched key that does not exist is logged once and read again at every poll. Key
 //! Vault references are resolved again at every poll, whatever the lists answered.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
@@ -54,8 +56,8 @@ pub struct AppConfigSource {
     pages: Vec<Vec<CachedPage>>,
     /// Whether every `select` entry has been listed in full once.
     listed: bool,
-    /// The sentinel's pages as fetched last time (empty: never, or a refresh is due).
-    sentinel_pages: Vec<CachedPage>,
+    /// Per watched key (`cfg.sentinel`), what it was last time.
+    watched: Vec<Watched>,
     /// `Sync-Token` id -> (value, sn): the highest sn seen per id.
     sync_tokens: BTreeMap<String, (String, u64)>,
     /// Last resolved value per Key Vault reference URI.
@@ -66,6 +68,13 @@ pub struct AppConfigSource {
     /// The keys whose JSON content type held invalid JSON last time (published as text): each
     /// is logged once.
     invalid_json: BTreeSet<String>,
+}
+
+/// A watched key as last read: `None` before the first read.
+#[derive(Clone, Default)]
+struct Watched {
+    /// `Some(None)`: it did not exist; `Some(Some(etag))`: it existed with this ETag.
+    seen: Option<Option<String>>,
 }
 
 /// A page and its ETag, reused when the store answers 304.
@@ -112,6 +121,7 @@ impl AppConfigSource {
         keyvault_scope: String,
     ) -> Self {
         let pages = vec![Vec::new(); cfg.select.len()];
+        let cfg_sentinel_len = cfg.sentinel.len();
         AppConfigSource {
             id,
             cfg,
@@ -121,7 +131,7 @@ impl AppConfigSource {
             keyvault_scope,
             pages,
             listed: false,
-            sentinel_pages: Vec::new(),
+            watched: vec![Watched::default(); cfg_sentinel_len],
             sync_tokens: BTreeMap::new(),
             resolved: BTreeMap::new(),
             reported: BTreeSet::new(),
@@ -167,24 +177,18 @@ impl AppConfigSource {
         Ok(self.publish(settings, flags, unresolved))
     }
 
-    /// Lists every `select` entry again (each page conditionally), unless a `sentinel` is set
-    /// and answered unchanged. The sentinel is fetched first, so a change that lands during the
-    /// lists is seen at the next poll, and its pages are kept only once the lists succeeded.
+    /// Lists every `select` entry again (each page conditionally), unless watched keys are set
+    /// and none of them changed. The watched keys are read first, so a change that lands during
+    /// the lists is seen at the next poll, and what they were is kept only once the lists
+    /// succeeded.
     async fn refresh_lists(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
-        let sentinel = match self.cfg.sentinel.clone() {
-            None => None,
-            Some(key) => {
-                let previous = std::mem::take(&mut self.sentinel_pages);
-                let first_time = previous.is_empty();
-                let url = sentinel_url(&self.cfg.endpoint, &key, &self.cfg.select);
-                let (pages, changed) = self.list_pages(url, previous, cancel).await?;
-                Some((pages, changed || first_time))
-            }
-        };
-        let due = match &sentinel {
-            None => true,
-            Some((_, changed)) => *changed || !self.listed,
-        };
+        let mut due = self.cfg.sentinel.is_empty() || !self.listed;
+        let mut watched = Vec::with_capacity(self.cfg.sentinel.len());
+        for i in 0..self.cfg.sentinel.len() {
+            let (now, changed) = self.read_watched(i, cancel).await?;
+            due |= changed;
+            watched.push(now);
+        }
         if due {
             for i in 0..self.cfg.select.len() {
                 let previous = std::mem::take(&mut self.pages[i]);
@@ -194,12 +198,43 @@ impl AppConfigSource {
             }
             self.listed = true;
         } else {
-            tracing::debug!(source = self.id, "sentinel unchanged; key-values not listed");
+            tracing::debug!(source = self.id, "watched keys unchanged; key-values not listed");
         }
-        if let Some((pages, _)) = sentinel {
-            self.sentinel_pages = pages;
+        if !self.cfg.sentinel.is_empty() {
+            self.watched = watched;
         }
         Ok(())
+    }
+
+    /// Reads watched key `i` conditionally: what it is now, and whether that is a change (it
+    /// changed, appeared or was deleted since the last read; the first read is no change).
+    async fn read_watched(&mut self, i: usize, cancel: &CancellationToken) -> Result<(Watched, bool), SourceError> {
+        let w = self.cfg.sentinel[i].clone();
+        let before = self.watched[i].seen.clone();
+        let url = watched_url(&self.cfg.endpoint, &w);
+        let etag = before.clone().flatten();
+        let resp = self.get(&url, etag.as_deref(), cancel).await?;
+        self.keep_sync_tokens(resp.headers());
+        let status = resp.status();
+        let now = if status == StatusCode::NOT_MODIFIED && etag.is_some() {
+            etag
+        } else if status == StatusCode::NOT_FOUND {
+            if before.as_ref().is_none_or(Option::is_some) {
+                tracing::warn!(
+                    source = self.id,
+                    key = w.key,
+                    label = w.label.as_deref().unwrap_or("(null label)"),
+                    "the watched key does not exist; the store is read again once it is created"
+                );
+            }
+            None
+        } else if status.is_success() {
+            Some(resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+        } else {
+            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
+        };
+        let changed = before.as_ref().is_some_and(|b| *b != now);
+        Ok((Watched { seen: Some(now) }, changed))
     }
 
     /// The value a setting renders with: its own, or the secret a Key Vault reference names.
@@ -466,48 +501,17 @@ fn list_url(endpoint: &Url, select: &config::Selector) -> Url {
     url
 }
 
-/// The list of the sentinel key alone (escaped: it is a key, not a filter) under the labels the
-/// `select` entries name; under any label when they name more than the 5 alternatives a filter
-/// may have.
-fn sentinel_url(endpoint: &Url, sentinel: &str, select: &[config::Selector]) -> Url {
-    let mut labels: Vec<&str> = Vec::new();
-    for s in select {
-        let label = s.label.as_deref().unwrap_or("\0");
-        if !labels.contains(&label) {
-            labels.push(label);
-        }
+/// `{endpoint}/kv/{key}?label=..&api-version=..`: one watched key; the null label is `%00`.
+fn watched_url(endpoint: &Url, watched: &config::WatchedKey) -> Url {
+    let mut url = endpoint.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().push("kv").push(&watched.key);
     }
-    let alternatives: usize = labels.iter().map(|l| filter_alternatives(l)).sum();
-    let label = if labels.contains(&"*") || alternatives > 5 { "*".to_owned() } else { labels.join(",") };
-    let selector = config::Selector { key: escape_filter(sentinel), label: Some(label) };
-    list_url(endpoint, &selector)
-}
-
-/// A literal key as a filter: `*`, `,` and `\` escaped with `\`.
-fn escape_filter(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
-        if matches!(c, '*' | ',' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// How many comma-separated alternatives a filter has (escaped commas do not separate).
-fn filter_alternatives(filter: &str) -> usize {
-    let mut count = 1;
-    let mut escaped = false;
-    for c in filter.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            ',' => count += 1,
-            _ => {}
-        }
-    }
-    count
+    url.set_query(None);
+    url.query_pairs_mut()
+        .append_pair("label", watched.label.as_deref().unwrap_or("\0"))
+        .append_pair("api-version", API_VERSION);
+    url
 }
 
 /// A feature flag's value, as the Microsoft feature-management schema has it: a JSON object
@@ -710,17 +714,16 @@ mod tests {
     }
 
     #[test]
-    fn the_sentinel_is_listed_as_an_escaped_key_under_the_selected_labels() {
+    fn a_watched_key_is_read_by_its_own_url_under_its_own_label() {
         let endpoint = Url::parse("https://store.azconfig.io").unwrap();
-        let sel = |label: Option<&str>| config::Selector { key: "myapp:*".into(), label: label.map(Into::into) };
-        let pairs = |url: Url| url.query_pairs().into_owned().collect::<Vec<(String, String)>>();
-        let p = pairs(sentinel_url(&endpoint, "myapp:sentinel*,\\", &[sel(Some("prd")), sel(None), sel(Some("prd"))]));
-        assert_eq!(p[0], ("key".into(), "myapp:sentinel\\*\\,\\\\".into()));
-        assert_eq!(p[1], ("label".into(), "prd,\0".into()));
-        let many = [sel(Some("a,b,c")), sel(Some("d,e")), sel(Some("f"))];
-        assert_eq!(pairs(sentinel_url(&endpoint, "s", &many))[1].1, "*", "more than 5 alternatives: any label");
-        assert_eq!(pairs(sentinel_url(&endpoint, "s", &[sel(Some("a\\,b")), sel(Some("c"))]))[1].1, "a\\,b,c");
-        assert_eq!(filter_alternatives("a\\,b,c"), 2);
+        let w = |key: &str, label: Option<&str>| config::WatchedKey { key: key.into(), label: label.map(Into::into) };
+        let url = watched_url(&endpoint, &w("TestApp:Settings:Sentinel", None));
+        assert_eq!(
+            url.as_str(),
+            "https://store.azconfig.io/kv/TestApp:Settings:Sentinel?label=%00&api-version=2023-11-01"
+        );
+        let url = watched_url(&endpoint, &w("a/b c?", Some("prd")));
+        assert_eq!(url.as_str(), "https://store.azconfig.io/kv/a%2Fb%20c%3F?label=prd&api-version=2023-11-01");
     }
 
     #[test]

@@ -161,12 +161,65 @@ fn lists_key(r: &RequestRecord, key: &str) -> bool {
     r.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == format!("key={key}")))
 }
 
+/// A `GET /kv/{key}` of one key-value (how watched keys are read).
+fn reads_key(r: &RequestRecord, key: &str) -> bool {
+    r.path == format!("/kv/{key}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_under_the_null_label_as_in_microsofts_tutorial_triggers_the_refresh() {
+    let w = world().await;
+    seed(&w);
+    // The tutorial's layout: settings under `prd`, the sentinel under no label.
+    w.emu.set_kv("settings", "TestApp:Settings:Sentinel", None, "1", None).unwrap();
+    let source = seeds_source(&w, "json", "app.json") + "    sentinel: \"TestApp:Settings:Sentinel\"\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    w.emu.set_kv("settings", "TestApp:Settings:Sentinel", None, "2", None).unwrap();
+    wait_for("the refresh is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))
+    })
+    .await;
+    let reads: Vec<_> = store_requests(&w).into_iter().filter(|r| reads_key(r, "TestApp:Settings:Sentinel")).collect();
+    assert!(reads.iter().all(|r| r.query.as_deref().is_some_and(|q| q.contains("label=%00"))), "{reads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_watched_key_is_logged_once_and_its_creation_triggers_the_refresh() {
+    let w = world().await;
+    seed(&w);
+    let source = seeds_source(&w, "json", "app.json")
+        + "    sentinel:\n      - \"never:there\"\n      - {key: \"myapp:sentinel\", label: prd}\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    let missing = |w: &World, key: &str| {
+        store_requests(w).into_iter().filter(|r| reads_key(r, key) && r.status == Some(404)).count()
+    };
+    wait_for("three polls of the missing keys", LIMIT, || (missing(&w, "myapp:sentinel") >= 3).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("the watched key does not exist").count(), 2, "once per key:\n{logs}");
+    assert!(logs.contains("key=\"never:there\" label=\"(null label)\""), "{logs}");
+    assert!(missing(&w, "never:there") >= 3);
+
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
+    wait_for("the refresh is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_everything_is_listed() {
     let w = world().await;
     seed(&w);
     w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
-    let source = seeds_source(&w, "json", "app.json") + "    sentinel: \"myapp:sentinel\"\n";
+    let source = seeds_source(&w, "json", "app.json") + "    sentinel: {key: \"myapp:sentinel\", label: prd}\n";
     let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
     let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
@@ -174,15 +227,15 @@ async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_ever
     assert!(first.contains("\"level\": \"warn\""), "{first}");
     let full = |w: &World| store_requests(w).into_iter().filter(|r| lists_key(r, "myapp%3A*")).count();
     let sentinel_304s = |w: &World| {
-        store_requests(w).into_iter().filter(|r| lists_key(r, "myapp%3Asentinel") && r.status == Some(304)).count()
+        store_requests(w).into_iter().filter(|r| reads_key(r, "myapp:sentinel") && r.status == Some(304)).count()
     };
 
     // Unchanged: each poll is one conditional request for the sentinel, answered 304.
     wait_for("three sentinel polls answered 304", LIMIT, || (sentinel_304s(&w) >= 3).then_some(())).await;
     let log = store_requests(&w);
     assert_eq!(full(&w), 1, "only the first poll lists the selection: {log:?}");
-    assert!(log.iter().all(|r| lists_key(r, "myapp%3A*") || lists_key(r, "myapp%3Asentinel")), "{log:?}");
-    let sentinel_query = log.iter().find(|r| lists_key(r, "myapp%3Asentinel")).unwrap().query.clone().unwrap();
+    assert!(log.iter().all(|r| lists_key(r, "myapp%3A*") || reads_key(r, "myapp:sentinel")), "{log:?}");
+    let sentinel_query = log.iter().find(|r| reads_key(r, "myapp:sentinel")).unwrap().query.clone().unwrap();
     assert!(sentinel_query.contains("label=prd"), "{sentinel_query}");
 
     // Another key changes: not seen while the sentinel stays as it was.
