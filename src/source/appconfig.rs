@@ -6,11 +6,11 @@
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
-//! sent back. With a `sentinel`, a poll reads only the watched keys (`GET /kv/{key}?label=`,
+//! sent back. Key Vault references are resolved once per distinct secret URI and re-checked
+//! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll reads only the watched keys (`GET /kv/{key}?label=`,
 //! each with `If-None-Match`, under its own label: the null label unless given, as in
 //! Microsoft's providers) and lists everything again only when one of them changed, appeared or
-//! was deleted; a watched key that does not exist is logged once and read again at every poll. Key
-//! Vault references are resolved again at every poll, whatever the lists answered.
+//! was deleted; a watched key that does not exist is logged once and read again at every poll.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
 //! resolved is reported as a required `Failure`: a document (json, yaml, env, properties) is
@@ -26,12 +26,14 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::keyvault::get_secret_by_url;
+mod references;
+
 use super::render::{self, Setting, SettingValue};
 use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
 use crate::config::{self, Format};
 use crate::identity::{BoxFuture, IdentityError, TokenCache};
+use references::References;
 use sidecar_core::relpath::RelPath;
 use sidecar_core::secret::{SecretString, SecretValue};
 
@@ -60,8 +62,8 @@ pub struct AppConfigSource {
     watched: Vec<Watched>,
     /// `Sync-Token` id -> (value, sn): the highest sn seen per id.
     sync_tokens: BTreeMap<String, (String, u64)>,
-    /// Last resolved value per Key Vault reference URI.
-    resolved: BTreeMap<String, SecretString>,
+    /// The Key Vault references, resolved.
+    references: References,
     /// The keys left out of the output last time, and why: each is logged once, when it first
     /// is left out (again once it was back in the output in between).
     reported: BTreeSet<(String, String)>,
@@ -121,7 +123,14 @@ impl AppConfigSource {
         keyvault_scope: String,
     ) -> Self {
         let pages = vec![Vec::new(); cfg.select.len()];
-        let cfg_sentinel_len = cfg.sentinel.len();
+        let watched = vec![Watched::default(); cfg.sentinel.len()];
+        let references = References::new(
+            client.clone(),
+            tokens.clone(),
+            keyvault_scope.clone(),
+            cfg.secret_refresh_interval,
+            cfg.concurrency,
+        );
         AppConfigSource {
             id,
             cfg,
@@ -131,9 +140,9 @@ impl AppConfigSource {
             keyvault_scope,
             pages,
             listed: false,
-            watched: vec![Watched::default(); cfg_sentinel_len],
+            watched,
             sync_tokens: BTreeMap::new(),
-            resolved: BTreeMap::new(),
+            references,
             reported: BTreeSet::new(),
             invalid_json: BTreeSet::new(),
         }
@@ -146,7 +155,12 @@ impl AppConfigSource {
         let mut settings = Vec::new();
         let mut flags = Vec::new();
         let mut invalid_json = BTreeSet::new();
-        for kv in kvs {
+        // The references first, every distinct URI once, so that they can be read together.
+        let targets: Vec<Option<Result<Url, String>>> = kvs.iter().map(|kv| self.reference_target(kv)).collect();
+        let wanted: BTreeMap<String, Url> =
+            targets.iter().flatten().flatten().map(|url| (url.to_string(), url.clone())).collect();
+        let failed = self.references.refresh(&self.id, &wanted, cancel).await?;
+        for (kv, target) in kvs.into_iter().zip(targets) {
             if is_feature_flag(&kv) {
                 match feature_flag(&kv) {
                     Ok(flag) => flags.push(flag),
@@ -155,16 +169,38 @@ impl AppConfigSource {
                 continue;
             }
             let key = render::trim_prefix(&kv.key, &self.cfg.trim_prefix).to_owned();
-            match self.value_of(&kv, cancel).await? {
-                Ok(value) => {
-                    let value = setting_value(&kv, value).unwrap_or_else(|text| {
-                        invalid_json.insert(kv.key.clone());
-                        SettingValue::Text(text)
-                    });
-                    settings.push(Setting { key, value });
+            let value = match target {
+                None => SecretString::new(kv.value.clone().unwrap_or_default()),
+                Some(Err(why)) => {
+                    unresolved.push((key, format!("Key Vault reference {}: {why}", kv.key)));
+                    continue;
                 }
-                Err(reason) => unresolved.push((key, reason)),
-            }
+                Some(Ok(url)) => {
+                    let uri = url.to_string();
+                    match (self.references.value(&uri), failed.get(&uri)) {
+                        (Some(value), None) => value.clone(),
+                        (Some(last), Some(why)) => {
+                            tracing::warn!(
+                                source = self.id,
+                                key = kv.key,
+                                "failed to resolve Key Vault reference, keeping its last value: {why}"
+                            );
+                            last.clone()
+                        }
+                        (None, why) => {
+                            let why = why.map_or("not read", String::as_str);
+                            unresolved
+                                .push((key, format!("failed to resolve the Key Vault reference {}: {why}", kv.key)));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let value = setting_value(&kv, value).unwrap_or_else(|text| {
+                invalid_json.insert(kv.key.clone());
+                SettingValue::Text(text)
+            });
+            settings.push(Setting { key, value });
         }
         for key in invalid_json.difference(&self.invalid_json) {
             tracing::warn!(
@@ -237,39 +273,14 @@ impl AppConfigSource {
         Ok((Watched { seen: Some(now) }, changed))
     }
 
-    /// The value a setting renders with: its own, or the secret a Key Vault reference names.
-    /// `Ok(Err(reason))` for a reference that never resolved.
-    async fn value_of(
-        &mut self,
-        kv: &Kv,
-        cancel: &CancellationToken,
-    ) -> Result<Result<SecretString, String>, SourceError> {
-        let raw = kv.value.clone().unwrap_or_default();
-        if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) {
-            return Ok(Ok(SecretString::new(raw)));
+    /// The secret a Key Vault reference names (`None`: not a reference to resolve), or why it
+    /// names none this source may read.
+    fn reference_target(&self, kv: &Kv) -> Option<Result<Url, String>> {
+        if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) || is_feature_flag(kv) {
+            return None;
         }
-        let uri = match reference_uri(&raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)) {
-            Ok(uri) => uri,
-            Err(why) => return Ok(Err(format!("Key Vault reference {}: {why}", kv.key))),
-        };
-        match get_secret_by_url(&self.client, &self.tokens, &self.keyvault_scope, &uri, cancel).await? {
-            Ok(value) => {
-                let text = SecretString::new(String::from_utf8_lossy(value.expose()).into_owned());
-                self.resolved.insert(uri.to_string(), text.clone());
-                Ok(Ok(text))
-            }
-            Err(why) => match self.resolved.get(uri.as_str()) {
-                Some(last) => {
-                    tracing::warn!(
-                        source = self.id,
-                        key = kv.key,
-                        "failed to resolve Key Vault reference, keeping its last value: {why}"
-                    );
-                    Ok(Ok(last.clone()))
-                }
-                None => Ok(Err(format!("failed to resolve the Key Vault reference {}: {why}", kv.key))),
-            },
-        }
+        let raw = kv.value.as_deref().unwrap_or_default();
+        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)))
     }
 
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,

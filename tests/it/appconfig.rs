@@ -257,7 +257,7 @@ async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_ever
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_304() {
+async fn referenced_secrets_are_rechecked_through_the_vaults_list_while_the_store_answers_304() {
     let w = world().await;
     seed(&w);
     let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "json", "app.json")));
@@ -279,13 +279,108 @@ async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_3
         1,
         "the store answered 304 after the first list: {lists:?}"
     );
-    assert!(
-        w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= lists.len() as u64,
-        "one secret read per poll: {} reads, {} polls",
-        w.emu.count(Endpoint::KeyvaultGet, Some("main")),
-        lists.len()
-    );
+    assert!(w.emu.count(Endpoint::KeyvaultList, Some("main")) >= 1, "the rotation was seen in the vault's list");
     assert_clean(&sc.logs(), &[CANARY]);
+}
+
+/// Key Vault requests the emulator saw for `vault` after `mark` (a request sequence number).
+fn vault_requests_since(w: &World, vault: &str, mark: u64) -> Vec<RequestRecord> {
+    w.emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.seq > mark && r.vault.as_deref() == Some(vault))
+        .filter(|r| matches!(r.endpoint, Endpoint::KeyvaultGet | Endpoint::KeyvaultList))
+        .collect()
+}
+
+fn last_seq(w: &World) -> u64 {
+    w.emu.request_log().iter().map(|r| r.seq).max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_references_to_one_vault_cost_a_quiet_poll_its_304s_and_the_vaults_list_pages_and_no_get() {
+    let w = world().await;
+    let vault = w.vault("main");
+    // 40 references to 30 distinct secrets (10 twice): 30 GETs to resolve, concurrently.
+    for i in 0..30 {
+        w.emu.set_secret("main", &format!("s{i:02}"), &format!("{CANARY}-{i}")).unwrap();
+    }
+    for i in 0..40 {
+        let reference = json!({"uri": format!("{vault}/secrets/s{:02}", i % 30)}).to_string();
+        w.emu.set_kv("settings", &format!("myapp:ref{i:02}"), Some("prd"), &reference, Some(KV_REF)).unwrap();
+    }
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "json", "app.json")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["ref39"], format!("{CANARY}-9"));
+    let first_reads = vault_requests_since(&w, "main", 0);
+    assert_eq!(
+        first_reads.iter().filter(|r| r.endpoint == Endpoint::KeyvaultGet).count(),
+        30,
+        "one GET per distinct secret: {first_reads:?}"
+    );
+
+    // Once the reads are settled (2 s past the secrets' `updated`), a quiet poll reads no secret.
+    let store_304s = |w: &World| store_requests(w).iter().filter(|r| r.status == Some(304)).count();
+    wait_for("four quiet polls", LIMIT, || (store_304s(&w) >= 4).then_some(())).await;
+    let mark = last_seq(&w);
+    let seen = store_304s(&w);
+    wait_for("three more quiet polls", LIMIT, || (store_304s(&w) >= seen + 3).then_some(())).await;
+    let since = vault_requests_since(&w, "main", mark);
+    assert!(since.iter().all(|r| r.endpoint == Endpoint::KeyvaultList), "no secret GET: {since:?}");
+    let pages = since.iter().filter(|r| r.endpoint == Endpoint::KeyvaultList).count();
+    // 30 secrets are 2 pages of 25; each poll (secret_refresh_interval = sync.interval = 1 s) lists them.
+    assert!(pages >= 4 && pages % 2 == 0, "the vault's list pages at each re-check: {since:?}");
+
+    // One secret changes: one GET, for it alone.
+    let mark = last_seq(&w);
+    w.emu.set_secret("main", "s07", &format!("{CANARY}-changed")).unwrap();
+    wait_for("the change is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains(&format!("{CANARY}-changed")))
+    })
+    .await;
+    let gets: Vec<String> = vault_requests_since(&w, "main", mark)
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::KeyvaultGet)
+        .map(|r| r.path)
+        .collect();
+    assert!(!gets.is_empty() && gets.iter().all(|p| p == "/secrets/s07"), "{gets:?}");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_referenced_vaults_retry_after_is_honoured_and_a_pinned_reference_is_read_once() {
+    let w = world().await;
+    seed(&w);
+    let version = w.emu.set_secret("main", "pinned", &format!("{CANARY}-pinned")).unwrap();
+    let reference = json!({"uri": format!("{}/secrets/pinned/{version}", w.vault("main"))}).to_string();
+    w.emu.set_kv("settings", "myapp:pinned", Some("prd"), &reference, Some(KV_REF)).unwrap();
+    let source = seeds_source(&w, "json", "app.json") + "    secret_refresh_interval: 1s\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("-pinned"))).await;
+    let lists =
+        || vault_requests_since(&w, "main", 0).into_iter().filter(|r| r.endpoint == Endpoint::KeyvaultList).count();
+    wait_for("a re-check listed the vault", LIMIT, || (lists() >= 1).then_some(())).await;
+
+    let throttled = Fault::status(429).on(Endpoint::KeyvaultList).in_vault("main").retry_after(RetryAfter::Seconds(2));
+    w.emu.add_fault(throttled.times(1));
+    let mark = last_seq(&w);
+    wait_for("a list answered 429, then one more", LIMIT, || {
+        let since = vault_requests_since(&w, "main", mark);
+        let throttled = since.iter().position(|r| r.status == Some(429))?;
+        since.get(throttled + 1).cloned().map(|next| (since[throttled].clone(), next))
+    })
+    .await;
+    let since = vault_requests_since(&w, "main", mark);
+    let at = since.iter().position(|r| r.status == Some(429)).unwrap();
+    let waited = since[at + 1].at_ms - since[at].at_ms;
+    assert!(waited >= 2000, "the next vault request came {waited} ms after a 429 asking for 2 s: {since:?}");
+    let pinned_reads = w.emu.request_log().into_iter().filter(|r| r.path.starts_with("/secrets/pinned/")).count();
+    assert_eq!(pinned_reads, 1, "a pinned version is read once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
