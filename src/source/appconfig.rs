@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 use zeroize::Zeroizing;
 
+mod flags;
 mod references;
 
 use super::render::{self, Setting, SettingValue};
@@ -89,13 +90,17 @@ struct CachedPage {
 }
 
 /// One key-value as listed.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 struct Kv {
     key: String,
+    #[serde(default)]
+    label: Option<String>,
     #[serde(default)]
     value: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
+    #[serde(default)]
+    etag: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +168,12 @@ impl AppConfigSource {
         for (kv, target) in kvs.into_iter().zip(targets) {
             if is_feature_flag(&kv) {
                 match feature_flag(&kv) {
-                    Ok(flag) => flags.push(flag),
+                    Ok(mut flag) => {
+                        let etag = kv.etag.as_deref().unwrap_or_default();
+                        let endpoint = self.cfg.endpoint.as_str();
+                        flags::add_telemetry_metadata(&mut flag, endpoint, &kv.key, kv.label.as_deref(), etag);
+                        flags.push(flag);
+                    }
                     Err(why) => tracing::warn!(source = self.id, key = kv.key, "skipping feature flag: {why}"),
                 }
                 continue;
@@ -760,7 +770,8 @@ mod tests {
 
     #[test]
     fn a_feature_flag_needs_the_prefix_and_the_flag_content_type() {
-        let kv = |key: &str, ct: Option<&str>| Kv { key: key.into(), value: None, content_type: ct.map(str::to_owned) };
+        let kv =
+            |key: &str, ct: Option<&str>| Kv { key: key.into(), content_type: ct.map(str::to_owned), ..Kv::default() };
         assert!(is_feature_flag(&kv(
             ".appconfig.featureflag/Beta",
             Some("application/vnd.microsoft.appconfig.ff+json;charset=utf-8")
@@ -772,11 +783,8 @@ mod tests {
 
     #[test]
     fn feature_flags_need_an_id_and_a_boolean_enabled() {
-        let kv = |value: &str| Kv {
-            key: ".appconfig.featureflag/Beta".into(),
-            value: Some(value.into()),
-            content_type: None,
-        };
+        let kv =
+            |value: &str| Kv { key: ".appconfig.featureflag/Beta".into(), value: Some(value.into()), ..Kv::default() };
         let ok = feature_flag(&kv(r#"{"id":"Beta","enabled":true,"conditions":{"client_filters":[]}}"#)).unwrap();
         assert_eq!(ok["id"], "Beta");
         assert!(feature_flag(&kv(r#"{"id":"Beta","enabled":"yes"}"#)).unwrap_err().contains("enabled"));

@@ -392,8 +392,15 @@ async fn selected_feature_flags_are_written_in_the_feature_management_schema() {
         "conditions": {"client_filters": [{"name": "Microsoft.Targeting", "parameters": {"Audience": {"Users": ["ann"], "DefaultRolloutPercentage": 50}}}]}
     });
     let dark = json!({"id": "DarkMode", "enabled": false, "conditions": {"client_filters": []}});
-    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &beta.to_string(), Some(FF)).unwrap();
-    w.emu.set_kv("settings", ".appconfig.featureflag/DarkMode", Some("prd"), &dark.to_string(), Some(FF)).unwrap();
+    let beta_etag =
+        w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &beta.to_string(), Some(FF)).unwrap();
+    let dark_etag =
+        w.emu.set_kv("settings", ".appconfig.featureflag/DarkMode", Some("prd"), &dark.to_string(), Some(FF)).unwrap();
+    let exp = json!({
+        "id": "Exp", "enabled": true, "telemetry": {"enabled": true},
+        "variants": [{"name": "On", "configuration_value": true}], "allocation": {"default_when_enabled": "On"}
+    });
+    w.emu.set_kv("settings", ".appconfig.featureflag/Exp", Some("prd"), &exp.to_string(), Some(FF)).unwrap();
     let unselected = json!({"id": "Unlabelled", "enabled": true, "conditions": {"client_filters": []}});
     w.emu.set_kv("settings", ".appconfig.featureflag/Unlabelled", None, &unselected.to_string(), Some(FF)).unwrap();
     let selects = "    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n";
@@ -407,7 +414,21 @@ async fn selected_feature_flags_are_written_in_the_feature_management_schema() {
     let out = w.out();
     let text = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
     let doc: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(doc["feature_management"], json!({"feature_flags": [beta, dark]}));
+    // As the providers write them: every flag carries its ETag; one with telemetry enabled its
+    // reference and allocation id (the id's algorithm is checked against the Python provider's
+    // in src/source/appconfig/flags.rs).
+    let with_etag = |mut flag: Value, etag: &str| {
+        flag["telemetry"] = json!({"metadata": {"ETag": etag}});
+        flag
+    };
+    let flags = doc["feature_management"]["feature_flags"].as_array().unwrap();
+    assert_eq!(flags[0], with_etag(beta, &beta_etag));
+    assert_eq!(flags[1], with_etag(dark, &dark_etag));
+    let metadata = &flags[2]["telemetry"]["metadata"];
+    let store = w.emu.store_url("settings").unwrap().trim_end_matches('/').to_owned();
+    assert_eq!(metadata["FeatureFlagReference"], format!("{store}/kv/.appconfig.featureflag/Exp?label=prd"));
+    assert_eq!(metadata["AllocationId"], "HKlAluFB62yWSz-Ljbzd");
+    assert_eq!(flags.len(), 3);
     assert_eq!(doc["db"]["host"], "db.prd.internal");
     let yaml = wait_for("app.yaml published", LIMIT, || read(&out, "app.yaml")).await;
     assert!(yaml.starts_with("\"db\":\n"), "{yaml}");
