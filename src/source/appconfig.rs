@@ -155,7 +155,7 @@ impl AppConfigSource {
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
         self.refresh_lists(cancel).await?;
-        let kvs: Vec<Kv> = self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()).collect();
+        let kvs = dedupe_by_key(self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()));
         let mut unresolved = Vec::new();
         let mut settings = Vec::new();
         let mut flags = Vec::new();
@@ -493,6 +493,24 @@ impl Source for AppConfigSource {
     }
 }
 
+/// One key-value per key, as the Python provider's `_deduplicate_settings` keeps them: at the
+/// position where the key first appears, with the value it has last (later `select` entries
+/// win). Trimmed keys that collide are then decided in that order.
+fn dedupe_by_key(kvs: impl Iterator<Item = Kv>) -> Vec<Kv> {
+    let mut position: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out: Vec<Kv> = Vec::new();
+    for kv in kvs {
+        match position.get(&kv.key) {
+            Some(&i) => out[i] = kv,
+            None => {
+                position.insert(kv.key.clone(), out.len());
+                out.push(kv);
+            }
+        }
+    }
+    out
+}
+
 fn object(path: RelPath, bytes: Vec<u8>, required: bool) -> Object {
     let version = fnv_hex(&bytes);
     Object { path, value: SecretValue::new(bytes), version, updated: None, required }
@@ -745,6 +763,14 @@ mod tests {
         );
         let url = watched_url(&endpoint, &w("a/b c?", Some("prd")));
         assert_eq!(url.as_str(), "https://store.azconfig.io/kv/a%2Fb%20c%3F?label=prd&api-version=2023-11-01");
+    }
+
+    #[test]
+    fn key_values_are_deduplicated_by_key_at_their_first_position_with_their_last_value() {
+        let kv = |key: &str, value: &str| Kv { key: key.into(), value: Some(value.into()), ..Kv::default() };
+        let kvs = dedupe_by_key([kv("a", "1"), kv("b", "2"), kv("a", "3")].into_iter());
+        let pairs: Vec<(&str, &str)> = kvs.iter().map(|k| (k.key.as_str(), k.value.as_deref().unwrap())).collect();
+        assert_eq!(pairs, vec![("a", "3"), ("b", "2")]);
     }
 
     #[test]
