@@ -5,7 +5,9 @@
 #      feature: what the image runs), then the whole workspace with default features (the
 #      product with `demo`, sidecar-core, the emulator's own tests);
 #   3. the Kubernetes manifests, validated against the Kubernetes schemas;
-#   4. the emulator's contract tests with Microsoft's Python SDK.
+#   4. the emulator's contract tests with Microsoft's Python SDK;
+#   5. the interop tests: the sidecar's output read by python-dotenv, PyYAML, java.util.Properties
+#      (needs `java` on PATH) and JSON.
 # Where a Docker engine answers, it first builds the scratch image and the test app image
 # (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container tests
 # (tests/it/container.rs), which otherwise print SKIPPED.
@@ -67,3 +69,12 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
 EMULATOR_BIN="$PWD/target/debug/azure-emulator" SIDECAR_BIN="$PWD/target/debug/azure-secrets-sidecar" \
   "$venv/bin/python" -m pytest tests/contract -q
+
+echo "==> interop tests: the sidecar's output read by the parsers its users run"
+venv=target/interop-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+EMULATOR_BIN="$PWD/target/debug/azure-emulator" SIDECAR_BIN="$PWD/target/debug/azure-secrets-sidecar" \
+  "$venv/bin/python" -m pytest tests/interop -q

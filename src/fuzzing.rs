@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::azure::{ErrorBody, Service};
 use crate::config::{self, Format};
-use crate::source::render::{self, Setting};
+use crate::source::render::{self, Setting, SettingValue};
 use sidecar_core::relpath::RelPath;
 
 /// The config parser and validator: the first byte picks the format (YAML, TOML, JSON), the
@@ -69,10 +69,23 @@ pub fn appconfig_page(data: &[u8]) {
     let body = data.get(split + 1..).unwrap_or_default();
     let settings: Vec<Setting> = crate::source::appconfig::fuzz_page(body, &header)
         .into_iter()
-        .map(|(key, value)| Setting { key, value: value.unwrap_or_default() })
+        .map(|(key, value)| {
+            // Values that parse as JSON are rendered as JSON (a JSON content type's case) too.
+            let value = match value.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+                Some(Ok(json)) => SettingValue::Json(json),
+                _ => SettingValue::Text(value.unwrap_or_default()),
+            };
+            Setting { key, value }
+        })
         .collect();
     // Values that parse as JSON stand in for feature flags too.
-    let flags: Vec<serde_json::Value> = settings.iter().filter_map(|s| serde_json::from_str(&s.value).ok()).collect();
+    let flags: Vec<serde_json::Value> = settings
+        .iter()
+        .filter_map(|s| match &s.value {
+            SettingValue::Json(v) => Some(v.clone()),
+            SettingValue::Text(_) => None,
+        })
+        .collect();
     for format in [Format::Json, Format::Yaml, Format::Env, Format::Properties] {
         let _ = render::render_document(format, &settings, &flags);
     }

@@ -290,7 +290,21 @@ pub struct AppConfigSource {
     pub resolve_keyvault_refs: bool,
     pub path: RelPath,
     pub format: Format,
-    pub sentinel: Option<String>,
+    /// Watched keys (empty: none, every poll lists everything conditionally).
+    pub sentinel: Vec<WatchedKey>,
+    /// How often the Key Vault references' secrets are re-checked (default `sync.interval`).
+    pub secret_refresh_interval: Duration,
+    /// `sync.concurrency`: at most this many reference reads at once.
+    pub concurrency: usize,
+}
+
+/// A key watched for changes: one key (no wildcard) under one label, as the providers'
+/// `refresh_on` / `Register(key, label)` take it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatchedKey {
+    pub key: String,
+    /// `None` is the null label.
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -416,7 +430,9 @@ mod tests {
                 resolve_keyvault_refs: true,
                 path: RelPath::parse(path).unwrap(),
                 format: Format::Json,
-                sentinel: None,
+                sentinel: Vec::new(),
+                secret_refresh_interval: Duration::from_secs(60),
+                concurrency: 8,
             })
         };
         assert_eq!(

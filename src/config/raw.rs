@@ -186,8 +186,38 @@ pub struct RawAppConfig {
     pub path: Option<String>,
     #[serde(default = "json")]
     pub format: String,
+    /// Watched keys: a key (null label), `{key, label}`, or a list of them.
     #[serde(default)]
-    pub sentinel: Option<String>,
+    pub sentinel: Option<RawSentinel>,
+    /// `None`: `sync.interval`.
+    #[serde(default)]
+    pub secret_refresh_interval: Option<String>,
+}
+
+/// `sentinel`: one watched key or a list of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawSentinel {
+    One(RawWatched),
+    Many(Vec<RawWatched>),
+}
+
+/// A watched key: its key alone (the null label), or `{key, label}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawWatched {
+    Key(String),
+    Labelled(RawWatchKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatchKey {
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `None` (or absent): the null label.
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 fn json() -> String {

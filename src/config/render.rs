@@ -108,7 +108,16 @@ fn appconfig(out: &mut Yaml, ac: &AppConfigSource) {
     out.line(2, "resolve_keyvault_refs", ac.resolve_keyvault_refs.to_string());
     out.line(2, "path", scalar(ac.path.as_str()));
     out.line(2, "format", scalar(ac.format.as_str()));
-    out.line(2, "sentinel", opt_str(ac.sentinel.as_deref()));
+    if ac.sentinel.is_empty() {
+        out.line(2, "sentinel", "null".to_string());
+    } else {
+        out.section(2, "sentinel");
+    }
+    for w in &ac.sentinel {
+        out.item(3, "key", scalar(&w.key));
+        out.line(4, "label", opt_str(w.label.as_deref()));
+    }
+    out.line(2, "secret_refresh_interval", format_duration(ac.secret_refresh_interval));
 }
 
 /// A YAML block being written, two spaces per level.

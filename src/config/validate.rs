@@ -53,7 +53,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config> {
     let cloud = cloud(&raw.cloud)?;
     let tls = TlsConfig { ca_file: opt_file("tls.ca_file", &raw.tls.ca_file)? };
     let sync = sync(&raw.sync)?;
-    let sources = sources(&raw.sources, cloud)?;
+    let sources = sources(&raw.sources, cloud, &sync)?;
     let output = output(&raw.output)?;
     let serve = serve(&raw.serve)?;
     let health = health(&raw.health)?;
@@ -255,7 +255,7 @@ fn sync(raw: &RawSync) -> Result<SyncConfig> {
 
 // ---- sources ----
 
-fn sources(raw: &[RawSource], cloud: Cloud) -> Result<Vec<SourceConfig>> {
+fn sources(raw: &[RawSource], cloud: Cloud, sync: &SyncConfig) -> Result<Vec<SourceConfig>> {
     if raw.is_empty() {
         return Err(ConfigError::new("sources", "at least one source is required"));
     }
@@ -266,7 +266,7 @@ fn sources(raw: &[RawSource], cloud: Cloud) -> Result<Vec<SourceConfig>> {
             RawSource::Keyvault(kv) => keyvault(&format!("sources[{i}]"), kv, cloud).map(SourceConfig::KeyVault),
             RawSource::Appconfig(ac) => {
                 let at = format!("sources[{i}]");
-                let ac = appconfig(&at, ac)?;
+                let ac = appconfig(&at, ac, sync)?;
                 same_cloud(&format!("{at}.endpoint"), &ac.endpoint, Cloud::of_appconfig_host, cloud)?;
                 Ok(SourceConfig::AppConfig(ac))
             }
@@ -431,7 +431,7 @@ fn default_settings_path(format: Format) -> &'static str {
     }
 }
 
-fn appconfig(at: &str, raw: &RawAppConfig) -> Result<AppConfigSource> {
+fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfigSource> {
     let key = format!("{at}.endpoint");
     let Some(endpoint) = raw.endpoint.as_deref() else {
         return Err(ConfigError::new(key, "required: the store's URL, like https://mystore.azconfig.io"));
@@ -460,7 +460,18 @@ fn appconfig(at: &str, raw: &RawAppConfig) -> Result<AppConfigSource> {
     let format = one_of(&format!("{at}.format"), &raw.format, FORMATS)?;
     let path_value = raw.path.as_deref().unwrap_or(default_settings_path(format));
     let path = RelPath::parse(path_value).map_err(|e| ConfigError::invalid(&format!("{at}.path"), path_value, e))?;
-    let sentinel = opt(&raw.sentinel, |s| non_empty(&format!("{at}.sentinel"), s).map(str::to_string))?;
+    let sentinel = sentinel(&format!("{at}.sentinel"), raw.sentinel.as_ref())?;
+    let key = format!("{at}.secret_refresh_interval");
+    let secret_refresh_interval = match raw.secret_refresh_interval.as_deref() {
+        None => sync.interval,
+        Some(value) => {
+            let every = duration(&key, value)?;
+            if every < Duration::from_secs(1) {
+                return Err(ConfigError::invalid(&key, value, "must be at least 1s"));
+            }
+            every
+        }
+    };
     Ok(AppConfigSource {
         endpoint,
         select,
@@ -469,7 +480,47 @@ fn appconfig(at: &str, raw: &RawAppConfig) -> Result<AppConfigSource> {
         path,
         format,
         sentinel,
+        secret_refresh_interval,
+        concurrency: sync.concurrency,
     })
+}
+
+/// `sentinel`: a key (the null label), `{key, label}`, or a list of them; keys and labels are
+/// literal (no `*`, as the providers refuse wildcards for watched keys). Duplicates count once.
+fn sentinel(at: &str, raw: Option<&RawSentinel>) -> Result<Vec<WatchedKey>> {
+    let list: Vec<(String, &RawWatched)> = match raw {
+        None => return Ok(Vec::new()),
+        Some(RawSentinel::One(one)) => vec![(at.to_string(), one)],
+        Some(RawSentinel::Many(many)) => many.iter().enumerate().map(|(j, w)| (format!("{at}[{j}]"), w)).collect(),
+    };
+    let mut watched = Vec::new();
+    for (at, w) in list {
+        let (key, label, key_at) = match w {
+            RawWatched::Key(key) => (Some(key.as_str()), None, at.clone()),
+            RawWatched::Labelled(w) => (w.key.as_deref(), w.label.as_deref(), format!("{at}.key")),
+        };
+        let Some(key) = key else {
+            return Err(ConfigError::new(key_at, "required: the watched key, like \"myapp:sentinel\""));
+        };
+        non_empty(&key_at, key)?;
+        if key.contains('*') {
+            return Err(ConfigError::invalid(&key_at, key, "a watched key is one key, not a filter (no *)"));
+        }
+        if let Some(label) = label {
+            let label_at = format!("{at}.label");
+            if label.is_empty() {
+                return Err(ConfigError::new(label_at, "must not be empty (use null for the null label)"));
+            }
+            if label.contains('*') {
+                return Err(ConfigError::invalid(&label_at, label, "a watched key has one label, not a filter (no *)"));
+            }
+        }
+        let w = WatchedKey { key: key.to_string(), label: label.map(str::to_string) };
+        if !watched.contains(&w) {
+            watched.push(w);
+        }
+    }
+    Ok(watched)
 }
 
 fn selector(at: &str, raw: &RawSelector) -> Result<Selector> {
@@ -684,6 +735,7 @@ mod tests {
             path: None,
             format: "json".to_string(),
             sentinel: None,
+            secret_refresh_interval: None,
         }
     }
 
@@ -1139,7 +1191,49 @@ mod tests {
         assert_err(&raw, "sources[0].select[0].label", "null label");
         assert_err(&with(|a| a.trim_prefix = vec!["".into()]), "sources[0].trim_prefix[0]", "must not be empty");
         assert_err(&with(|a| a.path = Some("a/../b".into())), "sources[0].path", "starts with '.'");
-        assert_err(&with(|a| a.sentinel = Some("".into())), "sources[0].sentinel", "must not be empty");
+        fn labelled(key: &str, label: Option<&str>) -> RawWatched {
+            RawWatched::Labelled(RawWatchKey { key: Some(key.into()), label: label.map(Into::into) })
+        }
+        let many = |a: &mut RawAppConfig| {
+            a.sentinel = Some(RawSentinel::Many(vec![
+                RawWatched::Key("s".into()),
+                labelled("t", Some("prd")),
+                labelled("s", None),
+            ]))
+        };
+        let ac = match &validate(&with(many)).unwrap().sources[0] {
+            SourceConfig::AppConfig(ac) => ac.clone(),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            ac.sentinel,
+            vec![
+                WatchedKey { key: "s".into(), label: None },
+                WatchedKey { key: "t".into(), label: Some("prd".into()) }
+            ],
+            "a bare key is the null label; duplicates count once"
+        );
+        assert_eq!(ac.secret_refresh_interval, Duration::from_secs(60), "default: sync.interval");
+        assert_err(
+            &with(|a| a.sentinel = Some(RawSentinel::One(labelled("a*", None)))),
+            "sources[0].sentinel.key",
+            "no *",
+        );
+        assert_err(
+            &with(|a| a.sentinel = Some(RawSentinel::Many(vec![labelled("a", Some("*"))]))),
+            "sources[0].sentinel[0].label",
+            "no *",
+        );
+        assert_err(
+            &with(|a| a.secret_refresh_interval = Some("500ms".into())),
+            "sources[0].secret_refresh_interval",
+            "at least 1s",
+        );
+        assert_err(
+            &with(|a| a.sentinel = Some(RawSentinel::One(RawWatched::Key("".into())))),
+            "sources[0].sentinel",
+            "must not be empty",
+        );
     }
 
     #[test]

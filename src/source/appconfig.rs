@@ -1,19 +1,23 @@
 //! The App Configuration source: lists the key-values each `select` entry names, resolves Key
 //! Vault references, trims prefixes and renders one document at `path` (or one file per key
-//! for `format: files`); selected feature flags go under `feature_management` in json/yaml.
+//! for `format: files`); selected feature flags (the flag prefix and the flag content type) go
+//! under `feature_management` in json/yaml. A value with a JSON content type is parsed (and
+//! rendered as JSON); one that is not valid JSON stays text, logged once.
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
-//! sent back. With a `sentinel`, a poll lists only the sentinel key (conditionally, under the
-//! labels the `select` entries name) and lists everything again only when it changed. Key
-//! Vault references are resolved again at every poll, whatever the lists answered.
+//! sent back. Key Vault references are resolved once per distinct secret URI and re-checked
+//! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll reads only the watched keys (`GET /kv/{key}?label=`,
+//! each with `If-None-Match`, under its own label: the null label unless given, as in
+//! Microsoft's providers) and lists everything again only when one of them changed, appeared or
+//! was deleted; a watched key that does not exist is logged once and read again at every poll.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
 //! resolved is reported as a required `Failure`: a document (json, yaml, env, properties) is
 //! held back whole (the last published one stays), while with `format: files` the other files
 //! are published and the reference's own file is the one missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -22,12 +26,15 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::keyvault::get_secret_by_url;
-use super::render::{self, Setting};
+mod flags;
+mod references;
+
+use super::render::{self, Setting, SettingValue};
 use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
 use crate::config::{self, Format};
 use crate::identity::{BoxFuture, IdentityError, TokenCache};
+use references::References;
 use sidecar_core::relpath::RelPath;
 use sidecar_core::secret::{SecretString, SecretValue};
 
@@ -35,6 +42,7 @@ use sidecar_core::secret::{SecretString, SecretValue};
 const API_VERSION: &str = "2023-11-01";
 const KEYVAULT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.keyvaultref+json";
 const FEATURE_FLAG_PREFIX: &str = ".appconfig.featureflag/";
+const FEATURE_FLAG_TYPE: &str = "application/vnd.microsoft.appconfig.ff+json";
 /// A list longer than this many pages is taken for a link loop.
 const MAX_PAGES: usize = 10_000;
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -51,12 +59,25 @@ pub struct AppConfigSource {
     pages: Vec<Vec<CachedPage>>,
     /// Whether every `select` entry has been listed in full once.
     listed: bool,
-    /// The sentinel's pages as fetched last time (empty: never, or a refresh is due).
-    sentinel_pages: Vec<CachedPage>,
+    /// Per watched key (`cfg.sentinel`), what it was last time.
+    watched: Vec<Watched>,
     /// `Sync-Token` id -> (value, sn): the highest sn seen per id.
     sync_tokens: BTreeMap<String, (String, u64)>,
-    /// Last resolved value per Key Vault reference URI.
-    resolved: BTreeMap<String, SecretString>,
+    /// The Key Vault references, resolved.
+    references: References,
+    /// The keys left out of the output last time, and why: each is logged once, when it first
+    /// is left out (again once it was back in the output in between).
+    reported: BTreeSet<(String, String)>,
+    /// The keys whose JSON content type held invalid JSON last time (published as text): each
+    /// is logged once.
+    invalid_json: BTreeSet<String>,
+}
+
+/// A watched key as last read: `None` before the first read.
+#[derive(Clone, Default)]
+struct Watched {
+    /// `Some(None)`: it did not exist; `Some(Some(etag))`: it existed with this ETag.
+    seen: Option<Option<String>>,
 }
 
 /// A page and its ETag, reused when the store answers 304.
@@ -69,13 +90,17 @@ struct CachedPage {
 }
 
 /// One key-value as listed.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 struct Kv {
     key: String,
+    #[serde(default)]
+    label: Option<String>,
     #[serde(default)]
     value: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
+    #[serde(default)]
+    etag: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +128,14 @@ impl AppConfigSource {
         keyvault_scope: String,
     ) -> Self {
         let pages = vec![Vec::new(); cfg.select.len()];
+        let watched = vec![Watched::default(); cfg.sentinel.len()];
+        let references = References::new(
+            client.clone(),
+            tokens.clone(),
+            keyvault_scope.clone(),
+            cfg.secret_refresh_interval,
+            cfg.concurrency,
+        );
         AppConfigSource {
             id,
             cfg,
@@ -112,53 +145,96 @@ impl AppConfigSource {
             keyvault_scope,
             pages,
             listed: false,
-            sentinel_pages: Vec::new(),
+            watched,
             sync_tokens: BTreeMap::new(),
-            resolved: BTreeMap::new(),
+            references,
+            reported: BTreeSet::new(),
+            invalid_json: BTreeSet::new(),
         }
     }
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
         self.refresh_lists(cancel).await?;
-        let kvs: Vec<Kv> = self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()).collect();
+        let kvs = dedupe_by_key(self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()));
         let mut unresolved = Vec::new();
         let mut settings = Vec::new();
         let mut flags = Vec::new();
-        for kv in kvs {
-            if kv.key.starts_with(FEATURE_FLAG_PREFIX) {
+        let mut invalid_json = BTreeSet::new();
+        // The references first, every distinct URI once, so that they can be read together.
+        let targets: Vec<Option<Result<Url, String>>> = kvs.iter().map(|kv| self.reference_target(kv)).collect();
+        let wanted: BTreeMap<String, Url> =
+            targets.iter().flatten().flatten().map(|url| (url.to_string(), url.clone())).collect();
+        let failed = self.references.refresh(&self.id, &wanted, cancel).await?;
+        for (kv, target) in kvs.into_iter().zip(targets) {
+            if is_feature_flag(&kv) {
                 match feature_flag(&kv) {
-                    Ok(flag) => flags.push(flag),
+                    Ok(mut flag) => {
+                        let etag = kv.etag.as_deref().unwrap_or_default();
+                        let endpoint = self.cfg.endpoint.as_str();
+                        flags::add_telemetry_metadata(&mut flag, endpoint, &kv.key, kv.label.as_deref(), etag);
+                        flags.push(flag);
+                    }
                     Err(why) => tracing::warn!(source = self.id, key = kv.key, "skipping feature flag: {why}"),
                 }
                 continue;
             }
             let key = render::trim_prefix(&kv.key, &self.cfg.trim_prefix).to_owned();
-            match self.value_of(&kv, cancel).await? {
-                Ok(value) => settings.push(Setting { key, value: value.expose().to_owned() }),
-                Err(reason) => unresolved.push((key, reason)),
-            }
+            let value = match target {
+                None => SecretString::new(kv.value.clone().unwrap_or_default()),
+                Some(Err(why)) => {
+                    unresolved.push((key, format!("Key Vault reference {}: {why}", kv.key)));
+                    continue;
+                }
+                Some(Ok(url)) => {
+                    let uri = url.to_string();
+                    match (self.references.value(&uri), failed.get(&uri)) {
+                        (Some(value), None) => value.clone(),
+                        (Some(last), Some(why)) => {
+                            tracing::warn!(
+                                source = self.id,
+                                key = kv.key,
+                                "failed to resolve Key Vault reference, keeping its last value: {why}"
+                            );
+                            last.clone()
+                        }
+                        (None, why) => {
+                            let why = why.map_or("not read", String::as_str);
+                            unresolved
+                                .push((key, format!("failed to resolve the Key Vault reference {}: {why}", kv.key)));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let value = setting_value(&kv, value).unwrap_or_else(|text| {
+                invalid_json.insert(kv.key.clone());
+                SettingValue::Text(text)
+            });
+            settings.push(Setting { key, value });
         }
+        for key in invalid_json.difference(&self.invalid_json) {
+            tracing::warn!(
+                source = self.id,
+                key,
+                "the value has a JSON content type but is not valid JSON; published as text"
+            );
+        }
+        self.invalid_json = invalid_json;
         Ok(self.publish(settings, flags, unresolved))
     }
 
-    /// Lists every `select` entry again (each page conditionally), unless a `sentinel` is set
-    /// and answered unchanged. The sentinel is fetched first, so a change that lands during the
-    /// lists is seen at the next poll, and its pages are kept only once the lists succeeded.
+    /// Lists every `select` entry again (each page conditionally), unless watched keys are set
+    /// and none of them changed. The watched keys are read first, so a change that lands during
+    /// the lists is seen at the next poll, and what they were is kept only once the lists
+    /// succeeded.
     async fn refresh_lists(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
-        let sentinel = match self.cfg.sentinel.clone() {
-            None => None,
-            Some(key) => {
-                let previous = std::mem::take(&mut self.sentinel_pages);
-                let first_time = previous.is_empty();
-                let url = sentinel_url(&self.cfg.endpoint, &key, &self.cfg.select);
-                let (pages, changed) = self.list_pages(url, previous, cancel).await?;
-                Some((pages, changed || first_time))
-            }
-        };
-        let due = match &sentinel {
-            None => true,
-            Some((_, changed)) => *changed || !self.listed,
-        };
+        let mut due = self.cfg.sentinel.is_empty() || !self.listed;
+        let mut watched = Vec::with_capacity(self.cfg.sentinel.len());
+        for i in 0..self.cfg.sentinel.len() {
+            let (now, changed) = self.read_watched(i, cancel).await?;
+            due |= changed;
+            watched.push(now);
+        }
         if due {
             for i in 0..self.cfg.select.len() {
                 let previous = std::mem::take(&mut self.pages[i]);
@@ -168,53 +244,59 @@ impl AppConfigSource {
             }
             self.listed = true;
         } else {
-            tracing::debug!(source = self.id, "sentinel unchanged; key-values not listed");
+            tracing::debug!(source = self.id, "watched keys unchanged; key-values not listed");
         }
-        if let Some((pages, _)) = sentinel {
-            self.sentinel_pages = pages;
+        if !self.cfg.sentinel.is_empty() {
+            self.watched = watched;
         }
         Ok(())
     }
 
-    /// The value a setting renders with: its own, or the secret a Key Vault reference names.
-    /// `Ok(Err(reason))` for a reference that never resolved.
-    async fn value_of(
-        &mut self,
-        kv: &Kv,
-        cancel: &CancellationToken,
-    ) -> Result<Result<SecretString, String>, SourceError> {
-        let raw = kv.value.clone().unwrap_or_default();
-        if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) {
-            return Ok(Ok(SecretString::new(raw)));
-        }
-        let uri = match reference_uri(&raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)) {
-            Ok(uri) => uri,
-            Err(why) => return Ok(Err(format!("Key Vault reference {}: {why}", kv.key))),
-        };
-        match get_secret_by_url(&self.client, &self.tokens, &self.keyvault_scope, &uri, cancel).await? {
-            Ok(value) => {
-                let text = SecretString::new(String::from_utf8_lossy(value.expose()).into_owned());
-                self.resolved.insert(uri.to_string(), text.clone());
-                Ok(Ok(text))
+    /// Reads watched key `i` conditionally: what it is now, and whether that is a change (it
+    /// changed, appeared or was deleted since the last read; the first read is no change).
+    async fn read_watched(&mut self, i: usize, cancel: &CancellationToken) -> Result<(Watched, bool), SourceError> {
+        let w = self.cfg.sentinel[i].clone();
+        let before = self.watched[i].seen.clone();
+        let url = watched_url(&self.cfg.endpoint, &w);
+        let etag = before.clone().flatten();
+        let resp = self.get(&url, etag.as_deref(), cancel).await?;
+        self.keep_sync_tokens(resp.headers());
+        let status = resp.status();
+        let now = if status == StatusCode::NOT_MODIFIED && etag.is_some() {
+            etag
+        } else if status == StatusCode::NOT_FOUND {
+            if before.as_ref().is_none_or(Option::is_some) {
+                tracing::warn!(
+                    source = self.id,
+                    key = w.key,
+                    label = w.label.as_deref().unwrap_or("(null label)"),
+                    "the watched key does not exist; the store is read again once it is created"
+                );
             }
-            Err(why) => match self.resolved.get(uri.as_str()) {
-                Some(last) => {
-                    tracing::warn!(
-                        source = self.id,
-                        key = kv.key,
-                        "failed to resolve Key Vault reference, keeping its last value: {why}"
-                    );
-                    Ok(Ok(last.clone()))
-                }
-                None => Ok(Err(format!("failed to resolve the Key Vault reference {}: {why}", kv.key))),
-            },
+            None
+        } else if status.is_success() {
+            Some(resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+        } else {
+            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
+        };
+        let changed = before.as_ref().is_some_and(|b| *b != now);
+        Ok((Watched { seen: Some(now) }, changed))
+    }
+
+    /// The secret a Key Vault reference names (`None`: not a reference to resolve), or why it
+    /// names none this source may read.
+    fn reference_target(&self, kv: &Kv) -> Option<Result<Url, String>> {
+        if !self.cfg.resolve_keyvault_refs || !is_keyvault_ref(kv.content_type.as_deref()) || is_feature_flag(kv) {
+            return None;
         }
+        let raw = kv.value.as_deref().unwrap_or_default();
+        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)))
     }
 
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
     /// reason): a document is then held back; with `format: files`, that key's file is missing.
     fn publish(
-        &self,
+        &mut self,
         settings: Vec<Setting>,
         flags: Vec<serde_json::Value>,
         unresolved: Vec<(String, String)>,
@@ -265,10 +347,13 @@ impl AppConfigSource {
         }
     }
 
-    fn log_skipped(&self, skipped: &[render::Skipped]) {
-        for s in skipped {
-            tracing::warn!(source = self.id, key = s.key, "skipping App Configuration key: {}", s.reason);
+    /// Logs each key left out once (not at every poll), with why.
+    fn log_skipped(&mut self, skipped: &[render::Skipped]) {
+        let now: BTreeSet<(String, String)> = skipped.iter().map(|s| (s.key.clone(), s.reason.clone())).collect();
+        for (key, reason) in now.difference(&self.reported) {
+            tracing::warn!(source = self.id, key, "skipping App Configuration key: {reason}");
         }
+        self.reported = now;
     }
 
     /// Every page of the list starting at `first`, each fetched conditionally against the page
@@ -408,6 +493,24 @@ impl Source for AppConfigSource {
     }
 }
 
+/// One key-value per key, as the Python provider's `_deduplicate_settings` keeps them: at the
+/// position where the key first appears, with the value it has last (later `select` entries
+/// win). Trimmed keys that collide are then decided in that order.
+fn dedupe_by_key(kvs: impl Iterator<Item = Kv>) -> Vec<Kv> {
+    let mut position: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out: Vec<Kv> = Vec::new();
+    for kv in kvs {
+        match position.get(&kv.key) {
+            Some(&i) => out[i] = kv,
+            None => {
+                position.insert(kv.key.clone(), out.len());
+                out.push(kv);
+            }
+        }
+    }
+    out
+}
+
 fn object(path: RelPath, bytes: Vec<u8>, required: bool) -> Object {
     let version = fnv_hex(&bytes);
     Object { path, value: SecretValue::new(bytes), version, updated: None, required }
@@ -437,48 +540,17 @@ fn list_url(endpoint: &Url, select: &config::Selector) -> Url {
     url
 }
 
-/// The list of the sentinel key alone (escaped: it is a key, not a filter) under the labels the
-/// `select` entries name; under any label when they name more than the 5 alternatives a filter
-/// may have.
-fn sentinel_url(endpoint: &Url, sentinel: &str, select: &[config::Selector]) -> Url {
-    let mut labels: Vec<&str> = Vec::new();
-    for s in select {
-        let label = s.label.as_deref().unwrap_or("\0");
-        if !labels.contains(&label) {
-            labels.push(label);
-        }
+/// `{endpoint}/kv/{key}?label=..&api-version=..`: one watched key; the null label is `%00`.
+fn watched_url(endpoint: &Url, watched: &config::WatchedKey) -> Url {
+    let mut url = endpoint.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().push("kv").push(&watched.key);
     }
-    let alternatives: usize = labels.iter().map(|l| filter_alternatives(l)).sum();
-    let label = if labels.contains(&"*") || alternatives > 5 { "*".to_owned() } else { labels.join(",") };
-    let selector = config::Selector { key: escape_filter(sentinel), label: Some(label) };
-    list_url(endpoint, &selector)
-}
-
-/// A literal key as a filter: `*`, `,` and `\` escaped with `\`.
-fn escape_filter(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
-        if matches!(c, '*' | ',' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// How many comma-separated alternatives a filter has (escaped commas do not separate).
-fn filter_alternatives(filter: &str) -> usize {
-    let mut count = 1;
-    let mut escaped = false;
-    for c in filter.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            ',' => count += 1,
-            _ => {}
-        }
-    }
-    count
+    url.set_query(None);
+    url.query_pairs_mut()
+        .append_pair("label", watched.label.as_deref().unwrap_or("\0"))
+        .append_pair("api-version", API_VERSION);
+    url
 }
 
 /// A feature flag's value, as the Microsoft feature-management schema has it: a JSON object
@@ -537,7 +609,49 @@ fn parse_sync_token(token: &str) -> Option<(String, String, u64)> {
 
 /// The media type, compared case-insensitively, parameters ignored.
 fn is_keyvault_ref(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(KEYVAULT_REF_TYPE))
+    media_type(content_type).eq_ignore_ascii_case(KEYVAULT_REF_TYPE)
+}
+
+/// The content type without its parameters (`;charset=...`), trimmed; empty when there is none.
+fn media_type(content_type: Option<&str>) -> &str {
+    content_type.and_then(|ct| ct.split(';').next()).unwrap_or("").trim()
+}
+
+/// A feature flag is a key with the flag prefix **and** the flag content type, as the SDK
+/// reads it (`azure/appconfiguration/_models.py`); anything else is an ordinary setting.
+fn is_feature_flag(kv: &Kv) -> bool {
+    kv.key.starts_with(FEATURE_FLAG_PREFIX)
+        && media_type(kv.content_type.as_deref()).eq_ignore_ascii_case(FEATURE_FLAG_TYPE)
+}
+
+/// `application/json` or `application/<anything>+json` (any `+`-separated part `json`), case
+/// insensitive, but neither a feature flag nor a Key Vault reference: the types Microsoft's
+/// providers parse (`is_json_content_type` in the Python provider, `JsonKeyValueAdapter` in .NET).
+fn is_json_content_type(content_type: Option<&str>) -> bool {
+    let media = media_type(content_type).to_ascii_lowercase();
+    if media == KEYVAULT_REF_TYPE || media == FEATURE_FLAG_TYPE {
+        return false;
+    }
+    match media.split_once('/') {
+        Some(("application", sub)) => !sub.contains('/') && sub.split('+').any(|part| part == "json"),
+        _ => false,
+    }
+}
+
+/// How a setting renders: a resolved reference and plain text as text; a value with a JSON
+/// content type as the JSON it holds (`Err(text)` when it is not valid JSON: the caller logs it
+/// and publishes the text); a null value as JSON `null`.
+fn setting_value(kv: &Kv, value: SecretString) -> Result<SettingValue, String> {
+    if is_keyvault_ref(kv.content_type.as_deref()) {
+        return Ok(SettingValue::Text(value.expose().to_owned()));
+    }
+    let Some(raw) = kv.value.as_deref() else {
+        return Ok(SettingValue::Json(serde_json::Value::Null));
+    };
+    if !is_json_content_type(kv.content_type.as_deref()) {
+        return Ok(SettingValue::Text(raw.to_owned()));
+    }
+    serde_json::from_str(raw).map(SettingValue::Json).map_err(|_| raw.to_owned())
 }
 
 /// The secret URL of a reference value `{"uri": ...}` (`secret_uri` as a fallback).
@@ -639,26 +753,64 @@ mod tests {
     }
 
     #[test]
-    fn the_sentinel_is_listed_as_an_escaped_key_under_the_selected_labels() {
+    fn a_watched_key_is_read_by_its_own_url_under_its_own_label() {
         let endpoint = Url::parse("https://store.azconfig.io").unwrap();
-        let sel = |label: Option<&str>| config::Selector { key: "myapp:*".into(), label: label.map(Into::into) };
-        let pairs = |url: Url| url.query_pairs().into_owned().collect::<Vec<(String, String)>>();
-        let p = pairs(sentinel_url(&endpoint, "myapp:sentinel*,\\", &[sel(Some("prd")), sel(None), sel(Some("prd"))]));
-        assert_eq!(p[0], ("key".into(), "myapp:sentinel\\*\\,\\\\".into()));
-        assert_eq!(p[1], ("label".into(), "prd,\0".into()));
-        let many = [sel(Some("a,b,c")), sel(Some("d,e")), sel(Some("f"))];
-        assert_eq!(pairs(sentinel_url(&endpoint, "s", &many))[1].1, "*", "more than 5 alternatives: any label");
-        assert_eq!(pairs(sentinel_url(&endpoint, "s", &[sel(Some("a\\,b")), sel(Some("c"))]))[1].1, "a\\,b,c");
-        assert_eq!(filter_alternatives("a\\,b,c"), 2);
+        let w = |key: &str, label: Option<&str>| config::WatchedKey { key: key.into(), label: label.map(Into::into) };
+        let url = watched_url(&endpoint, &w("TestApp:Settings:Sentinel", None));
+        assert_eq!(
+            url.as_str(),
+            "https://store.azconfig.io/kv/TestApp:Settings:Sentinel?label=%00&api-version=2023-11-01"
+        );
+        let url = watched_url(&endpoint, &w("a/b c?", Some("prd")));
+        assert_eq!(url.as_str(), "https://store.azconfig.io/kv/a%2Fb%20c%3F?label=prd&api-version=2023-11-01");
+    }
+
+    #[test]
+    fn key_values_are_deduplicated_by_key_at_their_first_position_with_their_last_value() {
+        let kv = |key: &str, value: &str| Kv { key: key.into(), value: Some(value.into()), ..Kv::default() };
+        let kvs = dedupe_by_key([kv("a", "1"), kv("b", "2"), kv("a", "3")].into_iter());
+        let pairs: Vec<(&str, &str)> = kvs.iter().map(|k| (k.key.as_str(), k.value.as_deref().unwrap())).collect();
+        assert_eq!(pairs, vec![("a", "3"), ("b", "2")]);
+    }
+
+    #[test]
+    fn json_content_types_are_the_ones_the_providers_parse() {
+        for ct in
+            ["application/json", "Application/JSON; charset=utf-8", "application/vnd.x+json", "application/json+x+y"]
+        {
+            assert!(is_json_content_type(Some(ct)), "{ct}");
+        }
+        for ct in [
+            "text/json",
+            "application/jsonx",
+            "application/xml",
+            "json",
+            "",
+            "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8",
+            "application/vnd.microsoft.appconfig.ff+json;charset=utf-8",
+        ] {
+            assert!(!is_json_content_type(Some(ct)), "{ct}");
+        }
+        assert!(!is_json_content_type(None));
+    }
+
+    #[test]
+    fn a_feature_flag_needs_the_prefix_and_the_flag_content_type() {
+        let kv =
+            |key: &str, ct: Option<&str>| Kv { key: key.into(), content_type: ct.map(str::to_owned), ..Kv::default() };
+        assert!(is_feature_flag(&kv(
+            ".appconfig.featureflag/Beta",
+            Some("application/vnd.microsoft.appconfig.ff+json;charset=utf-8")
+        )));
+        assert!(!is_feature_flag(&kv(".appconfig.featureflag/Beta", None)));
+        assert!(!is_feature_flag(&kv(".appconfig.featureflag/Beta", Some("application/json"))));
+        assert!(!is_feature_flag(&kv("Beta", Some("application/vnd.microsoft.appconfig.ff+json"))));
     }
 
     #[test]
     fn feature_flags_need_an_id_and_a_boolean_enabled() {
-        let kv = |value: &str| Kv {
-            key: ".appconfig.featureflag/Beta".into(),
-            value: Some(value.into()),
-            content_type: None,
-        };
+        let kv =
+            |value: &str| Kv { key: ".appconfig.featureflag/Beta".into(), value: Some(value.into()), ..Kv::default() };
         let ok = feature_flag(&kv(r#"{"id":"Beta","enabled":true,"conditions":{"client_filters":[]}}"#)).unwrap();
         assert_eq!(ok["id"], "Beta");
         assert!(feature_flag(&kv(r#"{"id":"Beta","enabled":"yes"}"#)).unwrap_err().contains("enabled"));

@@ -657,6 +657,28 @@ async fn fetch(
     Ok(Fetched::Held(Box::new((planned, held))))
 }
 
+/// A secret read by its URL (for App Configuration's Key Vault references), with what its list
+/// item also carries, so that a later listing tells whether it changed.
+pub(crate) struct ReadSecret {
+    pub(crate) value: SecretValue,
+    pub(crate) stamp: SecretStamp,
+}
+
+/// The parts of a secret that its list item carries too (name, content type, attributes);
+/// `settled`: read late enough after its `updated` that an equal list item means no change.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretStamp {
+    key: ItemKey,
+    settled: bool,
+}
+
+impl SecretStamp {
+    /// Whether `listed` (from `list_secret_stamps`) shows the version this stamp was read from.
+    pub(crate) fn unchanged(&self, listed: Option<&SecretStamp>) -> bool {
+        self.settled && listed.is_some_and(|l| l.key == self.key)
+    }
+}
+
 /// GET one secret by its URL (an App Configuration Key Vault reference's `uri`, on any vault),
 /// with a token for `scope`. `Ok(Err(reason))` when this secret cannot be had (the reason
 /// names no value); `Err` only on shutdown.
@@ -666,11 +688,12 @@ pub(crate) async fn get_secret_by_url(
     scope: &str,
     secret_uri: &Url,
     cancel: &CancellationToken,
-) -> Result<Result<SecretValue, String>, SourceError> {
+) -> Result<Result<ReadSecret, String>, SourceError> {
     let mut url = secret_uri.clone();
     url.set_query(Some(&format!("api-version={API_VERSION}")));
     url.set_fragment(None);
     let vault = AzureVault { client: client.clone(), tokens: tokens.clone(), scope: scope.to_owned() };
+    let now = SystemTime::now();
     let resp = match get_authorized(&vault, &url, cancel).await {
         Ok(resp) => resp,
         Err(SourceError::Cancelled) => return Err(SourceError::Cancelled),
@@ -688,10 +711,49 @@ pub(crate) async fn get_secret_by_url(
         Ok(bundle) => bundle,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    match bundle.attributes.unusable(SystemTime::now()) {
-        Some(why) => Ok(Err(why.to_string())),
-        None => Ok(Ok(bundle.value)),
+    if let Some(why) = bundle.attributes.unusable(SystemTime::now()) {
+        return Ok(Err(why.to_string()));
     }
+    let name = secret_name(&url).unwrap_or_default();
+    let settled = bundle.attributes.updated.is_some_and(|updated| now >= updated + SETTLE);
+    let key = ItemKey { name, content_type: bundle.content_type, attributes: bundle.attributes };
+    Ok(Ok(ReadSecret { value: bundle.value, stamp: SecretStamp { key, settled } }))
+}
+
+/// The secret name of a secret URL (`/secrets/{name}[/{version}]`), lower-cased: Key Vault
+/// names are case-insensitive.
+pub(crate) fn secret_name(url: &Url) -> Option<String> {
+    let mut segments = url.path_segments()?;
+    (segments.next()? == "secrets").then_some(())?;
+    segments.next().filter(|n| !n.is_empty()).map(str::to_ascii_lowercase)
+}
+
+/// Every secret's list item in the vault at `vault` (a base URL), by lower-cased name: the
+/// list pages (25 items each), `nextLink` followed on the vault's origin only.
+pub(crate) async fn list_secret_stamps(
+    client: &AzureClient,
+    tokens: &Arc<TokenCache>,
+    scope: &str,
+    vault: &Url,
+    cancel: &CancellationToken,
+) -> Result<BTreeMap<String, SecretStamp>, SourceError> {
+    let azure = AzureVault { client: client.clone(), tokens: tokens.clone(), scope: scope.to_owned() };
+    let mut lister = Lister {
+        vault: Arc::new(azure),
+        base: vault.clone(),
+        next: Some(list_url(vault)),
+        pages: 0,
+        limit: MAX_PAGES,
+        budgeted: false,
+    };
+    let mut stamps = BTreeMap::new();
+    while let Some(items) = lister.fetch(cancel).await? {
+        for mut key in items {
+            key.name = key.name.to_ascii_lowercase();
+            stamps.insert(key.name.clone(), SecretStamp { key, settled: true });
+        }
+    }
+    Ok(stamps)
 }
 
 /// Statuses that say nothing about one secret but about the vault or the caller: 401 (even

@@ -3,6 +3,12 @@
 //! dotenv `KEY="value"` lines and `files` yields one object per key. Pure functions: no I/O,
 //! deterministic output (keys sorted), problems reported as `Skipped` rather than failing.
 //!
+//! A value is text, or JSON (a setting with a JSON content type, or a null value): `json` and
+//! `yaml` embed JSON as the subtree it is; `env`, `properties` and `files` flatten it first, as
+//! the .NET provider's `JsonKeyValueAdapter` does: `key:sub` for an object's members, `key:0`,
+//! `key:1` for an array's items, a scalar as its JSON text (a string as itself), and `null`, `{}`
+//! and `[]` as an empty value.
+//!
 //! Rules shared by every format:
 //! - when the same key appears more than once, the later setting wins (later `select` entries
 //!   override earlier ones, as in the App Configuration providers);
@@ -25,10 +31,23 @@ use crate::config::Format;
 use sidecar_core::relpath::RelPath;
 
 /// One setting: its key (after prefix trimming) and its value.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Setting {
     pub key: String,
-    pub value: String,
+    pub value: SettingValue,
+}
+
+/// A setting's value: text as it is, or the JSON a JSON content type (or a null value) holds.
+#[derive(Clone, PartialEq)]
+pub enum SettingValue {
+    Text(String),
+    Json(Value),
+}
+
+impl Setting {
+    pub fn text(key: impl Into<String>, value: impl Into<String>) -> Setting {
+        Setting { key: key.into(), value: SettingValue::Text(value.into()) }
+    }
 }
 
 impl std::fmt::Debug for Setting {
@@ -69,9 +88,11 @@ const FEATURE_FLAGS: &str = "feature_flags";
 /// Renders `settings` (and, in json and yaml, the feature `flags`) as one document; other
 /// formats ignore `flags`. `Format::Files` is not a document: use `render_files`.
 pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) -> Rendered {
-    let (mut settings, mut skipped) = dedupe(settings);
+    let mut skipped = Vec::new();
     let bytes = match format {
         Format::Json | Format::Yaml => {
+            let (mut settings, empty) = dedupe(settings.iter().map(|s| (s.key.as_str(), &s.value)));
+            skipped.extend(empty);
             let flags = feature_flags(flags);
             if flags.is_some() {
                 skipped.extend(drop_flag_conflicts(&mut settings));
@@ -95,11 +116,17 @@ pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) ->
             }
             out
         }
-        Format::Properties => render_properties(&settings),
-        Format::Env => {
-            let (out, conflicts) = render_env(&settings);
-            skipped.extend(conflicts);
-            out
+        Format::Properties | Format::Env => {
+            let flat = flatten(settings);
+            let (flat, empty) = dedupe(flat.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            skipped.extend(empty);
+            if format == Format::Properties {
+                render_properties(&flat)
+            } else {
+                let (out, conflicts) = render_env(&flat);
+                skipped.extend(conflicts);
+                out
+            }
         }
         Format::Files => String::new(),
     };
@@ -108,7 +135,8 @@ pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) ->
 
 /// One file per key, `:` turning into `/`; keys that are not valid paths are skipped.
 pub fn render_files(settings: &[Setting]) -> (Vec<RenderedFile>, Vec<Skipped>) {
-    let (settings, mut skipped) = dedupe(settings);
+    let flat = flatten(settings);
+    let (settings, mut skipped) = dedupe(flat.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let (leaves, conflicts) = drop_parent_conflicts(settings);
     skipped.extend(conflicts);
     let mut files = Vec::new();
@@ -122,17 +150,50 @@ pub fn render_files(settings: &[Setting]) -> (Vec<RenderedFile>, Vec<Skipped>) {
 }
 
 /// Later settings override earlier ones; empty keys are skipped. Sorted by key.
-fn dedupe(settings: &[Setting]) -> (BTreeMap<&str, &str>, Vec<Skipped>) {
+fn dedupe<'a, V>(settings: impl Iterator<Item = (&'a str, V)>) -> (BTreeMap<&'a str, V>, Vec<Skipped>) {
     let mut map = BTreeMap::new();
     let mut skipped = Vec::new();
-    for s in settings {
-        if s.key.is_empty() {
-            skipped.push(Skipped { key: s.key.clone(), reason: "key is empty after prefix trimming".into() });
+    for (key, value) in settings {
+        if key.is_empty() {
+            skipped.push(Skipped { key: String::new(), reason: "key is empty after prefix trimming".into() });
         } else {
-            map.insert(s.key.as_str(), s.value.as_str());
+            map.insert(key, value);
         }
     }
     (map, skipped)
+}
+
+/// The settings as text key-values, JSON values flattened (in order: later ones still win).
+fn flatten(settings: &[Setting]) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(settings.len());
+    for s in settings {
+        match &s.value {
+            SettingValue::Text(text) => out.push((s.key.clone(), text.clone())),
+            SettingValue::Json(value) => flatten_json(&s.key, value, &mut out),
+        }
+    }
+    out
+}
+
+/// `key:member` for objects, `key:index` for arrays, scalars as their JSON text (strings as
+/// themselves); `null`, `{}` and `[]` as an empty value.
+fn flatten_json(key: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                flatten_json(&format!("{key}:{k}"), v, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                flatten_json(&format!("{key}:{i}"), v, out);
+            }
+        }
+        Value::Object(_) | Value::Array(_) | Value::Null => out.push((key.to_owned(), String::new())),
+        Value::String(text) => out.push((key.to_owned(), text.clone())),
+        Value::Bool(b) => out.push((key.to_owned(), b.to_string())),
+        Value::Number(n) => out.push((key.to_owned(), n.to_string())),
+    }
 }
 
 /// The flags as one array, sorted by `id`, the last of each `id` kept; `None` when there are none.
@@ -149,7 +210,7 @@ fn feature_flags(flags: &[Value]) -> Option<Value> {
 
 /// Removes the settings that would sit where the feature flags go (`feature_management`
 /// itself, `feature_management:feature_flags` and below); the flags win.
-fn drop_flag_conflicts(map: &mut BTreeMap<&str, &str>) -> Vec<Skipped> {
+fn drop_flag_conflicts<V>(map: &mut BTreeMap<&str, V>) -> Vec<Skipped> {
     let section = format!("{FEATURE_MANAGEMENT}:{FEATURE_FLAGS}");
     let clashes = |k: &str| k == FEATURE_MANAGEMENT || k == section || k.starts_with(&format!("{section}:"));
     let dropped: Vec<&str> = map.keys().copied().filter(|k| clashes(k)).collect();
@@ -166,7 +227,7 @@ fn drop_flag_conflicts(map: &mut BTreeMap<&str, &str>) -> Vec<Skipped> {
 }
 
 /// Removes every key that is also a parent (`db` when `db:host` exists).
-fn drop_parent_conflicts<'a>(map: BTreeMap<&'a str, &'a str>) -> (BTreeMap<&'a str, &'a str>, Vec<Skipped>) {
+fn drop_parent_conflicts<V>(map: BTreeMap<&str, V>) -> (BTreeMap<&str, V>, Vec<Skipped>) {
     let mut parents = std::collections::BTreeSet::new();
     for key in map.keys() {
         for (i, c) in key.char_indices() {
@@ -191,14 +252,14 @@ fn drop_parent_conflicts<'a>(map: BTreeMap<&'a str, &'a str>) -> (BTreeMap<&'a s
 }
 
 enum Node<'a> {
-    Leaf(&'a str),
+    Leaf(&'a SettingValue),
     Map(BTreeMap<&'a str, Node<'a>>),
     /// Written as the JSON value it is (the feature flags).
     Json(Value),
 }
 
 /// Nests conflict-free keys on `:`.
-fn build_tree<'a>(leaves: &BTreeMap<&'a str, &'a str>) -> BTreeMap<&'a str, Node<'a>> {
+fn build_tree<'a>(leaves: &BTreeMap<&'a str, &'a SettingValue>) -> BTreeMap<&'a str, Node<'a>> {
     let mut root: BTreeMap<&'a str, Node<'a>> = BTreeMap::new();
     for (key, value) in leaves {
         insert(&mut root, key.split(':').collect::<Vec<_>>().as_slice(), value);
@@ -206,7 +267,7 @@ fn build_tree<'a>(leaves: &BTreeMap<&'a str, &'a str>) -> BTreeMap<&'a str, Node
     root
 }
 
-fn insert<'a>(map: &mut BTreeMap<&'a str, Node<'a>>, segments: &[&'a str], value: &'a str) {
+fn insert<'a>(map: &mut BTreeMap<&'a str, Node<'a>>, segments: &[&'a str], value: &'a SettingValue) {
     match segments {
         [] => {}
         [last] => {
@@ -227,7 +288,8 @@ fn to_json(map: &BTreeMap<&str, Node>) -> Value {
         .iter()
         .map(|(k, node)| {
             let value = match node {
-                Node::Leaf(v) => Value::String((*v).to_string()),
+                Node::Leaf(SettingValue::Text(v)) => Value::String(v.clone()),
+                Node::Leaf(SettingValue::Json(v)) => (*v).clone(),
                 Node::Map(m) => to_json(m),
                 Node::Json(v) => v.clone(),
             };
@@ -260,6 +322,29 @@ fn yaml_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// PyYAML (and the YAML spec) limit an implicit key to 1024 characters; longer ones (and
+/// anything near) are written as explicit keys, `? "key"` with the `:` on the next line.
+const YAML_IMPLICIT_KEY_MAX: usize = 1000;
+
+/// `"key":` at nesting `depth`, or `? "key"` then `:` on its own line for a long key; the
+/// value follows (` value` or a newline and the nested block).
+fn yaml_key(out: &mut String, key: &str, depth: usize) {
+    let mut quoted = String::new();
+    yaml_string(&mut quoted, key);
+    let indent = "  ".repeat(depth);
+    if is_long_yaml_key(key) {
+        let _ = write!(out, "{indent}? {quoted}\n{indent}:");
+    } else {
+        let _ = write!(out, "{indent}{quoted}:");
+    }
+}
+
+fn is_long_yaml_key(key: &str) -> bool {
+    let mut quoted = String::new();
+    yaml_string(&mut quoted, key);
+    quoted.chars().count() > YAML_IMPLICIT_KEY_MAX
+}
+
 fn write_yaml_root(out: &mut String, map: &BTreeMap<&str, Node>) {
     if map.is_empty() {
         out.push_str("{}\n");
@@ -270,15 +355,14 @@ fn write_yaml_root(out: &mut String, map: &BTreeMap<&str, Node>) {
 
 fn write_yaml(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
     for (k, node) in map {
-        out.push_str(&"  ".repeat(depth));
-        yaml_string(out, k);
-        out.push(':');
+        yaml_key(out, k, depth);
         match node {
-            Node::Leaf(v) => {
+            Node::Leaf(SettingValue::Text(v)) => {
                 out.push(' ');
                 yaml_string(out, v);
                 out.push('\n');
             }
+            Node::Leaf(SettingValue::Json(v)) => yaml_value(out, v, depth),
             Node::Map(m) => {
                 out.push('\n');
                 write_yaml(out, m, depth + 1);
@@ -294,9 +378,7 @@ fn yaml_value(out: &mut String, value: &Value, depth: usize) {
         Value::Object(map) if !map.is_empty() => {
             out.push('\n');
             for (k, v) in map {
-                out.push_str(&"  ".repeat(depth + 1));
-                yaml_string(out, k);
-                out.push(':');
+                yaml_key(out, k, depth + 1);
                 yaml_value(out, v, depth + 1);
             }
         }
@@ -316,18 +398,22 @@ fn yaml_value(out: &mut String, value: &Value, depth: usize) {
     }
 }
 
-/// A sequence item, written after its `-` at nesting `depth`: a map starts on the dash's line.
+/// A sequence item, written after its `-` at nesting `depth`: a map starts on the dash's line
+/// (unless its first key is a long one: then on the next line, as the rest).
 fn yaml_item(out: &mut String, item: &Value, depth: usize) {
     match item {
         Value::Object(map) if !map.is_empty() => {
+            let on_dash_line = map.keys().next().is_some_and(|k| !is_long_yaml_key(k));
+            if !on_dash_line {
+                out.push('\n');
+            }
             for (i, (k, v)) in map.iter().enumerate() {
-                if i == 0 {
+                if i == 0 && on_dash_line {
                     out.push(' ');
+                    yaml_key(out, k, 0);
                 } else {
-                    out.push_str(&"  ".repeat(depth + 1));
+                    yaml_key(out, k, depth + 1);
                 }
-                yaml_string(out, k);
-                out.push(':');
                 yaml_value(out, v, depth + 1);
             }
         }
@@ -391,16 +477,20 @@ pub fn env_name(key: &str) -> String {
     key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
+/// A double-quoted dotenv value as python-dotenv reads it back exactly: `\\`, `"`, newline
+/// and carriage return escaped (the escapes it decodes in double quotes); `$` and backticks as
+/// they are (it has no escape for them, and expands only `${...}`); and every `${` written as
+/// `${:-$}{`, which its expansion turns back into `${` (an unset empty name with `$` as default).
 fn env_escape(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            '$' => out.push_str("\\$"),
-            '`' => out.push_str("\\`"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("${:-$}"),
             c => out.push(c),
         }
     }
@@ -437,7 +527,11 @@ mod tests {
     use super::*;
 
     fn s(key: &str, value: &str) -> Setting {
-        Setting { key: key.into(), value: value.into() }
+        Setting::text(key, value)
+    }
+
+    fn j(key: &str, value: Value) -> Setting {
+        Setting { key: key.into(), value: SettingValue::Json(value) }
     }
 
     fn text(format: Format, settings: &[Setting]) -> String {
@@ -507,6 +601,23 @@ mod tests {
     }
 
     #[test]
+    fn yaml_writes_long_keys_as_explicit_keys_and_they_parse_back() {
+        use figment::providers::Format as _;
+        let long = "k".repeat(1200);
+        let flag = serde_json::json!({"id": "F", "enabled": true, "variants": [{long.clone(): 1, "a": 2}]});
+        let out = text_with_flags(
+            Format::Yaml,
+            &[s(&format!("{long}:x"), "v"), s(&format!("a:{long}"), "w")],
+            std::slice::from_ref(&flag),
+        );
+        assert!(out.starts_with(&format!("\"a\":\n  ? \"{long}\"\n  : \"w\"\n")), "{out}");
+        let parsed: Value = figment::Figment::from(figment::providers::Yaml::string(&out)).extract().unwrap();
+        assert_eq!(parsed[&long], serde_json::json!({"x": "v"}));
+        assert_eq!(parsed["a"][&long], "w");
+        assert_eq!(parsed["feature_management"]["feature_flags"][0], flag);
+    }
+
+    #[test]
     fn properties_escape_keys_and_values_java_style() {
         let out = text(
             Format::Properties,
@@ -527,7 +638,12 @@ mod tests {
     #[test]
     fn env_upper_cases_names_and_quotes_values_dotenv_style() {
         let out = text(Format::Env, &[s("db:host", "x\"y$HOME`id`\\\nz"), s("Feature.Flag-1", ""), s("ünï", "é")]);
-        assert_eq!(out, "DB_HOST=\"x\\\"y\\$HOME\\`id\\`\\\\\\nz\"\nFEATURE_FLAG_1=\"\"\n_N_=\"é\"\n");
+        assert_eq!(out, "DB_HOST=\"x\\\"y$HOME`id`\\\\\\nz\"\nFEATURE_FLAG_1=\"\"\n_N_=\"é\"\n");
+    }
+
+    #[test]
+    fn env_writes_dollar_brace_so_python_dotenv_expands_it_back() {
+        assert_eq!(text(Format::Env, &[s("k", "${HOME} $x ${")]), "K=\"${:-$}{HOME} $x ${:-$}{\"\n");
     }
 
     #[test]
@@ -665,6 +781,42 @@ mod tests {
 
     fn text_with_flags(format: Format, settings: &[Setting], flags: &[Value]) -> String {
         String::from_utf8(render_document(format, settings, flags).bytes).unwrap()
+    }
+
+    #[test]
+    fn json_values_are_subtrees_in_json_and_yaml() {
+        use figment::providers::Format as _;
+        let logging = serde_json::json!({"level": "warn", "sinks": ["console", {"file": "/x"}], "n": 1.5, "on": true, "none": null});
+        let settings =
+            [j("logging", logging.clone()), j("nothing", Value::Null), s("k", "v"), j("list", serde_json::json!([]))];
+        let doc: Value = serde_json::from_slice(&render_document(Format::Json, &settings, &[]).bytes).unwrap();
+        assert_eq!(doc, serde_json::json!({"logging": logging, "nothing": null, "k": "v", "list": []}));
+        let yaml = text(Format::Yaml, &settings);
+        let parsed: Value = figment::Figment::from(figment::providers::Yaml::string(&yaml)).extract().unwrap();
+        assert_eq!(parsed["logging"]["sinks"], serde_json::json!(["console", {"file": "/x"}]), "{yaml}");
+        assert_eq!(parsed["logging"]["level"], "warn");
+        assert_eq!(parsed["logging"]["on"], true);
+        assert!(yaml.contains("\"nothing\": null\n"), "{yaml}");
+    }
+
+    #[test]
+    fn json_values_are_flattened_as_the_dotnet_adapter_does_in_flat_formats() {
+        let settings = [
+            j(
+                "logging",
+                serde_json::json!({"level": "warn", "sinks": ["console", {"file": "/x"}], "n": 15, "on": false, "none": null, "empty": {}}),
+            ),
+            j("nothing", Value::Null),
+            j("s", serde_json::json!("text")),
+        ];
+        assert_eq!(
+            text(Format::Properties, &settings),
+            "logging\\:empty=\nlogging\\:level=warn\nlogging\\:n=15\nlogging\\:none=\nlogging\\:on=false\nlogging\\:sinks\\:0=console\nlogging\\:sinks\\:1\\:file=/x\nnothing=\ns=text\n"
+        );
+        assert!(text(Format::Env, &settings).contains("LOGGING_SINKS_1_FILE=\"/x\"\n"));
+        let (files, _) = render_files(&settings);
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert!(paths.contains(&"logging/sinks/0") && paths.contains(&"nothing"), "{paths:?}");
     }
 
     #[test]

@@ -161,12 +161,65 @@ fn lists_key(r: &RequestRecord, key: &str) -> bool {
     r.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == format!("key={key}")))
 }
 
+/// A `GET /kv/{key}` of one key-value (how watched keys are read).
+fn reads_key(r: &RequestRecord, key: &str) -> bool {
+    r.path == format!("/kv/{key}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_under_the_null_label_as_in_microsofts_tutorial_triggers_the_refresh() {
+    let w = world().await;
+    seed(&w);
+    // The tutorial's layout: settings under `prd`, the sentinel under no label.
+    w.emu.set_kv("settings", "TestApp:Settings:Sentinel", None, "1", None).unwrap();
+    let source = seeds_source(&w, "json", "app.json") + "    sentinel: \"TestApp:Settings:Sentinel\"\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    w.emu.set_kv("settings", "TestApp:Settings:Sentinel", None, "2", None).unwrap();
+    wait_for("the refresh is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))
+    })
+    .await;
+    let reads: Vec<_> = store_requests(&w).into_iter().filter(|r| reads_key(r, "TestApp:Settings:Sentinel")).collect();
+    assert!(reads.iter().all(|r| r.query.as_deref().is_some_and(|q| q.contains("label=%00"))), "{reads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_watched_key_is_logged_once_and_its_creation_triggers_the_refresh() {
+    let w = world().await;
+    seed(&w);
+    let source = seeds_source(&w, "json", "app.json")
+        + "    sentinel:\n      - \"never:there\"\n      - {key: \"myapp:sentinel\", label: prd}\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    let missing = |w: &World, key: &str| {
+        store_requests(w).into_iter().filter(|r| reads_key(r, key) && r.status == Some(404)).count()
+    };
+    wait_for("three polls of the missing keys", LIMIT, || (missing(&w, "myapp:sentinel") >= 3).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("the watched key does not exist").count(), 2, "once per key:\n{logs}");
+    assert!(logs.contains("key=\"never:there\" label=\"(null label)\""), "{logs}");
+    assert!(missing(&w, "never:there") >= 3);
+
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
+    wait_for("the refresh is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\""))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_everything_is_listed() {
     let w = world().await;
     seed(&w);
     w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
-    let source = seeds_source(&w, "json", "app.json") + "    sentinel: \"myapp:sentinel\"\n";
+    let source = seeds_source(&w, "json", "app.json") + "    sentinel: {key: \"myapp:sentinel\", label: prd}\n";
     let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
     let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     let out = w.out();
@@ -174,15 +227,15 @@ async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_ever
     assert!(first.contains("\"level\": \"warn\""), "{first}");
     let full = |w: &World| store_requests(w).into_iter().filter(|r| lists_key(r, "myapp%3A*")).count();
     let sentinel_304s = |w: &World| {
-        store_requests(w).into_iter().filter(|r| lists_key(r, "myapp%3Asentinel") && r.status == Some(304)).count()
+        store_requests(w).into_iter().filter(|r| reads_key(r, "myapp:sentinel") && r.status == Some(304)).count()
     };
 
     // Unchanged: each poll is one conditional request for the sentinel, answered 304.
     wait_for("three sentinel polls answered 304", LIMIT, || (sentinel_304s(&w) >= 3).then_some(())).await;
     let log = store_requests(&w);
     assert_eq!(full(&w), 1, "only the first poll lists the selection: {log:?}");
-    assert!(log.iter().all(|r| lists_key(r, "myapp%3A*") || lists_key(r, "myapp%3Asentinel")), "{log:?}");
-    let sentinel_query = log.iter().find(|r| lists_key(r, "myapp%3Asentinel")).unwrap().query.clone().unwrap();
+    assert!(log.iter().all(|r| lists_key(r, "myapp%3A*") || reads_key(r, "myapp:sentinel")), "{log:?}");
+    let sentinel_query = log.iter().find(|r| reads_key(r, "myapp:sentinel")).unwrap().query.clone().unwrap();
     assert!(sentinel_query.contains("label=prd"), "{sentinel_query}");
 
     // Another key changes: not seen while the sentinel stays as it was.
@@ -204,7 +257,7 @@ async fn with_a_sentinel_only_the_sentinel_is_checked_until_it_changes_then_ever
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_304() {
+async fn referenced_secrets_are_rechecked_through_the_vaults_list_while_the_store_answers_304() {
     let w = world().await;
     seed(&w);
     let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "json", "app.json")));
@@ -226,13 +279,108 @@ async fn referenced_secrets_are_rechecked_each_interval_while_the_lists_answer_3
         1,
         "the store answered 304 after the first list: {lists:?}"
     );
-    assert!(
-        w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= lists.len() as u64,
-        "one secret read per poll: {} reads, {} polls",
-        w.emu.count(Endpoint::KeyvaultGet, Some("main")),
-        lists.len()
-    );
+    assert!(w.emu.count(Endpoint::KeyvaultList, Some("main")) >= 1, "the rotation was seen in the vault's list");
     assert_clean(&sc.logs(), &[CANARY]);
+}
+
+/// Key Vault requests the emulator saw for `vault` after `mark` (a request sequence number).
+fn vault_requests_since(w: &World, vault: &str, mark: u64) -> Vec<RequestRecord> {
+    w.emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.seq > mark && r.vault.as_deref() == Some(vault))
+        .filter(|r| matches!(r.endpoint, Endpoint::KeyvaultGet | Endpoint::KeyvaultList))
+        .collect()
+}
+
+fn last_seq(w: &World) -> u64 {
+    w.emu.request_log().iter().map(|r| r.seq).max().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_references_to_one_vault_cost_a_quiet_poll_its_304s_and_the_vaults_list_pages_and_no_get() {
+    let w = world().await;
+    let vault = w.vault("main");
+    // 40 references to 30 distinct secrets (10 twice): 30 GETs to resolve, concurrently.
+    for i in 0..30 {
+        w.emu.set_secret("main", &format!("s{i:02}"), &format!("{CANARY}-{i}")).unwrap();
+    }
+    for i in 0..40 {
+        let reference = json!({"uri": format!("{vault}/secrets/s{:02}", i % 30)}).to_string();
+        w.emu.set_kv("settings", &format!("myapp:ref{i:02}"), Some("prd"), &reference, Some(KV_REF)).unwrap();
+    }
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "json", "app.json")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["ref39"], format!("{CANARY}-9"));
+    let first_reads = vault_requests_since(&w, "main", 0);
+    assert_eq!(
+        first_reads.iter().filter(|r| r.endpoint == Endpoint::KeyvaultGet).count(),
+        30,
+        "one GET per distinct secret: {first_reads:?}"
+    );
+
+    // Once the reads are settled (2 s past the secrets' `updated`), a quiet poll reads no secret.
+    let store_304s = |w: &World| store_requests(w).iter().filter(|r| r.status == Some(304)).count();
+    wait_for("four quiet polls", LIMIT, || (store_304s(&w) >= 4).then_some(())).await;
+    let mark = last_seq(&w);
+    let seen = store_304s(&w);
+    wait_for("three more quiet polls", LIMIT, || (store_304s(&w) >= seen + 3).then_some(())).await;
+    let since = vault_requests_since(&w, "main", mark);
+    assert!(since.iter().all(|r| r.endpoint == Endpoint::KeyvaultList), "no secret GET: {since:?}");
+    let pages = since.iter().filter(|r| r.endpoint == Endpoint::KeyvaultList).count();
+    // 30 secrets are 2 pages of 25; each poll (secret_refresh_interval = sync.interval = 1 s) lists them.
+    assert!(pages >= 4 && pages % 2 == 0, "the vault's list pages at each re-check: {since:?}");
+
+    // One secret changes: one GET, for it alone.
+    let mark = last_seq(&w);
+    w.emu.set_secret("main", "s07", &format!("{CANARY}-changed")).unwrap();
+    wait_for("the change is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains(&format!("{CANARY}-changed")))
+    })
+    .await;
+    let gets: Vec<String> = vault_requests_since(&w, "main", mark)
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::KeyvaultGet)
+        .map(|r| r.path)
+        .collect();
+    assert!(!gets.is_empty() && gets.iter().all(|p| p == "/secrets/s07"), "{gets:?}");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_referenced_vaults_retry_after_is_honoured_and_a_pinned_reference_is_read_once() {
+    let w = world().await;
+    seed(&w);
+    let version = w.emu.set_secret("main", "pinned", &format!("{CANARY}-pinned")).unwrap();
+    let reference = json!({"uri": format!("{}/secrets/pinned/{version}", w.vault("main"))}).to_string();
+    w.emu.set_kv("settings", "myapp:pinned", Some("prd"), &reference, Some(KV_REF)).unwrap();
+    let source = seeds_source(&w, "json", "app.json") + "    secret_refresh_interval: 1s\n";
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), source));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("-pinned"))).await;
+    let lists =
+        || vault_requests_since(&w, "main", 0).into_iter().filter(|r| r.endpoint == Endpoint::KeyvaultList).count();
+    wait_for("a re-check listed the vault", LIMIT, || (lists() >= 1).then_some(())).await;
+
+    let throttled = Fault::status(429).on(Endpoint::KeyvaultList).in_vault("main").retry_after(RetryAfter::Seconds(2));
+    w.emu.add_fault(throttled.times(1));
+    let mark = last_seq(&w);
+    wait_for("a list answered 429, then one more", LIMIT, || {
+        let since = vault_requests_since(&w, "main", mark);
+        let throttled = since.iter().position(|r| r.status == Some(429))?;
+        since.get(throttled + 1).cloned().map(|next| (since[throttled].clone(), next))
+    })
+    .await;
+    let since = vault_requests_since(&w, "main", mark);
+    let at = since.iter().position(|r| r.status == Some(429)).unwrap();
+    let waited = since[at + 1].at_ms - since[at].at_ms;
+    assert!(waited >= 2000, "the next vault request came {waited} ms after a 429 asking for 2 s: {since:?}");
+    let pinned_reads = w.emu.request_log().into_iter().filter(|r| r.path.starts_with("/secrets/pinned/")).count();
+    assert_eq!(pinned_reads, 1, "a pinned version is read once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,8 +392,15 @@ async fn selected_feature_flags_are_written_in_the_feature_management_schema() {
         "conditions": {"client_filters": [{"name": "Microsoft.Targeting", "parameters": {"Audience": {"Users": ["ann"], "DefaultRolloutPercentage": 50}}}]}
     });
     let dark = json!({"id": "DarkMode", "enabled": false, "conditions": {"client_filters": []}});
-    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &beta.to_string(), Some(FF)).unwrap();
-    w.emu.set_kv("settings", ".appconfig.featureflag/DarkMode", Some("prd"), &dark.to_string(), Some(FF)).unwrap();
+    let beta_etag =
+        w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &beta.to_string(), Some(FF)).unwrap();
+    let dark_etag =
+        w.emu.set_kv("settings", ".appconfig.featureflag/DarkMode", Some("prd"), &dark.to_string(), Some(FF)).unwrap();
+    let exp = json!({
+        "id": "Exp", "enabled": true, "telemetry": {"enabled": true},
+        "variants": [{"name": "On", "configuration_value": true}], "allocation": {"default_when_enabled": "On"}
+    });
+    w.emu.set_kv("settings", ".appconfig.featureflag/Exp", Some("prd"), &exp.to_string(), Some(FF)).unwrap();
     let unselected = json!({"id": "Unlabelled", "enabled": true, "conditions": {"client_filters": []}});
     w.emu.set_kv("settings", ".appconfig.featureflag/Unlabelled", None, &unselected.to_string(), Some(FF)).unwrap();
     let selects = "    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n";
@@ -259,7 +414,21 @@ async fn selected_feature_flags_are_written_in_the_feature_management_schema() {
     let out = w.out();
     let text = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
     let doc: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(doc["feature_management"], json!({"feature_flags": [beta, dark]}));
+    // As the providers write them: every flag carries its ETag; one with telemetry enabled its
+    // reference and allocation id (the id's algorithm is checked against the Python provider's
+    // in src/source/appconfig/flags.rs).
+    let with_etag = |mut flag: Value, etag: &str| {
+        flag["telemetry"] = json!({"metadata": {"ETag": etag}});
+        flag
+    };
+    let flags = doc["feature_management"]["feature_flags"].as_array().unwrap();
+    assert_eq!(flags[0], with_etag(beta, &beta_etag));
+    assert_eq!(flags[1], with_etag(dark, &dark_etag));
+    let metadata = &flags[2]["telemetry"]["metadata"];
+    let store = w.emu.store_url("settings").unwrap().trim_end_matches('/').to_owned();
+    assert_eq!(metadata["FeatureFlagReference"], format!("{store}/kv/.appconfig.featureflag/Exp?label=prd"));
+    assert_eq!(metadata["AllocationId"], "HKlAluFB62yWSz-Ljbzd");
+    assert_eq!(flags.len(), 3);
     assert_eq!(doc["db"]["host"], "db.prd.internal");
     let yaml = wait_for("app.yaml published", LIMIT, || read(&out, "app.yaml")).await;
     assert!(yaml.starts_with("\"db\":\n"), "{yaml}");
@@ -391,4 +560,66 @@ async fn retry_after_ms_on_429_and_503_is_honoured() {
     let after_503 = lists[2].at_ms - lists[1].at_ms;
     assert!(after_429 >= 1500, "retried {after_429}ms after a 429 asking for 1500ms");
     assert!(after_503 >= 1200, "retried {after_503}ms after a 503 asking for 1200ms");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_cannot_become_a_file_name_is_logged_once_not_at_every_poll() {
+    let w = world().await;
+    w.emu.set_kv("settings", "myapp:ok", Some("prd"), "kept", None).unwrap();
+    w.emu.set_kv("settings", "myapp:not a name", Some("prd"), "left out", None).unwrap();
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), seeds_source(&w, "files", "cfg")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("cfg/ok published", LIMIT, || read(&w.out(), "cfg/ok")).await;
+    wait_for("two more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= 3).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("skipping App Configuration key").count(), 1, "{logs}");
+    assert!(logs.contains("key=\"not a name\""), "{logs}");
+    assert!(!logs.contains("left out"), "the value is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_content_type_values_are_subtrees_in_json_and_flattened_in_env_invalid_json_stays_text_logged_once() {
+    let w = world().await;
+    let logging = json!({"level": "warn", "sinks": ["console", {"file": "/var/log/x"}], "retries": 3, "on": true});
+    let emu = &w.emu;
+    emu.set_kv("settings", "myapp:logging", Some("prd"), &logging.to_string(), Some("application/json")).unwrap();
+    let profile = "application/vnd.example.settings+json; charset=utf-8";
+    emu.set_kv("settings", "myapp:limits", Some("prd"), "[10, 20]", Some(profile)).unwrap();
+    emu.set_kv("settings", "myapp:broken", Some("prd"), "{not json", Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:plain", Some("prd"), "{\"a\":1}", Some("text/plain")).unwrap();
+    emu.set_kv_value("settings", "myapp:unset", Some("prd"), None, None).unwrap();
+    let sources = format!(
+        "{}{}",
+        seeds_source(&w, "json", "appsettings.json"),
+        seeds_source(&w, "env", "app.env").replacen("sources:\n", "", 1)
+    );
+    let cfg = w.write_config(&format!("{}{sources}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("appsettings.json published", LIMIT, || read(&out, "appsettings.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        doc,
+        json!({
+            "logging": logging, "limits": [10, 20], "broken": "{not json", "plain": "{\"a\":1}", "unset": null
+        })
+    );
+    let env = wait_for("app.env published", LIMIT, || read(&out, "app.env")).await;
+    for line in [
+        "LOGGING_LEVEL=\"warn\"\n",
+        "LOGGING_SINKS_0=\"console\"\n",
+        "LOGGING_SINKS_1_FILE=\"/var/log/x\"\n",
+        "LOGGING_RETRIES=\"3\"\n",
+        "LOGGING_ON=\"true\"\n",
+        "LIMITS_0=\"10\"\n",
+        "LIMITS_1=\"20\"\n",
+        "BROKEN=\"{not json\"\n",
+        "UNSET=\"\"\n",
+    ] {
+        assert!(env.contains(line), "{line:?} in\n{env}");
+    }
+    wait_for("two more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= 6).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("not valid JSON; published as text").count(), 2, "once per source:\n{logs}");
+    assert!(!logs.contains("{not json"), "the value is never logged");
 }

@@ -31,7 +31,8 @@ const PROBLEM_TYPE: &str = "application/problem+json; charset=utf-8";
 /// One key-value.
 #[derive(Debug, Clone)]
 struct Kv {
-    value: String,
+    /// `None`: a key-value whose value is null (the service allows it; the SDKs read `None`).
+    value: Option<String>,
     content_type: Option<String>,
     etag: String,
     last_modified: i64,
@@ -72,7 +73,7 @@ impl Stores {
         store: &str,
         key: &str,
         label: Option<&str>,
-        value: &str,
+        value: Option<&str>,
         content_type: Option<&str>,
     ) -> Result<String, AppConfigError> {
         let etags = self.set_many(store, &[(key, label, value)], content_type)?;
@@ -84,7 +85,7 @@ impl Stores {
     pub(crate) fn set_many(
         &self,
         store: &str,
-        kvs: &[(&str, Option<&str>, &str)],
+        kvs: &[(&str, Option<&str>, Option<&str>)],
         content_type: Option<&str>,
     ) -> Result<Vec<String>, AppConfigError> {
         let mut inner = self.lock();
@@ -94,7 +95,7 @@ impl Stores {
         for (key, label, value) in kvs {
             let etag = random_uuid().replace('-', "");
             let kv = Kv {
-                value: (*value).to_owned(),
+                value: value.map(str::to_owned),
                 content_type: content_type.map(str::to_owned),
                 etag: etag.clone(),
                 last_modified: unix_now(),
@@ -558,7 +559,7 @@ mod tests {
         let stores = Stores::new(&["s".to_string()]);
         stores.set_page_size(2);
         for k in ["a", "b", "c"] {
-            stores.set("s", k, None, "v", None).unwrap();
+            stores.set("s", k, None, Some("v"), None).unwrap();
         }
         let (first, next) = stores.page("s", &Filter::Any, &Filter::Any, None);
         assert_eq!(first.len(), 2);

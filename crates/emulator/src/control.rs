@@ -41,7 +41,9 @@ struct SetKv {
     key: String,
     #[serde(default)]
     label: Option<String>,
-    value: String,
+    /// `null` (or absent): a key-value whose value is null.
+    #[serde(default)]
+    value: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
 }
@@ -122,7 +124,7 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
         (&Method::PUT, ["stores", store, "kv"]) => parse::<SetKv>(req.body()).and_then(|kv| {
             let etag = shared
                 .appconfig
-                .set(store, &kv.key, kv.label.as_deref(), &kv.value, kv.content_type.as_deref())
+                .set(store, &kv.key, kv.label.as_deref(), kv.value.as_deref(), kv.content_type.as_deref())
                 .map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
             Ok(ok(json!({"etag": etag})))
         }),

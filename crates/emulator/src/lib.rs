@@ -628,6 +628,18 @@ impl Handle {
         value: &str,
         content_type: Option<&str>,
     ) -> Result<String, AppConfigError> {
+        self.shared.appconfig.set(store, key, label, Some(value), content_type)
+    }
+
+    /// Set a key-value whose value is null (`value: None`) or a string; returns its new etag.
+    pub fn set_kv_value(
+        &self,
+        store: &str,
+        key: &str,
+        label: Option<&str>,
+        value: Option<&str>,
+        content_type: Option<&str>,
+    ) -> Result<String, AppConfigError> {
         self.shared.appconfig.set(store, key, label, value, content_type)
     }
 
@@ -639,7 +651,8 @@ impl Handle {
         kvs: &[(&str, Option<&str>, &str)],
         content_type: Option<&str>,
     ) -> Result<Vec<String>, AppConfigError> {
-        self.shared.appconfig.set_many(store, kvs, content_type)
+        let kvs: Vec<_> = kvs.iter().map(|(key, label, value)| (*key, *label, Some(*value))).collect();
+        self.shared.appconfig.set_many(store, &kvs, content_type)
     }
 
     /// Delete a key-value; `Ok(false)` when it did not exist.
