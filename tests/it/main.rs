@@ -35,3 +35,5 @@ mod keyvault_requests;
 mod reload;
 /// The HTTP listener, health, metrics, probe and webhook.
 mod serve_health;
+/// A hostile volume neighbour: planted entries are never followed, removed or replaced.
+mod volume;
