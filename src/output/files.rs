@@ -40,6 +40,7 @@ use std::fs::{self, DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,7 +58,8 @@ const DIR_MODE: u32 = 0o755;
 /// Publishes snapshots into `dir` in the AtomicWriter layout.
 pub struct FileOutput {
     dir: PathBuf,
-    file_mode: u32,
+    /// `output.file_mode` (a reload may change it; the writer stays).
+    file_mode: AtomicU32,
     /// The uid whose entries are ours.
     uid: u32,
     /// Held for the whole publish (and `prepare`): publishes never interleave. A std Mutex
@@ -82,7 +84,17 @@ struct State {
 
 impl FileOutput {
     pub fn new(dir: PathBuf, file_mode: u32) -> Self {
-        FileOutput { dir, file_mode, uid: rustix::process::geteuid().as_raw(), state: Mutex::new(State::default()) }
+        FileOutput {
+            dir,
+            file_mode: AtomicU32::new(file_mode),
+            uid: rustix::process::geteuid().as_raw(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The mode of the files of the next publish.
+    pub fn set_file_mode(&self, mode: u32) {
+        self.file_mode.store(mode, Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -158,10 +170,11 @@ impl FileOutput {
     pub fn publish(&self, snap: &Snapshot) -> Result<(), PublishError> {
         let mut state = self.lock();
         let state = &mut *state;
+        let file_mode = self.file_mode.load(Ordering::SeqCst);
         fs::create_dir_all(&self.dir).map_err(|e| PublishError::new("create directory", &self.dir, e))?;
         let tops: BTreeSet<&str> = snap.iter().map(|(p, _)| p.top()).collect();
         if std::mem::take(&mut state.adopting) {
-            if let Some(current) = state.ours.clone().filter(|o| holds(&self.dir.join(o), snap, self.file_mode)) {
+            if let Some(current) = state.ours.clone().filter(|o| holds(&self.dir.join(o), snap, file_mode)) {
                 self.link_tops(state, &tops);
                 self.unlink_stale_tops(&tops);
                 tracing::info!(snapshot = %current.to_string_lossy(), "the published files already hold these values; kept as they are");
@@ -169,7 +182,7 @@ impl FileOutput {
             }
         }
         let (name, root) = create_snapshot_dir(&self.dir, &mut state.last_stamp)?;
-        if let Err(e) = write_tree(&root, snap, self.file_mode).and_then(|()| swap_data(&self.dir, &name)) {
+        if let Err(e) = write_tree(&root, snap, file_mode).and_then(|()| swap_data(&self.dir, &name)) {
             // Only a dir that `..data` does not point to may go (the swap may have failed after
             // the rename, at the fsync).
             if fs::read_link(self.dir.join(DATA)).ok().as_deref() != Some(Path::new(&name)) {

@@ -127,8 +127,12 @@ pub fn token_matches(token: &SecretString, presented: &[u8]) -> bool {
     token.expose().as_bytes().ct_eq(presented).into()
 }
 
+/// The token requests must carry, shared with the supervisor: a reload that moves the token
+/// file swaps it without rebinding the listener.
+pub type SharedToken = Arc<std::sync::RwLock<SecretString>>;
+
 /// Serve the secrets API on `listener` until `cancel`.
-pub async fn serve(listener: TcpListener, published: Arc<Published>, token: SecretString, cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, published: Arc<Published>, token: SharedToken, cancel: CancellationToken) {
     let api = Api { published, token };
     listener::run(
         "secrets",
@@ -142,7 +146,7 @@ pub async fn serve(listener: TcpListener, published: Arc<Published>, token: Secr
 
 struct Api {
     published: Arc<Published>,
-    token: SecretString,
+    token: SharedToken,
 }
 
 enum Route<'a> {
@@ -183,7 +187,7 @@ impl Api {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let mut presented = headers.get_all(TOKEN_HEADER).iter();
         match (presented.next(), presented.next()) {
-            (Some(v), None) => token_matches(&self.token, v.as_bytes()),
+            (Some(v), None) => token_matches(&self.token.read().unwrap_or_else(|e| e.into_inner()), v.as_bytes()),
             _ => false,
         }
     }
@@ -320,7 +324,8 @@ pub(crate) mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let published = Published::new();
         let cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, published.clone(), SecretString::new(TOKEN.into()), cancel.clone()));
+        let token = Arc::new(std::sync::RwLock::new(SecretString::new(TOKEN.into())));
+        tokio::spawn(serve(listener, published.clone(), token, cancel.clone()));
         Running { base, published, client: reqwest::Client::new(), _cancel: cancel.drop_guard() }
     }
 

@@ -76,8 +76,10 @@ pub async fn run(
     let mut pending: Vec<Change> = Vec::new();
     loop {
         let report = tokio::select! {
-            r = rx.recv() => match r { Some(r) => r, None => break },
+            // After cancel, a report already queued never starts a publish.
+            biased;
             _ = cancel.cancelled() => break,
+            r = rx.recv() => match r { Some(r) => r, None => break },
         };
         health.beat();
         waiting_first[report.index] = false;
@@ -93,11 +95,18 @@ pub async fn run(
         if waiting_first.iter().any(|w| *w) {
             continue; // the first publish carries every source's objects at once
         }
-        let never_published = published.current().is_none() || std::mem::take(&mut republish);
+        let never_published = published.current().is_none() || republish;
         if (!pending.is_empty() || never_published) && !current.is_empty() {
-            match publish(&files, &current).await {
+            let result = publish(&files, &current).await;
+            if cancel.is_cancelled() {
+                // Stopped meanwhile (a reload or a shutdown): what is shared belongs to the next
+                // loop now; the files this publish wrote are republished by it.
+                break;
+            }
+            match result {
                 Ok(()) => {
                     info!(objects = current.len(), changes = pending.len(), "published");
+                    republish = false;
                     let changes = std::mem::take(&mut pending);
                     health.metrics.published();
                     published.set(current.clone());

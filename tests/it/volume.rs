@@ -128,4 +128,5 @@ async fn foreign_entries_in_a_sticky_volume_stop_no_start_publish_or_reload() {
     assert!(!logs.contains("reload rejected"), "{logs}");
     assert_eq!(read(&out, "..1/x").as_deref(), Some("app"));
     assert_eq!(read(&out, "api-key").as_deref(), Some("the app's own"));
+    assert_eq!(noted(&logs), 1, "the writer is kept across the reload; logged once:\n{logs}");
 }
