@@ -183,13 +183,8 @@ impl FileOutput {
         }
         let (name, root) = create_snapshot_dir(&self.dir, &mut state.last_stamp)?;
         if let Err(e) = write_tree(&root, snap, file_mode).and_then(|()| swap_data(&self.dir, &name)) {
-            // Only a dir that `..data` does not point to may go (the swap may have failed after
-            // the rename, at the fsync).
-            if fs::read_link(self.dir.join(DATA)).ok().as_deref() != Some(Path::new(&name)) {
-                let _ = fs::remove_dir_all(&root);
-            } else {
-                self.swapped(state, name);
-            }
+            // Before the swap: the new dir is not published, and goes.
+            let _ = fs::remove_dir_all(&root);
             return Err(e);
         }
         self.swapped(state, name);
@@ -437,7 +432,12 @@ fn swap_data(dir: &Path, name: &OsStr) -> Result<(), PublishError> {
         let _ = fs::remove_file(&tmp);
         return Err(PublishError::new("swap", &data, e));
     }
-    sync_dir(dir)
+    // The swap is done (readers see the new set): an fsync failure now is logged, not a failed
+    // publish, so that the log, HTTP and the files agree.
+    if let Err(e) = sync_dir(dir) {
+        tracing::warn!("{e}; the new snapshot is published but its swap may not survive a crash");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

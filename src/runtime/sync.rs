@@ -96,7 +96,10 @@ pub async fn run(
             continue; // the first publish carries every source's objects at once
         }
         let never_published = published.current().is_none() || republish;
-        if (!pending.is_empty() || never_published) && !current.is_empty() {
+        // An empty set is published once something was (the last object gone is a removal
+        // like any other); before that there is nothing to publish yet.
+        let something = !current.is_empty() || published.current().is_some();
+        if (!pending.is_empty() || never_published) && something {
             let result = publish(&files, &current).await;
             if cancel.is_cancelled() {
                 // Stopped meanwhile (a reload or a shutdown): what is shared belongs to the next
@@ -108,13 +111,14 @@ pub async fn run(
                     info!(objects = current.len(), changes = pending.len(), "published");
                     republish = false;
                     let changes = std::mem::take(&mut pending);
-                    health.metrics.published();
+                    health.metrics.published(true);
                     published.set(current.clone());
                     if let (Some(notify), false) = (&notify, changes.is_empty()) {
                         let _ = notify.send(Notice { at: SystemTime::now(), changes });
                     }
                 }
                 Err(e) => {
+                    health.metrics.published(false);
                     error!(error = %e, "failed to publish; the previous files stay and the publish is retried at the next poll")
                 }
             }

@@ -130,3 +130,40 @@ async fn foreign_entries_in_a_sticky_volume_stop_no_start_publish_or_reload() {
     assert_eq!(read(&out, "api-key").as_deref(), Some("the app's own"));
     assert_eq!(noted(&logs), 1, "the writer is kept across the reload; logged once:\n{logs}");
 }
+
+/// Publishes that fail (the volume turned unwritable for the sidecar): the last good files stay,
+/// each failure is logged at error level and counted in `sidecar_publish_total{result}`, and the
+/// next publish after the volume is writable again goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_publishes_are_counted_and_logged_and_the_last_good_files_stay() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to run the sidecar as another uid");
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    let out = w.out();
+    std::fs::create_dir_all(&out).unwrap();
+    chown(&out, 65532, 65532);
+    let path = w.write_config(&config(&w, &["api-key"]));
+    readable_by_all(&w);
+    let sc = Sidecar::spawn_as(&w, &path, 65532, 65532);
+    wait_for("first publish", LIMIT, || read(&out, "api-key")).await;
+    let (health, _) = listener_addrs(&sc).await;
+    let failures = || async move {
+        let text = reqwest::get(format!("http://{health}/metrics")).await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.starts_with("sidecar_publish_total{result=\"failure\"}"))?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    };
+
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
+    w.emu.set_secret("main", "api-key", "k2").unwrap();
+    eventually("two failed publishes counted", LIMIT, || async { failures().await.filter(|n| *n >= 2.0) }).await;
+    assert_eq!(read(&out, "api-key").as_deref(), Some("k1"), "the last good files stay");
+    let logs = sc.logs();
+    assert!(logs.lines().any(|l| l.contains("ERROR") && l.contains("failed to publish")), "{logs}");
+
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_for("published again", LIMIT, || read(&out, "api-key").filter(|v| v == "k2")).await;
+    assert_eq!(stamp_dirs(&out), 1, "no snapshot leaked by the failures");
+}
