@@ -336,3 +336,59 @@ async fn oversized_requests_get_431_and_a_slow_client_is_cut_off_while_others_ar
     assert!(closed.is_ok(), "the slow client was never cut off");
     assert!(started.elapsed() >= Duration::from_secs(9), "cut off after {:?}, before the timeout", started.elapsed());
 }
+
+/// One raw request over a socket (so the `Host` and proxy headers are exactly these); the
+/// status code of the answer.
+fn raw_status(addr: SocketAddr, head: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(head.as_bytes()).ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link_is_not_followed() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "pw");
+    set(&w, "api-key", "k");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (_, serve) = addrs(&sc).await;
+    wait_for("first publish", LIMIT, || read(&w.out(), "api-key")).await;
+    let token = std::fs::read_to_string(w.out().join(".sidecar-token")).unwrap();
+    let get = |extra: &str| {
+        format!("GET /v1/secrets/api-key HTTP/1.1\r\nX-Sidecar-Token: {token}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let host = format!("Host: 127.0.0.1:{}\r\n", serve.port());
+    for (what, extra, want) in [
+        ("loopback address", host.clone(), 200),
+        ("localhost", format!("Host: localhost:{}\r\n", serve.port()), 200),
+        ("[::1]", format!("Host: [::1]:{}\r\n", serve.port()), 200),
+        ("Via", format!("{host}Via: 1.1 proxy\r\n"), 403),
+        ("X-Real-IP", format!("{host}X-Real-IP: 10.0.0.1\r\n"), 403),
+        ("X-Forwarded-Host", format!("{host}X-Forwarded-Host: app.example\r\n"), 403),
+        ("Forwarded", format!("{host}Forwarded: for=10.0.0.1\r\n"), 403),
+        ("a foreign Host (DNS rebinding)", "Host: attacker.example\r\n".to_string(), 403),
+        ("a foreign Host with a port", format!("Host: 10.1.2.3:{}\r\n", serve.port()), 403),
+    ] {
+        assert_eq!(raw_status(serve, &get(&extra)), Some(want), "{what}");
+    }
+    let absolute = format!(
+        "GET http://attacker.example/v1/secrets/api-key HTTP/1.1\r\n{host}X-Sidecar-Token: {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(serve, &absolute), Some(403), "absolute form with a foreign authority");
+    drop(sc);
+
+    // A token file planted as a link (to /dev/zero: an endless read) is not followed: the
+    // start fails at once with the file named, instead of reading forever.
+    let token_file = w.out().join(".sidecar-token");
+    std::fs::remove_file(&token_file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &token_file).unwrap();
+    let mut sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let status = sc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", sc.logs());
+    assert!(sc.logs().contains(".sidecar-token"), "{}", sc.logs());
+}
