@@ -32,7 +32,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, cancel: Cancellat
     let handler = move |req: &Request<hyper::body::Incoming>| {
         respond(req.method(), req.uri().path(), &health, health.stale_after())
     };
-    listener::run("health", listener, Limits::default(), handler, cancel).await
+    listener::run("health", listener, Limits::health(), handler, cancel).await
 }
 
 fn respond(method: &Method, path: &str, health: &Health, stale_after: Duration) -> Response<Body> {

@@ -392,3 +392,88 @@ async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link
     assert_eq!(status.code(), Some(1), "{}", sc.logs());
     assert!(sc.logs().contains(".sidecar-token"), "{}", sc.logs());
 }
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// 1,100 connections from another address (127.0.0.2: "the network", on loopback only) each
+/// holding an unfinished 15 KB request head, reopened as the sidecar cuts them: `probe live`
+/// (from the sidecar's own address, as the kubelet's exec probe) keeps exiting 0, and resident
+/// memory stays under the 32 Mi limit of `k8s/base`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_port_answers_probes_and_stays_small_while_flooded() {
+    use tokio::io::AsyncWriteExt;
+    const FLOOD: usize = 1_100;
+    const LIMIT_KIB: u64 = 32 * 1024;
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "pw");
+    set(&w, "api-key", "k");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, _) = addrs(&sc).await;
+    wait_for("first publish", LIMIT, || read(&w.out(), "api-key")).await;
+    let before = vm_rss_kib(sc.child.id());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}", "a".repeat(15_000));
+    let mut flooders = Vec::new();
+    for _ in 0..FLOOD {
+        let (stop, head) = (stop.clone(), head.clone());
+        flooders.push(tokio::spawn(async move {
+            let mut opened = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else { break };
+                if socket.bind("127.0.0.2:0".parse().unwrap()).is_err() {
+                    break;
+                }
+                let Ok(mut stream) = socket.connect(health).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                opened += 1;
+                let _ = stream.write_all(head.as_bytes()).await;
+                // Hold it until the sidecar cuts it (or the test ends), then open another a
+                // second later (about a thousand new connections a second in all).
+                let mut buf = [0u8; 512];
+                loop {
+                    tokio::select! {
+                        r = tokio::io::AsyncReadExt::read(&mut stream, &mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) { break }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            opened
+        }));
+    }
+    let mut peak = 0;
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        peak = peak.max(vm_rss_kib(sc.child.id()));
+        let probe = base_command(&[]).args(["probe", "live", "--addr", &health.to_string()]).output().unwrap();
+        assert!(
+            probe.status.success(),
+            "probe live during the flood (round {round}): {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut opened = 0;
+    for f in flooders {
+        opened += f.await.unwrap();
+    }
+    figure(
+        "the_health_port_answers_probes_and_stays_small_while_flooded",
+        &[
+            ("connections_opened", opened.to_string()),
+            ("rss_before_kib", before.to_string()),
+            ("rss_peak_kib", peak.to_string()),
+        ],
+    );
+    assert!(opened as usize >= FLOOD, "the flood opened only {opened} connections");
+    assert!(peak < LIMIT_KIB, "resident memory {peak} KiB during the flood");
+}
