@@ -52,8 +52,9 @@ const DATA: &str = "..data";
 /// Prefix of the new `..data` link before it is renamed over the old one (a unique suffix
 /// follows: a foreign file of a fixed name cannot block a publish).
 const DATA_TMP: &str = "..data_tmp";
-/// Snapshot dirs and their subdirectories.
+/// Snapshot dirs and their subdirectories (plus the setgid bit when `dir` has it: `fsGroup`).
 const DIR_MODE: u32 = 0o755;
+const SETGID: u32 = 0o2000;
 
 /// Publishes snapshots into `dir` in the AtomicWriter layout.
 pub struct FileOutput {
@@ -181,8 +182,12 @@ impl FileOutput {
                 return Ok(());
             }
         }
-        let (name, root) = create_snapshot_dir(&self.dir, &mut state.last_stamp)?;
-        if let Err(e) = write_tree(&root, snap, file_mode).and_then(|()| swap_data(&self.dir, &name)) {
+        // A volume given by the kubelet with `fsGroup` is setgid and group-owned by that group:
+        // keeping the bit on every dir below keeps every file in that group, so an app under
+        // another uid in `fsGroup` reads them.
+        let dir_mode = DIR_MODE | (fs::metadata(&self.dir).map(|m| m.mode()).unwrap_or(0) & SETGID);
+        let (name, root) = create_snapshot_dir(&self.dir, &mut state.last_stamp, dir_mode)?;
+        if let Err(e) = write_tree(&root, snap, file_mode, dir_mode).and_then(|()| swap_data(&self.dir, &name)) {
             // Before the swap: the new dir is not published, and goes.
             let _ = fs::remove_dir_all(&root);
             return Err(e);
@@ -335,7 +340,7 @@ fn is_stamp_name(name: &OsStr) -> bool {
 
 /// Create the new snapshot dir `..YYYY_MM_DD_HH_MM_SS.nnnnnnnnn` (UTC), with a stamp above
 /// `last_stamp` and not taken on disk.
-fn create_snapshot_dir(dir: &Path, last_stamp: &mut u128) -> Result<(OsString, PathBuf), PublishError> {
+fn create_snapshot_dir(dir: &Path, last_stamp: &mut u128, mode: u32) -> Result<(OsString, PathBuf), PublishError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let mut stamp = now.max(*last_stamp + 1);
     loop {
@@ -344,7 +349,7 @@ fn create_snapshot_dir(dir: &Path, last_stamp: &mut u128) -> Result<(OsString, P
         match DirBuilder::new().mode(DIR_MODE).create(&path) {
             Ok(()) => {
                 *last_stamp = stamp;
-                set_mode(&path, DIR_MODE)?;
+                set_mode(&path, mode)?;
                 return Ok((name.into(), path));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => stamp += 1,
@@ -362,7 +367,7 @@ fn stamp_name(nanos: u128) -> String {
 }
 
 /// Write every entry of `snap` below `root`, then fsync the directories, deepest first.
-fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32) -> Result<(), PublishError> {
+fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32, dir_mode: u32) -> Result<(), PublishError> {
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for (path, entry) in snap.iter() {
         let segments: Vec<&str> = path.segments().collect();
@@ -370,7 +375,7 @@ fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32) -> Result<(), Publis
         for segment in &segments[..segments.len() - 1] {
             dir.push(segment);
             if dirs.insert(dir.clone()) {
-                make_dir(&dir)?;
+                make_dir(&dir, dir_mode)?;
             }
         }
         write_file(&dir.join(segments[segments.len() - 1]), entry.value.expose(), file_mode)?;
@@ -382,9 +387,9 @@ fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32) -> Result<(), Publis
     sync_dir(root)
 }
 
-fn make_dir(path: &Path) -> Result<(), PublishError> {
+fn make_dir(path: &Path, mode: u32) -> Result<(), PublishError> {
     DirBuilder::new().mode(DIR_MODE).create(path).map_err(|e| PublishError::new("create directory", path, e))?;
-    set_mode(path, DIR_MODE)
+    set_mode(path, mode)
 }
 
 /// Create `path` with its final mode (never wider on the way: the umask can only narrow the
@@ -558,12 +563,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         const YEAR_2100: u128 = 4_102_444_800_000_000_000; // the clock cannot move past it
         let mut last = YEAR_2100;
-        let (a, _) = create_snapshot_dir(tmp.path(), &mut last).unwrap();
-        let (b, _) = create_snapshot_dir(tmp.path(), &mut last).unwrap();
+        let (a, _) = create_snapshot_dir(tmp.path(), &mut last, DIR_MODE).unwrap();
+        let (b, _) = create_snapshot_dir(tmp.path(), &mut last, DIR_MODE).unwrap();
         assert_ne!(a, b);
         // A stamp taken on disk (another writer, a restart) is skipped too.
         let mut behind = YEAR_2100;
-        let (c, _) = create_snapshot_dir(tmp.path(), &mut behind).unwrap();
+        let (c, _) = create_snapshot_dir(tmp.path(), &mut behind, DIR_MODE).unwrap();
         assert!(c != a && c != b);
     }
 

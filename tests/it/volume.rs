@@ -167,3 +167,61 @@ async fn failed_publishes_are_counted_and_logged_and_the_last_good_files_stay() 
     wait_for("published again", LIMIT, || read(&out, "api-key").filter(|v| v == "k2")).await;
     assert_eq!(stamp_dirs(&out), 1, "no snapshot leaked by the failures");
 }
+
+/// What the kubelet gives an emptyDir with `fsGroup: 2000`: root-owned, group 2000, setgid and
+/// sticky (tmpfs). The sidecar runs as 65532 and the app as 1000, both in group 2000: the app
+/// reads every published file, and everything below the volume belongs to group 2000.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_under_another_uid_in_fs_group_reads_every_file() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() || !have_setpriv() {
+        eprintln!("SKIPPED: needs root and setpriv to run as other uids");
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    for (n, v) in [("api-key", "k1"), ("db-password", "d1")] {
+        w.emu.set_secret("main", n, v).unwrap();
+    }
+    let out = w.out();
+    std::fs::create_dir_all(&out).unwrap();
+    chown(&out, 0, 2000);
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o3777)).unwrap();
+    let yaml = config(&w, &["api-key"]).replace(
+        "      - name: api-key\n",
+        "      - name: api-key\n      - name: db-password\n        path: db/password\n",
+    );
+    let path = w.write_config(&yaml);
+    readable_by_all(&w);
+    let sc = Sidecar::spawn_in_groups(&w, &path, 65532, 65532, &[2000]);
+    wait_for("first publish", LIMIT, || read(&out, "db/password")).await;
+
+    for (file, want) in [("api-key", "k1"), ("db/password", "d1"), (".sidecar-token", "")] {
+        let cat = std::process::Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--groups=2000", "cat"])
+            .arg(out.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            cat.status.success(),
+            "the app cannot read {file}: {}\n{}",
+            String::from_utf8_lossy(&cat.stderr),
+            sc.logs()
+        );
+        if !want.is_empty() {
+            assert_eq!(String::from_utf8_lossy(&cat.stdout), want, "{file}");
+        }
+    }
+    let data = out.join(std::fs::read_link(out.join("..data")).unwrap());
+    let mut entries = vec![data.clone()];
+    let mut i = 0;
+    while i < entries.len() {
+        let e = entries[i].clone();
+        if e.is_dir() {
+            assert_ne!(std::fs::metadata(&e).unwrap().mode() & 0o2000, 0, "{} lost the setgid bit", e.display());
+            entries.extend(std::fs::read_dir(&e).unwrap().map(|d| d.unwrap().path()));
+        }
+        assert_eq!(std::fs::metadata(&e).unwrap().gid(), 2000, "{} is not in fsGroup", e.display());
+        i += 1;
+    }
+    assert!(entries.len() >= 4, "{entries:?}");
+}

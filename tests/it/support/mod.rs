@@ -404,3 +404,31 @@ impl Sidecar {
         Sidecar { child, log }
     }
 }
+
+impl Sidecar {
+    /// `run --config <config>` as `uid`/`gid` with the supplementary `groups` (through
+    /// util-linux `setpriv`, as a pod's `fsGroup` adds a group to every container).
+    pub fn spawn_in_groups(world: &World, config: &Path, uid: u32, gid: u32, groups: &[u32]) -> Sidecar {
+        let log = world.path(&format!("sidecar-{}.log", fastrand::u32(..)));
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let child = Command::new("setpriv")
+            .env_clear()
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg(format!("--groups={}", groups.join(",")))
+            .arg(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("setpriv starts the sidecar");
+        Sidecar { child, log }
+    }
+}
+
+/// Whether util-linux `setpriv` is on PATH.
+pub fn have_setpriv() -> bool {
+    Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success())
+}
