@@ -79,7 +79,12 @@ async fn main() {
     let published = Published::new();
     published.set(Arc::new(snapshot(a.objects, a.size)));
     let cancel = CancellationToken::new();
-    tokio::spawn(serve::serve(listener, published, SecretString::new(TOKEN.into()), cancel.clone()));
+    tokio::spawn(serve::serve(
+        listener,
+        published,
+        Arc::new(std::sync::RwLock::new(SecretString::new(TOKEN.into()))),
+        cancel.clone(),
+    ));
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

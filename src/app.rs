@@ -17,7 +17,6 @@ use crate::cli::{self, Command, ProbeKind};
 use crate::config::{self, Config, ConfigError, ConfigSource, SourceConfig};
 use crate::identity::{self, AzureEnv, TokenCache};
 use crate::metrics::Metrics;
-use crate::output::files::FileOutput;
 use crate::runtime::supervise::{self, Built};
 use crate::runtime::{block_on, signals, sync, RunError};
 use crate::source::appconfig::AppConfigSource;
@@ -118,8 +117,8 @@ fn probe(what: ProbeKind, addr: Option<String>, env: &[(String, String)]) -> Res
     })
 }
 
-/// config -> identity -> sources -> outputs. Errors here are configuration errors (exit 2),
-/// except an output directory that cannot be prepared (exit 1).
+/// config -> identity -> sources. Errors here are configuration errors (exit 2). The outputs
+/// (the file writer, the listeners, the webhook) are the supervisor's: they outlive a reload.
 fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Result<Built, RunError> {
     let azure_env = AzureEnv::from_vars(env);
     let resolved = identity::resolve(&cfg.identity, cfg.cloud, &azure_env)?;
@@ -163,16 +162,8 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
             }
         }
     }
-    let files = match &cfg.output.dir {
-        Some(dir) => {
-            let out = FileOutput::new(dir.clone(), cfg.output.file_mode);
-            out.prepare().map_err(|e| RunError::Failed(format!("failed to prepare output.dir: {e}")))?;
-            Some(Arc::new(out))
-        }
-        None => None,
-    };
     Ok(Built {
-        pipeline: sync::Pipeline { sources, files, required, sync: cfg.sync.clone(), notify: None },
+        pipeline: sync::Pipeline { sources, files: None, required, sync: cfg.sync.clone(), notify: None },
         identity: resolved,
     })
 }

@@ -28,10 +28,11 @@ pub fn stale_after(sync: &SyncConfig) -> Duration {
 }
 
 /// Serve the health endpoints on `listener` until `cancel`.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, stale_after: Duration, cancel: CancellationToken) {
-    let handler =
-        move |req: &Request<hyper::body::Incoming>| respond(req.method(), req.uri().path(), &health, stale_after);
-    listener::run("health", listener, Limits::default(), handler, cancel).await
+pub async fn serve(listener: TcpListener, health: Arc<Health>, cancel: CancellationToken) {
+    let handler = move |req: &Request<hyper::body::Incoming>| {
+        respond(req.method(), req.uri().path(), &health, health.stale_after())
+    };
+    listener::run("health", listener, Limits::health(), handler, cancel).await
 }
 
 fn respond(method: &Method, path: &str, health: &Health, stale_after: Duration) -> Response<Body> {
@@ -95,8 +96,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let status = Health::new(Arc::new(Metrics::default()));
+        status.set_stale_after(STALE);
         let cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, status.clone(), STALE, cancel.clone()));
+        tokio::spawn(serve(listener, status.clone(), cancel.clone()));
         (format!("http://{addr}"), status, cancel)
     }
 

@@ -1,11 +1,16 @@
 //! The accept loop both HTTP listeners (health and secrets) run: HTTP/1 over hyper, hardened
-//! the same way for both (a header read timeout, a cap on header size and on concurrent
-//! connections, keep-alive allowed), stopped by the caller's `CancellationToken`.
+//! by `Limits` (a header read timeout, a cap on header size, on concurrent connections, on
+//! connections per remote address and on a connection's lifetime, keep-alive allowed), stopped
+//! by the caller's `CancellationToken`. Connections from this host to itself (a peer whose
+//! address is the local address: the kubelet's exec probes) draw on a reserve of their own, so
+//! they are served while the port is flooded from the network.
 //!
 //! Handlers are plain functions of the request head: neither listener reads a request body or
 //! awaits anything to answer, so a handler never holds a connection open on its own account.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +38,39 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Connections served at once; a connection past it is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Of those, the most one remote address may hold.
+    pub max_per_peer: usize,
+    /// Connections kept for peers on this host's own address, beyond `max_connections`.
+    pub reserved_for_local: usize,
+    /// The longest a connection may stay open, requests and idle time included.
+    pub connection_deadline: Option<Duration>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { header_read_timeout: Duration::from_secs(10), max_header_bytes: 16 * 1024, max_connections: 1024 }
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            max_per_peer: 1024,
+            reserved_for_local: 0,
+            connection_deadline: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The health listener's: it is reachable from the pod network (`0.0.0.0` by default) and
+    /// serves probes and one scraper, so a little is plenty, and a flood must stay cheap.
+    pub fn health() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(2),
+            max_header_bytes: 8 * 1024,
+            max_connections: 32,
+            max_per_peer: 4,
+            reserved_for_local: 8,
+            connection_deadline: Some(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -49,6 +82,8 @@ where
 {
     let handler = Arc::new(handler);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let reserve = Arc::new(Semaphore::new(limits.reserved_for_local));
+    let per_peer: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -70,22 +105,45 @@ where
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(listener = name, %peer, max = limits.max_connections, "connection limit reached; closing the new connection");
+        let local = stream.local_addr().map(|a| a.ip() == peer.ip()).unwrap_or(false);
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match reserve.clone().try_acquire_owned() {
+                Ok(p) if local => p,
+                _ => {
+                    debug!(listener = name, %peer, max = limits.max_connections, "connection limit reached; closing the new connection");
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = PeerSlot::take(&per_peer, peer.ip(), if local { usize::MAX } else { limits.max_per_peer })
+        else {
+            debug!(listener = name, %peer, max = limits.max_per_peer, "connection limit per address reached; closing the new connection");
             continue;
         };
         let handler = handler.clone();
         let service = service_fn(move |req: Request<Incoming>| std::future::ready(Ok::<_, Infallible>(handler(&req))));
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let cancel = cancel.clone();
+        let deadline = limits.connection_deadline;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             tokio::pin!(conn);
+            let expired = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
                 r = conn.as_mut() => r,
                 _ = cancel.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
+                }
+                _ = expired => {
+                    debug!(listener = name, %peer, "connection deadline reached; closing");
+                    Ok(())
                 }
             };
             if let Err(e) = result {
@@ -94,6 +152,36 @@ where
         });
     }
     debug!(listener = name, "stopped accepting");
+}
+
+/// One connection counted against its remote address; released on drop.
+struct PeerSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub struct Metrics {
     azure_requests: Mutex<BTreeMap<Labels, u64>>,
     token_expiry: Mutex<Option<f64>>,
     config_reload: Mutex<BTreeMap<Labels, u64>>,
-    publishes: Mutex<u64>,
+    publishes: Mutex<BTreeMap<Labels, u64>>,
 }
 
 /// Fixed-bucket histogram for sync durations in seconds.
@@ -86,8 +86,10 @@ impl Metrics {
         *lock(&self.config_reload).entry(vec![("result", result.to_string())]).or_default() += 1;
     }
 
-    pub fn published(&self) {
-        *lock(&self.publishes) += 1;
+    /// A publish finished: `ok` false when it failed (the last good files stay).
+    pub fn published(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        *lock(&self.publishes).entry(vec![("result", result.to_string())]).or_default() += 1;
     }
 
     /// Prometheus text exposition format, version 0.0.4.
@@ -131,14 +133,7 @@ impl Metrics {
             }
         }
         counter(&mut out, "sidecar_config_reload_total", "Config reloads, by result.", &lock(&self.config_reload));
-        {
-            let name = "sidecar_publish_total";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Snapshots published.\n# TYPE {name} counter\n{name} {}",
-                *lock(&self.publishes)
-            );
-        }
+        counter(&mut out, "sidecar_publish_total", "Publishes, by result.", &lock(&self.publishes));
         out
     }
 }

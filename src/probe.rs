@@ -152,8 +152,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let status = Health::new(Arc::new(Metrics::default()));
+        status.set_stale_after(Duration::from_secs(60));
         let cancel = CancellationToken::new();
-        tokio::spawn(crate::health::serve(listener, status.clone(), Duration::from_secs(60), cancel.clone()));
+        tokio::spawn(crate::health::serve(listener, status.clone(), cancel.clone()));
         (addr, status, cancel.drop_guard())
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -37,12 +37,28 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Unix seconds of the loop's last turn, for `/healthz`.
     pub heartbeat: AtomicU64,
+    /// Seconds without a turn after which `/healthz` says the loop is stuck (set from the
+    /// running config, so a reload changes it).
+    stale_after: AtomicU64,
     pub metrics: Arc<Metrics>,
 }
 
 impl Health {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Health> {
-        Arc::new(Health { ready: AtomicBool::new(false), heartbeat: AtomicU64::new(unix_now()), metrics })
+        Arc::new(Health {
+            ready: AtomicBool::new(false),
+            heartbeat: AtomicU64::new(unix_now()),
+            stale_after: AtomicU64::new(u64::MAX),
+            metrics,
+        })
+    }
+
+    pub fn set_stale_after(&self, limit: Duration) {
+        self.stale_after.store(limit.as_secs(), Ordering::Relaxed);
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_secs(self.stale_after.load(Ordering::Relaxed))
     }
 
     pub fn beat(&self) {

@@ -2,8 +2,9 @@
 //! bytes with its version as `ETag`, `GET /v1/secrets` lists paths and versions (never values).
 //!
 //! Every request must carry the token of `serve.token_file` in `X-Sidecar-Token` (compared in
-//! constant time) and must not carry `X-Forwarded-For` or `Forwarded`: a proxied request is not
-//! the app's. Values come from `published::Published`, the snapshot last published to files, so
+//! constant time), must not carry a proxy's header (`X-Forwarded-For`, `Forwarded`, `Via`,
+//! `X-Real-IP`, `X-Forwarded-Host`: a proxied request is not the app's), and must name a
+//! loopback `Host` (or none, HTTP/1.0): a DNS-rebinding page's requests are refused. Values come from `published::Published`, the snapshot last published to files, so
 //! HTTP and files never disagree. The token itself is never logged.
 
 use std::fs::{self, OpenOptions, Permissions};
@@ -33,8 +34,16 @@ pub const TOKEN_HEADER: &str = "x-sidecar-token";
 pub const DEFAULT_TOKEN_FILE: &str = ".sidecar-token";
 /// Readable by the owner and the group (the app shares the volume through `fsGroup`).
 const TOKEN_MODE: u32 = 0o440;
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+/// Headers a proxy adds: a request carrying one came through a proxy, not from the app.
+const PROXY_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("via"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+/// The largest token file read: a token is 64 hex characters; anything much longer is not one.
+const MAX_TOKEN_FILE: u64 = 1024;
 const NOSNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// Where the token lives: `serve.token_file`, else `<output.dir>/.sidecar-token`. `None` only
@@ -66,11 +75,27 @@ pub enum TokenOrigin {
 /// RNG, hex-encoded, written to a temporary file created with mode 0440 and renamed into place,
 /// so the token is never readable more widely, not even for a moment. Blocking I/O.
 pub fn load_or_create_token(path: &Path) -> Result<(SecretString, TokenOrigin), TokenError> {
-    match fs::read(path) {
-        Ok(bytes) => read_token(path, Zeroizing::new(bytes)).map(|t| (t, TokenOrigin::Read)),
+    match read_limited_nofollow(path) {
+        Ok(bytes) => read_token(path, bytes).map(|t| (t, TokenOrigin::Read)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create_token(path).map(|t| (t, TokenOrigin::Created)),
         Err(source) => Err(TokenError::Read { path: path.to_path_buf(), source }),
     }
+}
+
+/// The file's bytes, opened without following a link at `path` (a planted `.sidecar-token`
+/// link to `/dev/zero` or another file is refused) and read up to `MAX_TOKEN_FILE` bytes.
+fn read_limited_nofollow(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read as _;
+    let file = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {MAX_TOKEN_FILE} bytes")));
+    }
+    Ok(bytes)
 }
 
 fn read_token(path: &Path, bytes: Zeroizing<Vec<u8>>) -> Result<SecretString, TokenError> {
@@ -127,8 +152,12 @@ pub fn token_matches(token: &SecretString, presented: &[u8]) -> bool {
     token.expose().as_bytes().ct_eq(presented).into()
 }
 
+/// The token requests must carry, shared with the supervisor: a reload that moves the token
+/// file swaps it without rebinding the listener.
+pub type SharedToken = Arc<std::sync::RwLock<SecretString>>;
+
 /// Serve the secrets API on `listener` until `cancel`.
-pub async fn serve(listener: TcpListener, published: Arc<Published>, token: SecretString, cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, published: Arc<Published>, token: SharedToken, cancel: CancellationToken) {
     let api = Api { published, token };
     listener::run(
         "secrets",
@@ -142,7 +171,7 @@ pub async fn serve(listener: TcpListener, published: Arc<Published>, token: Secr
 
 struct Api {
     published: Arc<Published>,
-    token: SecretString,
+    token: SharedToken,
 }
 
 enum Route<'a> {
@@ -153,8 +182,11 @@ enum Route<'a> {
 impl Api {
     fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
         let headers = req.headers();
-        if headers.contains_key(X_FORWARDED_FOR) || headers.contains_key(FORWARDED) {
+        if PROXY_HEADERS.iter().any(|h| headers.contains_key(h)) {
             return text(StatusCode::FORBIDDEN, "refused: the request came through a proxy\n");
+        }
+        if !loopback_host(req) {
+            return text(StatusCode::FORBIDDEN, "refused: Host is not a loopback name or address\n");
         }
         if !self.authorized(headers) {
             return text(StatusCode::UNAUTHORIZED, "missing or wrong X-Sidecar-Token\n");
@@ -183,10 +215,44 @@ impl Api {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let mut presented = headers.get_all(TOKEN_HEADER).iter();
         match (presented.next(), presented.next()) {
-            (Some(v), None) => token_matches(&self.token, v.as_bytes()),
+            (Some(v), None) => token_matches(&self.token.read().unwrap_or_else(|e| e.into_inner()), v.as_bytes()),
             _ => false,
         }
     }
+}
+
+/// The `Host` header (or an absolute-form authority) names loopback: `localhost`, `127.x.y.z` or
+/// `[::1]`, with any port. No `Host` at all (HTTP/1.0) passes: the token still decides.
+fn loopback_host<B>(req: &Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    let from_header = match (hosts.next(), hosts.next()) {
+        (None, _) => None,
+        (Some(h), None) => match h.to_str() {
+            Ok(h) => Some(h.to_string()),
+            Err(_) => return false,
+        },
+        (Some(_), Some(_)) => return false,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    [from_header, authority].into_iter().flatten().all(|h| is_loopback_authority(&h))
+}
+
+fn is_loopback_authority(authority: &str) -> bool {
+    let port_ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, "")) => h,
+            Some((h, tail)) if tail.strip_prefix(':').is_some_and(port_ok) => h,
+            _ => return false,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) if port_ok(p) => h,
+            Some(_) => return false,
+            None => authority,
+        }
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One entry of `GET /v1/secrets`.
@@ -320,8 +386,19 @@ pub(crate) mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let published = Published::new();
         let cancel = CancellationToken::new();
-        tokio::spawn(serve(listener, published.clone(), SecretString::new(TOKEN.into()), cancel.clone()));
+        let token = Arc::new(std::sync::RwLock::new(SecretString::new(TOKEN.into())));
+        tokio::spawn(serve(listener, published.clone(), token, cancel.clone()));
         Running { base, published, client: reqwest::Client::new(), _cancel: cancel.drop_guard() }
+    }
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        for ok in ["127.0.0.1:8200", "localhost:8200", "LOCALHOST", "[::1]:8200", "[::1]", "127.1.2.3", "localhost"] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in ["attacker.example:8200", "10.0.0.1:8200", "[::2]:80", "localhost.evil:80", "127.0.0.1:", "[::1]x"] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 
+pub mod listeners;
 pub mod signals;
 pub mod supervise;
 pub mod sync;

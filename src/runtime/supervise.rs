@@ -1,25 +1,30 @@
 //! The supervisor around one running config: builds the pipeline, binds the listeners, runs the
 //! sync loop, and on a reload (SIGHUP or a config change, debounced) re-reads and validates the
-//! config and swaps the loop (and the listeners whose settings changed); on SIGTERM or SIGINT it
-//! stops polling and waits for an in-flight publish within `SHUTDOWN_GRACE`. `app` hands it what
-//! to build a pipeline with (`Build`); it knows nothing of commands.
+//! config and applies it; on SIGTERM or SIGINT it stops polling and waits for an in-flight
+//! publish within `SHUTDOWN_GRACE` (a second signal exits at once). `app` hands it what to build
+//! a pipeline with (`Build`); it knows nothing of commands.
+//!
+//! A reload keeps what did not change: the listeners whose address stayed (`listeners`), the
+//! file writer of an unchanged `output.dir` (one writer per directory: its lock serialises the
+//! old loop's last publish and the new loop's first), the webhook task of an unchanged URL (a
+//! pending notification is not lost). The old loop is stopped and awaited before the new one
+//! starts, and a cancelled loop never publishes into the shared state.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{sync, Control, RunError};
-use crate::config::{self, Config, ConfigError};
+use super::listeners::Listeners;
+use super::{sync, Control, ReloadReason, RunError};
+use crate::config::{self, Config};
 use crate::identity;
 use crate::metrics::Metrics;
-use crate::output::serve as secrets_http;
-use crate::output::webhook::{Delivery, Webhook};
+use crate::output::files::FileOutput;
+use crate::output::webhook::{Delivery, Notice, Webhook};
 use crate::published::{Health, Published};
 use crate::snapshot::Snapshot;
 
@@ -27,15 +32,19 @@ use crate::snapshot::Snapshot;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long `run --once` keeps retrying a required object before giving up.
 pub const ONCE_DEADLINE: Duration = Duration::from_secs(60);
+/// Reload events closer together than this are one reload.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// What one config builds: the pipeline the sync loop runs, and the identity it runs as.
+/// What one config builds: the pipeline the sync loop runs (its `files` and `notify` are the
+/// supervisor's to fill: they outlive a reload), and the identity it runs as.
 pub struct Built {
     pub pipeline: sync::Pipeline,
     pub identity: identity::ResolvedIdentity,
 }
 
-/// config -> identity -> sources -> outputs, for the first config and for every reload (given
-/// the environment the process started with and the metrics the pipeline reports to).
+/// config -> identity -> sources, for the first config and for every reload (given the
+/// environment the process started with and the metrics the pipeline reports to). It must not
+/// touch the output directory: the supervisor owns the writer.
 pub type Build = fn(&Config, &[(String, String)], Arc<Metrics>) -> Result<Built, RunError>;
 
 /// Build and run the pipeline until a shutdown arrives on `control` (or `--once` finishes).
@@ -52,9 +61,15 @@ pub async fn serve(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
-    let built = build(&cfg, &env, metrics.clone())?;
+    let mut built = build(&cfg, &env, metrics.clone())?;
     let published = Published::new();
     let health = Health::new(metrics);
+    health.set_stale_after(crate::health::stale_after(&cfg.sync));
+    let files = match &cfg.output.dir {
+        Some(dir) => Some(open_files(dir, cfg.output.file_mode).await?),
+        None => None,
+    };
+    built.pipeline.files = files;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         identity = %built.identity,
@@ -82,8 +97,7 @@ pub async fn serve(
             });
     }
 
-    let mut listeners = cancel.child_token();
-    start_listeners(&cfg, &published, &health, &listeners).await?;
+    let listeners = Listeners::start(&cfg, &published, &health, &cancel).await?;
     let _watcher = match &reload_from {
         Some((path, tx)) => match crate::runtime::watch::watch_config(path, tx.clone()) {
             Ok(w) => Some(w),
@@ -94,10 +108,21 @@ pub async fn serve(
         },
         None => None,
     };
-    let mut current =
-        Running::start(cfg, built.pipeline, (&published, &health), Arc::new(Snapshot::default()), false, &cancel);
+    let mut sup = Supervisor {
+        build,
+        env,
+        published,
+        health,
+        listeners,
+        hook: Hook::default(),
+        cancel: cancel.clone(),
+        running: None,
+    };
+    sup.start(cfg, built.pipeline, Arc::new(Snapshot::default()), false);
     loop {
         let signal = tokio::select! {
+            // A shutdown is taken before anything else that is ready.
+            biased;
             msg = control.recv() => match msg {
                 Some(Control::Reload(reason)) => {
                     // Debounce: a ConfigMap update is a burst of events.
@@ -108,240 +133,215 @@ pub async fn serve(
                             break;
                         }
                     }
-                    if let Some(sig) = stop {
-                        sig
-                    } else {
-                        if let Some((path, _)) = &reload_from {
-                            current = reload(current, path, (build, &env), (&published, &health), &mut listeners, &cancel, reason).await;
-                        }
-                        continue;
+                    match (stop, &reload_from) {
+                        (Some(sig), _) => sig,
+                        (None, Some((path, _))) => match sup.reload(path, reason, &mut control).await {
+                            Some(sig) => sig,
+                            None => continue,
+                        },
+                        (None, None) => continue,
                     }
                 }
                 Some(Control::Shutdown(sig)) => sig,
                 None => "control channel closed",
             },
-            res = &mut current.task => {
+            res = sup.task() => {
                 return res.map(|_| ()).map_err(|e| RunError::Failed(format!("sync loop stopped unexpectedly: {e}")));
             }
         };
         info!(signal, "stopping: no new polls; waiting for an in-flight publish");
         cancel.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut current.task).await.is_err() {
-            warn!("a publish did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (the previous snapshot stays intact)");
+        tokio::select! {
+            biased;
+            Some(Control::Shutdown(again)) = next_shutdown(&mut control) => {
+                warn!(signal = again, "second signal: exiting at once (a publish in flight is abandoned; the previous snapshot stays intact)");
+                return Ok(());
+            }
+            finished = tokio::time::timeout(SHUTDOWN_GRACE, sup.task()) => {
+                if finished.is_err() {
+                    warn!("a publish did not finish within {SHUTDOWN_GRACE:?}; exiting anyway (the previous snapshot stays intact)");
+                }
+            }
         }
         info!("stopped; published files are kept");
         return Ok(());
     }
 }
 
-/// Reload events closer together than this are one reload.
-const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+/// The next shutdown on `control` (reloads are ignored once stopping).
+async fn next_shutdown(control: &mut mpsc::UnboundedReceiver<Control>) -> Option<Control> {
+    loop {
+        match control.recv().await {
+            Some(c @ Control::Shutdown(_)) => return Some(c),
+            Some(Control::Reload(_)) => continue,
+            None => return std::future::pending().await,
+        }
+    }
+}
+
+/// Create `dir` if needed and clean what an interrupted publish of ours left (blocking I/O, so
+/// on a blocking thread). A failure is a runtime failure (exit 1 at start).
+async fn open_files(dir: &Path, mode: u32) -> Result<Arc<FileOutput>, RunError> {
+    let out = Arc::new(FileOutput::new(dir.to_path_buf(), mode));
+    let prepared = out.clone();
+    tokio::task::spawn_blocking(move || prepared.prepare())
+        .await
+        .map_err(|e| RunError::Failed(format!("failed to prepare output.dir: {e}")))?
+        .map_err(|e| RunError::Failed(format!("failed to prepare output.dir: {e}")))?;
+    Ok(out)
+}
+
+/// The webhook task, kept across reloads while its URL stays the same.
+#[derive(Default)]
+struct Hook {
+    url: Option<url::Url>,
+    tx: Option<mpsc::UnboundedSender<Notice>>,
+    cancel: Option<CancellationToken>,
+}
+
+impl Hook {
+    fn update(&mut self, cfg: &Config, parent: &CancellationToken) -> Option<mpsc::UnboundedSender<Notice>> {
+        if cfg.on_change.webhook != self.url {
+            if let Some(c) = self.cancel.take() {
+                c.cancel();
+            }
+            self.tx = None;
+            self.url = cfg.on_change.webhook.clone();
+            if let Some(url) = &self.url {
+                // A webhook never blocks syncing: one that cannot be set up is logged and skipped.
+                match Webhook::new(url.clone(), Delivery::default()) {
+                    Ok(webhook) => {
+                        let cancel = parent.child_token();
+                        self.tx = Some(webhook.spawn(cancel.clone()));
+                        self.cancel = Some(cancel);
+                    }
+                    Err(e) => error!(error = %e, "on_change.webhook disabled"),
+                }
+            }
+        }
+        self.tx.clone()
+    }
+}
 
 /// The running sync loop of one config.
 struct Running {
     cfg: Config,
     task: tokio::task::JoinHandle<Arc<Snapshot>>,
-    /// Cancels this loop (and its webhook) only: a reload stops it and starts the next.
+    /// Cancels this loop only: a reload stops it and starts the next.
     cancel: CancellationToken,
+    /// Its writer, which the next loop keeps when `output.dir` stays.
+    files: Option<Arc<FileOutput>>,
 }
 
-impl Running {
-    fn start(
-        cfg: Config,
-        mut pipeline: sync::Pipeline,
-        (published, health): (&Arc<Published>, &Arc<Health>),
-        initial: Arc<Snapshot>,
-        republish: bool,
-        parent: &CancellationToken,
-    ) -> Running {
-        let cancel = parent.child_token();
-        if let Some(url) = &cfg.on_change.webhook {
-            // A webhook never blocks syncing: one that cannot be set up is logged and skipped.
-            match Webhook::new(url.clone(), Delivery::default()) {
-                Ok(webhook) => pipeline.notify = Some(webhook.spawn(cancel.clone())),
-                Err(e) => error!(error = %e, "on_change.webhook disabled"),
+struct Supervisor {
+    build: Build,
+    env: Vec<(String, String)>,
+    published: Arc<Published>,
+    health: Arc<Health>,
+    listeners: Listeners,
+    hook: Hook,
+    cancel: CancellationToken,
+    running: Option<Running>,
+}
+
+impl Supervisor {
+    fn start(&mut self, cfg: Config, mut pipeline: sync::Pipeline, initial: Arc<Snapshot>, republish: bool) {
+        pipeline.notify = self.hook.update(&cfg, &self.cancel);
+        let cancel = self.cancel.child_token();
+        let files = pipeline.files.clone();
+        let (published, health) = (self.published.clone(), self.health.clone());
+        let task = tokio::spawn(sync::run(pipeline, published, health, initial, republish, cancel.clone()));
+        self.running = Some(Running { cfg, task, cancel, files });
+    }
+
+    /// The running loop's task (it ends only on cancel, or by a panic).
+    async fn task(&mut self) -> Result<Arc<Snapshot>, tokio::task::JoinError> {
+        match &mut self.running {
+            Some(r) => (&mut r.task).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Re-read and validate the config; apply it if it is valid and different, else keep
+    /// running the old one. Returns the signal of a shutdown that arrived meanwhile.
+    async fn reload(
+        &mut self,
+        path: &Path,
+        reason: ReloadReason,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> Option<&'static str> {
+        let metrics = self.health.metrics.clone();
+        let rejected = |e: &dyn std::fmt::Display| {
+            metrics.config_reload(false);
+            warn!(?reason, error = %e, "config reload rejected; the running config stays");
+        };
+        let new = match config::load(path, &self.env) {
+            Ok(c) => c,
+            Err(e) => {
+                rejected(&e);
+                return None;
             }
+        };
+        let old = self.running.as_ref().map(|r| r.cfg.clone())?;
+        if new == old {
+            debug!(?reason, "config unchanged");
+            return None;
         }
-        let task =
-            tokio::spawn(sync::run(pipeline, published.clone(), health.clone(), initial, republish, cancel.clone()));
-        Running { cfg, task, cancel }
-    }
-}
-
-/// Re-read and validate the config; apply it if it is valid and different, else keep running
-/// the old one. Sources, intervals and outputs change by swapping the sync loop (the published
-/// snapshot carries over); listeners are rebound when their settings changed.
-async fn reload(
-    running: Running,
-    path: &std::path::Path,
-    (build, env): (Build, &[(String, String)]),
-    (published, health): (&Arc<Published>, &Arc<Health>),
-    listeners: &mut CancellationToken,
-    cancel: &CancellationToken,
-    reason: crate::runtime::ReloadReason,
-) -> Running {
-    let rejected = |e: &dyn std::fmt::Display| {
-        health.metrics.config_reload(false);
-        warn!(?reason, error = %e, "config reload rejected; the running config stays");
-    };
-    let new = match config::load(path, env) {
-        Ok(c) => c,
-        Err(e) => {
-            rejected(&e);
-            return running;
-        }
-    };
-    if new == running.cfg {
-        debug!(?reason, "config unchanged");
-        return running;
-    }
-    let built = match build(&new, env, health.metrics.clone()) {
-        Ok(b) => b,
-        Err(e) => {
-            rejected(&e);
-            return running;
-        }
-    };
-    let old = running.cfg.clone();
-    let relisten = (&old.health, &old.serve, &old.output.dir) != (&new.health, &new.serve, &new.output.dir);
-    if relisten {
-        listeners.cancel();
-        *listeners = cancel.child_token();
-        if let Err(e) = start_listeners(&new, published, health, listeners).await {
-            rejected(&e);
-            *listeners = cancel.child_token();
-            if let Err(e) = start_listeners(&old, published, health, listeners).await {
-                error!(error = %e, "failed to restore the previous listeners");
+        let mut built = match (self.build)(&new, &self.env, metrics.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                rejected(&e);
+                return None;
             }
-            return running;
+        };
+        // One writer per directory: an unchanged output.dir keeps its writer.
+        let same_dir = old.output.dir.is_some() && old.output.dir == new.output.dir;
+        built.pipeline.files = match (&new.output.dir, same_dir) {
+            (Some(_), true) => self.current_files(),
+            (Some(dir), false) => match open_files(dir, new.output.file_mode).await {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    rejected(&e);
+                    return None;
+                }
+            },
+            (None, _) => None,
+        };
+        if let Some(files) = &built.pipeline.files {
+            files.set_file_mode(new.output.file_mode);
         }
-    }
-    running.cancel.cancel();
-    let last = match tokio::time::timeout(SHUTDOWN_GRACE, running.task).await {
-        Ok(Ok(last)) => last,
-        _ => published.current().unwrap_or_default(),
-    };
-    let ids = config::source_ids(&new.sources);
-    let (kept, _) = last.retain_sources(&ids);
-    info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
-    health.metrics.config_reload(true);
-    Running::start(new, built.pipeline, (published, health), Arc::new(kept), true, cancel)
-}
-
-/// Where the listeners were bound (port 0 in the config becomes the port chosen at start).
-#[derive(Debug, Default)]
-pub struct Listening {
-    pub health: Option<SocketAddr>,
-    pub secrets: Option<SocketAddr>,
-}
-
-/// Bind the health and secrets listeners before the first poll (probes answer at once, and a
-/// port in use fails the start, exit 1), log the bound addresses, and serve until `cancel`.
-pub async fn start_listeners(
-    cfg: &Config,
-    published: &Arc<Published>,
-    health: &Arc<Health>,
-    cancel: &CancellationToken,
-) -> Result<Listening, RunError> {
-    let mut listening = Listening::default();
-    if let Some(addr) = cfg.health.listen {
-        let (listener, bound) = bind("health.listen", addr).await?;
-        info!(addr = %bound, "health listener: /healthz /readyz /metrics");
-        let stale_after = crate::health::stale_after(&cfg.sync);
-        tokio::spawn(crate::health::serve(listener, health.clone(), stale_after, cancel.clone()));
-        listening.health = Some(bound);
-    }
-    if let Some(addr) = cfg.serve.listen {
-        let path = secrets_http::token_path(&cfg.serve, &cfg.output).ok_or_else(|| ConfigError {
-            key: "serve.token_file".into(),
-            reason: "required when output.dir is null".into(),
-        })?;
-        let at = path.clone();
-        let (token, origin) = tokio::task::spawn_blocking(move || secrets_http::load_or_create_token(&at))
-            .await
-            .map_err(|e| RunError::Failed(format!("failed to prepare the serve token: {e}")))?
-            .map_err(|e| RunError::Failed(e.to_string()))?;
-        let (listener, bound) = bind("serve.listen", addr).await?;
-        let token_file = path.display();
-        info!(addr = %bound, %token_file, token = ?origin, "secrets listener: GET /v1/secrets/{{path}} with X-Sidecar-Token");
-        tokio::spawn(secrets_http::serve(listener, published.clone(), token, cancel.clone()));
-        listening.secrets = Some(bound);
-    }
-    Ok(listening)
-}
-
-async fn bind(key: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
-    let failed = |e: std::io::Error| RunError::Failed(format!("failed to listen on {addr} ({key}): {e}"));
-    let listener = TcpListener::bind(addr).await.map_err(failed)?;
-    let bound = listener.local_addr().map_err(failed)?;
-    Ok((listener, bound))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(dir: &std::path::Path, listeners: &str) -> Config {
-        let path = dir.join("config.yaml");
-        let yaml = format!(
-            "sources:\n  - type: keyvault\n    vault: myvault\n    secrets:\n      - name: a\noutput:\n  dir: \"{}\"\n{listeners}",
-            dir.join("out").display()
-        );
-        std::fs::write(&path, yaml).unwrap();
-        std::fs::create_dir_all(dir.join("out")).unwrap();
-        config::load(&path, &[]).unwrap()
-    }
-
-    #[tokio::test]
-    async fn listeners_bind_port_0_report_their_addresses_and_stop_on_cancel() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), "serve:\n  listen: 127.0.0.1:0\nhealth:\n  listen: 127.0.0.1:0\n");
-        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
-        let cancel = CancellationToken::new();
-        let listening = start_listeners(&cfg, &published, &health, &cancel).await.unwrap();
-        let (health, secrets) = (listening.health.unwrap(), listening.secrets.unwrap());
-        assert_ne!(health.port(), 0);
-        assert_ne!(secrets.port(), 0);
-        let live = reqwest::get(format!("http://{health}/healthz")).await.unwrap();
-        assert_eq!(live.status(), 200);
-        let token = std::fs::read_to_string(dir.path().join("out/.sidecar-token")).unwrap();
-        let before_publish = reqwest::Client::new()
-            .get(format!("http://{secrets}/v1/secrets"))
-            .header(secrets_http::TOKEN_HEADER, token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(before_publish.status(), 503);
-
-        cancel.cancel();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while tokio::net::TcpStream::connect(health).await.is_ok()
-            || tokio::net::TcpStream::connect(secrets).await.is_ok()
-        {
-            assert!(std::time::Instant::now() < deadline, "still listening after cancel");
-            tokio::task::yield_now().await;
+        if let Err(e) = self.listeners.apply(&new, &self.published, &self.health).await {
+            rejected(&e);
+            return None;
         }
+        self.health.set_stale_after(crate::health::stale_after(&new.sync));
+        crate::logging::reload(&new.log);
+
+        // Stop the old loop and wait for it (its publish in flight finishes first), unless a
+        // shutdown comes meanwhile.
+        let running = self.running.take()?;
+        running.cancel.cancel();
+        let mut task = running.task;
+        let last = tokio::select! {
+            biased;
+            Some(Control::Shutdown(sig)) = next_shutdown(control) => {
+                self.running = Some(Running { cfg: old, task, cancel: running.cancel, files: running.files });
+                return Some(sig);
+            }
+            done = tokio::time::timeout(SHUTDOWN_GRACE, &mut task) => match done {
+                Ok(Ok(last)) => last,
+                _ => self.published.current().unwrap_or_default(),
+            },
+        };
+        let ids = config::source_ids(&new.sources);
+        let (kept, _) = last.retain_sources(&ids);
+        info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
+        metrics.config_reload(true);
+        self.start(new, built.pipeline, Arc::new(kept), true);
+        None
     }
 
-    #[tokio::test]
-    async fn a_port_in_use_is_a_runtime_error_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = taken.local_addr().unwrap();
-        let cfg = config(dir.path(), &format!("serve:\n  listen: null\nhealth:\n  listen: {addr}\n"));
-        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
-        let err = start_listeners(&cfg, &published, &health, &CancellationToken::new()).await.unwrap_err();
-        assert!(matches!(err, RunError::Failed(_)), "{err}");
-        assert!(err.to_string().starts_with(&format!("failed to listen on {addr} (health.listen)")), "{err}");
-    }
-
-    #[tokio::test]
-    async fn no_listener_is_started_when_both_are_null() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), "serve:\n  listen: null\nhealth:\n  listen: null\n");
-        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
-        let listening = start_listeners(&cfg, &published, &health, &CancellationToken::new()).await.unwrap();
-        assert!(listening.health.is_none() && listening.secrets.is_none());
-        assert!(!dir.path().join("out/.sidecar-token").exists(), "no token without a secrets listener");
+    fn current_files(&self) -> Option<Arc<FileOutput>> {
+        self.running.as_ref().and_then(|r| r.files.clone())
     }
 }

@@ -76,8 +76,10 @@ pub async fn run(
     let mut pending: Vec<Change> = Vec::new();
     loop {
         let report = tokio::select! {
-            r = rx.recv() => match r { Some(r) => r, None => break },
+            // After cancel, a report already queued never starts a publish.
+            biased;
             _ = cancel.cancelled() => break,
+            r = rx.recv() => match r { Some(r) => r, None => break },
         };
         health.beat();
         waiting_first[report.index] = false;
@@ -93,19 +95,30 @@ pub async fn run(
         if waiting_first.iter().any(|w| *w) {
             continue; // the first publish carries every source's objects at once
         }
-        let never_published = published.current().is_none() || std::mem::take(&mut republish);
-        if (!pending.is_empty() || never_published) && !current.is_empty() {
-            match publish(&files, &current).await {
+        let never_published = published.current().is_none() || republish;
+        // An empty set is published once something was (the last object gone is a removal
+        // like any other); before that there is nothing to publish yet.
+        let something = !current.is_empty() || published.current().is_some();
+        if (!pending.is_empty() || never_published) && something {
+            let result = publish(&files, &current).await;
+            if cancel.is_cancelled() {
+                // Stopped meanwhile (a reload or a shutdown): what is shared belongs to the next
+                // loop now; the files this publish wrote are republished by it.
+                break;
+            }
+            match result {
                 Ok(()) => {
                     info!(objects = current.len(), changes = pending.len(), "published");
+                    republish = false;
                     let changes = std::mem::take(&mut pending);
-                    health.metrics.published();
+                    health.metrics.published(true);
                     published.set(current.clone());
                     if let (Some(notify), false) = (&notify, changes.is_empty()) {
                         let _ = notify.send(Notice { at: SystemTime::now(), changes });
                     }
                 }
                 Err(e) => {
+                    health.metrics.published(false);
                     error!(error = %e, "failed to publish; the previous files stay and the publish is retried at the next poll")
                 }
             }

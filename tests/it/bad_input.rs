@@ -410,3 +410,43 @@ async fn values_are_published_byte_for_byte_up_to_the_largest_azure_allows() {
         ],
     );
 }
+
+// ---- names longer than a file system takes --------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_segment_over_255_bytes_is_a_config_error_and_such_an_app_configuration_key_is_skipped() {
+    let w = World::with_stores(&["main"], &["settings"]).await;
+    let long = "a".repeat(300);
+    let kv = |path: &str| {
+        format!(
+            "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: greeting\n        path: {path}\n",
+            w.base_config("1s"),
+            w.vault("main")
+        )
+    };
+    let path = w.write_config(&kv(&format!("messages/{long}.txt")));
+    let out = base_command(&[]).arg("check").arg("--config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("longer than 255 bytes"), "{stderr}");
+    assert!(stderr.contains("path"), "names the key: {stderr}");
+
+    // An App Configuration key that would make such a segment is skipped; the others publish.
+    w.emu.set_kv("settings", &format!("app:{long}"), None, "too long", None).unwrap();
+    w.emu.set_kv("settings", "app:fine", None, "fine", None).unwrap();
+    w.emu.set_secret("main", "greeting", "hello").unwrap();
+    let store = w.emu.store_url("settings").unwrap().to_string();
+    let yaml = format!(
+        "{}  - type: appconfig\n    endpoint: \"{store}\"\n    select:\n      - key: \"app:*\"\n    trim_prefix: [\"app:\"]\n    path: settings\n    format: files\n",
+        kv("greeting")
+    );
+    let sc = Sidecar::spawn(&w, &w.write_config(&yaml), &[], &[]);
+    let out = w.out();
+    wait_for("the fine key published", LIMIT, || read(&out, "settings/fine")).await;
+    assert_eq!(read(&out, "greeting").as_deref(), Some("hello"));
+    w.emu.set_secret("main", "greeting", "hello again").unwrap();
+    wait_for("later publishes too", LIMIT, || read(&out, "greeting").filter(|v| v == "hello again")).await;
+    let logs = sc.logs();
+    assert!(logs.contains("longer than 255 bytes"), "the skipped key is reported:\n{logs}");
+    assert!(!logs.contains("failed to publish"), "{logs}");
+}

@@ -304,7 +304,7 @@ async fn publish_count(sc: &Sidecar) -> u64 {
     let (health, _) = listener_addrs(sc).await;
     let text = reqwest::get(format!("http://{health}/metrics")).await.unwrap().text().await.unwrap();
     text.lines()
-        .find(|l| l.starts_with("sidecar_publish_total"))
+        .find(|l| l.starts_with("sidecar_publish_total{result=\"success\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0) as u64
 }

@@ -466,3 +466,124 @@ fn container_image_is_small_static_non_root_and_has_no_shell() {
     args.extend_from_slice(&[image, "version"]);
     assert!(docker_ok(&args).starts_with("azure-secrets-sidecar "));
 }
+
+/// The pod of `k8s/base` with `fsGroup: 2000` and the app under another uid: the volume made
+/// the way the kubelet makes an emptyDir for `fsGroup` (group 2000, setgid, sticky), the sidecar
+/// as 65532 and the app as 1000, both with the supplementary group 2000. The app reads every
+/// secret and the token file.
+#[test]
+fn container_app_under_another_uid_in_fs_group_reads_every_secret() {
+    let Some(images) = images("container_app_under_another_uid_in_fs_group_reads_every_secret") else { return };
+    let mut pod = Cleanup::new();
+    let host_dir = tempfile::tempdir().unwrap();
+    let (seed_dir, config_dir) = (host_dir.path().join("seed"), host_dir.path().join("config"));
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let tag = format!("{:08x}", fastrand::u32(..));
+    let (password, api_key) = (format!("pw-{tag}-canary"), format!("api-key-{tag}-canary"));
+    write_shared(
+        &seed_dir,
+        "seed.json",
+        &serde_json::json!({"demo": {"db-password": password, "api-key": api_key}}).to_string(),
+    );
+    let network = pod.network("net");
+    let emulator_state = pod.volume("emulator-state");
+    let secrets = pod.volume("secrets");
+
+    // What the kubelet does for fsGroup on an emptyDir: group-owned by it, setgid (and sticky:
+    // tmpfs is 1777). Done by a root container with the default capabilities, like the kubelet.
+    let prep_mount = format!("{secrets}:/secrets");
+    let prep = pod.run(
+        "prep",
+        &[
+            "-v",
+            &prep_mount,
+            "--user",
+            "0",
+            "--entrypoint",
+            "/bin/busybox",
+            &images.app,
+            "sh",
+            "-c",
+            "chown 0:2000 /secrets && chmod 3777 /secrets",
+        ],
+    );
+    wait_for("the volume prepared", START_LIMIT, || (inspect(&prep, "{{.State.Status}}") == "exited").then_some(()));
+    assert_eq!(inspect(&prep, "{{.State.ExitCode}}"), "0");
+
+    let seed_mount = format!("{}:/seed:ro", seed_dir.display());
+    let state_mount = format!("{emulator_state}:/emulator-state");
+    let mut args = vec!["--network", &network, "--network-alias", "emulator"];
+    args.extend_from_slice(&HARDENED);
+    args.extend_from_slice(&["--entrypoint", "/azure-emulator"]);
+    args.extend_from_slice(&["-v", &state_mount, "-v", &seed_mount, &images.app]);
+    args.extend_from_slice(&["--bind", "0.0.0.0", "--advertise-host", "emulator"]);
+    args.extend_from_slice(&["--state-dir", "/emulator-state", "--seed", "/seed/seed.json"]);
+    let emulator = pod.run("emulator", &args);
+    let info: serde_json::Value = wait_for("the emulator's address line", START_LIMIT, || {
+        let out = docker(&["logs", &emulator]);
+        let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with('{')).map(str::to_owned);
+        line.map(|l| serde_json::from_str(&l).expect("the address line is JSON"))
+    });
+    let field = |k: &str| info[k].as_str().unwrap_or_else(|| panic!("{k} in {info}")).to_owned();
+    let vault = info["vaults"]["demo"].as_str().expect("vault demo").to_owned();
+    let config = [
+        "identity:".to_owned(),
+        "  mode: workload".to_owned(),
+        format!("  client_id: \"{}\"", field("client_id")),
+        format!("  tenant_id: \"{}\"", field("tenant_id")),
+        "  federated_token_file: /emulator/federated-token".to_owned(),
+        format!("  authority_host: \"{}\"", field("authority_url")),
+        "tls:\n  ca_file: /emulator/ca.pem".to_owned(),
+        "sync:\n  interval: 1s\n  jitter: 0\n  min_backoff: 100ms\n  max_backoff: 1s".to_owned(),
+        "sources:".to_owned(),
+        format!("  - type: keyvault\n    vault: \"{vault}\""),
+        "    secrets:\n      - name: db-password\n        path: db/password\n      - name: api-key".to_owned(),
+        "log:\n  level: debug\n".to_owned(),
+    ]
+    .join("\n");
+    write_shared(&config_dir, "config.yaml", &config);
+
+    let hardened_as = |user: &'static str| {
+        vec![
+            "--read-only",
+            "--user",
+            user,
+            "--group-add",
+            "2000",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+        ]
+    };
+    let emulator_mount = format!("{emulator_state}:/emulator:ro");
+    let secrets_mount = format!("{secrets}:/secrets");
+    let config_mount = format!("{}:/etc/azure-secrets-sidecar:ro", config_dir.display());
+    let mut args = vec!["--network", network.as_str()];
+    args.extend(hardened_as("65532:65532"));
+    args.extend_from_slice(&["-v", &emulator_mount, "-v", &secrets_mount, "-v", &config_mount, &images.sidecar]);
+    let sidecar = pod.run("sidecar", &args);
+    wait_for("the sidecar's `probe ready`", START_LIMIT, || {
+        if inspect(&sidecar, "{{.State.Running}}") != "true" {
+            panic!("the sidecar exited with {}", inspect(&sidecar, "{{.State.ExitCode}}"));
+        }
+        docker(&["exec", &sidecar, "/azure-secrets-sidecar", "probe", "ready"]).status.success().then_some(())
+    });
+
+    let app_mount = format!("{secrets}:/secrets:ro");
+    let mut args = vec!["--network", network.as_str()];
+    args.extend(hardened_as("1000:1000"));
+    args.extend_from_slice(&["-v", &app_mount, &images.app]);
+    let app = pod.run("app", &args);
+    let read =
+        wait_for("the app (uid 1000) to read db/password", START_LIMIT, || app_read(&app, "/secrets/db/password"));
+    assert_eq!(read, password);
+    assert_eq!(app_read(&app, "/secrets/api-key").as_deref(), Some(api_key.as_str()));
+    assert!(app_read(&app, "/secrets/.sidecar-token").is_some_and(|t| t.trim().len() == 64), "the token file");
+    let listing = docker_ok(&["exec", &app, "/bin/busybox", "ls", "-lnR", "/secrets/..data/"]);
+    for line in listing.lines().filter(|l| l.starts_with('-') || l.starts_with('d')) {
+        let group = line.split_whitespace().nth(3).unwrap_or_default();
+        assert_eq!(group, "2000", "not in fsGroup: {line}\n{listing}");
+    }
+}

@@ -314,3 +314,44 @@ async fn run_once_publishes_and_exits_0_or_exits_1_naming_what_is_missing() {
     let logs = sc.logs();
     assert!(logs.contains("api-key"), "names the missing object:\n{logs}");
 }
+
+/// `all: true` on a vault that becomes empty: the empty set is published, so the files and HTTP
+/// stop serving the deleted values.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_secret_deleted_from_an_all_vault_is_unpublished() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "a", "value-of-a").unwrap();
+    w.emu.set_secret("main", "b", "value-of-b").unwrap();
+    let cfg = w.write_config(&format!(
+        "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    all: true\n",
+        w.base_config("1s"),
+        w.vault("main")
+    ));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("both published", LIMIT, || read(&out, "b")).await;
+    let (_, serve) = listener_addrs(&sc).await;
+    let token = std::fs::read_to_string(out.join(".sidecar-token")).unwrap();
+    let get = |path: &'static str| {
+        let token = token.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .get(format!("http://{serve}/v1/secrets/{path}"))
+                .header("X-Sidecar-Token", token.trim())
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    assert_eq!(get("a").await, 200);
+
+    w.emu.delete_secret("main", "b").unwrap();
+    wait_for("b unpublished", LIMIT, || read(&out, "b").is_none().then_some(())).await;
+    w.emu.delete_secret("main", "a").unwrap();
+    wait_for("a unpublished: the vault is empty", LIMIT, || read(&out, "a").is_none().then_some(())).await;
+    wait_for("the top-level link gone", LIMIT, || std::fs::symlink_metadata(out.join("a")).is_err().then_some(()))
+        .await;
+    eventually("HTTP stops serving a", LIMIT, || async { (get("a").await == 404).then_some(()) }).await;
+    assert_eq!(read(&out, "..data/a"), None);
+}

@@ -37,3 +37,5 @@ mod reload;
 mod sdk_environment;
 /// The HTTP listener, health, metrics, probe and webhook.
 mod serve_health;
+/// A hostile volume neighbour: planted entries are never followed, removed or replaced.
+mod volume;

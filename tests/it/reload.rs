@@ -86,3 +86,153 @@ async fn a_configmap_update_is_applied_live_and_an_invalid_one_keeps_the_old_con
     assert_eq!(metric(&body, "sidecar_config_reload_total{result=\"success\"}"), Some(1.0), "{body}");
     assert!(metric(&body, "sidecar_config_reload_total{result=\"failure\"}") >= Some(1.0), "{body}");
 }
+
+/// A loopback port nothing listens on right now (tests with fixed ports, as a pod's config has).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn reloads(sc: &Sidecar) -> usize {
+    sc.logs().matches("config reloaded").count()
+}
+
+async fn answers(url: String) -> bool {
+    http_status(&url).await.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_with_fixed_ports_keep_or_rebind_their_listeners() {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "a", "1").unwrap();
+    let (serve1, health1, serve2, health2) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = |serve: u16, health: u16, level: &str| {
+        format!(
+            "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: a\n",
+            w.base_config_at("1s", level),
+            w.vault("main")
+        )
+        .replace("serve:\n  listen: 127.0.0.1:0", &format!("serve:\n  listen: 127.0.0.1:{serve}"))
+        .replace("health:\n  listen: 127.0.0.1:0", &format!("health:\n  listen: 127.0.0.1:{health}"))
+    };
+    let path = w.write_config(&cfg(serve1, health1, "info"));
+    let sc = Sidecar::spawn(&w, &path, &[], &[]);
+    wait_for("first publish", LIMIT, || read(&w.out(), "a")).await;
+    let healthz = |port: u16| format!("http://127.0.0.1:{port}/healthz");
+    let secrets = |port: u16| format!("http://127.0.0.1:{port}/v1/secrets");
+    assert_eq!(http_status(&healthz(health1)).await, Some(200));
+    assert_eq!(http_status(&secrets(serve1)).await, Some(401));
+
+    // serve.listen only.
+    std::fs::write(&path, cfg(serve2, health1, "info")).unwrap();
+    wait_for("the first reload", LIMIT, || (reloads(&sc) == 1).then_some(())).await;
+    eventually("the new secrets port", LIMIT, || async {
+        (http_status(&secrets(serve2)).await == Some(401)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(&healthz(health1)).await, Some(200), "health kept:\n{}", sc.logs());
+    eventually("the old secrets port released", LIMIT, || async { (!answers(secrets(serve1)).await).then_some(()) })
+        .await;
+
+    // health.listen only.
+    std::fs::write(&path, cfg(serve2, health2, "info")).unwrap();
+    wait_for("the second reload", LIMIT, || (reloads(&sc) == 2).then_some(())).await;
+    eventually("the new health port", LIMIT, || async {
+        (http_status(&healthz(health2)).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(&secrets(serve2)).await, Some(401), "secrets kept:\n{}", sc.logs());
+    let probe = base_command(&[]).args(["probe", "live", "--addr", &format!("127.0.0.1:{health2}")]).status().unwrap();
+    assert!(probe.success());
+
+    // A port that cannot be bound: rejected, and both listeners keep answering.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    std::fs::write(&path, cfg(serve2, taken_port, "info")).unwrap();
+    wait_for("the rejection", LIMIT, || sc.logs().contains("config reload rejected").then_some(())).await;
+    assert_eq!(http_status(&healthz(health2)).await, Some(200), "{}", sc.logs());
+    assert_eq!(http_status(&secrets(serve2)).await, Some(401), "{}", sc.logs());
+    drop(taken);
+
+    // The log level changes with a reload too.
+    assert!(!sc.logs().contains("poll finished"), "debug lines at level info");
+    std::fs::write(&path, cfg(serve2, health2, "debug")).unwrap();
+    wait_for("debug lines after the reload", LIMIT, || sc.logs().contains("poll finished").then_some(())).await;
+}
+
+/// Publishes all the time (six vaults of twenty secrets, rotated continuously), thirty config
+/// edits meanwhile, and a reader that checks every 20 ms that every file is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_edits_during_publishes_never_leave_a_file_missing() {
+    const VAULTS: [&str; 6] = ["v1", "v2", "v3", "v4", "v5", "v6"];
+    let w = World::start(&VAULTS).await;
+    let names: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    for v in VAULTS {
+        for n in &names {
+            w.emu.set_secret(v, n, &format!("{v}-{n}-0")).unwrap();
+        }
+    }
+    let cfg = |jitter: &str| {
+        let mut yaml = w.base_config("1s").replace("jitter: 0", &format!("jitter: {jitter}"));
+        yaml.push_str("sources:\n");
+        for v in VAULTS {
+            yaml.push_str(&format!("  - type: keyvault\n    vault: \"{}\"\n    secrets:\n", w.vault(v)));
+            for n in &names {
+                yaml.push_str(&format!("      - name: {n}\n        path: {v}/{n}\n"));
+            }
+        }
+        yaml
+    };
+    let path = w.write_config(&cfg("0"));
+    let sc = Sidecar::spawn(&w, &path, &[], &[]);
+    let out = w.out();
+    wait_for("first publish", LIMIT, || read(&out, "v6/s19")).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (out, stop, names) = (out.clone(), stop.clone(), names.clone());
+        std::thread::spawn(move || {
+            let (mut checks, mut missing) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for v in VAULTS {
+                    for n in &names {
+                        if std::fs::metadata(out.join(v).join(n)).is_err() {
+                            missing.push(format!("{v}/{n}"));
+                        }
+                    }
+                }
+                checks += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (checks, missing)
+        })
+    };
+    let rotator = {
+        let (handle, stop, names) = (w.emu.clone_handle(), stop.clone(), names.clone());
+        tokio::spawn(async move {
+            let mut g = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                g += 1;
+                for v in VAULTS {
+                    for n in names.iter().take(3) {
+                        handle.set_secret(v, n, &format!("{v}-{n}-{g}")).unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let publishes = |sc: &Sidecar| sc.logs().matches(" published ").count();
+    for edit in 1..=30 {
+        let before = publishes(&sc);
+        std::fs::write(&path, cfg(if edit % 2 == 1 { "0.1" } else { "0" })).unwrap();
+        wait_for("the reload", LIMIT, || (reloads(&sc) >= edit).then_some(())).await;
+        wait_for("a publish after it", LIMIT, || (publishes(&sc) > before).then_some(())).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    rotator.await.unwrap();
+    let (checks, missing) = reader.join().unwrap();
+    let publishes = publishes(&sc);
+    figure("config_edits_during_publishes", &[("checks", checks.to_string()), ("publishes", publishes.to_string())]);
+    assert!(publishes >= 30, "only {publishes} publishes");
+    assert!(missing.is_empty(), "{} reads found a file missing, first {:?}", missing.len(), missing.first());
+}

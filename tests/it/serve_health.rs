@@ -336,3 +336,144 @@ async fn oversized_requests_get_431_and_a_slow_client_is_cut_off_while_others_ar
     assert!(closed.is_ok(), "the slow client was never cut off");
     assert!(started.elapsed() >= Duration::from_secs(9), "cut off after {:?}, before the timeout", started.elapsed());
 }
+
+/// One raw request over a socket (so the `Host` and proxy headers are exactly these); the
+/// status code of the answer.
+fn raw_status(addr: SocketAddr, head: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(head.as_bytes()).ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link_is_not_followed() {
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "pw");
+    set(&w, "api-key", "k");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (_, serve) = addrs(&sc).await;
+    wait_for("first publish", LIMIT, || read(&w.out(), "api-key")).await;
+    let token = std::fs::read_to_string(w.out().join(".sidecar-token")).unwrap();
+    let get = |extra: &str| {
+        format!("GET /v1/secrets/api-key HTTP/1.1\r\nX-Sidecar-Token: {token}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let host = format!("Host: 127.0.0.1:{}\r\n", serve.port());
+    for (what, extra, want) in [
+        ("loopback address", host.clone(), 200),
+        ("localhost", format!("Host: localhost:{}\r\n", serve.port()), 200),
+        ("[::1]", format!("Host: [::1]:{}\r\n", serve.port()), 200),
+        ("Via", format!("{host}Via: 1.1 proxy\r\n"), 403),
+        ("X-Real-IP", format!("{host}X-Real-IP: 10.0.0.1\r\n"), 403),
+        ("X-Forwarded-Host", format!("{host}X-Forwarded-Host: app.example\r\n"), 403),
+        ("Forwarded", format!("{host}Forwarded: for=10.0.0.1\r\n"), 403),
+        ("a foreign Host (DNS rebinding)", "Host: attacker.example\r\n".to_string(), 403),
+        ("a foreign Host with a port", format!("Host: 10.1.2.3:{}\r\n", serve.port()), 403),
+    ] {
+        assert_eq!(raw_status(serve, &get(&extra)), Some(want), "{what}");
+    }
+    let absolute = format!(
+        "GET http://attacker.example/v1/secrets/api-key HTTP/1.1\r\n{host}X-Sidecar-Token: {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(serve, &absolute), Some(403), "absolute form with a foreign authority");
+    drop(sc);
+
+    // A token file planted as a link (to /dev/zero: an endless read) is not followed: the
+    // start fails at once with the file named, instead of reading forever.
+    let token_file = w.out().join(".sidecar-token");
+    std::fs::remove_file(&token_file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &token_file).unwrap();
+    let mut sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let status = sc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", sc.logs());
+    assert!(sc.logs().contains(".sidecar-token"), "{}", sc.logs());
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// 1,100 connections from another address (127.0.0.2: "the network", on loopback only) each
+/// holding an unfinished 15 KB request head, reopened as the sidecar cuts them: `probe live`
+/// (from the sidecar's own address, as the kubelet's exec probe) keeps exiting 0, and resident
+/// memory stays under the 32 Mi limit of `k8s/base`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_port_answers_probes_and_stays_small_while_flooded() {
+    use tokio::io::AsyncWriteExt;
+    const FLOOD: usize = 1_100;
+    const LIMIT_KIB: u64 = 32 * 1024;
+    let w = World::start(&["main"]).await;
+    set(&w, "db-password", "pw");
+    set(&w, "api-key", "k");
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), sources(&w)));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let (health, _) = addrs(&sc).await;
+    wait_for("first publish", LIMIT, || read(&w.out(), "api-key")).await;
+    let before = vm_rss_kib(sc.child.id());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}", "a".repeat(15_000));
+    let mut flooders = Vec::new();
+    for _ in 0..FLOOD {
+        let (stop, head) = (stop.clone(), head.clone());
+        flooders.push(tokio::spawn(async move {
+            let mut opened = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(socket) = tokio::net::TcpSocket::new_v4() else { break };
+                if socket.bind("127.0.0.2:0".parse().unwrap()).is_err() {
+                    break;
+                }
+                let Ok(mut stream) = socket.connect(health).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                opened += 1;
+                let _ = stream.write_all(head.as_bytes()).await;
+                // Hold it until the sidecar cuts it (or the test ends), then open another a
+                // second later (about a thousand new connections a second in all).
+                let mut buf = [0u8; 512];
+                loop {
+                    tokio::select! {
+                        r = tokio::io::AsyncReadExt::read(&mut stream, &mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) { break }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            opened
+        }));
+    }
+    let mut peak = 0;
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        peak = peak.max(vm_rss_kib(sc.child.id()));
+        let probe = base_command(&[]).args(["probe", "live", "--addr", &health.to_string()]).output().unwrap();
+        assert!(
+            probe.status.success(),
+            "probe live during the flood (round {round}): {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut opened = 0;
+    for f in flooders {
+        opened += f.await.unwrap();
+    }
+    figure(
+        "the_health_port_answers_probes_and_stays_small_while_flooded",
+        &[
+            ("connections_opened", opened.to_string()),
+            ("rss_before_kib", before.to_string()),
+            ("rss_peak_kib", peak.to_string()),
+        ],
+    );
+    assert!(opened as usize >= FLOOD, "the flood opened only {opened} connections");
+    assert!(peak < LIMIT_KIB, "resident memory {peak} KiB during the flood");
+}

@@ -25,7 +25,12 @@ pub enum RelPathError {
     BadCharacter(String),
     #[error("path is longer than 1024 bytes")]
     TooLong,
+    #[error("path segment {0:?}... is longer than 255 bytes (the longest file name Linux allows)")]
+    SegmentTooLong(String),
 }
+
+/// The longest file name (one path segment) Linux file systems take (`NAME_MAX`).
+pub const MAX_SEGMENT: usize = 255;
 
 impl RelPath {
     pub fn parse(s: &str) -> Result<Self, RelPathError> {
@@ -41,6 +46,10 @@ impl RelPath {
         for seg in s.split('/') {
             if seg.is_empty() {
                 return Err(RelPathError::EmptySegment);
+            }
+            if seg.len() > MAX_SEGMENT {
+                let head: String = seg.chars().take(32).collect();
+                return Err(RelPathError::SegmentTooLong(head.escape_debug().to_string()));
             }
             if seg.starts_with('.') {
                 return Err(RelPathError::DotSegment(seg.escape_debug().to_string()));
@@ -103,6 +112,15 @@ mod tests {
         for ok in ["db/password", "api-key", "a.b_c-d/E9", "x/y/z.json"] {
             assert_eq!(RelPath::parse(ok).unwrap().as_str(), ok);
         }
+    }
+
+    #[test]
+    fn a_segment_is_at_most_255_bytes() {
+        let at_limit = format!("a/{}", "b".repeat(255));
+        assert!(RelPath::parse(&at_limit).is_ok());
+        let over = format!("a/{}.txt", "b".repeat(252));
+        assert!(matches!(RelPath::parse(&over), Err(RelPathError::SegmentTooLong(_))));
+        assert!(RelPath::parse(&over).unwrap_err().to_string().contains("longer than 255 bytes"));
     }
 
     #[test]

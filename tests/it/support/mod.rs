@@ -369,3 +369,72 @@ pub fn figure(test: &str, fields: &[(&str, String)]) {
     let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("FIGURE test={test} {}", fields.join(" "));
 }
+
+// ---- another uid ---------------------------------------------------------------------------
+
+/// Whether the tests run as root (CI does): only root can make entries of another uid.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Let any uid read the test's temp dir (config, CA file, federated token), as a pod's mounts
+/// are readable by its containers.
+pub fn readable_by_all(world: &World) {
+    let ok = Command::new("chmod").arg("-R").arg("a+rX").arg(world.tmp.path()).status().unwrap();
+    assert!(ok.success());
+}
+
+/// `chown -R uid:gid path`.
+pub fn chown(path: &Path, uid: u32, gid: u32) {
+    let ok = Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(path).status().unwrap();
+    assert!(ok.success());
+}
+
+impl Sidecar {
+    /// `run --config <config>` as `uid`/`gid` with no supplementary groups (the harness runs
+    /// as root; the sidecar in a pod does not).
+    pub fn spawn_as(world: &World, config: &Path, uid: u32, gid: u32) -> Sidecar {
+        use std::os::unix::process::CommandExt;
+        let log = world.path(&format!("sidecar-{}.log", fastrand::u32(..)));
+        let child = base_command(&[])
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .uid(uid)
+            .gid(gid)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("sidecar starts");
+        Sidecar { child, log }
+    }
+}
+
+impl Sidecar {
+    /// `run --config <config>` as `uid`/`gid` with the supplementary `groups` (through
+    /// util-linux `setpriv`, as a pod's `fsGroup` adds a group to every container).
+    pub fn spawn_in_groups(world: &World, config: &Path, uid: u32, gid: u32, groups: &[u32]) -> Sidecar {
+        let log = world.path(&format!("sidecar-{}.log", fastrand::u32(..)));
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let child = Command::new("setpriv")
+            .env_clear()
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg(format!("--groups={}", groups.join(",")))
+            .arg(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("setpriv starts the sidecar");
+        Sidecar { child, log }
+    }
+}
+
+/// Whether util-linux `setpriv` is on PATH.
+pub fn have_setpriv() -> bool {
+    Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success())
+}

@@ -1,0 +1,227 @@
+//! The output volume shared with another trust domain: entries planted by the app (or anything
+//! else that can write the volume) are never followed, removed or replaced, and never stop a
+//! start, a publish or a reload.
+
+use crate::support;
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn config(w: &World, names: &[&str]) -> String {
+    let list: String = names.iter().map(|n| format!("      - name: {n}\n")).collect();
+    format!(
+        "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n{list}",
+        w.base_config("1s"),
+        w.vault("main")
+    )
+}
+
+/// Replace `out/..data` with a link to `target` in one rename (as a hostile writer would).
+fn plant_data_link(out: &Path, target: &str) {
+    let _ = std::fs::remove_file(out.join("..planted"));
+    symlink(target, out.join("..planted")).unwrap();
+    std::fs::rename(out.join("..planted"), out.join("..data")).unwrap();
+}
+
+fn stamp_dirs(out: &Path) -> usize {
+    std::fs::read_dir(out)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.len() == 31 && name.starts_with("..2")
+        })
+        .count()
+}
+
+async fn planted_data_link_deletes_nothing(target: &str) {
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    let victim = w.path("victim");
+    std::fs::create_dir_all(victim.join("sub")).unwrap();
+    std::fs::write(victim.join("sub/keep"), "the victim's").unwrap();
+    let _sc = Sidecar::spawn(&w, &w.write_config(&config(&w, &["api-key"])), &[], &[]);
+    let out = w.out();
+    wait_for("first publish", LIMIT, || read(&out, "api-key").filter(|v| v == "k1")).await;
+
+    std::fs::create_dir(out.join("..0")).unwrap();
+    std::fs::write(out.join("notes.txt"), "the app's own").unwrap();
+    plant_data_link(&out, target);
+    w.emu.set_secret("main", "api-key", "k2").unwrap();
+    wait_for("the next publish", LIMIT, || read(&out, "api-key").filter(|v| v == "k2")).await;
+
+    assert_eq!(read(&victim, "sub/keep").as_deref(), Some("the victim's"), "..data -> {target} deleted the victim");
+    assert!(out.join("..0").is_dir(), "..data -> {target}: the planted ..0 was removed");
+    assert_eq!(read(&out, "notes.txt").as_deref(), Some("the app's own"), "..data -> {target}");
+    // The snapshot the sidecar swapped in before is removed (not leaked).
+    wait_for("one snapshot dir", LIMIT, || (stamp_dirs(&out) == 1).then_some(())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_link_planted_to_outside_the_dir_leaves_the_victim_intact() {
+    planted_data_link_deletes_nothing("..0/../../victim").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_link_planted_to_the_dir_itself_leaves_the_volume_intact() {
+    planted_data_link_deletes_nothing("..0/..").await;
+}
+
+/// An emptyDir on tmpfs: root-owned, mode 1777. The app (uid 1000) made a `..1` with a file in
+/// it, a fixed-name `..data_tmp`, its own file at a top-level name and a real directory at
+/// another; the sidecar runs as 65532 and can remove none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_entries_in_a_sticky_volume_stop_no_start_publish_or_reload() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make entries of another uid");
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    for (n, v) in [("api-key", "k1"), ("db-password", "d1"), ("other", "o1"), ("extra", "e1")] {
+        w.emu.set_secret("main", n, v).unwrap();
+    }
+    let out = w.out();
+    std::fs::create_dir_all(out.join("..1")).unwrap();
+    std::fs::write(out.join("..1/x"), "app").unwrap();
+    std::fs::write(out.join("..data_tmp"), "app").unwrap();
+    std::fs::write(out.join("api-key"), "the app's own").unwrap();
+    std::fs::create_dir(out.join("db-password")).unwrap();
+    std::fs::write(out.join("db-password/keep"), "app").unwrap();
+    for entry in ["..1", "..data_tmp", "api-key", "db-password"] {
+        chown(&out.join(entry), 1000, 1000);
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = w.write_config(&config(&w, &["api-key", "db-password", "other"]));
+    readable_by_all(&w);
+
+    let mut sc = Sidecar::spawn_as(&w, &path, 65532, 65532);
+    let started = wait_for("first publish or exit", LIMIT, || {
+        if let Some(status) = sc.child.try_wait().unwrap() {
+            return Some(Err(status));
+        }
+        read(&out, "other").map(Ok)
+    })
+    .await;
+    assert_eq!(started, Ok("o1".to_string()), "log:\n{}", sc.logs());
+    assert_eq!(read(&out, "..data/api-key").as_deref(), Some("k1"));
+    assert_eq!(read(&out, "..data/db-password").as_deref(), Some("d1"));
+    assert_eq!(read(&out, "api-key").as_deref(), Some("the app's own"));
+    assert_eq!(read(&out, "db-password/keep").as_deref(), Some("app"));
+    assert_eq!(read(&out, "..1/x").as_deref(), Some("app"));
+
+    // Later publishes go through too.
+    w.emu.set_secret("main", "other", "o2").unwrap();
+    wait_for("the next publish", LIMIT, || read(&out, "other").filter(|v| v == "o2")).await;
+
+    let noted = |logs: &str| logs.lines().filter(|l| l.contains("entry=..1")).count();
+    assert_eq!(noted(&sc.logs()), 1, "a foreign entry is logged once:\n{}", sc.logs());
+
+    // And a reload is accepted and applied.
+    std::fs::write(&path, config(&w, &["api-key", "db-password", "other", "extra"])).unwrap();
+    wait_for("the reload applied", LIMIT, || read(&out, "extra")).await;
+    let logs = sc.logs();
+    assert!(!logs.contains("reload rejected"), "{logs}");
+    assert_eq!(read(&out, "..1/x").as_deref(), Some("app"));
+    assert_eq!(read(&out, "api-key").as_deref(), Some("the app's own"));
+    assert_eq!(noted(&logs), 1, "the writer is kept across the reload; logged once:\n{logs}");
+}
+
+/// Publishes that fail (the volume turned unwritable for the sidecar): the last good files stay,
+/// each failure is logged at error level and counted in `sidecar_publish_total{result}`, and the
+/// next publish after the volume is writable again goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_publishes_are_counted_and_logged_and_the_last_good_files_stay() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to run the sidecar as another uid");
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    let out = w.out();
+    std::fs::create_dir_all(&out).unwrap();
+    chown(&out, 65532, 65532);
+    let path = w.write_config(&config(&w, &["api-key"]));
+    readable_by_all(&w);
+    let sc = Sidecar::spawn_as(&w, &path, 65532, 65532);
+    wait_for("first publish", LIMIT, || read(&out, "api-key")).await;
+    let (health, _) = listener_addrs(&sc).await;
+    let failures = || async move {
+        let text = reqwest::get(format!("http://{health}/metrics")).await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.starts_with("sidecar_publish_total{result=\"failure\"}"))?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    };
+
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o555)).unwrap();
+    w.emu.set_secret("main", "api-key", "k2").unwrap();
+    eventually("two failed publishes counted", LIMIT, || async { failures().await.filter(|n| *n >= 2.0) }).await;
+    assert_eq!(read(&out, "api-key").as_deref(), Some("k1"), "the last good files stay");
+    let logs = sc.logs();
+    assert!(logs.lines().any(|l| l.contains("ERROR") && l.contains("failed to publish")), "{logs}");
+
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_for("published again", LIMIT, || read(&out, "api-key").filter(|v| v == "k2")).await;
+    assert_eq!(stamp_dirs(&out), 1, "no snapshot leaked by the failures");
+}
+
+/// What the kubelet gives an emptyDir with `fsGroup: 2000`: root-owned, group 2000, setgid and
+/// sticky (tmpfs). The sidecar runs as 65532 and the app as 1000, both in group 2000: the app
+/// reads every published file, and everything below the volume belongs to group 2000.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_under_another_uid_in_fs_group_reads_every_file() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() || !have_setpriv() {
+        eprintln!("SKIPPED: needs root and setpriv to run as other uids");
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    for (n, v) in [("api-key", "k1"), ("db-password", "d1")] {
+        w.emu.set_secret("main", n, v).unwrap();
+    }
+    let out = w.out();
+    std::fs::create_dir_all(&out).unwrap();
+    chown(&out, 0, 2000);
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o3777)).unwrap();
+    let yaml = config(&w, &["api-key"]).replace(
+        "      - name: api-key\n",
+        "      - name: api-key\n      - name: db-password\n        path: db/password\n",
+    );
+    let path = w.write_config(&yaml);
+    readable_by_all(&w);
+    let sc = Sidecar::spawn_in_groups(&w, &path, 65532, 65532, &[2000]);
+    wait_for("first publish", LIMIT, || read(&out, "db/password")).await;
+
+    for (file, want) in [("api-key", "k1"), ("db/password", "d1"), (".sidecar-token", "")] {
+        let cat = std::process::Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--groups=2000", "cat"])
+            .arg(out.join(file))
+            .output()
+            .unwrap();
+        assert!(
+            cat.status.success(),
+            "the app cannot read {file}: {}\n{}",
+            String::from_utf8_lossy(&cat.stderr),
+            sc.logs()
+        );
+        if !want.is_empty() {
+            assert_eq!(String::from_utf8_lossy(&cat.stdout), want, "{file}");
+        }
+    }
+    let data = out.join(std::fs::read_link(out.join("..data")).unwrap());
+    let mut entries = vec![data.clone()];
+    let mut i = 0;
+    while i < entries.len() {
+        let e = entries[i].clone();
+        if e.is_dir() {
+            assert_ne!(std::fs::metadata(&e).unwrap().mode() & 0o2000, 0, "{} lost the setgid bit", e.display());
+            entries.extend(std::fs::read_dir(&e).unwrap().map(|d| d.unwrap().path()));
+        }
+        assert_eq!(std::fs::metadata(&e).unwrap().gid(), 2000, "{} is not in fsGroup", e.display());
+        i += 1;
+    }
+    assert!(entries.len() >= 4, "{entries:?}");
+}
