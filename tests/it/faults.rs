@@ -376,8 +376,10 @@ async fn a_server_certificate_from_an_unknown_ca_is_refused_and_named_and_files_
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_endpoint_down_after_the_token_expires_keeps_files_and_readiness() {
     let w = World::start(&["main"]).await;
-    // Two-second tokens: every poll renews, so the outage bites once the cached one expires.
-    w.emu.set_token_lifetime(Duration::from_secs(2));
+    // Six-second tokens: renewed from 4.2 s on (70% of the lifetime), so at least one 1 s poll
+    // falls in the renewal window even on a loaded machine, and the outage bites once the cached
+    // one expires.
+    w.emu.set_token_lifetime(Duration::from_secs(6));
     let r = Running::default(w).await;
     let aad = r.w.emu.count(Endpoint::Aad, None);
     let started = Instant::now();
