@@ -312,6 +312,17 @@ pub struct Selector {
     pub key: String,
     /// `None` is the null label (sent as `%00`).
     pub label: Option<String>,
+    /// `name=value` tag filters, all of which must match (empty: none).
+    pub tags: Vec<String>,
+    /// `Some`: every setting of this snapshot (`key`, `label`, `tags` unused).
+    pub snapshot: Option<String>,
+}
+
+impl Selector {
+    /// Key and label filters, no tags, no snapshot.
+    pub fn keys(key: &str, label: Option<&str>) -> Selector {
+        Selector { key: key.to_string(), label: label.map(str::to_string), tags: Vec::new(), snapshot: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

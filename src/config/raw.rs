@@ -232,6 +232,12 @@ pub struct RawSelector {
     /// `None` (or absent): the null label.
     #[serde(default)]
     pub label: Option<String>,
+    /// `name=value` tag filters, all of which must match.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Instead of key, label and tags: every setting of this snapshot.
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -43,6 +43,9 @@ const API_VERSION: &str = "2023-11-01";
 const KEYVAULT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.keyvaultref+json";
 const FEATURE_FLAG_PREFIX: &str = ".appconfig.featureflag/";
 const FEATURE_FLAG_TYPE: &str = "application/vnd.microsoft.appconfig.ff+json";
+const SNAPSHOT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.snapshotref+json";
+/// The snapshot reference's type as the Python provider writes it (`SNAPSHOT_REF_CONTENT_TYPE`).
+const SNAPSHOT_REF_PROFILE: &str = "profile=\"https://azconfig.io/mime-profiles/snapshot-ref\"";
 /// A list longer than this many pages is taken for a link loop.
 const MAX_PAGES: usize = 10_000;
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -65,6 +68,9 @@ pub struct AppConfigSource {
     sync_tokens: BTreeMap<String, (String, u64)>,
     /// The Key Vault references, resolved.
     references: References,
+    /// The snapshots snapshot references name, by name: their key-values (a snapshot never
+    /// changes, so each is listed once while referenced); `None`: it does not exist.
+    snapshots: BTreeMap<String, Option<Vec<Kv>>>,
     /// The keys left out of the output last time, and why: each is logged once, when it first
     /// is left out (again once it was back in the output in between).
     reported: BTreeSet<(String, String)>,
@@ -148,6 +154,7 @@ impl AppConfigSource {
             watched,
             sync_tokens: BTreeMap::new(),
             references,
+            snapshots: BTreeMap::new(),
             reported: BTreeSet::new(),
             invalid_json: BTreeSet::new(),
         }
@@ -155,7 +162,8 @@ impl AppConfigSource {
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
         self.refresh_lists(cancel).await?;
-        let kvs = dedupe_by_key(self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()));
+        let listed: Vec<Kv> = self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()).collect();
+        let kvs = dedupe_by_key(self.expand_snapshot_refs(listed, cancel).await?.into_iter());
         let mut unresolved = Vec::new();
         let mut settings = Vec::new();
         let mut flags = Vec::new();
@@ -281,6 +289,51 @@ impl AppConfigSource {
         };
         let changed = before.as_ref().is_some_and(|b| *b != now);
         Ok((Watched { seen: Some(now) }, changed))
+    }
+
+    /// Replaces each snapshot reference by the snapshot's key-values, in place (so that the
+    /// settings after it still override them), as the Python provider's
+    /// `_expand_snapshot_references` does. A snapshot that does not exist expands to nothing
+    /// (logged once).
+    async fn expand_snapshot_refs(&mut self, kvs: Vec<Kv>, cancel: &CancellationToken) -> Result<Vec<Kv>, SourceError> {
+        let mut out = Vec::with_capacity(kvs.len());
+        let mut referenced = BTreeSet::new();
+        for kv in kvs {
+            if !is_snapshot_ref(kv.content_type.as_deref()) {
+                out.push(kv);
+                continue;
+            }
+            let Some(name) = snapshot_name(kv.value.as_deref()) else {
+                tracing::warn!(
+                    source = self.id,
+                    key = kv.key,
+                    "the snapshot reference names no snapshot_name; skipped"
+                );
+                continue;
+            };
+            referenced.insert(name.clone());
+            if !self.snapshots.contains_key(&name) {
+                let selector = config::Selector { snapshot: Some(name.clone()), ..config::Selector::keys("", None) };
+                let url = list_url(&self.cfg.endpoint, &selector);
+                let items = match self.list_pages(url, Vec::new(), cancel).await {
+                    Ok((pages, _)) => Some(pages.into_iter().flat_map(|p| p.items).collect()),
+                    Err(SourceError::Azure(AzureError::Status { status: 404, .. })) => {
+                        tracing::warn!(
+                            source = self.id,
+                            key = kv.key,
+                            snapshot = name,
+                            "the referenced snapshot does not exist; it adds no settings"
+                        );
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.snapshots.insert(name.clone(), items);
+            }
+            out.extend(self.snapshots[&name].iter().flatten().cloned());
+        }
+        self.snapshots.retain(|name, _| referenced.contains(name));
+        Ok(out)
     }
 
     /// The secret a Key Vault reference names (`None`: not a reference to resolve), or why it
@@ -533,10 +586,18 @@ fn list_url(endpoint: &Url, select: &config::Selector) -> Url {
         segments.pop_if_empty().push("kv");
     }
     url.set_query(None);
-    url.query_pairs_mut()
-        .append_pair("key", &select.key)
-        .append_pair("label", select.label.as_deref().unwrap_or("\0"))
-        .append_pair("api-version", API_VERSION);
+    if let Some(snapshot) = &select.snapshot {
+        url.query_pairs_mut().append_pair("snapshot", snapshot).append_pair("api-version", API_VERSION);
+        return url;
+    }
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("key", &select.key).append_pair("label", select.label.as_deref().unwrap_or("\0"));
+        for tag in &select.tags {
+            query.append_pair("tags", tag);
+        }
+        query.append_pair("api-version", API_VERSION);
+    }
     url
 }
 
@@ -612,6 +673,21 @@ fn is_keyvault_ref(content_type: Option<&str>) -> bool {
     media_type(content_type).eq_ignore_ascii_case(KEYVAULT_REF_TYPE)
 }
 
+/// A snapshot reference: `application/vnd.microsoft.appconfig.snapshotref+json`, or
+/// `application/json` with the snapshot-ref profile (the Python provider's form).
+fn is_snapshot_ref(content_type: Option<&str>) -> bool {
+    let media = media_type(content_type);
+    media.eq_ignore_ascii_case(SNAPSHOT_REF_TYPE)
+        || (media.eq_ignore_ascii_case("application/json")
+            && content_type.is_some_and(|ct| ct.split(';').skip(1).any(|p| p.trim() == SNAPSHOT_REF_PROFILE)))
+}
+
+/// The `snapshot_name` of a snapshot reference's value.
+fn snapshot_name(value: Option<&str>) -> Option<String> {
+    let parsed: serde_json::Value = serde_json::from_str(value?).ok()?;
+    parsed.get("snapshot_name")?.as_str().filter(|n| !n.is_empty()).map(str::to_owned)
+}
+
 /// The content type without its parameters (`;charset=...`), trimmed; empty when there is none.
 fn media_type(content_type: Option<&str>) -> &str {
     content_type.and_then(|ct| ct.split(';').next()).unwrap_or("").trim()
@@ -629,7 +705,7 @@ fn is_feature_flag(kv: &Kv) -> bool {
 /// providers parse (`is_json_content_type` in the Python provider, `JsonKeyValueAdapter` in .NET).
 fn is_json_content_type(content_type: Option<&str>) -> bool {
     let media = media_type(content_type).to_ascii_lowercase();
-    if media == KEYVAULT_REF_TYPE || media == FEATURE_FLAG_TYPE {
+    if media == KEYVAULT_REF_TYPE || media == FEATURE_FLAG_TYPE || is_snapshot_ref(content_type) {
         return false;
     }
     match media.split_once('/') {
@@ -718,12 +794,12 @@ mod tests {
     #[test]
     fn list_url_sends_the_null_label_as_percent_00_and_escapes_reserved_characters() {
         let endpoint = Url::parse("https://store.azconfig.io").unwrap();
-        let null = config::Selector { key: "myapp:*".into(), label: None };
+        let null = config::Selector::keys("myapp:*", None);
         assert_eq!(
             list_url(&endpoint, &null).as_str(),
             "https://store.azconfig.io/kv?key=myapp%3A*&label=%00&api-version=2023-11-01"
         );
-        let odd = config::Selector { key: "a\\,b&c=d".into(), label: Some("prd".into()) };
+        let odd = config::Selector::keys("a\\,b&c=d", Some("prd"));
         let url = list_url(&endpoint, &odd);
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs[0], ("key".to_string(), "a\\,b&c=d".to_string()));
@@ -733,7 +809,7 @@ mod tests {
     #[test]
     fn list_url_percent_encodes_every_character_a_query_reserves() {
         let endpoint = Url::parse("https://store.azconfig.io/").unwrap();
-        let select = config::Selector { key: "a b+c#d%e/f?g;h\\*,ü".into(), label: Some("l&l=\\,x".into()) };
+        let select = config::Selector::keys("a b+c#d%e/f?g;h\\*,ü", Some("l&l=\\,x"));
         let url = list_url(&endpoint, &select);
         assert_eq!(
             url.query(),

@@ -33,7 +33,8 @@
 //! | `PUT /_emulator/vaults/{vault}/secrets/{name}` | `{"value", "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | `{"name","version","id"}`: a new latest version |
 //! | `PATCH /_emulator/vaults/{vault}/secrets/{name}` | `{"version"?, "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | 204; no version: the latest |
 //! | `DELETE /_emulator/vaults/{vault}/secrets/{name}` | | 204 |
-//! | `PUT /_emulator/stores/{store}/kv` | `{"key", "label"?, "value", "content_type"?}` (no label: the null label) | `{"etag"}` |
+//! | `PUT /_emulator/stores/{store}/kv` | `{"key", "label"?, "value", "content_type"?, "tags"?}` (no label: the null label; `value` null: a null value) | `{"etag"}` |
+//! | `PUT /_emulator/stores/{store}/snapshots/{name}` | `{"filters": [{"key", "label"?, "tags"?}], "composition_type"?}` (`key`, default, or `key_label`; no label: the null label) | 204 |
 //! | `DELETE /_emulator/stores/{store}/kv` | `{"key", "label"?}` | 204, or 404 if absent |
 //! | `PUT /_emulator/stores/{store}/page-size` | `{"size": n}` | 204: items per `/kv` page in every store |
 //! | `PUT /_emulator/vaults/{vault}/certificates/{name}` | a [`CertificateSpec`]: `{"content": "pkcs12"\|"pem", "key": "rsa"\|"ec", "pfx_encryption": "legacy"\|"rc2"\|"aes", "subject"?, "non_exportable"?}` | `{"name","version","x5t"}` |
@@ -102,7 +103,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use appconfig::AppConfigError;
+pub use appconfig::{AppConfigError, SnapshotFilter};
 pub use certs::{CertContent, CertificateSpec, KeyKind, PfxEncryption};
 pub use faults::{Fault, FaultId, RetryAfter};
 pub use fixtures::{CannedResponse, FixtureError};
@@ -627,6 +628,29 @@ impl Handle {
         content_type: Option<&str>,
     ) -> Result<String, AppConfigError> {
         self.shared.appconfig.set(store, key, label, Some(value), content_type)
+    }
+
+    /// Replace a key-value's tags; its new etag, `None` when it does not exist.
+    pub fn set_kv_tags(
+        &self,
+        store: &str,
+        key: &str,
+        label: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> Result<Option<String>, AppConfigError> {
+        let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.shared.appconfig.set_tags(store, key, label, tags)
+    }
+
+    /// Create snapshot `name` of what `filters` match now (`composition`: `key` or `key_label`).
+    pub fn create_snapshot(
+        &self,
+        store: &str,
+        name: &str,
+        filters: Vec<SnapshotFilter>,
+        composition: &str,
+    ) -> Result<(), AppConfigError> {
+        self.shared.appconfig.create_snapshot(store, name, filters, composition)
     }
 
     /// Set a key-value whose value is null (`value: None`) or a string; returns its new etag.
