@@ -285,6 +285,8 @@ impl SecretSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfigSource {
     pub endpoint: Url,
+    /// Replicas of the store, tried in order after `endpoint` fails (connection, timeout, 5xx, 429).
+    pub replicas: Vec<Url>,
     pub select: Vec<Selector>,
     pub trim_prefix: Vec<String>,
     pub resolve_keyvault_refs: bool,
@@ -436,6 +438,7 @@ mod tests {
         let store = |path: &str| {
             SourceConfig::AppConfig(AppConfigSource {
                 endpoint: Url::parse("https://s.azconfig.io").unwrap(),
+                replicas: Vec::new(),
                 select: Vec::new(),
                 trim_prefix: Vec::new(),
                 resolve_keyvault_refs: true,

@@ -174,6 +174,9 @@ fn yes() -> bool {
 pub struct RawAppConfig {
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// More endpoints of the same store, tried in order when the one before fails.
+    #[serde(default)]
+    pub replicas: Vec<String>,
     /// `None`: every key with the null label.
     #[serde(default)]
     pub select: Option<Vec<RawSelector>>,

@@ -99,6 +99,7 @@ fn keyvault(out: &mut Yaml, kv: &KeyVaultSource) {
 fn appconfig(out: &mut Yaml, ac: &AppConfigSource) {
     out.item(1, "type", scalar("appconfig"));
     out.line(2, "endpoint", scalar(ac.endpoint.as_str()));
+    out.line(2, "replicas", flow_list(ac.replicas.iter().map(url::Url::as_str)));
     out.section(2, "select");
     for sel in &ac.select {
         if let Some(snapshot) = &sel.snapshot {
@@ -217,7 +218,7 @@ mod tests {
         assert_eq!(load_yaml(&text), minimal, "{text}");
 
         let forms = load_yaml(
-            "sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    select:\n      - snapshot: release-42\n      - key: \"a:*\"\n        tags: [\"env=prod\"]\n    sentinel: [\"s1\", {key: s2, label: prd}]\n    secret_refresh_interval: 5m\n",
+            "sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    replicas: [https://s-westus.azconfig.io]\n    select:\n      - snapshot: release-42\n      - key: \"a:*\"\n        tags: [\"env=prod\"]\n    sentinel: [\"s1\", {key: s2, label: prd}]\n    secret_refresh_interval: 5m\n",
         );
         let text = render(&forms);
         assert_eq!(load_yaml(&text), forms, "{text}");
@@ -240,7 +241,7 @@ mod tests {
             "cloud: public\n",
             "sync:\n  interval: 1m\n  jitter: 0.1\n  request_timeout: 30s\n  concurrency: 8\n  min_backoff: 1s\n  max_backoff: 5m\n",
             "sources:\n  - type: keyvault\n    vault: https://myvault.vault.azure.net/\n    secrets:\n      - name: db-password\n        path: db/password\n        version: null\n        required: true\n    all: false\n    include: [\"*\"]\n    exclude: []\n",
-            "  - type: appconfig\n    endpoint: https://mystore.azconfig.io/\n    select:\n      - key: \"myapp:*\"\n        label: prd\n        tags: []\n    trim_prefix: [\"myapp:\"]\n",
+            "  - type: appconfig\n    endpoint: https://mystore.azconfig.io/\n    replicas: []\n    select:\n      - key: \"myapp:*\"\n        label: prd\n        tags: []\n    trim_prefix: [\"myapp:\"]\n",
             "    sentinel: null\n    secret_refresh_interval: 1m\n",
             "output:\n  dir: /secrets\n  file_mode: \"0440\"\n",
             "serve:\n  listen: 127.0.0.1:8200\n  token_file: null\n",

@@ -268,6 +268,9 @@ fn sources(raw: &[RawSource], cloud: Cloud, sync: &SyncConfig) -> Result<Vec<Sou
                 let at = format!("sources[{i}]");
                 let ac = appconfig(&at, ac, sync)?;
                 same_cloud(&format!("{at}.endpoint"), &ac.endpoint, Cloud::of_appconfig_host, cloud)?;
+                for (j, replica) in ac.replicas.iter().enumerate() {
+                    same_cloud(&format!("{at}.replicas[{j}]"), replica, Cloud::of_appconfig_host, cloud)?;
+                }
                 Ok(SourceConfig::AppConfig(ac))
             }
         })
@@ -437,6 +440,18 @@ fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfi
         return Err(ConfigError::new(key, "required: the store's URL, like https://mystore.azconfig.io"));
     };
     let endpoint = url(&key, endpoint, UrlKind::Base)?;
+    let mut replicas = Vec::with_capacity(raw.replicas.len());
+    for (j, r) in raw.replicas.iter().enumerate() {
+        let replica = url(&format!("{at}.replicas[{j}]"), r, UrlKind::Base)?;
+        if replica == endpoint || replicas.contains(&replica) {
+            return Err(ConfigError::invalid(
+                &format!("{at}.replicas[{j}]"),
+                r,
+                "already listed (the endpoint or another replica)",
+            ));
+        }
+        replicas.push(replica);
+    }
     let select = match &raw.select {
         None => vec![Selector::keys("*", None)],
         Some(list) if list.is_empty() => {
@@ -474,6 +489,7 @@ fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfi
     };
     Ok(AppConfigSource {
         endpoint,
+        replicas,
         select,
         trim_prefix,
         resolve_keyvault_refs: raw.resolve_keyvault_refs,
@@ -756,6 +772,7 @@ mod tests {
     fn appconfig_raw(endpoint: &str) -> RawAppConfig {
         RawAppConfig {
             endpoint: Some(endpoint.to_string()),
+            replicas: vec![],
             select: None,
             trim_prefix: vec![],
             resolve_keyvault_refs: true,
@@ -1254,6 +1271,12 @@ mod tests {
             "sources[0].select[0].tags[0]",
             "name=value",
         );
+        assert_err(
+            &with(|a| a.replicas = vec!["https://mystore.azconfig.io".into()]),
+            "sources[0].replicas[0]",
+            "already listed",
+        );
+        assert_err(&with(|a| a.replicas = vec!["not a url".into()]), "sources[0].replicas[0]", "");
         fn labelled(key: &str, label: Option<&str>) -> RawWatched {
             RawWatched::Labelled(RawWatchKey { key: Some(key.into()), label: label.map(Into::into) })
         }

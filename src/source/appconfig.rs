@@ -18,6 +18,7 @@
 //! are published and the reference's own file is the one missing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -68,6 +69,9 @@ pub struct AppConfigSource {
     sync_tokens: BTreeMap<String, (String, u64)>,
     /// The Key Vault references, resolved.
     references: References,
+    /// Which endpoint requests go to first: 0 the primary, then `cfg.replicas` in order. A poll
+    /// starts at the primary; a failure moves the rest of the poll to the next endpoint.
+    active: AtomicUsize,
     /// The snapshots snapshot references name, by name: their key-values (a snapshot never
     /// changes, so each is listed once while referenced); `None`: it does not exist.
     snapshots: BTreeMap<String, Option<Vec<Kv>>>,
@@ -155,12 +159,15 @@ impl AppConfigSource {
             sync_tokens: BTreeMap::new(),
             references,
             snapshots: BTreeMap::new(),
+            active: AtomicUsize::new(0),
             reported: BTreeSet::new(),
             invalid_json: BTreeSet::new(),
         }
     }
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
+        // The primary is tried again at every poll.
+        self.active.store(0, Ordering::Relaxed);
         self.refresh_lists(cancel).await?;
         let listed: Vec<Kv> = self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()).collect();
         let kvs = dedupe_by_key(self.expand_snapshot_refs(listed, cancel).await?.into_iter());
@@ -485,8 +492,43 @@ impl AppConfigSource {
         Ok(url)
     }
 
-    /// GET with the bearer token, the Sync-Tokens and `If-None-Match`; one retry on 401.
+    /// GET `url` (built on the primary endpoint) from the active endpoint; when that fails to
+    /// connect, times out, or answers 5xx or 429 (after the client's own retries), from the next
+    /// replica, and so on. The last endpoint's answer is returned whatever it is.
     async fn get(
+        &self,
+        url: &Url,
+        if_none_match: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<reqwest::Response, SourceError> {
+        let endpoints: Vec<&Url> = std::iter::once(&self.cfg.endpoint).chain(&self.cfg.replicas).collect();
+        let mut i = self.active.load(Ordering::Relaxed).min(endpoints.len() - 1);
+        loop {
+            let target = on_endpoint(url, endpoints[i]);
+            let result = self.get_from(&target, if_none_match, cancel).await;
+            let why = match &result {
+                Err(SourceError::Azure(e @ AzureError::Transport { .. })) => e.to_string(),
+                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    format!("it answered {}", resp.status().as_u16())
+                }
+                _ => return result,
+            };
+            if i + 1 == endpoints.len() {
+                return result;
+            }
+            tracing::warn!(
+                source = self.id,
+                endpoint = endpoints[i].as_str(),
+                next = endpoints[i + 1].as_str(),
+                "App Configuration endpoint failed ({why}); trying the next replica"
+            );
+            i += 1;
+            self.active.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// GET with the bearer token, the Sync-Tokens and `If-None-Match`; one retry on 401.
+    async fn get_from(
         &self,
         url: &Url,
         if_none_match: Option<&str>,
@@ -544,6 +586,14 @@ impl Source for AppConfigSource {
     fn poll<'a>(&'a mut self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Polled, SourceError>> {
         Box::pin(self.poll_once(cancel))
     }
+}
+
+/// `url` with the scheme, host and port of `endpoint` (a replica of the same store).
+fn on_endpoint(url: &Url, endpoint: &Url) -> Url {
+    let mut moved = endpoint.clone();
+    moved.set_path(url.path());
+    moved.set_query(url.query());
+    moved
 }
 
 /// One key-value per key, as the Python provider's `_deduplicate_settings` keeps them: at the

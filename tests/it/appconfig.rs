@@ -669,3 +669,68 @@ async fn snapshots_tags_and_snapshot_references_select_settings_as_the_provider_
     })
     .await;
 }
+
+/// A world whose store `settings` also answers on one replica (`settings-replica1`).
+async fn world_with_a_replica() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        state_dir: Some(tmp.path().join("emulator")),
+        vaults: vec!["main".into()],
+        appconfig_stores: vec!["settings".into()],
+        appconfig_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    World { emu, tmp }
+}
+
+fn replica_source(endpoint: &str, replica: &str) -> String {
+    format!(
+        "sources:\n  - type: appconfig\n    endpoint: \"{endpoint}\"\n    replicas: [\"{replica}\"]\n    select:\n      - key: \"myapp:*\"\n        label: prd\n    trim_prefix: [\"myapp:\"]\n    path: app.json\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_succeeds_from_a_replica_while_the_primary_refuses_connections() {
+    let w = world_with_a_replica().await;
+    seed(&w);
+    // A loopback port nobody listens on: the primary is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let replica = w.emu.store_replica_urls("settings")[0].to_owned();
+    let cfg =
+        w.write_config(&format!("{}{}", w.base_config("30s"), replica_source(&format!("https://{closed}"), &replica)));
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    let status = sc.wait_exit(LIMIT);
+    assert!(status.success(), "{}", sc.logs());
+    let doc: Value = serde_json::from_str(&read(&w.out(), "app.json").unwrap()).unwrap();
+    assert_eq!(doc["db"]["host"], "db.prd.internal");
+    assert_eq!(doc["db"]["password"], format!("{CANARY}-db"));
+    assert!(w.emu.request_log().iter().any(|r| r.vault.as_deref() == Some("settings-replica1")));
+    assert!(sc.logs().contains("trying the next replica"), "{}", sc.logs());
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_primary_fails_over_to_the_replica_and_is_tried_again_at_the_next_poll() {
+    let w = world_with_a_replica().await;
+    seed(&w);
+    let primary = w.emu.store_url("settings").unwrap().to_owned();
+    let replica = w.emu.store_replica_urls("settings")[0].to_owned();
+    let down = w.emu.add_fault(Fault::status(503).on(Endpoint::AppconfigList).in_vault("settings"));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), replica_source(&primary, &replica)));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published from the replica", LIMIT, || read(&out, "app.json")).await;
+    let by = |w: &World, address: &str, status: u16| {
+        store_requests(w).iter().filter(|r| r.vault.as_deref() == Some(address) && r.status == Some(status)).count()
+    };
+    assert!(by(&w, "settings", 503) >= 1 && by(&w, "settings-replica1", 200) >= 1);
+
+    // The primary is back: the next polls go to it again (304s from the primary).
+    w.emu.remove_fault(down);
+    wait_for("the primary answers again", LIMIT, || (by(&w, "settings", 304) >= 1).then_some(())).await;
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    wait_for("a change is published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\"")))
+        .await;
+}

@@ -426,16 +426,21 @@ impl Query {
 pub(crate) struct StoreHandler {
     pub shared: Arc<Shared>,
     pub store: String,
+    /// The store's name, or `{store}-replica{n}` for a replica: how requests are logged and
+    /// faults targeted.
+    pub address: String,
 }
 
 impl server::Handler for StoreHandler {
     async fn handle(&self, req: Request<Bytes>) -> Resp {
         let shared = self.shared.as_ref();
         let store = self.store.as_str();
-        let mut resp = exchange::run(shared, Endpoint::AppconfigList, Some(store), req, fault_body, |req| async move {
-            answer(shared, store, &req)
-        })
-        .await;
+        let address = self.address.as_str();
+        let mut resp =
+            exchange::run(shared, Endpoint::AppconfigList, Some(address), req, fault_body, |req| async move {
+                answer(shared, store, &req)
+            })
+            .await;
         server::set_header(&mut resp, "sync-token", &shared.appconfig.sync_token());
         if !resp.headers().contains_key("x-ms-request-id") {
             server::set_header(&mut resp, "x-ms-request-id", &random_uuid());
