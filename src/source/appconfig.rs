@@ -1,16 +1,20 @@
-//! The App Configuration source: lists the key-values each `select` entry names, resolves Key
-//! Vault references, trims prefixes and renders one document at `path` (or one file per key
-//! for `format: files`); selected feature flags (the flag prefix and the flag content type) go
-//! under `feature_management` in json/yaml. A value with a JSON content type is parsed (and
-//! rendered as JSON); one that is not valid JSON stays text, logged once.
+//! The App Configuration source: lists the key-values each `select` entry names (key, label
+//! and tag filters, or a snapshot), expands snapshot references, resolves Key Vault
+//! references, trims prefixes and renders one document at `path` (or one file per key for
+//! `format: files`); selected feature flags (the flag prefix and the flag content type) go
+//! under `feature_management` in json/yaml, with the providers' telemetry metadata (`flags`).
+//! A value with a JSON content type is parsed (and rendered as JSON); one that is not valid
+//! JSON stays text, logged once.
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
 //! sent back. Key Vault references are resolved once per distinct secret URI and re-checked
-//! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll reads only the watched keys (`GET /kv/{key}?label=`,
-//! each with `If-None-Match`, under its own label: the null label unless given, as in
-//! Microsoft's providers) and lists everything again only when one of them changed, appeared or
-//! was deleted; a watched key that does not exist is logged once and read again at every poll.
+//! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll
+//! reads only the watched keys (`GET /kv/{key}?label=`, each with `If-None-Match`, under its
+//! own label: the null label unless given, as in Microsoft's providers) and lists everything
+//! again only when one of them changed, appeared or was deleted; a watched key that does not
+//! exist is logged once and read again at every poll. With `replicas`, a request the active
+//! endpoint fails goes to the next one; each poll starts at the primary.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
 //! resolved is reported as a required `Failure`: a document (json, yaml, env, properties) is

@@ -53,7 +53,7 @@ class Emulator(EmulatorProcess):
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     work = tmp_path_factory.mktemp("emulator-appconfig")
-    with running(["--state-dir", str(work / "state"), "--store", STORE, "--vault", "refs",
+    with running(["--state-dir", str(work / "state"), "--store", STORE, "--store-replicas", "1", "--vault", "refs",
          "--token-lifetime", "1h"]) as (proc, info):
         yield Emulator(proc, info)
 
@@ -242,3 +242,14 @@ def test_a_snapshot_is_read_by_name_and_keeps_what_it_captured(seeded, client):
         client.get_snapshot("no-such-snapshot")
     with pytest.raises(ResourceNotFoundError):
         list(client.list_configuration_settings(snapshot_name="no-such-snapshot"))
+
+
+def test_a_replica_address_serves_the_same_store(seeded, credential):
+    replica_url = seeded.info["appconfig_replicas"][STORE][0]
+    assert replica_url != seeded.store_url
+    replica = AzureAppConfigurationClient(replica_url, credential, connection_verify=seeded.ca_file)
+    seeded.set_kv("replicated:k", "v1", label="prd")
+    got = replica.get_configuration_setting("replicated:k", label="prd")
+    assert got.value == "v1"
+    assert [s.key for s in replica.list_configuration_settings(key_filter="myapp:*", label_filter="prd")] == [
+        "myapp:db:host", "myapp:log:level"]
