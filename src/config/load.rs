@@ -444,7 +444,7 @@ pub(super) mod tests {
 
         let e = yaml_err("sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    vault: x\n", &[]);
         assert_eq!(e.key, "sources[0].vault");
-        assert!(e.reason.contains("expected one of endpoint, select"), "{e}");
+        assert!(e.reason.contains("expected one of endpoint, replicas, select"), "{e}");
     }
 
     #[test]

@@ -285,6 +285,8 @@ impl SecretSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfigSource {
     pub endpoint: Url,
+    /// Replicas of the store, tried in order after `endpoint` fails (connection, timeout, 5xx, 429).
+    pub replicas: Vec<Url>,
     pub select: Vec<Selector>,
     pub trim_prefix: Vec<String>,
     pub resolve_keyvault_refs: bool,
@@ -312,6 +314,17 @@ pub struct Selector {
     pub key: String,
     /// `None` is the null label (sent as `%00`).
     pub label: Option<String>,
+    /// `name=value` tag filters, all of which must match (empty: none).
+    pub tags: Vec<String>,
+    /// `Some`: every setting of this snapshot (`key`, `label`, `tags` unused).
+    pub snapshot: Option<String>,
+}
+
+impl Selector {
+    /// Key and label filters, no tags, no snapshot.
+    pub fn keys(key: &str, label: Option<&str>) -> Selector {
+        Selector { key: key.to_string(), label: label.map(str::to_string), tags: Vec::new(), snapshot: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,6 +438,7 @@ mod tests {
         let store = |path: &str| {
             SourceConfig::AppConfig(AppConfigSource {
                 endpoint: Url::parse("https://s.azconfig.io").unwrap(),
+                replicas: Vec::new(),
                 select: Vec::new(),
                 trim_prefix: Vec::new(),
                 resolve_keyvault_refs: true,

@@ -174,6 +174,9 @@ fn yes() -> bool {
 pub struct RawAppConfig {
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// More endpoints of the same store, tried in order when the one before fails.
+    #[serde(default)]
+    pub replicas: Vec<String>,
     /// `None`: every key with the null label.
     #[serde(default)]
     pub select: Option<Vec<RawSelector>>,
@@ -232,6 +235,12 @@ pub struct RawSelector {
     /// `None` (or absent): the null label.
     #[serde(default)]
     pub label: Option<String>,
+    /// `name=value` tag filters, all of which must match.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Instead of key, label and tags: every setting of this snapshot.
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

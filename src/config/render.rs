@@ -99,10 +99,16 @@ fn keyvault(out: &mut Yaml, kv: &KeyVaultSource) {
 fn appconfig(out: &mut Yaml, ac: &AppConfigSource) {
     out.item(1, "type", scalar("appconfig"));
     out.line(2, "endpoint", scalar(ac.endpoint.as_str()));
+    out.line(2, "replicas", flow_list(ac.replicas.iter().map(url::Url::as_str)));
     out.section(2, "select");
     for sel in &ac.select {
+        if let Some(snapshot) = &sel.snapshot {
+            out.item(3, "snapshot", scalar(snapshot));
+            continue;
+        }
         out.item(3, "key", scalar(&sel.key));
         out.line(4, "label", opt_str(sel.label.as_deref()));
+        out.line(4, "tags", flow_list(sel.tags.iter().map(String::as_str)));
     }
     out.line(2, "trim_prefix", flow_list(ac.trim_prefix.iter().map(String::as_str)));
     out.line(2, "resolve_keyvault_refs", ac.resolve_keyvault_refs.to_string());
@@ -210,6 +216,18 @@ mod tests {
         );
         let text = render(&minimal);
         assert_eq!(load_yaml(&text), minimal, "{text}");
+
+        let forms = load_yaml(
+            "sources:\n  - type: appconfig\n    endpoint: https://s.azconfig.io\n    replicas: [https://s-westus.azconfig.io]\n    select:\n      - snapshot: release-42\n      - key: \"a:*\"\n        tags: [\"env=prod\"]\n    sentinel: [\"s1\", {key: s2, label: prd}]\n    secret_refresh_interval: 5m\n",
+        );
+        let text = render(&forms);
+        assert_eq!(load_yaml(&text), forms, "{text}");
+        for line in [
+            "      - snapshot: release-42\n      - key: \"a:*\"\n        label: null\n        tags: [\"env=prod\"]\n",
+            "    sentinel:\n      - key: s1\n        label: null\n      - key: s2\n        label: prd\n    secret_refresh_interval: 5m\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]
@@ -223,7 +241,8 @@ mod tests {
             "cloud: public\n",
             "sync:\n  interval: 1m\n  jitter: 0.1\n  request_timeout: 30s\n  concurrency: 8\n  min_backoff: 1s\n  max_backoff: 5m\n",
             "sources:\n  - type: keyvault\n    vault: https://myvault.vault.azure.net/\n    secrets:\n      - name: db-password\n        path: db/password\n        version: null\n        required: true\n    all: false\n    include: [\"*\"]\n    exclude: []\n",
-            "  - type: appconfig\n    endpoint: https://mystore.azconfig.io/\n    select:\n      - key: \"myapp:*\"\n        label: prd\n    trim_prefix: [\"myapp:\"]\n",
+            "  - type: appconfig\n    endpoint: https://mystore.azconfig.io/\n    replicas: []\n    select:\n      - key: \"myapp:*\"\n        label: prd\n        tags: []\n    trim_prefix: [\"myapp:\"]\n",
+            "    sentinel: null\n    secret_refresh_interval: 1m\n",
             "output:\n  dir: /secrets\n  file_mode: \"0440\"\n",
             "serve:\n  listen: 127.0.0.1:8200\n  token_file: null\n",
             "health:\n  listen: 0.0.0.0:8201\n",

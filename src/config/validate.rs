@@ -268,6 +268,9 @@ fn sources(raw: &[RawSource], cloud: Cloud, sync: &SyncConfig) -> Result<Vec<Sou
                 let at = format!("sources[{i}]");
                 let ac = appconfig(&at, ac, sync)?;
                 same_cloud(&format!("{at}.endpoint"), &ac.endpoint, Cloud::of_appconfig_host, cloud)?;
+                for (j, replica) in ac.replicas.iter().enumerate() {
+                    same_cloud(&format!("{at}.replicas[{j}]"), replica, Cloud::of_appconfig_host, cloud)?;
+                }
                 Ok(SourceConfig::AppConfig(ac))
             }
         })
@@ -437,8 +440,20 @@ fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfi
         return Err(ConfigError::new(key, "required: the store's URL, like https://mystore.azconfig.io"));
     };
     let endpoint = url(&key, endpoint, UrlKind::Base)?;
+    let mut replicas = Vec::with_capacity(raw.replicas.len());
+    for (j, r) in raw.replicas.iter().enumerate() {
+        let replica = url(&format!("{at}.replicas[{j}]"), r, UrlKind::Base)?;
+        if replica == endpoint || replicas.contains(&replica) {
+            return Err(ConfigError::invalid(
+                &format!("{at}.replicas[{j}]"),
+                r,
+                "already listed (the endpoint or another replica)",
+            ));
+        }
+        replicas.push(replica);
+    }
     let select = match &raw.select {
-        None => vec![Selector { key: "*".to_string(), label: None }],
+        None => vec![Selector::keys("*", None)],
         Some(list) if list.is_empty() => {
             return Err(ConfigError::new(
                 format!("{at}.select"),
@@ -474,6 +489,7 @@ fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfi
     };
     Ok(AppConfigSource {
         endpoint,
+        replicas,
         select,
         trim_prefix,
         resolve_keyvault_refs: raw.resolve_keyvault_refs,
@@ -524,6 +540,33 @@ fn sentinel(at: &str, raw: Option<&RawSentinel>) -> Result<Vec<WatchedKey>> {
 }
 
 fn selector(at: &str, raw: &RawSelector) -> Result<Selector> {
+    if let Some(snapshot) = raw.snapshot.as_deref() {
+        non_empty(&format!("{at}.snapshot"), snapshot)?;
+        if raw.key.is_some() || raw.label.is_some() || !raw.tags.is_empty() {
+            return Err(ConfigError::new(
+                format!("{at}.snapshot"),
+                "a snapshot selector takes no key, label or tags (the snapshot's own filters chose its settings)",
+            ));
+        }
+        return Ok(Selector {
+            key: String::new(),
+            label: None,
+            tags: Vec::new(),
+            snapshot: Some(snapshot.to_string()),
+        });
+    }
+    if raw.tags.len() > 5 {
+        return Err(ConfigError::new(format!("{at}.tags"), "at most 5 tag filters"));
+    }
+    for (j, tag) in raw.tags.iter().enumerate() {
+        if tag.split_once('=').is_none_or(|(name, _)| name.is_empty()) {
+            return Err(ConfigError::invalid(
+                &format!("{at}.tags[{j}]"),
+                tag,
+                "expected name=value, like \"env=prod\"",
+            ));
+        }
+    }
     let Some(key) = raw.key.as_deref() else {
         return Err(ConfigError::new(format!("{at}.key"), "required: a key filter like \"myapp:*\""));
     };
@@ -534,7 +577,7 @@ fn selector(at: &str, raw: &RawSelector) -> Result<Selector> {
         }
         filter(&format!("{at}.label"), l).map(|_| l.to_string())
     })?;
-    Ok(Selector { key: key.to_string(), label })
+    Ok(Selector { key: key.to_string(), label, tags: raw.tags.clone(), snapshot: None })
 }
 
 /// An App Configuration key or label filter: up to 5 comma-separated alternatives, each exact
@@ -729,6 +772,7 @@ mod tests {
     fn appconfig_raw(endpoint: &str) -> RawAppConfig {
         RawAppConfig {
             endpoint: Some(endpoint.to_string()),
+            replicas: vec![],
             select: None,
             trim_prefix: vec![],
             resolve_keyvault_refs: true,
@@ -1133,7 +1177,7 @@ mod tests {
         raw.sources = vec![RawSource::Appconfig(appconfig_raw("https://mystore.azconfig.io"))];
         let cfg = validate(&raw).unwrap();
         let SourceConfig::AppConfig(ac) = &cfg.sources[0] else { panic!() };
-        assert_eq!(ac.select, vec![Selector { key: "*".into(), label: None }]);
+        assert_eq!(ac.select, vec![Selector::keys("*", None)]);
         assert_eq!(ac.path.as_str(), "appsettings.json");
         assert_eq!(ac.format, Format::Json);
         assert!(ac.resolve_keyvault_refs);
@@ -1167,9 +1211,14 @@ mod tests {
         );
         assert_err(&with(|a| a.format = "xml".into()), "sources[0].format", "json, yaml, env, properties, files");
         assert_err(&with(|a| a.select = Some(vec![])), "sources[0].select", "at least one selector");
-        let sel = |key: &str, label: Option<&str>| RawSelector { key: Some(key.into()), label: label.map(Into::into) };
+        let sel = |key: &str, label: Option<&str>| RawSelector {
+            key: Some(key.into()),
+            label: label.map(Into::into),
+            tags: Vec::new(),
+            snapshot: None,
+        };
         assert_err(
-            &with(|a| a.select = Some(vec![RawSelector { key: None, label: None }])),
+            &with(|a| a.select = Some(vec![RawSelector { key: None, label: None, tags: Vec::new(), snapshot: None }])),
             "sources[0].select[0].key",
             "required",
         );
@@ -1191,6 +1240,43 @@ mod tests {
         assert_err(&raw, "sources[0].select[0].label", "null label");
         assert_err(&with(|a| a.trim_prefix = vec!["".into()]), "sources[0].trim_prefix[0]", "must not be empty");
         assert_err(&with(|a| a.path = Some("a/../b".into())), "sources[0].path", "starts with '.'");
+        let snapshot = |a: &mut RawAppConfig| {
+            a.select =
+                Some(vec![RawSelector { key: None, label: None, tags: vec![], snapshot: Some("release-42".into()) }])
+        };
+        let cfg = validate(&with(snapshot)).unwrap();
+        let SourceConfig::AppConfig(ac) = &cfg.sources[0] else { unreachable!() };
+        assert_eq!(ac.select[0].snapshot.as_deref(), Some("release-42"));
+        assert_err(
+            &with(|a| {
+                a.select = Some(vec![RawSelector {
+                    key: Some("k".into()),
+                    label: None,
+                    tags: vec![],
+                    snapshot: Some("s".into()),
+                }])
+            }),
+            "sources[0].select[0].snapshot",
+            "takes no key",
+        );
+        assert_err(
+            &with(|a| {
+                a.select = Some(vec![RawSelector {
+                    key: Some("k".into()),
+                    label: None,
+                    tags: vec!["env".into()],
+                    snapshot: None,
+                }])
+            }),
+            "sources[0].select[0].tags[0]",
+            "name=value",
+        );
+        assert_err(
+            &with(|a| a.replicas = vec!["https://mystore.azconfig.io".into()]),
+            "sources[0].replicas[0]",
+            "already listed",
+        );
+        assert_err(&with(|a| a.replicas = vec!["not a url".into()]), "sources[0].replicas[0]", "");
         fn labelled(key: &str, label: Option<&str>) -> RawWatched {
             RawWatched::Labelled(RawWatchKey { key: Some(key.into()), label: label.map(Into::into) })
         }

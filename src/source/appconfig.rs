@@ -1,16 +1,20 @@
-//! The App Configuration source: lists the key-values each `select` entry names, resolves Key
-//! Vault references, trims prefixes and renders one document at `path` (or one file per key
-//! for `format: files`); selected feature flags (the flag prefix and the flag content type) go
-//! under `feature_management` in json/yaml. A value with a JSON content type is parsed (and
-//! rendered as JSON); one that is not valid JSON stays text, logged once.
+//! The App Configuration source: lists the key-values each `select` entry names (key, label
+//! and tag filters, or a snapshot), expands snapshot references, resolves Key Vault
+//! references, trims prefixes and renders one document at `path` (or one file per key for
+//! `format: files`); selected feature flags (the flag prefix and the flag content type) go
+//! under `feature_management` in json/yaml, with the providers' telemetry metadata (`flags`).
+//! A value with a JSON content type is parsed (and rendered as JSON); one that is not valid
+//! JSON stays text, logged once.
 //!
 //! Polling is cheap: every page is fetched with `If-None-Match` and the ETag it had last time,
 //! so an unchanged store costs one 304 per page; `Sync-Token`s from every answer are kept and
 //! sent back. Key Vault references are resolved once per distinct secret URI and re-checked
-//! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll reads only the watched keys (`GET /kv/{key}?label=`,
-//! each with `If-None-Match`, under its own label: the null label unless given, as in
-//! Microsoft's providers) and lists everything again only when one of them changed, appeared or
-//! was deleted; a watched key that does not exist is logged once and read again at every poll.
+//! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll
+//! reads only the watched keys (`GET /kv/{key}?label=`, each with `If-None-Match`, under its
+//! own label: the null label unless given, as in Microsoft's providers) and lists everything
+//! again only when one of them changed, appeared or was deleted; a watched key that does not
+//! exist is logged once and read again at every poll. With `replicas`, a request the active
+//! endpoint fails goes to the next one; each poll starts at the primary.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
 //! resolved is reported as a required `Failure`: a document (json, yaml, env, properties) is
@@ -18,6 +22,7 @@
 //! are published and the reference's own file is the one missing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -43,6 +48,9 @@ const API_VERSION: &str = "2023-11-01";
 const KEYVAULT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.keyvaultref+json";
 const FEATURE_FLAG_PREFIX: &str = ".appconfig.featureflag/";
 const FEATURE_FLAG_TYPE: &str = "application/vnd.microsoft.appconfig.ff+json";
+const SNAPSHOT_REF_TYPE: &str = "application/vnd.microsoft.appconfig.snapshotref+json";
+/// The snapshot reference's type as the Python provider writes it (`SNAPSHOT_REF_CONTENT_TYPE`).
+const SNAPSHOT_REF_PROFILE: &str = "profile=\"https://azconfig.io/mime-profiles/snapshot-ref\"";
 /// A list longer than this many pages is taken for a link loop.
 const MAX_PAGES: usize = 10_000;
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -65,6 +73,12 @@ pub struct AppConfigSource {
     sync_tokens: BTreeMap<String, (String, u64)>,
     /// The Key Vault references, resolved.
     references: References,
+    /// Which endpoint requests go to first: 0 the primary, then `cfg.replicas` in order. A poll
+    /// starts at the primary; a failure moves the rest of the poll to the next endpoint.
+    active: AtomicUsize,
+    /// The snapshots snapshot references name, by name: their key-values (a snapshot never
+    /// changes, so each is listed once while referenced); `None`: it does not exist.
+    snapshots: BTreeMap<String, Option<Vec<Kv>>>,
     /// The keys left out of the output last time, and why: each is logged once, when it first
     /// is left out (again once it was back in the output in between).
     reported: BTreeSet<(String, String)>,
@@ -148,14 +162,19 @@ impl AppConfigSource {
             watched,
             sync_tokens: BTreeMap::new(),
             references,
+            snapshots: BTreeMap::new(),
+            active: AtomicUsize::new(0),
             reported: BTreeSet::new(),
             invalid_json: BTreeSet::new(),
         }
     }
 
     async fn poll_once(&mut self, cancel: &CancellationToken) -> Result<Polled, SourceError> {
+        // The primary is tried again at every poll.
+        self.active.store(0, Ordering::Relaxed);
         self.refresh_lists(cancel).await?;
-        let kvs = dedupe_by_key(self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()));
+        let listed: Vec<Kv> = self.pages.iter().flatten().flat_map(|p| p.items.iter().cloned()).collect();
+        let kvs = dedupe_by_key(self.expand_snapshot_refs(listed, cancel).await?.into_iter());
         let mut unresolved = Vec::new();
         let mut settings = Vec::new();
         let mut flags = Vec::new();
@@ -281,6 +300,51 @@ impl AppConfigSource {
         };
         let changed = before.as_ref().is_some_and(|b| *b != now);
         Ok((Watched { seen: Some(now) }, changed))
+    }
+
+    /// Replaces each snapshot reference by the snapshot's key-values, in place (so that the
+    /// settings after it still override them), as the Python provider's
+    /// `_expand_snapshot_references` does. A snapshot that does not exist expands to nothing
+    /// (logged once).
+    async fn expand_snapshot_refs(&mut self, kvs: Vec<Kv>, cancel: &CancellationToken) -> Result<Vec<Kv>, SourceError> {
+        let mut out = Vec::with_capacity(kvs.len());
+        let mut referenced = BTreeSet::new();
+        for kv in kvs {
+            if !is_snapshot_ref(kv.content_type.as_deref()) {
+                out.push(kv);
+                continue;
+            }
+            let Some(name) = snapshot_name(kv.value.as_deref()) else {
+                tracing::warn!(
+                    source = self.id,
+                    key = kv.key,
+                    "the snapshot reference names no snapshot_name; skipped"
+                );
+                continue;
+            };
+            referenced.insert(name.clone());
+            if !self.snapshots.contains_key(&name) {
+                let selector = config::Selector { snapshot: Some(name.clone()), ..config::Selector::keys("", None) };
+                let url = list_url(&self.cfg.endpoint, &selector);
+                let items = match self.list_pages(url, Vec::new(), cancel).await {
+                    Ok((pages, _)) => Some(pages.into_iter().flat_map(|p| p.items).collect()),
+                    Err(SourceError::Azure(AzureError::Status { status: 404, .. })) => {
+                        tracing::warn!(
+                            source = self.id,
+                            key = kv.key,
+                            snapshot = name,
+                            "the referenced snapshot does not exist; it adds no settings"
+                        );
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.snapshots.insert(name.clone(), items);
+            }
+            out.extend(self.snapshots[&name].iter().flatten().cloned());
+        }
+        self.snapshots.retain(|name, _| referenced.contains(name));
+        Ok(out)
     }
 
     /// The secret a Key Vault reference names (`None`: not a reference to resolve), or why it
@@ -432,8 +496,43 @@ impl AppConfigSource {
         Ok(url)
     }
 
-    /// GET with the bearer token, the Sync-Tokens and `If-None-Match`; one retry on 401.
+    /// GET `url` (built on the primary endpoint) from the active endpoint; when that fails to
+    /// connect, times out, or answers 5xx or 429 (after the client's own retries), from the next
+    /// replica, and so on. The last endpoint's answer is returned whatever it is.
     async fn get(
+        &self,
+        url: &Url,
+        if_none_match: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<reqwest::Response, SourceError> {
+        let endpoints: Vec<&Url> = std::iter::once(&self.cfg.endpoint).chain(&self.cfg.replicas).collect();
+        let mut i = self.active.load(Ordering::Relaxed).min(endpoints.len() - 1);
+        loop {
+            let target = on_endpoint(url, endpoints[i]);
+            let result = self.get_from(&target, if_none_match, cancel).await;
+            let why = match &result {
+                Err(SourceError::Azure(e @ AzureError::Transport { .. })) => e.to_string(),
+                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    format!("it answered {}", resp.status().as_u16())
+                }
+                _ => return result,
+            };
+            if i + 1 == endpoints.len() {
+                return result;
+            }
+            tracing::warn!(
+                source = self.id,
+                endpoint = endpoints[i].as_str(),
+                next = endpoints[i + 1].as_str(),
+                "App Configuration endpoint failed ({why}); trying the next replica"
+            );
+            i += 1;
+            self.active.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// GET with the bearer token, the Sync-Tokens and `If-None-Match`; one retry on 401.
+    async fn get_from(
         &self,
         url: &Url,
         if_none_match: Option<&str>,
@@ -493,6 +592,14 @@ impl Source for AppConfigSource {
     }
 }
 
+/// `url` with the scheme, host and port of `endpoint` (a replica of the same store).
+fn on_endpoint(url: &Url, endpoint: &Url) -> Url {
+    let mut moved = endpoint.clone();
+    moved.set_path(url.path());
+    moved.set_query(url.query());
+    moved
+}
+
 /// One key-value per key, as the Python provider's `_deduplicate_settings` keeps them: at the
 /// position where the key first appears, with the value it has last (later `select` entries
 /// win). Trimmed keys that collide are then decided in that order.
@@ -533,10 +640,18 @@ fn list_url(endpoint: &Url, select: &config::Selector) -> Url {
         segments.pop_if_empty().push("kv");
     }
     url.set_query(None);
-    url.query_pairs_mut()
-        .append_pair("key", &select.key)
-        .append_pair("label", select.label.as_deref().unwrap_or("\0"))
-        .append_pair("api-version", API_VERSION);
+    if let Some(snapshot) = &select.snapshot {
+        url.query_pairs_mut().append_pair("snapshot", snapshot).append_pair("api-version", API_VERSION);
+        return url;
+    }
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("key", &select.key).append_pair("label", select.label.as_deref().unwrap_or("\0"));
+        for tag in &select.tags {
+            query.append_pair("tags", tag);
+        }
+        query.append_pair("api-version", API_VERSION);
+    }
     url
 }
 
@@ -612,6 +727,21 @@ fn is_keyvault_ref(content_type: Option<&str>) -> bool {
     media_type(content_type).eq_ignore_ascii_case(KEYVAULT_REF_TYPE)
 }
 
+/// A snapshot reference: `application/vnd.microsoft.appconfig.snapshotref+json`, or
+/// `application/json` with the snapshot-ref profile (the Python provider's form).
+fn is_snapshot_ref(content_type: Option<&str>) -> bool {
+    let media = media_type(content_type);
+    media.eq_ignore_ascii_case(SNAPSHOT_REF_TYPE)
+        || (media.eq_ignore_ascii_case("application/json")
+            && content_type.is_some_and(|ct| ct.split(';').skip(1).any(|p| p.trim() == SNAPSHOT_REF_PROFILE)))
+}
+
+/// The `snapshot_name` of a snapshot reference's value.
+fn snapshot_name(value: Option<&str>) -> Option<String> {
+    let parsed: serde_json::Value = serde_json::from_str(value?).ok()?;
+    parsed.get("snapshot_name")?.as_str().filter(|n| !n.is_empty()).map(str::to_owned)
+}
+
 /// The content type without its parameters (`;charset=...`), trimmed; empty when there is none.
 fn media_type(content_type: Option<&str>) -> &str {
     content_type.and_then(|ct| ct.split(';').next()).unwrap_or("").trim()
@@ -629,7 +759,7 @@ fn is_feature_flag(kv: &Kv) -> bool {
 /// providers parse (`is_json_content_type` in the Python provider, `JsonKeyValueAdapter` in .NET).
 fn is_json_content_type(content_type: Option<&str>) -> bool {
     let media = media_type(content_type).to_ascii_lowercase();
-    if media == KEYVAULT_REF_TYPE || media == FEATURE_FLAG_TYPE {
+    if media == KEYVAULT_REF_TYPE || media == FEATURE_FLAG_TYPE || is_snapshot_ref(content_type) {
         return false;
     }
     match media.split_once('/') {
@@ -718,12 +848,12 @@ mod tests {
     #[test]
     fn list_url_sends_the_null_label_as_percent_00_and_escapes_reserved_characters() {
         let endpoint = Url::parse("https://store.azconfig.io").unwrap();
-        let null = config::Selector { key: "myapp:*".into(), label: None };
+        let null = config::Selector::keys("myapp:*", None);
         assert_eq!(
             list_url(&endpoint, &null).as_str(),
             "https://store.azconfig.io/kv?key=myapp%3A*&label=%00&api-version=2023-11-01"
         );
-        let odd = config::Selector { key: "a\\,b&c=d".into(), label: Some("prd".into()) };
+        let odd = config::Selector::keys("a\\,b&c=d", Some("prd"));
         let url = list_url(&endpoint, &odd);
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs[0], ("key".to_string(), "a\\,b&c=d".to_string()));
@@ -733,7 +863,7 @@ mod tests {
     #[test]
     fn list_url_percent_encodes_every_character_a_query_reserves() {
         let endpoint = Url::parse("https://store.azconfig.io/").unwrap();
-        let select = config::Selector { key: "a b+c#d%e/f?g;h\\*,ü".into(), label: Some("l&l=\\,x".into()) };
+        let select = config::Selector::keys("a b+c#d%e/f?g;h\\*,ü", Some("l&l=\\,x"));
         let url = list_url(&endpoint, &select);
         assert_eq!(
             url.query(),

@@ -35,9 +35,13 @@ class Emulator(EmulatorProcess):
         super().__init__(proc, info)
         self.store_url = info["appconfig_stores"][STORE]
 
-    def set_kv(self, key, value, label=None, content_type=None):
-        body = {"key": key, "label": label, "value": value, "content_type": content_type}
+    def set_kv(self, key, value, label=None, content_type=None, tags=None):
+        body = {"key": key, "label": label, "value": value, "content_type": content_type, "tags": tags or {}}
         return self.control("PUT", f"/stores/{STORE}/kv", body)["etag"]
+
+    def create_snapshot(self, name, filters, composition_type="key"):
+        self.control("PUT", f"/stores/{STORE}/snapshots/{name}",
+                     {"filters": filters, "composition_type": composition_type})
 
     def page_size(self, size):
         self.control("PUT", f"/stores/{STORE}/page-size", {"size": size})
@@ -49,7 +53,7 @@ class Emulator(EmulatorProcess):
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     work = tmp_path_factory.mktemp("emulator-appconfig")
-    with running(["--state-dir", str(work / "state"), "--store", STORE, "--vault", "refs",
+    with running(["--state-dir", str(work / "state"), "--store", STORE, "--store-replicas", "1", "--vault", "refs",
          "--token-lifetime", "1h"]) as (proc, info):
         yield Emulator(proc, info)
 
@@ -208,3 +212,44 @@ def test_a_token_for_the_key_vault_audience_is_refused_with_401(emulator, creden
     assert raised.value.status_code == 401
     last = emulator.store_requests()[-1]
     assert last["status"] == 401 and last["auth"] == "bearer"
+
+
+def test_tag_filters_select_by_every_tag_given(seeded, client):
+    seeded.set_kv("tagged:a", "1", tags={"env": "prod", "team": "x"})
+    seeded.set_kv("tagged:b", "2", tags={"env": "prod"})
+    seeded.set_kv("tagged:c", "3", tags={"env": "dev"})
+    prod = list(client.list_configuration_settings(key_filter="tagged:*", tags_filter=["env=prod"]))
+    assert sorted(s.key for s in prod) == ["tagged:a", "tagged:b"]
+    assert prod[0].tags == {"env": "prod", "team": "x"}
+    both = list(client.list_configuration_settings(key_filter="tagged:*", tags_filter=["env=prod", "team=x"]))
+    assert [s.key for s in both] == ["tagged:a"]
+
+
+def test_a_snapshot_is_read_by_name_and_keeps_what_it_captured(seeded, client):
+    seeded.set_kv("snap:a", "1", label="prd")
+    seeded.set_kv("snap:b", "2")
+    seeded.set_kv("snap:b", "2-prd", label="prd")
+    seeded.create_snapshot("release-1", [{"key": "snap:*"}, {"key": "snap:*", "label": "prd"}])
+    snapshot = client.get_snapshot("release-1")
+    assert snapshot.name == "release-1" and snapshot.status == "ready"
+    assert snapshot.composition_type == "key" and snapshot.items_count == 2
+    assert [(f.key, f.label) for f in snapshot.filters] == [("snap:*", None), ("snap:*", "prd")]
+    seeded.set_kv("snap:a", "changed", label="prd")
+    items = {s.key: (s.value, s.label) for s in client.list_configuration_settings(snapshot_name="release-1")}
+    # `key` composition: one per key, the later filter wins; immutable once taken.
+    assert items == {"snap:a": ("1", "prd"), "snap:b": ("2-prd", "prd")}
+    with pytest.raises(ResourceNotFoundError):
+        client.get_snapshot("no-such-snapshot")
+    with pytest.raises(ResourceNotFoundError):
+        list(client.list_configuration_settings(snapshot_name="no-such-snapshot"))
+
+
+def test_a_replica_address_serves_the_same_store(seeded, credential):
+    replica_url = seeded.info["appconfig_replicas"][STORE][0]
+    assert replica_url != seeded.store_url
+    replica = AzureAppConfigurationClient(replica_url, credential, connection_verify=seeded.ca_file)
+    seeded.set_kv("replicated:k", "v1", label="prd")
+    got = replica.get_configuration_setting("replicated:k", label="prd")
+    assert got.value == "v1"
+    assert [s.key for s in replica.list_configuration_settings(key_filter="myapp:*", label_filter="prd")] == [
+        "myapp:db:host", "myapp:log:level"]

@@ -331,8 +331,9 @@ async fn forty_references_to_one_vault_cost_a_quiet_poll_its_304s_and_the_vaults
     let since = vault_requests_since(&w, "main", mark);
     assert!(since.iter().all(|r| r.endpoint == Endpoint::KeyvaultList), "no secret GET: {since:?}");
     let pages = since.iter().filter(|r| r.endpoint == Endpoint::KeyvaultList).count();
-    // 30 secrets are 2 pages of 25; each poll (secret_refresh_interval = sync.interval = 1 s) lists them.
-    assert!(pages >= 4 && pages % 2 == 0, "the vault's list pages at each re-check: {since:?}");
+    // 30 secrets are 2 pages of 25; each poll (secret_refresh_interval = sync.interval = 1 s)
+    // lists them (the window may cut one poll's pages in two).
+    assert!(pages >= 4, "the vault's list pages at each re-check: {since:?}");
 
     // One secret changes: one GET, for it alone.
     let mark = last_seq(&w);
@@ -622,4 +623,114 @@ async fn json_content_type_values_are_subtrees_in_json_and_flattened_in_env_inva
     let logs = sc.logs();
     assert_eq!(logs.matches("not valid JSON; published as text").count(), 2, "once per source:\n{logs}");
     assert!(!logs.contains("{not json"), "the value is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_tags_and_snapshot_references_select_settings_as_the_provider_does() {
+    use azure_emulator::SnapshotFilter;
+    let w = world().await;
+    let emu = &w.emu;
+    emu.set_kv("settings", "myapp:db:host", Some("prd"), "db.prd.internal", None).unwrap();
+    emu.set_kv("settings", "myapp:log:level", Some("prd"), "warn", None).unwrap();
+    let filter = |key: &str, label: &str| SnapshotFilter { key: key.into(), label: Some(label.into()), tags: vec![] };
+    emu.create_snapshot("settings", "release-42", vec![filter("myapp:*", "prd")], "key").unwrap();
+    // Changed after the snapshot: the snapshot keeps what it captured.
+    emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    // Tagged settings: only env=prod ones are selected.
+    emu.set_kv("settings", "tagged:a", None, "prod a", None).unwrap();
+    emu.set_kv_tags("settings", "tagged:a", None, &[("env", "prod")]).unwrap();
+    emu.set_kv("settings", "tagged:b", None, "dev b", None).unwrap();
+    emu.set_kv_tags("settings", "tagged:b", None, &[("env", "dev")]).unwrap();
+    // A snapshot reference (both content types: the vnd one and the Python provider's profile).
+    emu.set_kv("settings", "base:one", Some("base"), "from base", None).unwrap();
+    emu.create_snapshot("settings", "base", vec![filter("base:*", "base")], "key").unwrap();
+    let reference = json!({"snapshot_name": "base"}).to_string();
+    let vnd = "application/vnd.microsoft.appconfig.snapshotref+json";
+    emu.set_kv("settings", "ref:vnd", None, &reference, Some(vnd)).unwrap();
+    let profile = "application/json; profile=\"https://azconfig.io/mime-profiles/snapshot-ref\"; charset=utf-8";
+    emu.set_kv("settings", "ref:gone", None, &json!({"snapshot_name": "gone"}).to_string(), Some(profile)).unwrap();
+    let source = format!(
+        "sources:\n  - type: appconfig\n    endpoint: \"{}\"\n    select:\n      - snapshot: release-42\n      - key: \"tagged:*\"\n        tags: [\"env=prod\"]\n      - key: \"ref:*\"\n    trim_prefix: [\"myapp:\", \"tagged:\", \"base:\"]\n    path: app.json\n",
+        emu.store_url("settings").unwrap()
+    );
+    let cfg = w.write_config(&format!("{}{source}", w.base_config("30s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let text = wait_for("app.json published", LIMIT, || read(&w.out(), "app.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        doc,
+        json!({"db": {"host": "db.prd.internal"}, "log": {"level": "warn"}, "a": "prod a", "one": "from base"})
+    );
+    let queries: Vec<String> = store_requests(&w).into_iter().filter_map(|r| r.query).collect();
+    assert!(queries.iter().any(|q| q.contains("snapshot=release-42") && !q.contains("key=")), "{queries:?}");
+    assert!(queries.iter().any(|q| q.contains("tags=env%3Dprod")), "{queries:?}");
+    wait_for("the missing snapshot is logged", LIMIT, || {
+        sc.logs().contains("the referenced snapshot does not exist").then_some(())
+    })
+    .await;
+}
+
+/// A world whose store `settings` also answers on one replica (`settings-replica1`).
+async fn world_with_a_replica() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        state_dir: Some(tmp.path().join("emulator")),
+        vaults: vec!["main".into()],
+        appconfig_stores: vec!["settings".into()],
+        appconfig_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    World { emu, tmp }
+}
+
+fn replica_source(endpoint: &str, replica: &str) -> String {
+    format!(
+        "sources:\n  - type: appconfig\n    endpoint: \"{endpoint}\"\n    replicas: [\"{replica}\"]\n    select:\n      - key: \"myapp:*\"\n        label: prd\n    trim_prefix: [\"myapp:\"]\n    path: app.json\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_succeeds_from_a_replica_while_the_primary_refuses_connections() {
+    let w = world_with_a_replica().await;
+    seed(&w);
+    // A loopback port nobody listens on: the primary is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let replica = w.emu.store_replica_urls("settings")[0].to_owned();
+    let cfg =
+        w.write_config(&format!("{}{}", w.base_config("30s"), replica_source(&format!("https://{closed}"), &replica)));
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    let status = sc.wait_exit(LIMIT);
+    assert!(status.success(), "{}", sc.logs());
+    let doc: Value = serde_json::from_str(&read(&w.out(), "app.json").unwrap()).unwrap();
+    assert_eq!(doc["db"]["host"], "db.prd.internal");
+    assert_eq!(doc["db"]["password"], format!("{CANARY}-db"));
+    assert!(w.emu.request_log().iter().any(|r| r.vault.as_deref() == Some("settings-replica1")));
+    assert!(sc.logs().contains("trying the next replica"), "{}", sc.logs());
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_primary_fails_over_to_the_replica_and_is_tried_again_at_the_next_poll() {
+    let w = world_with_a_replica().await;
+    seed(&w);
+    let primary = w.emu.store_url("settings").unwrap().to_owned();
+    let replica = w.emu.store_replica_urls("settings")[0].to_owned();
+    let down = w.emu.add_fault(Fault::status(503).on(Endpoint::AppconfigList).in_vault("settings"));
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1s"), replica_source(&primary, &replica)));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    wait_for("app.json published from the replica", LIMIT, || read(&out, "app.json")).await;
+    let by = |w: &World, address: &str, status: u16| {
+        store_requests(w).iter().filter(|r| r.vault.as_deref() == Some(address) && r.status == Some(status)).count()
+    };
+    assert!(by(&w, "settings", 503) >= 1 && by(&w, "settings-replica1", 200) >= 1);
+
+    // The primary is back: the next polls go to it again (304s from the primary).
+    w.emu.remove_fault(down);
+    wait_for("the primary answers again", LIMIT, || (by(&w, "settings", 304) >= 1).then_some(())).await;
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    wait_for("a change is published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\"")))
+        .await;
 }

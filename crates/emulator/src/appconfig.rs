@@ -6,6 +6,12 @@
 //! `Sync-Token` on every answer, and the Bearer token checked for the App Configuration
 //! audience (401 for any other). Errors use App Configuration's `application/problem+json`
 //! shape. Key-values are set through the Rust API or the control API (`control`).
+//!
+//! Tags (api-version 2023-11-01): key-values carry `tags`, and `GET /kv` takes repeated
+//! `tags=name=value` filters, all of which must match. Snapshots: created through the Rust or
+//! control API (filters and a `key` or `key_label` composition, taken from the store at that
+//! moment); `GET /snapshots/{name}` answers the snapshot, `GET /kv?snapshot={name}` lists its
+//! key-values (paged and conditional like any list), 404 for an unknown snapshot.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +32,7 @@ pub(crate) const API_VERSIONS: [&str; 5] = ["1.0", "2023-10-01", "2023-11-01", "
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
 const KVSET_TYPE: &str = "application/vnd.microsoft.appconfig.kvset+json; charset=utf-8";
 const KV_TYPE: &str = "application/vnd.microsoft.appconfig.kv+json; charset=utf-8";
+const SNAPSHOT_TYPE: &str = "application/vnd.microsoft.appconfig.snapshot+json; charset=utf-8";
 const PROBLEM_TYPE: &str = "application/problem+json; charset=utf-8";
 
 /// One key-value.
@@ -34,8 +41,32 @@ struct Kv {
     /// `None`: a key-value whose value is null (the service allows it; the SDKs read `None`).
     value: Option<String>,
     content_type: Option<String>,
+    tags: BTreeMap<String, String>,
     etag: String,
     last_modified: i64,
+}
+
+/// One filter of a snapshot: key and label filters (as in a list) and `name=value` tags.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct SnapshotFilter {
+    pub key: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A key-value's identity: key and label (`None`: the null label).
+type KvId = (String, Option<String>);
+
+/// A snapshot: what its filters matched when it was created, immutable since.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    filters: Vec<SnapshotFilter>,
+    composition: String,
+    created: i64,
+    etag: String,
+    items: Vec<((String, Option<String>), Kv)>,
 }
 
 /// Every store's key-values, keyed by (key, label).
@@ -45,6 +76,8 @@ pub(crate) struct Stores {
 
 struct Inner {
     stores: BTreeMap<String, BTreeMap<(String, Option<String>), Kv>>,
+    /// (store, snapshot name) -> snapshot.
+    snapshots: BTreeMap<(String, String), Snapshot>,
     /// Bumped on every change; the `sn` of the Sync-Token.
     sequence: u64,
     page_size: usize,
@@ -55,12 +88,16 @@ struct Inner {
 pub enum AppConfigError {
     #[error("no App Configuration store named {0:?} in this emulator")]
     UnknownStore(String),
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
 }
 
 impl Stores {
     pub(crate) fn new(names: &[String]) -> Stores {
         let stores = names.iter().map(|n| (n.clone(), BTreeMap::new())).collect();
-        Stores { inner: Mutex::new(Inner { stores, sequence: 1, page_size: DEFAULT_PAGE_SIZE }) }
+        Stores {
+            inner: Mutex::new(Inner { stores, snapshots: BTreeMap::new(), sequence: 1, page_size: DEFAULT_PAGE_SIZE }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -97,6 +134,7 @@ impl Stores {
             let kv = Kv {
                 value: value.map(str::to_owned),
                 content_type: content_type.map(str::to_owned),
+                tags: BTreeMap::new(),
                 etag: etag.clone(),
                 last_modified: unix_now(),
             };
@@ -104,6 +142,66 @@ impl Stores {
             etags.push(etag);
         }
         Ok(etags)
+    }
+
+    /// Replace a key-value's tags (a change: new etag). `Ok(None)` when it does not exist.
+    pub(crate) fn set_tags(
+        &self,
+        store: &str,
+        key: &str,
+        label: Option<&str>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Option<String>, AppConfigError> {
+        let mut inner = self.lock();
+        inner.sequence += 1;
+        let kvs = inner.stores.get_mut(store).ok_or_else(|| AppConfigError::UnknownStore(store.to_owned()))?;
+        let Some(kv) = kvs.get_mut(&(key.to_owned(), label.map(str::to_owned))) else { return Ok(None) };
+        kv.tags = tags;
+        kv.etag = random_uuid().replace('-', "");
+        kv.last_modified = unix_now();
+        Ok(Some(kv.etag.clone()))
+    }
+
+    /// Create a snapshot of what `filters` match now: `key` composition keeps one key-value per
+    /// key (a later filter wins), `key_label` one per key and label.
+    pub(crate) fn create_snapshot(
+        &self,
+        store: &str,
+        name: &str,
+        filters: Vec<SnapshotFilter>,
+        composition: &str,
+    ) -> Result<(), AppConfigError> {
+        if !matches!(composition, "key" | "key_label") {
+            return Err(AppConfigError::InvalidSnapshot(format!("composition_type {composition:?}: key or key_label")));
+        }
+        if filters.is_empty() || filters.len() > 3 {
+            return Err(AppConfigError::InvalidSnapshot("one to three filters".into()));
+        }
+        let mut inner = self.lock();
+        let kvs = inner.stores.get(store).ok_or_else(|| AppConfigError::UnknownStore(store.to_owned()))?;
+        // By (key, label) for `key_label`, by key alone for `key`: the value keeps its label.
+        let mut picked: BTreeMap<KvId, (KvId, Kv)> = BTreeMap::new();
+        for f in &filters {
+            let keys = Filter::parse(Some(&f.key)).map_err(|_| AppConfigError::InvalidSnapshot("key filter".into()))?;
+            let labels = Filter::parse(Some(f.label.as_deref().unwrap_or("\0")))
+                .map_err(|_| AppConfigError::InvalidSnapshot("label filter".into()))?;
+            for ((key, label), kv) in kvs {
+                if keys.matches(Some(key)) && labels.matches(label.as_deref()) && tags_match(&kv.tags, &f.tags) {
+                    let id = if composition == "key" { (key.clone(), None) } else { (key.clone(), label.clone()) };
+                    picked.insert(id, ((key.clone(), label.clone()), kv.clone()));
+                }
+            }
+        }
+        let items = picked.into_values().collect();
+        let snapshot = Snapshot {
+            filters,
+            composition: composition.to_owned(),
+            created: unix_now(),
+            etag: random_uuid().replace('-', ""),
+            items,
+        };
+        inner.snapshots.insert((store.to_owned(), name.to_owned()), snapshot);
+        Ok(())
     }
 
     /// Delete a key-value; `Ok(false)` when it did not exist.
@@ -139,10 +237,19 @@ impl Stores {
     }
 
     /// The page of matches starting after `after`, and the marker of the next page if any.
-    fn page(&self, store: &str, keys: &Filter, labels: &Filter, after: Option<&str>) -> (Vec<Value>, Option<String>) {
+    fn page(
+        &self,
+        store: &str,
+        keys: &Filter,
+        labels: &Filter,
+        tags: &[String],
+        after: Option<&str>,
+    ) -> (Vec<Value>, Option<String>) {
         let inner = self.lock();
         let Some(kvs) = inner.stores.get(store) else { return (Vec::new(), None) };
-        let mut matching = kvs.iter().filter(|((k, l), _)| keys.matches(Some(k)) && labels.matches(l.as_deref()));
+        let mut matching = kvs
+            .iter()
+            .filter(|((k, l), kv)| keys.matches(Some(k)) && labels.matches(l.as_deref()) && tags_match(&kv.tags, tags));
         let mut items = Vec::new();
         let mut last = None;
         for ((key, label), kv) in matching.by_ref() {
@@ -160,6 +267,56 @@ impl Stores {
     }
 }
 
+impl Stores {
+    /// A page of a snapshot's key-values after `after`; `None` when there is no such snapshot.
+    fn snapshot_page(&self, store: &str, name: &str, after: Option<&str>) -> Option<(Vec<Value>, Option<String>)> {
+        let inner = self.lock();
+        let snapshot = inner.snapshots.get(&(store.to_owned(), name.to_owned()))?;
+        let mut rest = snapshot
+            .items
+            .iter()
+            .filter(|((key, label), _)| after.is_none_or(|a| marker_of(key, label.as_deref()).as_str() > a));
+        let mut items = Vec::new();
+        let mut last = None;
+        for ((key, label), kv) in rest.by_ref() {
+            items.push(item(key, label.as_deref(), kv));
+            last = Some(marker_of(key, label.as_deref()));
+            if items.len() == inner.page_size {
+                break;
+            }
+        }
+        let more = items.len() == inner.page_size && rest.next().is_some();
+        Some((items, if more { last } else { None }))
+    }
+
+    /// The snapshot as `GET /snapshots/{name}` answers it.
+    fn snapshot(&self, store: &str, name: &str) -> Option<Value> {
+        let inner = self.lock();
+        let s = inner.snapshots.get(&(store.to_owned(), name.to_owned()))?;
+        let filters: Vec<Value> =
+            s.filters.iter().map(|f| json!({"key": f.key, "label": f.label, "tags": f.tags})).collect();
+        let size: usize = s.items.iter().map(|((k, _), kv)| k.len() + kv.value.as_deref().map_or(0, str::len)).sum();
+        Some(json!({
+            "name": name,
+            "status": "ready",
+            "filters": filters,
+            "composition_type": s.composition,
+            "created": iso8601(s.created),
+            "expires": null,
+            "retention_period": 2_592_000,
+            "size": size,
+            "items_count": s.items.len(),
+            "tags": {},
+            "etag": s.etag,
+        }))
+    }
+}
+
+/// Whether `tags` has every `name=value` of `filters` (a filter without `=` matches nothing).
+fn tags_match(tags: &BTreeMap<String, String>, filters: &[String]) -> bool {
+    filters.iter().all(|f| f.split_once('=').is_some_and(|(name, value)| tags.get(name).is_some_and(|v| v == value)))
+}
+
 fn marker_of(key: &str, label: Option<&str>) -> String {
     format!("{key}\u{1}{}", label.unwrap_or(""))
 }
@@ -171,7 +328,7 @@ fn item(key: &str, label: Option<&str>, kv: &Kv) -> Value {
         "label": label,
         "content_type": kv.content_type,
         "value": kv.value,
-        "tags": {},
+        "tags": kv.tags,
         "locked": false,
         "last_modified": iso8601(kv.last_modified),
     })
@@ -259,21 +416,31 @@ impl Query {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a repeated parameter (`tags=a=1&tags=b=2`).
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
+    }
 }
 
 pub(crate) struct StoreHandler {
     pub shared: Arc<Shared>,
     pub store: String,
+    /// The store's name, or `{store}-replica{n}` for a replica: how requests are logged and
+    /// faults targeted.
+    pub address: String,
 }
 
 impl server::Handler for StoreHandler {
     async fn handle(&self, req: Request<Bytes>) -> Resp {
         let shared = self.shared.as_ref();
         let store = self.store.as_str();
-        let mut resp = exchange::run(shared, Endpoint::AppconfigList, Some(store), req, fault_body, |req| async move {
-            answer(shared, store, &req)
-        })
-        .await;
+        let address = self.address.as_str();
+        let mut resp =
+            exchange::run(shared, Endpoint::AppconfigList, Some(address), req, fault_body, |req| async move {
+                answer(shared, store, &req)
+            })
+            .await;
         server::set_header(&mut resp, "sync-token", &shared.appconfig.sync_token());
         if !resp.headers().contains_key("x-ms-request-id") {
             server::set_header(&mut resp, "x-ms-request-id", &random_uuid());
@@ -319,7 +486,16 @@ fn answer(shared: &Shared, store: &str, req: &Request<Bytes>) -> Resp {
     }
     let path = req.uri().path().trim_end_matches('/');
     if path == "/kv" {
-        return list(shared, store, req, &query, &api_version);
+        return match query.get("snapshot") {
+            Some(name) => snapshot_list(shared, store, req, &query, &api_version, name),
+            None => list(shared, store, req, &query, &api_version),
+        };
+    }
+    if let Some(Some(name)) = path.strip_prefix("/snapshots/").map(percent_decode) {
+        return match shared.appconfig.snapshot(store, &name) {
+            Some(body) => server::bytes_response(StatusCode::OK, SNAPSHOT_TYPE, Bytes::from(body.to_string())),
+            None => problem(StatusCode::NOT_FOUND, "not-found", "The requested resource was not found", None, None),
+        };
     }
     match path.strip_prefix("/kv/").map(percent_decode) {
         Some(Some(key)) if !key.is_empty() => get_one(shared, store, req, &query, &key),
@@ -350,7 +526,35 @@ fn list(shared: &Shared, store: &str, req: &Request<Bytes>, query: &Query, api_v
             )
         }
     };
-    let (items, next) = shared.appconfig.page(store, &keys, &labels, after.as_deref());
+    let (items, next) = shared.appconfig.page(store, &keys, &labels, &query.all("tags"), after.as_deref());
+    page_response(req, query, api_version, items, next)
+}
+
+/// `GET /kv?snapshot={name}`: one page of a snapshot's key-values (key and label filters do
+/// not apply); 404 for an unknown snapshot.
+fn snapshot_list(
+    shared: &Shared,
+    store: &str,
+    req: &Request<Bytes>,
+    query: &Query,
+    api_version: &str,
+    name: &str,
+) -> Resp {
+    let after = query.get("After").and_then(decode_marker);
+    match shared.appconfig.snapshot_page(store, name, after.as_deref()) {
+        Some((items, next)) => page_response(req, query, api_version, items, next),
+        None => problem(StatusCode::NOT_FOUND, "not-found", "The requested resource was not found", None, None),
+    }
+}
+
+/// A list page: `items`, its ETag (304 to a matching `If-None-Match`), the next link.
+fn page_response(
+    req: &Request<Bytes>,
+    query: &Query,
+    api_version: &str,
+    items: Vec<Value>,
+    next: Option<String>,
+) -> Resp {
     let etag = page_etag(&items);
     let next_link = next.map(|marker| next_link(query, api_version, &marker));
     let mut resp = if none_match(req, &etag) {
@@ -413,10 +617,13 @@ fn percent_decode(text: &str) -> Option<String> {
 /// The relative link to the next page: the same filters, `After` the last item.
 fn next_link(query: &Query, api_version: &str, marker: &str) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
-    for name in ["key", "label"] {
+    for name in ["key", "label", "snapshot"] {
         if let Some(v) = query.get(name) {
             s.append_pair(name, v);
         }
+    }
+    for tag in query.all("tags") {
+        s.append_pair("tags", &tag);
     }
     s.append_pair("api-version", api_version);
     s.append_pair("After", &encode_marker(marker));
@@ -561,9 +768,9 @@ mod tests {
         for k in ["a", "b", "c"] {
             stores.set("s", k, None, Some("v"), None).unwrap();
         }
-        let (first, next) = stores.page("s", &Filter::Any, &Filter::Any, None);
+        let (first, next) = stores.page("s", &Filter::Any, &Filter::Any, &[], None);
         assert_eq!(first.len(), 2);
-        let (second, last) = stores.page("s", &Filter::Any, &Filter::Any, next.as_deref());
+        let (second, last) = stores.page("s", &Filter::Any, &Filter::Any, &[], next.as_deref());
         assert_eq!(second.len(), 1);
         assert_eq!(second[0]["key"], "c");
         assert_eq!(last, None);

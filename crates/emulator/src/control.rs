@@ -2,6 +2,7 @@
 //! for callers in another process (containers, benchmarks, the Python contract tests). The
 //! routes are listed in the module documentation of `emulator`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hyper::body::Bytes;
@@ -46,6 +47,22 @@ struct SetKv {
     value: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
+    /// `{"name": "value"}`.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// `PUT /stores/{store}/snapshots/{name}`: what the service's create takes (filters, composition).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSnapshot {
+    filters: Vec<super::SnapshotFilter>,
+    #[serde(default = "key_composition")]
+    composition_type: String,
+}
+
+fn key_composition() -> String {
+    "key".into()
 }
 
 /// `DELETE /stores/{store}/kv`.
@@ -126,7 +143,22 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
                 .appconfig
                 .set(store, &kv.key, kv.label.as_deref(), kv.value.as_deref(), kv.content_type.as_deref())
                 .map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+            let etag = match kv.tags.is_empty() {
+                true => etag,
+                false => shared
+                    .appconfig
+                    .set_tags(store, &kv.key, kv.label.as_deref(), kv.tags)
+                    .map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?
+                    .unwrap_or(etag),
+            };
             Ok(ok(json!({"etag": etag})))
+        }),
+        (&Method::PUT, ["stores", store, "snapshots", name]) => parse::<CreateSnapshot>(req.body()).and_then(|s| {
+            shared.appconfig.create_snapshot(store, name, s.filters, &s.composition_type).map_err(|e| match e {
+                super::AppConfigError::UnknownStore(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+                e => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            })?;
+            Ok(no_content())
         }),
         (&Method::DELETE, ["stores", store, "kv"]) => parse::<KvId>(req.body()).and_then(|kv| {
             match shared.appconfig.delete(store, &kv.key, kv.label.as_deref()) {

@@ -33,7 +33,8 @@
 //! | `PUT /_emulator/vaults/{vault}/secrets/{name}` | `{"value", "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | `{"name","version","id"}`: a new latest version |
 //! | `PATCH /_emulator/vaults/{vault}/secrets/{name}` | `{"version"?, "enabled"?, "nbf"?, "exp"?, "content_type"?, "tags"?}` | 204; no version: the latest |
 //! | `DELETE /_emulator/vaults/{vault}/secrets/{name}` | | 204 |
-//! | `PUT /_emulator/stores/{store}/kv` | `{"key", "label"?, "value", "content_type"?}` (no label: the null label) | `{"etag"}` |
+//! | `PUT /_emulator/stores/{store}/kv` | `{"key", "label"?, "value", "content_type"?, "tags"?}` (no label: the null label; `value` null: a null value) | `{"etag"}` |
+//! | `PUT /_emulator/stores/{store}/snapshots/{name}` | `{"filters": [{"key", "label"?, "tags"?}], "composition_type"?}` (`key`, default, or `key_label`; no label: the null label) | 204 |
 //! | `DELETE /_emulator/stores/{store}/kv` | `{"key", "label"?}` | 204, or 404 if absent |
 //! | `PUT /_emulator/stores/{store}/page-size` | `{"size": n}` | 204: items per `/kv` page in every store |
 //! | `PUT /_emulator/vaults/{vault}/certificates/{name}` | a [`CertificateSpec`]: `{"content": "pkcs12"\|"pem", "key": "rsa"\|"ec", "pfx_encryption": "legacy"\|"rc2"\|"aes", "subject"?, "non_exportable"?}` | `{"name","version","x5t"}` |
@@ -104,7 +105,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use appconfig::AppConfigError;
+pub use appconfig::{AppConfigError, SnapshotFilter};
 pub use certs::{CertContent, CertificateSpec, KeyKind, PfxEncryption};
 pub use faults::{Fault, FaultId, RetryAfter};
 pub use fixtures::{CannedResponse, FixtureError};
@@ -136,6 +137,9 @@ pub struct EmulatorConfig {
     pub vaults: Vec<String>,
     /// The App Configuration stores, each on its own listener.
     pub appconfig_stores: Vec<String>,
+    /// Extra addresses per store: replicas serving the same key-values, each on its own listener,
+    /// in the request log and fault targets as `{store}-replica{n}` (n from 1).
+    pub appconfig_replicas: usize,
     /// The audience App Configuration accepts.
     pub appconfig_resource: String,
     pub tenant_id: String,
@@ -160,6 +164,7 @@ impl Default for EmulatorConfig {
             state_dir: None,
             vaults: vec!["demo".to_owned()],
             appconfig_stores: Vec::new(),
+            appconfig_replicas: 0,
             appconfig_resource: APPCONFIG_RESOURCE.to_owned(),
             tenant_id: DEFAULT_TENANT_ID.to_owned(),
             client_id: DEFAULT_CLIENT_ID.to_owned(),
@@ -222,6 +227,8 @@ pub(crate) struct Shared {
     pub(crate) vault_urls: BTreeMap<String, String>,
     pub(crate) keyvault_resource: String,
     pub(crate) store_urls: BTreeMap<String, String>,
+    /// Per store, its replicas' URLs in order.
+    pub(crate) replica_urls: BTreeMap<String, Vec<String>>,
     pub(crate) appconfig: appconfig::Stores,
     pub(crate) appconfig_resource: String,
     pub(crate) files: Files,
@@ -255,6 +262,7 @@ impl Shared {
             "control_url": self.control_url(),
             "vaults": self.vault_urls,
             "appconfig_stores": self.store_urls,
+            "appconfig_replicas": self.replica_urls,
             "tenant_id": ids.tenant_id,
             "client_id": ids.client_ids.first(),
             "keyvault_resource": self.keyvault_resource,
@@ -369,8 +377,16 @@ impl Emulator {
         let stores = vault_names(&config.appconfig_stores)?;
         let mut store_listeners = Vec::with_capacity(stores.len());
         for name in &stores {
-            store_listeners
-                .push((name.clone(), server::bind(config.bind, &format!("App Configuration store {name}")).await?));
+            store_listeners.push((
+                name.clone(),
+                name.clone(),
+                server::bind(config.bind, &format!("App Configuration store {name}")).await?,
+            ));
+            for n in 1..=config.appconfig_replicas {
+                let address = format!("{name}-replica{n}");
+                let listener = server::bind(config.bind, &format!("App Configuration store {address}")).await?;
+                store_listeners.push((name.clone(), address, listener));
+            }
         }
 
         let host = url_host(&config);
@@ -383,8 +399,14 @@ impl Emulator {
         }
 
         let mut store_urls = BTreeMap::new();
-        for (name, listener) in &store_listeners {
-            store_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
+        let mut replica_urls: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, address, listener) in &store_listeners {
+            let url = format!("https://{host}:{}", listener.local_addr()?.port());
+            if name == address {
+                store_urls.insert(name.clone(), url);
+            } else {
+                replica_urls.entry(name.clone()).or_default().push(url);
+            }
         }
 
         let identities = Identities {
@@ -403,6 +425,7 @@ impl Emulator {
             vault_urls,
             keyvault_resource: config.keyvault_resource.trim_end_matches('/').to_owned(),
             store_urls,
+            replica_urls,
             appconfig: appconfig::Stores::new(&stores),
             appconfig_resource: config.appconfig_resource.trim_end_matches('/').to_owned(),
             identity_header: files.identity_header,
@@ -426,8 +449,8 @@ impl Emulator {
             let handler = Arc::new(keyvault::VaultHandler { shared: shared.clone(), vault });
             tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
         }
-        for (store, listener) in store_listeners {
-            let handler = Arc::new(appconfig::StoreHandler { shared: shared.clone(), store });
+        for (store, address, listener) in store_listeners {
+            let handler = Arc::new(appconfig::StoreHandler { shared: shared.clone(), store, address });
             tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
         }
         tracing::info!(authority = shared.authority_url, imds = shared.imds_url, vaults = ?shared.vault_urls, "emulator listening");
@@ -614,6 +637,11 @@ impl Handle {
 
     // ---- App Configuration --------------------------------------------------------------------
 
+    /// A store's replicas' base URLs, in order (`appconfig_replicas` of them).
+    pub fn store_replica_urls(&self, store: &str) -> Vec<&str> {
+        self.shared.replica_urls.get(store).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default()
+    }
+
     /// A store's base URL (`https://127.0.0.1:<port>`), if the store exists.
     pub fn store_url(&self, store: &str) -> Option<&str> {
         self.shared.store_urls.get(store).map(String::as_str)
@@ -629,6 +657,29 @@ impl Handle {
         content_type: Option<&str>,
     ) -> Result<String, AppConfigError> {
         self.shared.appconfig.set(store, key, label, Some(value), content_type)
+    }
+
+    /// Replace a key-value's tags; its new etag, `None` when it does not exist.
+    pub fn set_kv_tags(
+        &self,
+        store: &str,
+        key: &str,
+        label: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> Result<Option<String>, AppConfigError> {
+        let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.shared.appconfig.set_tags(store, key, label, tags)
+    }
+
+    /// Create snapshot `name` of what `filters` match now (`composition`: `key` or `key_label`).
+    pub fn create_snapshot(
+        &self,
+        store: &str,
+        name: &str,
+        filters: Vec<SnapshotFilter>,
+        composition: &str,
+    ) -> Result<(), AppConfigError> {
+        self.shared.appconfig.create_snapshot(store, name, filters, composition)
     }
 
     /// Set a key-value whose value is null (`value: None`) or a string; returns its new etag.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Emulator, EmulatorConfig};
 
 const USAGE: &str = "usage: azure-emulator [--bind IP] [--advertise-host HOST] [--state-dir DIR] \
-                     [--vault NAME]... [--store NAME]... [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID] [--arc-key-dir DIR]";
+                     [--vault NAME]... [--store NAME]... [--store-replicas N] [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID] [--arc-key-dir DIR]";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -25,7 +25,9 @@ struct Options {
 
 /// Run the emulator until `cancel`. `args` are the flags after the subcommand name:
 /// `--bind IP`, `--advertise-host HOST`, `--state-dir DIR`, `--vault NAME` (repeatable; default
-/// `demo`), `--store NAME` (an App Configuration store; repeatable), `--seed FILE` (JSON
+/// `demo`), `--store NAME` (an App Configuration store; repeatable), `--store-replicas N`
+/// (each store also served on N replica addresses, listed in the info line's
+/// `appconfig_replicas`), `--seed FILE` (JSON
 /// `{"vault": {"secret-name": "value"}}`; its vaults are created),
 /// `--secrets N` (`secret-0000`.. in every vault, value `value-0000`..), `--token-lifetime 1h`,
 /// `--tenant-id ID`, `--client-id ID`, `--arc-key-dir DIR` (where the Arc endpoint writes its
@@ -93,6 +95,11 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--state-dir" => config.state_dir = Some(PathBuf::from(value()?)),
             "--vault" => config.vaults.push(value()?),
             "--store" => config.appconfig_stores.push(value()?),
+            "--store-replicas" => {
+                let v = value()?;
+                config.appconfig_replicas =
+                    v.parse().map_err(|e| format!("--store-replicas {v:?}: {e}; use a count such as 1"))?;
+            }
             "--seed" => seed = Some(PathBuf::from(value()?)),
             "--secrets" => {
                 let v = value()?;
