@@ -363,6 +363,9 @@ async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link
         format!("GET /v1/secrets/api-key HTTP/1.1\r\nX-Sidecar-Token: {token}\r\n{extra}Connection: close\r\n\r\n")
     };
     let host = format!("Host: 127.0.0.1:{}\r\n", serve.port());
+    // HTTP serves the set just after the files hold it.
+    wait_for("HTTP serves the first publish", LIMIT, || (raw_status(serve, &get(&host)) == Some(200)).then_some(()))
+        .await;
     for (what, extra, want) in [
         ("loopback address", host.clone(), 200),
         ("localhost", format!("Host: localhost:{}\r\n", serve.port()), 200),
