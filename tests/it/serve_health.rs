@@ -394,6 +394,15 @@ async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link
     let status = sc.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "{}", sc.logs());
     assert!(sc.logs().contains(".sidecar-token"), "{}", sc.logs());
+
+    // Nor is a FIFO in its place waited on (opening one blocks until a writer comes).
+    std::fs::remove_file(&token_file).unwrap();
+    let ok = std::process::Command::new("mkfifo").arg(&token_file).status().unwrap();
+    assert!(ok.success());
+    let mut sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let status = sc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", sc.logs());
+    assert!(sc.logs().contains("not a regular file"), "{}", sc.logs());
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
