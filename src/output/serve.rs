@@ -83,10 +83,13 @@ pub fn load_or_create_token(path: &Path) -> Result<(SecretString, TokenOrigin), 
 }
 
 /// The file's bytes, opened without following a link at `path` (a planted `.sidecar-token`
-/// link to `/dev/zero` or another file is refused) and read up to `MAX_TOKEN_FILE` bytes.
+/// link to `/dev/zero` or another file is refused), a regular file only (not a FIFO or a
+/// device), read up to `MAX_TOKEN_FILE` bytes.
 fn read_limited_nofollow(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
     use std::io::Read as _;
-    let file = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
+    // O_NONBLOCK: a FIFO planted there would otherwise block the open until a writer came.
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
     }

@@ -137,8 +137,18 @@ impl Listeners {
                 tokio::spawn(secrets_http::serve(socket, published.clone(), token.clone(), cancel))
             })
         };
-        // On an error the new health socket (if any) is dropped unused.
-        let new_secrets = self.rebind("serve.listen", Slot::Secrets, cfg.serve.listen, secrets_spawn).await?;
+        let new_secrets = match self.rebind("serve.listen", Slot::Secrets, cfg.serve.listen, secrets_spawn).await {
+            Ok(change) => change,
+            Err(e) => {
+                // The new health socket is dropped unused; a health listener stopped to free
+                // its port for it is put back.
+                if let Change::Bound(socket, _, Some(old)) = new_health {
+                    drop(socket);
+                    self.restore(Slot::Health, old).await;
+                }
+                return Err(e);
+            }
+        };
 
         // Commit: nothing below fails. The token is in place before a secrets listener starts.
         if let (Some(path), Some((token, origin))) = (&token_path, new_token) {
@@ -167,33 +177,36 @@ impl Listeners {
         want: Option<SocketAddr>,
         spawn: Spawn,
     ) -> Result<Change, RunError> {
-        let parent = self.parent.clone();
         let running = self.slot(slot);
         let Some(addr) = want else { return Ok(if running.is_some() { Change::Stop } else { Change::Keep }) };
         if running.as_ref().is_some_and(|r| r.addr == addr) {
             return Ok(Change::Keep);
         }
         match bind(key, addr).await {
-            Ok(socket) => Ok(Change::Bound(socket, spawn)),
+            Ok(socket) => Ok(Change::Bound(socket, spawn, None)),
             Err(e) if running.is_none() => Err(e),
             Err(first) => {
                 // Perhaps the old socket holds the port: release it, and put it back on failure.
                 let old = running.take().expect("checked above");
-                let (old_key, old_addr, old_spawn) = (old.key, old.addr, old.spawn.clone());
+                let released = Released { key: old.key, addr: old.addr, spawn: old.spawn.clone() };
                 old.stop().await;
                 match bind(key, addr).await {
-                    Ok(socket) => Ok(Change::Bound(socket, spawn)),
+                    Ok(socket) => Ok(Change::Bound(socket, spawn, Some(released))),
                     Err(_) => {
-                        match bind(old_key, old_addr).await {
-                            Ok(socket) => {
-                                *running = Some(Running::start(old_key, old_addr, socket, old_spawn, &parent))
-                            }
-                            Err(e) => tracing::error!(error = %e, "failed to restore the previous listener"),
-                        }
+                        self.restore(slot, released).await;
                         Err(first)
                     }
                 }
             }
+        }
+    }
+
+    /// Start a stopped listener again on its old address.
+    async fn restore(&mut self, slot: Slot, old: Released) {
+        let parent = self.parent.clone();
+        match bind(old.key, old.addr).await {
+            Ok(socket) => *self.slot(slot) = Some(Running::start(old.key, old.addr, socket, old.spawn, &parent)),
+            Err(e) => tracing::error!(error = %e, "failed to restore the previous listener"),
         }
     }
 
@@ -207,7 +220,7 @@ impl Listeners {
                     old.stop().await;
                 }
             }
-            Change::Bound(socket, spawn) => {
+            Change::Bound(socket, spawn, _) => {
                 if let Some(old) = running.take() {
                     old.stop().await;
                 }
@@ -238,7 +251,15 @@ enum Slot {
 enum Change {
     Keep,
     Stop,
-    Bound(TcpListener, Spawn),
+    /// A new socket, and the listener stopped to free its port (the overlap case).
+    Bound(TcpListener, Spawn, Option<Released>),
+}
+
+/// A listener stopped by `rebind`, to put back if the reload fails after all.
+struct Released {
+    key: &'static str,
+    addr: SocketAddr,
+    spawn: Spawn,
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, RunError> {
@@ -315,5 +336,33 @@ mod tests {
             Listeners::start(&cfg, &published, &health, &CancellationToken::new()).await.unwrap().listening();
         assert!(listening.health.is_none() && listening.secrets.is_none());
         assert!(!dir.path().join("out/.sidecar-token").exists(), "no token without a secrets listener");
+    }
+
+    #[tokio::test]
+    async fn an_overlapping_address_is_rebound_and_a_failed_reload_puts_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (published, health) = (Published::new(), Health::new(Arc::new(Metrics::default())));
+        health.set_stale_after(Duration::from_secs(60));
+        let cancel = CancellationToken::new();
+        let first = config(dir.path(), &format!("serve:\n  listen: null\nhealth:\n  listen: 127.0.0.1:{port}\n"));
+        let mut listeners = Listeners::start(&first, &published, &health, &cancel).await.unwrap();
+        let healthz = format!("http://127.0.0.1:{port}/healthz");
+        assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
+
+        // 0.0.0.0 on the same port overlaps 127.0.0.1: the old socket goes first.
+        let wide = config(dir.path(), &format!("serve:\n  listen: null\nhealth:\n  listen: 0.0.0.0:{port}\n"));
+        listeners.apply(&wide, &published, &health).await.unwrap();
+        assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
+
+        // Back to 127.0.0.1 (overlap again), with a secrets port that is taken: the reload
+        // fails and the health listener that was stopped for it is back.
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = taken.local_addr().unwrap();
+        let bad = config(dir.path(), &format!("serve:\n  listen: {taken}\nhealth:\n  listen: 127.0.0.1:{port}\n"));
+        assert!(listeners.apply(&bad, &published, &health).await.is_err());
+        assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
+        assert_eq!(listeners.listening().health.map(|a| a.ip().is_unspecified()), Some(true), "the old one, 0.0.0.0");
+        cancel.cancel();
     }
 }

@@ -558,7 +558,9 @@ fn container_app_under_another_uid_in_fs_group_reads_every_secret() {
         ]
     };
     let emulator_mount = format!("{emulator_state}:/emulator:ro");
-    let secrets_mount = format!("{secrets}:/secrets");
+    // `nocopy`: Docker would otherwise copy the image's own /secrets (65532, not setgid) over
+    // the volume's owner and mode at this first mount that finds it empty.
+    let secrets_mount = format!("{secrets}:/secrets:nocopy");
     let config_mount = format!("{}:/etc/azure-secrets-sidecar:ro", config_dir.display());
     let mut args = vec!["--network", network.as_str()];
     args.extend(hardened_as("65532:65532"));

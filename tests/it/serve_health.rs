@@ -363,6 +363,9 @@ async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link
         format!("GET /v1/secrets/api-key HTTP/1.1\r\nX-Sidecar-Token: {token}\r\n{extra}Connection: close\r\n\r\n")
     };
     let host = format!("Host: 127.0.0.1:{}\r\n", serve.port());
+    // HTTP serves the set just after the files hold it.
+    wait_for("HTTP serves the first publish", LIMIT, || (raw_status(serve, &get(&host)) == Some(200)).then_some(()))
+        .await;
     for (what, extra, want) in [
         ("loopback address", host.clone(), 200),
         ("localhost", format!("Host: localhost:{}\r\n", serve.port()), 200),
@@ -391,6 +394,15 @@ async fn proxied_requests_and_foreign_hosts_are_refused_and_a_planted_token_link
     let status = sc.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "{}", sc.logs());
     assert!(sc.logs().contains(".sidecar-token"), "{}", sc.logs());
+
+    // Nor is a FIFO in its place waited on (opening one blocks until a writer comes).
+    std::fs::remove_file(&token_file).unwrap();
+    let ok = std::process::Command::new("mkfifo").arg(&token_file).status().unwrap();
+    assert!(ok.success());
+    let mut sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let status = sc.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{}", sc.logs());
+    assert!(sc.logs().contains("not a regular file"), "{}", sc.logs());
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {

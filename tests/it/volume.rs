@@ -114,9 +114,21 @@ async fn foreign_entries_in_a_sticky_volume_stop_no_start_publish_or_reload() {
     assert_eq!(read(&out, "db-password/keep").as_deref(), Some("app"));
     assert_eq!(read(&out, "..1/x").as_deref(), Some("app"));
 
-    // Later publishes go through too.
+    // Later publishes go through too, each removing the snapshot before it (the app's file at
+    // `api-key` never fails one), and HTTP serves what the files hold.
     w.emu.set_secret("main", "other", "o2").unwrap();
-    wait_for("the next publish", LIMIT, || read(&out, "other").filter(|v| v == "o2")).await;
+    w.emu.set_secret("main", "api-key", "k2").unwrap();
+    wait_for("the next publish", LIMIT, || read(&out, "..data/api-key").filter(|v| v == "k2")).await;
+    wait_for("one snapshot dir", LIMIT, || (stamp_dirs(&out) == 1).then_some(())).await;
+    let (_, serve) = listener_addrs(&sc).await;
+    let token = std::fs::read_to_string(out.join(".sidecar-token")).unwrap();
+    let served = reqwest::Client::new()
+        .get(format!("http://{serve}/v1/secrets/api-key"))
+        .header("X-Sidecar-Token", token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.text().await.unwrap(), "k2", "HTTP and files agree");
 
     let noted = |logs: &str| logs.lines().filter(|l| l.contains("entry=..1")).count();
     assert_eq!(noted(&sc.logs()), 1, "a foreign entry is logged once:\n{}", sc.logs());
@@ -165,7 +177,7 @@ async fn failed_publishes_are_counted_and_logged_and_the_last_good_files_stay() 
 
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
     wait_for("published again", LIMIT, || read(&out, "api-key").filter(|v| v == "k2")).await;
-    assert_eq!(stamp_dirs(&out), 1, "no snapshot leaked by the failures");
+    wait_for("no snapshot leaked by the failures", LIMIT, || (stamp_dirs(&out) == 1).then_some(())).await;
 }
 
 /// What the kubelet gives an emptyDir with `fsGroup: 2000`: root-owned, group 2000, setgid and
