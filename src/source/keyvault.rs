@@ -736,10 +736,13 @@ fn azure_error(e: AzureError) -> SourceError {
 /// `SecretNotFound (404), request id ...`: the reason of a per-secret failure.
 fn failure_reason(e: &AzureError) -> String {
     match e {
-        AzureError::Status { status, code, request_id, .. } => {
+        AzureError::Status { status, code, request_id, client_request_id, .. } => {
             let mut reason = format!("{} ({status})", code.as_deref().unwrap_or("error"));
             if let Some(id) = request_id {
                 reason.push_str(&format!(", request id {id}"));
+            }
+            if let Some(id) = client_request_id {
+                reason.push_str(&format!(", client request id {id}"));
             }
             reason
         }

@@ -71,7 +71,7 @@ async fn aad_refusal_names_the_aadsts_code_but_never_the_assertion() {
     let err = request(&credential(&server, &file)).await.unwrap_err();
     assert!(matches!(err, IdentityError::Refused { mode: "workload", .. }), "{err:?}");
     let text = err.to_string();
-    assert_eq!(text, "workload identity: token request refused: aad answered 400 (invalid_client (AADSTS700016)), request id trace-9");
+    assert!(text.starts_with("workload identity: token request refused: aad answered 400 (invalid_client (AADSTS700016)), request id trace-9, client request id "), "{text}");
     assert!(!format!("{err:?}").contains("canary"));
     assert_eq!(server.count(), 1, "a 400 is final");
 }
