@@ -65,6 +65,8 @@ pub struct IdentityConfig {
     /// Client-certificate mode: a PEM file with the private key and the certificate; default
     /// `$AZURE_CLIENT_CERTIFICATE_PATH`.
     pub client_certificate_file: Option<PathBuf>,
+    /// The password of a PKCS#12 client certificate; default `$AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    pub client_certificate_password_file: Option<PathBuf>,
     pub access_token_file: Option<PathBuf>,
 }
 

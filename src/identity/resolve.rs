@@ -24,8 +24,16 @@ pub enum ResolvedIdentity {
     Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf },
     /// Service principal with a client secret.
     ClientSecret { authority: Url, tenant_id: String, client_id: String, secret: SecretSource },
-    /// Service principal with a certificate: a PEM file with the key and the certificate.
-    ClientCertificate { authority: Url, tenant_id: String, client_id: String, cert_file: PathBuf },
+    /// Service principal with a certificate: a PEM or PKCS#12 file with the key and the
+    /// certificate, a PKCS#12 password if any, and whether the chain goes in `x5c`.
+    ClientCertificate {
+        authority: Url,
+        tenant_id: String,
+        client_id: String,
+        cert_file: PathBuf,
+        password: Option<SecretSource>,
+        send_chain: bool,
+    },
     /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
     Managed { endpoint: Url, identity: Option<UserAssigned> },
     /// App Service / Functions / Container Apps managed identity.
@@ -110,12 +118,27 @@ impl fmt::Display for ResolvedIdentity {
                     authority(a)
                 )
             }
-            ResolvedIdentity::ClientCertificate { authority: a, tenant_id, client_id, cert_file } => write!(
-                f,
-                "{mode} (client_id {client_id}, tenant {tenant_id}, certificate file {}, authority {})",
-                cert_file.display(),
-                authority(a)
-            ),
+            ResolvedIdentity::ClientCertificate {
+                authority: a,
+                tenant_id,
+                client_id,
+                cert_file,
+                password,
+                send_chain,
+            } => {
+                let password = match password {
+                    None => String::new(),
+                    Some(SecretSource::Env(_)) => ", password from AZURE_CLIENT_CERTIFICATE_PASSWORD".to_string(),
+                    Some(SecretSource::File(p)) => format!(", password from file {}", p.display()),
+                };
+                let chain = if *send_chain { ", sends the chain (x5c)" } else { "" };
+                write!(
+                    f,
+                    "{mode} (client_id {client_id}, tenant {tenant_id}, certificate file {}{password}{chain}, authority {})",
+                    cert_file.display(),
+                    authority(a)
+                )
+            }
             ResolvedIdentity::Arc { endpoint, identity } => {
                 write!(f, "{mode} (endpoint {endpoint}, {})", selected(identity))
             }
@@ -238,12 +261,34 @@ fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Res
         .ok_or_else(|| {
             err(
                 "identity.client_certificate_file",
-                "client-certificate identity needs a PEM file with the private key and the certificate: set \
-             identity.client_certificate_file or AZURE_CLIENT_CERTIFICATE_PATH",
+                "client-certificate identity needs a PEM or PKCS#12 file with the private key and the certificate: \
+                 set identity.client_certificate_file or AZURE_CLIENT_CERTIFICATE_PATH",
             )
         })?;
+    let password = match (&cfg.client_certificate_password_file, &env.client_certificate_password) {
+        (Some(path), _) => Some(SecretSource::File(path.clone())),
+        (None, Some(p)) => Some(SecretSource::Env(SecretString::new(p.clone()))),
+        (None, None) => None,
+    };
+    let send_chain = match env.client_send_certificate_chain.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(err(
+                "identity.mode",
+                format!("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN={other:?} is neither true nor false"),
+            ))
+        }
+    };
     let (client_id, tenant_id) = app_registration("client-certificate", cfg, env)?;
-    Ok(ResolvedIdentity::ClientCertificate { authority: authority(cfg, cloud, env)?, tenant_id, client_id, cert_file })
+    Ok(ResolvedIdentity::ClientCertificate {
+        authority: authority(cfg, cloud, env)?,
+        tenant_id,
+        client_id,
+        cert_file,
+        password,
+        send_chain,
+    })
 }
 
 /// The Arc agent's endpoint when `IDENTITY_ENDPOINT` is not set.
@@ -411,8 +456,12 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
 /// Make the credential for a resolved identity.
 pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Credential> {
     match resolved.clone() {
-        ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file } => {
-            Arc::new(ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file))
+        ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file, password, send_chain } => {
+            Arc::new(
+                ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file)
+                    .with_password(password)
+                    .sending_chain(send_chain),
+            )
         }
         ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),

@@ -12,6 +12,7 @@ fn cfg() -> IdentityConfig {
         imds_endpoint: Url::parse("http://169.254.169.254").unwrap(),
         client_secret_file: None,
         client_certificate_file: None,
+        client_certificate_password_file: None,
         access_token_file: None,
     }
 }
@@ -120,6 +121,8 @@ fn client_certificate_comes_after_client_secret_and_before_workload_identity() {
             tenant_id: "t".into(),
             client_id: "c".into(),
             cert_file: "/etc/sp/cert.pem".into(),
+            password: None,
+            send_chain: false,
         }
     );
     assert_eq!(
