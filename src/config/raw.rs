@@ -58,6 +58,8 @@ pub struct RawIdentity {
     pub client_certificate_file: Option<String>,
     /// The password of a PKCS#12 `client_certificate_file` (client-certificate mode).
     pub client_certificate_password_file: Option<String>,
+    /// Tenants a Key Vault challenge may name beyond the app registration's own (`*`: any).
+    pub additionally_allowed_tenants: Vec<String>,
     pub access_token_file: Option<String>,
 }
 
@@ -75,6 +77,7 @@ impl Default for RawIdentity {
             client_secret_file: None,
             client_certificate_file: None,
             client_certificate_password_file: None,
+            additionally_allowed_tenants: Vec::new(),
             access_token_file: None,
         }
     }

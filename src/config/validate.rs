@@ -137,6 +137,11 @@ fn identity(raw: &RawIdentity) -> Result<IdentityConfig> {
             "identity.client_certificate_password_file",
             &raw.client_certificate_password_file,
         )?,
+        additionally_allowed_tenants: raw
+            .additionally_allowed_tenants
+            .iter()
+            .map(|t| if t == "*" { Ok(t.clone()) } else { tenant("identity.additionally_allowed_tenants", t) })
+            .collect::<Result<_>>()?,
         access_token_file: opt_file("identity.access_token_file", &raw.access_token_file)?,
     })
 }

@@ -16,6 +16,50 @@ pub(super) enum ClientAuth<'a> {
     Secret(&'a SecretString),
 }
 
+/// The tenants an app registration may get tokens from: its own, and those of
+/// `identity.additionally_allowed_tenants` (`*`: any) when a Key Vault challenge names one, as
+/// azure-identity's `resolve_tenant` decides.
+#[derive(Debug, Clone)]
+pub(super) struct Tenants {
+    authority: Url,
+    home: String,
+    allowed: Vec<String>,
+}
+
+impl Tenants {
+    pub(super) fn new(authority: &Url, home: &str) -> Tenants {
+        Tenants { authority: authority.clone(), home: home.to_string(), allowed: Vec::new() }
+    }
+
+    pub(super) fn allowing(mut self, allowed: Vec<String>) -> Tenants {
+        self.allowed = allowed;
+        self
+    }
+
+    pub(super) fn is_home(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.home)
+    }
+
+    /// The token endpoint for `tenant` (`None`: the app's own), or why it may not be used.
+    pub(super) fn token_url(&self, mode: &'static str, tenant: Option<&str>) -> Result<Url, IdentityError> {
+        let tenant = match tenant {
+            None => &self.home,
+            Some(t) if self.is_home(t) => &self.home,
+            Some(t) if self.allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(t)) => t,
+            Some(t) => {
+                return Err(IdentityError::Local {
+                    mode,
+                    reason: format!(
+                        "the vault's challenge names tenant {t}, which this app registration is not configured for: \
+                         add it (or \"*\") to identity.additionally_allowed_tenants"
+                    ),
+                })
+            }
+        };
+        Ok(token_url(&self.authority, tenant))
+    }
+}
+
 /// `{authority}/{tenant}/oauth2/v2.0/token`, with or without a trailing slash on the authority.
 pub(super) fn token_url(authority: &Url, tenant_id: &str) -> Url {
     let base = authority.as_str().trim_end_matches('/');

@@ -34,7 +34,7 @@ const MAX_FILE: u64 = 1024 * 1024;
 
 pub struct ClientCertificateCredential {
     client: AzureClient,
-    token_url: Url,
+    tenants: aad::Tenants,
     client_id: String,
     cert_file: PathBuf,
     /// The PKCS#12 password; `None`: the empty one.
@@ -47,12 +47,18 @@ impl ClientCertificateCredential {
     pub fn new(client: AzureClient, authority: &Url, tenant_id: &str, client_id: &str, cert_file: PathBuf) -> Self {
         ClientCertificateCredential {
             client,
-            token_url: aad::token_url(authority, tenant_id),
+            tenants: aad::Tenants::new(authority, tenant_id),
             client_id: client_id.to_string(),
             cert_file,
             password: None,
             send_chain: false,
         }
+    }
+
+    /// Tenants beyond its own a Key Vault challenge may name (`identity.additionally_allowed_tenants`).
+    pub fn allowing_tenants(mut self, allowed: Vec<String>) -> Self {
+        self.tenants = self.tenants.allowing(allowed);
+        self
     }
 
     pub fn with_password(mut self, password: Option<SecretSource>) -> Self {
@@ -74,14 +80,20 @@ impl ClientCertificateCredential {
         }
     }
 
-    async fn exchange(&self, scope: &str, cancel: &CancellationToken) -> Result<AccessToken, IdentityError> {
-        let assertion = self.assertion(SystemTime::now()).await?;
+    async fn exchange(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<AccessToken, IdentityError> {
+        let token_url = self.tenants.token_url(MODE, tenant)?;
+        let assertion = self.assertion(&token_url, SystemTime::now()).await?;
         let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &self.token_url, &self.client_id, auth, scope, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, cancel).await
     }
 
-    /// Read the certificate file and sign a fresh assertion.
-    async fn assertion(&self, now: SystemTime) -> Result<SecretString, IdentityError> {
+    /// Read the certificate file and sign a fresh assertion for `token_url` (its `aud`).
+    async fn assertion(&self, token_url: &Url, now: SystemTime) -> Result<SecretString, IdentityError> {
         let path = &self.cert_file;
         let local = |reason: String| IdentityError::Local {
             mode: MODE,
@@ -110,7 +122,7 @@ impl ClientCertificateCredential {
         }
         let chain = self.send_chain.then_some(bundle.chain.as_slice());
         let jwt =
-            sign_assertion(&signer, bundle.leaf(), chain, &self.client_id, self.token_url.as_str(), now, &random_jti())
+            sign_assertion(&signer, bundle.leaf(), chain, &self.client_id, token_url.as_str(), now, &random_jti())
                 .map_err(|e| local(e.to_string()))?;
         Ok(SecretString::new(jwt))
     }
@@ -126,7 +138,20 @@ impl Credential for ClientCertificateCredential {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, cancel))
+        Box::pin(self.exchange(scope, None, cancel))
+    }
+
+    fn is_home_tenant(&self, tenant: &str) -> bool {
+        self.tenants.is_home(tenant)
+    }
+
+    fn request_token_in<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, Some(tenant), cancel))
     }
 }
 

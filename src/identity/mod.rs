@@ -60,6 +60,23 @@ pub trait Credential: Send + Sync {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>>;
+
+    /// Whether `tenant` (a Key Vault challenge's) is the one `request_token` already serves.
+    /// Credentials that are not multi-tenant (managed identities, a ready-made token) ignore
+    /// the tenant, as azure-identity's do.
+    fn is_home_tenant(&self, _tenant: &str) -> bool {
+        true
+    }
+
+    /// A token for `scope` from `tenant` (see `is_home_tenant`).
+    fn request_token_in<'a>(
+        &'a self,
+        scope: &'a str,
+        _tenant: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        self.request_token(scope, cancel)
+    }
 }
 
 /// Cloneable so that callers waiting on the same token request share its failure.

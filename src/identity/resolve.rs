@@ -21,9 +21,15 @@ use sidecar_core::secret::SecretString;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedIdentity {
     /// Federated token file exchanged at Entra ID (AKS workload identity).
-    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf },
+    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf, allowed_tenants: Vec<String> },
     /// Service principal with a client secret.
-    ClientSecret { authority: Url, tenant_id: String, client_id: String, secret: SecretSource },
+    ClientSecret {
+        authority: Url,
+        tenant_id: String,
+        client_id: String,
+        secret: SecretSource,
+        allowed_tenants: Vec<String>,
+    },
     /// Service principal with a certificate: a PEM or PKCS#12 file with the key and the
     /// certificate, a PKCS#12 password if any, and whether the chain goes in `x5c`.
     ClientCertificate {
@@ -33,6 +39,7 @@ pub enum ResolvedIdentity {
         cert_file: PathBuf,
         password: Option<SecretSource>,
         send_chain: bool,
+        allowed_tenants: Vec<String>,
     },
     /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
     Managed { endpoint: Url, identity: Option<UserAssigned> },
@@ -101,20 +108,22 @@ impl fmt::Display for ResolvedIdentity {
         let authority = |u: &Url| u.as_str().trim_end_matches('/').to_string();
         let selected = |id: &Option<UserAssigned>| id.as_ref().map_or("system-assigned".to_string(), |i| i.to_string());
         match self {
-            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file } => write!(
+            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file, allowed_tenants } => write!(
                 f,
-                "{mode} (client_id {client_id}, tenant {tenant_id}, token file {}, authority {})",
+                "{mode} (client_id {client_id}, tenant {tenant_id}{}, token file {}, authority {})",
+                also(allowed_tenants),
                 token_file.display(),
                 authority(a)
             ),
-            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret } => {
+            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants } => {
                 let from = match secret {
                     SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
                     SecretSource::File(p) => format!("file {}", p.display()),
                 };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}, secret from {from}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, secret from {from}, authority {})",
+                    also(allowed_tenants),
                     authority(a)
                 )
             }
@@ -125,6 +134,7 @@ impl fmt::Display for ResolvedIdentity {
                 cert_file,
                 password,
                 send_chain,
+                allowed_tenants,
             } => {
                 let password = match password {
                     None => String::new(),
@@ -134,7 +144,8 @@ impl fmt::Display for ResolvedIdentity {
                 let chain = if *send_chain { ", sends the chain (x5c)" } else { "" };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}, certificate file {}{password}{chain}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, certificate file {}{password}{chain}, authority {})",
+                    also(allowed_tenants),
                     cert_file.display(),
                     authority(a)
                 )
@@ -153,6 +164,15 @@ impl fmt::Display for ResolvedIdentity {
                 SecretSource::File(p) => write!(f, "{mode} (from file {})", p.display()),
             },
         }
+    }
+}
+
+/// `, additionally allowed tenants a, b` for the identity line.
+fn also(allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        String::new()
+    } else {
+        format!(", additionally allowed tenants {}", allowed.join(", "))
     }
 }
 
@@ -235,7 +255,13 @@ fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Resolv
         )
     })?;
     let (client_id, tenant_id) = app_registration("workload", cfg, env)?;
-    Ok(ResolvedIdentity::Workload { authority: authority(cfg, cloud, env)?, tenant_id, client_id, token_file })
+    Ok(ResolvedIdentity::Workload {
+        authority: authority(cfg, cloud, env)?,
+        tenant_id,
+        client_id,
+        token_file,
+        allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+    })
 }
 
 fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -250,7 +276,13 @@ fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<R
         }
     };
     let (client_id, tenant_id) = app_registration("client-secret", cfg, env)?;
-    Ok(ResolvedIdentity::ClientSecret { authority: authority(cfg, cloud, env)?, tenant_id, client_id, secret })
+    Ok(ResolvedIdentity::ClientSecret {
+        authority: authority(cfg, cloud, env)?,
+        tenant_id,
+        client_id,
+        secret,
+        allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+    })
 }
 
 fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -288,6 +320,7 @@ fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Res
         cert_file,
         password,
         send_chain,
+        allowed_tenants: cfg.additionally_allowed_tenants.clone(),
     })
 }
 
@@ -456,23 +489,32 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
 /// Make the credential for a resolved identity.
 pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Credential> {
     match resolved.clone() {
-        ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file, password, send_chain } => {
-            Arc::new(
-                ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file)
-                    .with_password(password)
-                    .sending_chain(send_chain),
-            )
-        }
+        ResolvedIdentity::ClientCertificate {
+            authority,
+            tenant_id,
+            client_id,
+            cert_file,
+            password,
+            send_chain,
+            allowed_tenants,
+        } => Arc::new(
+            ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file)
+                .with_password(password)
+                .sending_chain(send_chain)
+                .allowing_tenants(allowed_tenants),
+        ),
         ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),
             None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
         },
-        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file } => {
-            Arc::new(WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file))
-        }
-        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret } => {
-            Arc::new(ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret))
-        }
+        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, allowed_tenants } => Arc::new(
+            WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
+                .allowing_tenants(allowed_tenants),
+        ),
+        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants } => Arc::new(
+            ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)
+                .allowing_tenants(allowed_tenants),
+        ),
         ResolvedIdentity::Managed { endpoint, identity } => Arc::new(ImdsCredential::new(client, &endpoint, identity)),
         ResolvedIdentity::AppService { endpoint, header, identity } => {
             Arc::new(AppServiceCredential::new(client, endpoint, header, identity))

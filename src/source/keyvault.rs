@@ -531,40 +531,52 @@ trait Vault: Send + Sync {
 struct AzureVault {
     client: AzureClient,
     tokens: Arc<TokenCache>,
-    /// The cloud's Key Vault scope, until a challenge names another (std mutex: never held
-    /// across an await).
-    scope: std::sync::Mutex<String>,
+    /// The cloud's Key Vault scope and the credential's own tenant (`None`), until a challenge
+    /// names others (std mutex: never held across an await).
+    target: std::sync::Mutex<(String, Option<String>)>,
 }
 
 impl AzureVault {
     fn new(client: AzureClient, tokens: Arc<TokenCache>, scope: String) -> AzureVault {
-        AzureVault { client, tokens, scope: std::sync::Mutex::new(scope) }
+        AzureVault { client, tokens, target: std::sync::Mutex::new((scope, None)) }
     }
 
+    fn target(&self) -> (String, Option<String>) {
+        self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[cfg(test)]
     fn scope(&self) -> String {
-        self.scope.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.target().0
     }
 }
 
 impl Vault for AzureVault {
     fn token<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<SecretString, IdentityError>> {
-        Box::pin(async move { self.tokens.token_for(&self.scope(), cancel).await })
+        Box::pin(async move {
+            let (scope, tenant) = self.target();
+            self.tokens.token_in(&scope, tenant.as_deref(), cancel).await
+        })
     }
 
     fn invalidate_token(&self) {
-        self.tokens.invalidate(&self.scope());
+        let (scope, tenant) = self.target();
+        self.tokens.invalidate_in(&scope, tenant.as_deref());
     }
 
     fn challenged(&self, url: &Url, www_authenticate: Option<&str>) -> bool {
         let Some(header) = www_authenticate else { return false };
         match challenge::parse(url, header) {
             Ok(c) => {
-                let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
-                if *scope == c.scope {
+                let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+                let tenant = c.tenant.clone().or_else(|| target.1.clone());
+                if target.0 == c.scope && target.1 == tenant {
                     return false;
                 }
-                tracing::info!(vault = url.host_str().unwrap_or(""), from = %scope, to = %c.scope, "taking the token scope from the vault's challenge");
-                *scope = c.scope;
+                let vault = url.host_str().unwrap_or("");
+                let tenant_text = tenant.as_deref().unwrap_or("-");
+                tracing::info!(vault, scope = %c.scope, tenant = tenant_text, "taking the token scope and tenant from the vault's challenge");
+                *target = (c.scope, tenant);
                 true
             }
             Err(why) => {
@@ -1233,6 +1245,7 @@ mod tests {
         // A Managed HSM's challenge names its own audience: taken, and the retry uses it.
         assert!(v.challenged(&hsm, Some(asks)));
         assert_eq!(v.scope(), "https://managedhsm.azure.net/.default");
+        assert_eq!(v.target().1.as_deref(), Some("t-1"), "the challenge's tenant (used if it is allowed)");
         assert!(!v.challenged(&hsm, Some(asks)), "the same scope again: a plain renewal");
         // A resource the vault's host does not belong to never gets a token.
         let foreign =

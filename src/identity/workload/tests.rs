@@ -141,3 +141,31 @@ async fn client_secret_refusal_never_shows_the_secret() {
     assert!(err.to_string().contains("AADSTS7000215"), "{err}");
     assert!(!format!("{err} {err:?}").contains("canary"));
 }
+
+#[tokio::test]
+async fn a_challenge_tenant_is_used_only_when_allowed_as_azure_identity_resolves_it() {
+    let server = TestServer::scripted(vec![Reply::new(200, OK)]).await;
+    let authority = Url::parse(&server.url("")).unwrap();
+    let secret = SecretSource::Env(SecretString::new("s".into()));
+    let home = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret.clone());
+    let cancel = CancellationToken::new();
+    // Not allowed: refused locally, nothing sent, the fix named.
+    assert!(!home.is_home_tenant("customer-tenant") && home.is_home_tenant("HOME-tenant"));
+    let e = home.request_token_in(SCOPE, "customer-tenant", &cancel).await.unwrap_err().to_string();
+    assert!(e.contains("customer-tenant") && e.contains("identity.additionally_allowed_tenants"), "{e}");
+    assert_eq!(server.count(), 0);
+    // The home tenant named by a challenge needs no allowance.
+    home.request_token_in(SCOPE, "home-tenant", &cancel).await.unwrap();
+    // Allowed by name, or by "*": the token comes from that tenant's endpoint.
+    let named = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret.clone())
+        .allowing_tenants(vec!["Customer-Tenant".into()]);
+    named.request_token_in(SCOPE, "customer-tenant", &cancel).await.unwrap();
+    let any = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret)
+        .allowing_tenants(vec!["*".into()]);
+    any.request_token_in(SCOPE, "third-tenant", &cancel).await.unwrap();
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(
+        paths,
+        ["/home-tenant/oauth2/v2.0/token", "/customer-tenant/oauth2/v2.0/token", "/third-tenant/oauth2/v2.0/token"]
+    );
+}
