@@ -77,11 +77,15 @@ pub(super) async fn request_token(
     client_id: &str,
     auth: ClientAuth<'_>,
     scope: &str,
+    claims: Option<&str>,
     cancel: &CancellationToken,
 ) -> Result<AccessToken, IdentityError> {
     let scope = v2_scope(scope);
     let mut form: Vec<(&str, &str)> =
         vec![("client_id", client_id), ("grant_type", "client_credentials"), ("scope", &scope)];
+    if let Some(claims) = claims {
+        form.push(("claims", claims));
+    }
     match auth {
         ClientAuth::Assertion(a) => {
             form.push(("client_assertion", a.expose()));

@@ -182,6 +182,28 @@ impl TokenCache {
         outcome
     }
 
+    /// A fresh token for `scope` from `tenant` carrying `claims` (a CAE challenge's), replacing
+    /// the cached one; a failure is returned, since the cached token was just refused.
+    pub async fn token_with_claims(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        claims: &str,
+        cancel: &CancellationToken,
+    ) -> Result<SecretString, IdentityError> {
+        let (key, tenant) = self.key(scope, tenant);
+        let slot = self.slot(&key);
+        let _flight = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(IdentityError::Cancelled),
+            guard = slot.flight.lock() => guard,
+        };
+        tracing::info!(mode = self.kind(), scope, "the service asked for a token with more claims (CAE); renewing");
+        let result = self.credential.request_token_with_claims(scope, tenant.as_deref(), claims, cancel).await;
+        slot.finished.fetch_add(1, Ordering::AcqRel);
+        Ok(self.store(&slot, &key, result?))
+    }
+
     /// Forget the cached token for `scope` (the service answered 401 to it).
     pub fn invalidate(&self, scope: &str) {
         self.invalidate_in(scope, None)

@@ -84,12 +84,13 @@ impl ClientCertificateCredential {
         &self,
         scope: &str,
         tenant: Option<&str>,
+        claims: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<AccessToken, IdentityError> {
         let token_url = self.tenants.token_url(MODE, tenant)?;
         let assertion = self.assertion(&token_url, SystemTime::now()).await?;
         let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, claims, cancel).await
     }
 
     /// Read the certificate file and sign a fresh assertion for `token_url` (its `aud`).
@@ -138,7 +139,7 @@ impl Credential for ClientCertificateCredential {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, None, cancel))
+        Box::pin(self.exchange(scope, None, None, cancel))
     }
 
     fn is_home_tenant(&self, tenant: &str) -> bool {
@@ -151,7 +152,17 @@ impl Credential for ClientCertificateCredential {
         tenant: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, Some(tenant), cancel))
+        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
+    }
+
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
     }
 }
 

@@ -38,6 +38,7 @@ impl ClientSecretCredential {
         &self,
         scope: &str,
         tenant: Option<&str>,
+        claims: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<AccessToken, IdentityError> {
         let token_url = self.tenants.token_url(MODE, tenant)?;
@@ -46,7 +47,7 @@ impl ClientSecretCredential {
             SecretSource::File(path) => read_secret_file(MODE, "client secret", path).await?,
         };
         let auth = ClientAuth::Secret(&secret);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, claims, cancel).await
     }
 }
 
@@ -60,7 +61,7 @@ impl Credential for ClientSecretCredential {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, None, cancel))
+        Box::pin(self.exchange(scope, None, None, cancel))
     }
 
     fn is_home_tenant(&self, tenant: &str) -> bool {
@@ -73,6 +74,16 @@ impl Credential for ClientSecretCredential {
         tenant: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, Some(tenant), cancel))
+        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
+    }
+
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
     }
 }

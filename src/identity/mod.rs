@@ -68,6 +68,22 @@ pub trait Credential: Send + Sync {
         true
     }
 
+    /// A fresh token for `scope` (from `tenant`, if not the home one) carrying `claims`, the
+    /// JSON a CAE challenge asked for. Credentials without a claims parameter (managed
+    /// identities, a ready-made token) just get a fresh token.
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        _claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        match tenant {
+            Some(t) => self.request_token_in(scope, t, cancel),
+            None => self.request_token(scope, cancel),
+        }
+    }
+
     /// A token for `scope` from `tenant` (see `is_home_tenant`).
     fn request_token_in<'a>(
         &'a self,

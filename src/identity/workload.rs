@@ -40,12 +40,13 @@ impl WorkloadCredential {
         &self,
         scope: &str,
         tenant: Option<&str>,
+        claims: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<AccessToken, IdentityError> {
         let token_url = self.tenants.token_url(MODE, tenant)?;
         let assertion = read_secret_file(MODE, "federated token", &self.token_file).await?;
         let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, claims, cancel).await
     }
 }
 
@@ -59,7 +60,7 @@ impl Credential for WorkloadCredential {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, None, cancel))
+        Box::pin(self.exchange(scope, None, None, cancel))
     }
 
     fn is_home_tenant(&self, tenant: &str) -> bool {
@@ -72,7 +73,17 @@ impl Credential for WorkloadCredential {
         tenant: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, Some(tenant), cancel))
+        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
+    }
+
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
     }
 }
 

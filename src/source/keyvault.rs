@@ -518,6 +518,15 @@ trait Vault: Send + Sync {
     fn challenged(&self, _url: &Url, _www_authenticate: Option<&str>) -> bool {
         false
     }
+    /// A fresh token carrying `claims`, which a CAE challenge asked for.
+    fn claims_token<'a>(
+        &'a self,
+        _claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<SecretString, IdentityError>> {
+        self.invalidate_token();
+        self.token(cancel)
+    }
     /// GET `url` with `Authorization: Bearer <token>`; the final response whatever its status.
     fn get<'a>(
         &'a self,
@@ -562,6 +571,17 @@ impl Vault for AzureVault {
     fn invalidate_token(&self) {
         let (scope, tenant) = self.target();
         self.tokens.invalidate_in(&scope, tenant.as_deref());
+    }
+
+    fn claims_token<'a>(
+        &'a self,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<SecretString, IdentityError>> {
+        Box::pin(async move {
+            let (scope, tenant) = self.target();
+            self.tokens.token_with_claims(&scope, tenant.as_deref(), claims, cancel).await
+        })
     }
 
     fn challenged(&self, url: &Url, www_authenticate: Option<&str>) -> bool {
@@ -766,6 +786,11 @@ async fn get_authorized(
         return Ok(resp);
     }
     let header = resp.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+    if let Some(claims) = header.and_then(challenge::claims_of) {
+        // CAE: the token was revoked or lacks claims; a fresh one with the claims, once.
+        let token = vault.claims_token(&claims, cancel).await.map_err(identity_error)?;
+        return vault.get(url, &token, cancel).await.map_err(azure_error);
+    }
     if !vault.challenged(url, header) {
         vault.invalidate_token();
     }

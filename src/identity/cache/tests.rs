@@ -326,3 +326,16 @@ async fn tokens_from_another_tenant_are_cached_apart_and_the_home_tenant_is_the_
     assert_eq!(get(Some("customer")).await, "customer-2");
     assert_eq!(get(None).await, "home-1", "the home tenant's token untouched");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_claims_challenge_replaces_the_cached_token_at_once() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    let fresh = c.token_with_claims(SCOPE, None, r#"{"access_token":{}}"#, &CancellationToken::new()).await.unwrap();
+    assert_eq!(fresh.expose(), "tok-2", "a fresh token although the cached one was not due");
+    assert_eq!(token(&c).await.unwrap(), "tok-2", "and it replaces the cached one");
+    fake.fail.store(true, Ordering::SeqCst);
+    let failed = c.token_with_claims(SCOPE, None, "{}", &CancellationToken::new()).await;
+    assert!(failed.is_err(), "no falling back to the token the service just refused");
+}

@@ -169,3 +169,17 @@ async fn a_challenge_tenant_is_used_only_when_allowed_as_azure_identity_resolves
         ["/home-tenant/oauth2/v2.0/token", "/customer-tenant/oauth2/v2.0/token", "/third-tenant/oauth2/v2.0/token"]
     );
 }
+
+#[tokio::test]
+async fn a_cae_claims_challenge_sends_the_claims_with_the_token_request() {
+    let server = TestServer::scripted(vec![Reply::new(200, OK)]).await;
+    let authority = Url::parse(&server.url("")).unwrap();
+    let secret = SecretSource::Env(SecretString::new("s".into()));
+    let c = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret);
+    let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1603742800"}}}"#;
+    c.request_token_with_claims(SCOPE, None, claims, &CancellationToken::new()).await.unwrap();
+    c.request_token(SCOPE, &CancellationToken::new()).await.unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs[0].form_field("claims").as_deref(), Some(claims));
+    assert_eq!(reqs[1].form_field("claims"), None, "only the challenged request carries them");
+}

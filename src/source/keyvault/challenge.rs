@@ -5,7 +5,8 @@
 //! vault's host is a subdomain of the scope's host (`_validate_challenge_resource`: a token
 //! never goes to a resource the vault does not belong to). A Managed HSM
 //! (`*.managedhsm.azure.net`) thus gets `https://managedhsm.azure.net/.default`. The tenant is
-//! the first path segment of the authorization URL.
+//! the first path segment of the authorization URL. A CAE challenge (`error="insufficient_claims",
+//! claims="<base64url JSON>"`) asks for a fresh token carrying those claims (`claims_of`).
 
 use url::Url;
 
@@ -25,6 +26,20 @@ pub(super) enum Refused {
     Malformed,
     #[error("the challenge's resource {resource} is not a parent domain of the vault's host {vault}")]
     ForeignResource { resource: String, vault: String },
+}
+
+/// The claims a CAE challenge asks for (decoded JSON), if `header` is one.
+pub(super) fn claims_of(header: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (_, rest) = header.trim().split_once(' ')?;
+    let item = rest.split(',').find(|i| i.trim_start().to_ascii_lowercase().starts_with("claims="))?;
+    let encoded = item.trim_start()["claims=".len()..].trim().trim_matches(|c| c == '"' || c == '\'' || c == ' ');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(encoded))
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok().filter(serde_json::Value::is_object).map(|_| text)
 }
 
 /// The challenge in `header` for a request to `vault`.
@@ -104,6 +119,18 @@ mod tests {
         let emulator =
             "Bearer authorization=\"https://login.microsoftonline.com/t\", resource=\"https://vault.azure.net\"";
         assert!(parse(&vault("https://127.0.0.1:8443"), emulator).is_err());
+    }
+
+    #[test]
+    fn a_cae_challenge_gives_its_claims() {
+        // The example of azure-keyvault's http_challenge.py.
+        let cae = "Bearer authorization=\"https://login.windows-ppe.net/\", error=\"invalid_token\", error_description=\"User session has been revoked\", claims=\"eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwgInZhbHVlIjoiMTYwMzc0MjgwMCJ9fX0=\"";
+        assert_eq!(
+            claims_of(cae).as_deref(),
+            Some(r#"{"access_token":{"nbf":{"essential":true, "value":"1603742800"}}}"#)
+        );
+        assert_eq!(claims_of("Bearer authorization=\"https://l/t\", resource=\"https://vault.azure.net\""), None);
+        assert_eq!(claims_of("Bearer claims=\"bm90IGpzb24=\""), None, "not JSON");
     }
 
     #[test]
