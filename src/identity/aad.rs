@@ -9,6 +9,13 @@ use super::{AccessToken, IdentityError};
 use crate::azure::{AzureClient, Service};
 use sidecar_core::secret::SecretString;
 
+/// What a token is asked for: its scope, and the claims a CAE challenge asked for.
+#[derive(Clone, Copy)]
+pub(super) struct Wanted<'a> {
+    pub scope: &'a str,
+    pub claims: Option<&'a str>,
+}
+
 /// How the app proves who it is in a client-credentials grant.
 pub(super) enum ClientAuth<'a> {
     /// A federated token (workload identity): `client_assertion` + its type.
@@ -76,10 +83,10 @@ pub(super) async fn request_token(
     token_url: &Url,
     client_id: &str,
     auth: ClientAuth<'_>,
-    scope: &str,
-    claims: Option<&str>,
+    wanted: Wanted<'_>,
     cancel: &CancellationToken,
 ) -> Result<AccessToken, IdentityError> {
+    let Wanted { scope, claims } = wanted;
     let scope = v2_scope(scope);
     let mut form: Vec<(&str, &str)> =
         vec![("client_id", client_id), ("grant_type", "client_credentials"), ("scope", &scope)];

@@ -90,7 +90,8 @@ impl ClientCertificateCredential {
         let token_url = self.tenants.token_url(MODE, tenant)?;
         let assertion = self.assertion(&token_url, SystemTime::now()).await?;
         let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, claims, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
+            .await
     }
 
     /// Read the certificate file and sign a fresh assertion for `token_url` (its `aud`).

@@ -47,7 +47,8 @@ impl ClientSecretCredential {
             SecretSource::File(path) => read_secret_file(MODE, "client secret", path).await?,
         };
         let auth = ClientAuth::Secret(&secret);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, claims, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
+            .await
     }
 }
 

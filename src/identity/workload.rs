@@ -46,7 +46,8 @@ impl WorkloadCredential {
         let token_url = self.tenants.token_url(MODE, tenant)?;
         let assertion = read_secret_file(MODE, "federated token", &self.token_file).await?;
         let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, scope, claims, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
+            .await
     }
 }
 
