@@ -7,7 +7,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{retry_after, AzureError, Backoff, RetryPolicy};
+use super::{retry_after, AzureError, Backoff, ClientRequestId, RetryPolicy};
 use crate::metrics::Metrics;
 
 const USER_AGENT: &str = concat!("azure-secrets-sidecar/", env!("CARGO_PKG_VERSION"));
@@ -19,6 +19,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 const IMDS_GONE_WINDOW: Duration = Duration::from_secs(70);
 /// IMDS guidance: after a 5xx wait at least one second.
 const IMDS_5XX_MIN_DELAY: Duration = Duration::from_secs(1);
+/// azure-identity's IMDS pipeline (`imds.py`): five retries on 404, 410, 429 and 5xx.
+const IMDS_MAX_RETRIES: u32 = 5;
 
 /// Which Azure service a request goes to: the `service` label of `sidecar_azure_requests_total`
 /// and the key to the retry rules that differ per service (IMDS retries 404/410).
@@ -165,13 +167,17 @@ impl AzureClient {
         let started = Instant::now();
         let mut backoff = Backoff::new(self.policy.min_backoff, self.policy.max_backoff);
         let mut retries = 0u32;
+        let client_request_id = ClientRequestId::new();
         loop {
             if cancel.is_cancelled() {
                 return Err(AzureError::Cancelled);
             }
-            let request = build(&self.http)
+            let mut request = build(&self.http)
                 .build()
                 .map_err(|e| AzureError::Transport { service: service.as_str(), reason: describe(&e) })?;
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&client_request_id.0) {
+                request.headers_mut().entry("x-ms-client-request-id").or_insert(value);
+            }
             let origin = request.url().origin().ascii_serialization();
             if let Some(wait) = self.throttle.wait_for(&origin) {
                 tracing::debug!(
@@ -191,7 +197,8 @@ impl AzureClient {
                 r = self.http.execute(request) => r,
             };
             let (asked, reason) = match outcome {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(client_request_id.clone());
                     let status = resp.status().as_u16();
                     self.metrics.azure_request(service.as_str(), Some(status));
                     let asked = service
@@ -227,7 +234,12 @@ impl AzureClient {
                     (None, Attempt::Transport(describe(&e)))
                 }
             };
-            let delay = retry_delay(service, &reason, backoff.next_delay(), asked);
+            let own = match (service, &reason) {
+                (Service::Imds, Attempt::Status { status, .. }) => imds_delay(retries + 1, Some(*status), &self.policy),
+                (Service::Imds, Attempt::Transport(_)) => imds_delay(retries + 1, None, &self.policy),
+                _ => backoff.next_delay(),
+            };
+            let delay = retry_delay(service, &reason, own, asked);
             retries += 1;
             log_retry(service, retries, &reason, delay);
             tokio::select! {
@@ -248,7 +260,24 @@ enum Attempt {
 /// Whether another attempt is allowed after `retries` retries: up to `max_retries`, and for
 /// IMDS's 410 until at least 70 s have passed since the first attempt.
 fn may_retry(service: Service, status: Option<u16>, retries: u32, elapsed: Duration, policy: &RetryPolicy) -> bool {
-    retries < policy.max_retries || (service == Service::Imds && status == Some(410) && elapsed < IMDS_GONE_WINDOW)
+    if service == Service::Imds {
+        return retries < IMDS_MAX_RETRIES.max(policy.max_retries)
+            || (status == Some(410) && elapsed < IMDS_GONE_WINDOW);
+    }
+    retries < policy.max_retries
+}
+
+/// The wait before IMDS retry `retry` (1-based), azure-identity's schedule: none before the
+/// first, then 0.8 s doubling (1.6, 3.2, 6.4, 12.8 s), or 2.5 s doubling after a 410 (5, 10,
+/// 20, 40 s), in units of `min_backoff` (1 s by default; tests shrink it), at most 60 s
+/// (azure-identity's `retry_backoff_max`).
+fn imds_delay(retry: u32, status: Option<u16>, policy: &RetryPolicy) -> Duration {
+    if retry <= 1 {
+        return Duration::ZERO;
+    }
+    let factor = if status == Some(410) { 2.5 } else { 0.8 };
+    let delay = policy.min_backoff.mul_f64(factor * 2f64.powi(retry.min(16) as i32 - 1));
+    delay.min(Duration::from_secs(60).max(policy.min_backoff))
 }
 
 /// Our own backoff, or longer when the response asks for it (capped at 10 minutes).

@@ -17,8 +17,15 @@ const CODE_LIMIT: usize = 200;
 pub enum AzureError {
     #[error("failed to reach {service}: {reason}")]
     Transport { service: &'static str, reason: String },
-    #[error("{service} answered {status}{}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(), request_id.as_deref().map(|r| format!(", request id {r}")).unwrap_or_default())]
-    Status { service: &'static str, status: u16, code: Option<String>, request_id: Option<String> },
+    #[error("{service} answered {status}{}{}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(), request_id.as_deref().map(|r| format!(", request id {r}")).unwrap_or_default(), client_request_id.as_deref().map(|r| format!(", client request id {r}")).unwrap_or_default())]
+    Status {
+        service: &'static str,
+        status: u16,
+        code: Option<String>,
+        request_id: Option<String>,
+        /// The `x-ms-client-request-id` we sent (see `ClientRequestId`).
+        client_request_id: Option<String>,
+    },
     #[error("{service} sent an invalid response: {reason}")]
     InvalidResponse { service: &'static str, reason: String },
     #[error("cancelled by shutdown")]
@@ -50,6 +57,7 @@ impl AzureError {
     /// first 64 KiB of its body, and its request id. The body is dropped, never kept.
     pub async fn from_response(service: Service, resp: reqwest::Response) -> AzureError {
         let status = resp.status().as_u16();
+        let client_request_id = resp.extensions().get::<ClientRequestId>().map(|id| id.0.clone());
         let header_id = request_id_header(resp.headers());
         let header_code =
             resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).map(|s| truncate(s.trim()));
@@ -60,7 +68,39 @@ impl AzureError {
             status,
             code: parsed.code.or(header_code),
             request_id: header_id.or(parsed.request_id),
+            client_request_id,
         }
+    }
+
+    /// The `x-ms-client-request-id` of the request that failed, if it was sent.
+    pub fn client_request_id(&self) -> Option<&str> {
+        match self {
+            AzureError::Status { client_request_id, .. } => client_request_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The `x-ms-client-request-id` a request was sent with (a random UUID, the same for its
+/// retries, as azure-core's `RequestIdPolicy` sets it), kept in the response's extensions so a
+/// failure can name it beside the service's `x-ms-request-id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRequestId(pub String);
+
+impl ClientRequestId {
+    /// A fresh random (version 4) UUID.
+    pub fn new() -> ClientRequestId {
+        let mut b = fastrand::u128(..).to_be_bytes();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        ClientRequestId(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    }
+}
+
+impl Default for ClientRequestId {
+    fn default() -> Self {
+        ClientRequestId::new()
     }
 }
 

@@ -11,5 +11,5 @@ mod retry;
 pub(crate) mod testserver;
 
 pub use client::{AzureClient, HttpSettings, Service};
-pub use error::{read_json, AzureError, ErrorBody};
+pub use error::{read_json, AzureError, ClientRequestId, ErrorBody};
 pub use retry::{retry_after, Backoff, RetryPolicy};

@@ -65,6 +65,11 @@ pub struct IdentityConfig {
     /// Client-certificate mode: a PEM file with the private key and the certificate; default
     /// `$AZURE_CLIENT_CERTIFICATE_PATH`.
     pub client_certificate_file: Option<PathBuf>,
+    /// The password of a PKCS#12 client certificate; default `$AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    pub client_certificate_password_file: Option<PathBuf>,
+    /// Tenants a Key Vault challenge may name beyond the app registration's own (`*`: any), as
+    /// the Azure SDKs' option of the same name.
+    pub additionally_allowed_tenants: Vec<String>,
     pub access_token_file: Option<PathBuf>,
 }
 

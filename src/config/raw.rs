@@ -56,6 +56,10 @@ pub struct RawIdentity {
     pub client_secret_file: Option<String>,
     /// PEM with the private key and the certificate (client-certificate mode).
     pub client_certificate_file: Option<String>,
+    /// The password of a PKCS#12 `client_certificate_file` (client-certificate mode).
+    pub client_certificate_password_file: Option<String>,
+    /// Tenants a Key Vault challenge may name beyond the app registration's own (`*`: any).
+    pub additionally_allowed_tenants: Vec<String>,
     pub access_token_file: Option<String>,
 }
 
@@ -72,6 +76,8 @@ impl Default for RawIdentity {
             imds_endpoint: "http://169.254.169.254".to_string(),
             client_secret_file: None,
             client_certificate_file: None,
+            client_certificate_password_file: None,
+            additionally_allowed_tenants: Vec::new(),
             access_token_file: None,
         }
     }

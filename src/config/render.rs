@@ -56,6 +56,8 @@ fn identity(out: &mut Yaml, id: &IdentityConfig) {
     out.line(1, "imds_endpoint", scalar(id.imds_endpoint.as_str()));
     out.line(1, "client_secret_file", opt_path(id.client_secret_file.as_deref()));
     out.line(1, "client_certificate_file", opt_path(id.client_certificate_file.as_deref()));
+    out.line(1, "client_certificate_password_file", opt_path(id.client_certificate_password_file.as_deref()));
+    out.line(1, "additionally_allowed_tenants", flow_list(id.additionally_allowed_tenants.iter().map(String::as_str)));
     out.line(1, "access_token_file", opt_path(id.access_token_file.as_deref()));
 }
 

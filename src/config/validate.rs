@@ -133,6 +133,15 @@ fn identity(raw: &RawIdentity) -> Result<IdentityConfig> {
         imds_endpoint: url("identity.imds_endpoint", &raw.imds_endpoint, UrlKind::Imds)?,
         client_secret_file: opt_file("identity.client_secret_file", &raw.client_secret_file)?,
         client_certificate_file: opt_file("identity.client_certificate_file", &raw.client_certificate_file)?,
+        client_certificate_password_file: opt_file(
+            "identity.client_certificate_password_file",
+            &raw.client_certificate_password_file,
+        )?,
+        additionally_allowed_tenants: raw
+            .additionally_allowed_tenants
+            .iter()
+            .map(|t| if t == "*" { Ok(t.clone()) } else { tenant("identity.additionally_allowed_tenants", t) })
+            .collect::<Result<_>>()?,
         access_token_file: opt_file("identity.access_token_file", &raw.access_token_file)?,
     })
 }

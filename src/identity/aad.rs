@@ -9,11 +9,62 @@ use super::{AccessToken, IdentityError};
 use crate::azure::{AzureClient, Service};
 use sidecar_core::secret::SecretString;
 
+/// What a token is asked for: its scope, and the claims a CAE challenge asked for.
+#[derive(Clone, Copy)]
+pub(super) struct Wanted<'a> {
+    pub scope: &'a str,
+    pub claims: Option<&'a str>,
+}
+
 /// How the app proves who it is in a client-credentials grant.
 pub(super) enum ClientAuth<'a> {
     /// A federated token (workload identity): `client_assertion` + its type.
     Assertion(&'a SecretString),
     Secret(&'a SecretString),
+}
+
+/// The tenants an app registration may get tokens from: its own, and those of
+/// `identity.additionally_allowed_tenants` (`*`: any) when a Key Vault challenge names one, as
+/// azure-identity's `resolve_tenant` decides.
+#[derive(Debug, Clone)]
+pub(super) struct Tenants {
+    authority: Url,
+    home: String,
+    allowed: Vec<String>,
+}
+
+impl Tenants {
+    pub(super) fn new(authority: &Url, home: &str) -> Tenants {
+        Tenants { authority: authority.clone(), home: home.to_string(), allowed: Vec::new() }
+    }
+
+    pub(super) fn allowing(mut self, allowed: Vec<String>) -> Tenants {
+        self.allowed = allowed;
+        self
+    }
+
+    pub(super) fn is_home(&self, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&self.home)
+    }
+
+    /// The token endpoint for `tenant` (`None`: the app's own), or why it may not be used.
+    pub(super) fn token_url(&self, mode: &'static str, tenant: Option<&str>) -> Result<Url, IdentityError> {
+        let tenant = match tenant {
+            None => &self.home,
+            Some(t) if self.is_home(t) => &self.home,
+            Some(t) if self.allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(t)) => t,
+            Some(t) => {
+                return Err(IdentityError::Local {
+                    mode,
+                    reason: format!(
+                        "the vault's challenge names tenant {t}, which this app registration is not configured for: \
+                         add it (or \"*\") to identity.additionally_allowed_tenants"
+                    ),
+                })
+            }
+        };
+        Ok(token_url(&self.authority, tenant))
+    }
 }
 
 /// `{authority}/{tenant}/oauth2/v2.0/token`, with or without a trailing slash on the authority.
@@ -32,12 +83,16 @@ pub(super) async fn request_token(
     token_url: &Url,
     client_id: &str,
     auth: ClientAuth<'_>,
-    scope: &str,
+    wanted: Wanted<'_>,
     cancel: &CancellationToken,
 ) -> Result<AccessToken, IdentityError> {
+    let Wanted { scope, claims } = wanted;
     let scope = v2_scope(scope);
     let mut form: Vec<(&str, &str)> =
         vec![("client_id", client_id), ("grant_type", "client_credentials"), ("scope", &scope)];
+    if let Some(claims) = claims {
+        form.push(("claims", claims));
+    }
     match auth {
         ClientAuth::Assertion(a) => {
             form.push(("client_assertion", a.expose()));

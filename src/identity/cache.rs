@@ -110,7 +110,27 @@ impl TokenCache {
 
     /// A valid token for `scope`, from the cache or freshly requested.
     pub async fn token_for(&self, scope: &str, cancel: &CancellationToken) -> Result<SecretString, IdentityError> {
-        let slot = self.slot(scope);
+        self.token_in(scope, None, cancel).await
+    }
+
+    /// The cache key of `scope` from `tenant`: the scope alone for the credential's own tenant.
+    fn key(&self, scope: &str, tenant: Option<&str>) -> (String, Option<String>) {
+        match tenant.filter(|t| !self.credential.is_home_tenant(t)) {
+            Some(t) => (format!("{scope} (tenant {t})"), Some(t.to_string())),
+            None => (scope.to_string(), None),
+        }
+    }
+
+    /// A valid token for `scope` from `tenant` (a Key Vault challenge's; `None`: the
+    /// credential's own), cached apart from the credential's own tenant's.
+    pub async fn token_in(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<SecretString, IdentityError> {
+        let (key, tenant) = self.key(scope, tenant);
+        let slot = self.slot(&key);
         if let Some(token) = slot.fresh() {
             return Ok(token);
         }
@@ -141,26 +161,58 @@ impl TokenCache {
                 }
             }
         }
-        let result = self.credential.request_token(scope, cancel).await;
+        let result = match &tenant {
+            None => self.credential.request_token(scope, cancel).await,
+            Some(t) => self.credential.request_token_in(scope, t, cancel).await,
+        };
         if matches!(result, Err(IdentityError::Cancelled)) {
             return Err(IdentityError::Cancelled);
         }
         let outcome = match result {
             Ok(token) => {
                 *last_failure = None;
-                Ok(self.store(&slot, scope, token))
+                Ok(self.store(&slot, &key, token))
             }
             Err(e) => {
                 *last_failure = Some(e.clone());
-                self.fall_back(&slot, scope, e)
+                self.fall_back(&slot, &key, e)
             }
         };
         slot.finished.fetch_add(1, Ordering::AcqRel);
         outcome
     }
 
+    /// A fresh token for `scope` from `tenant` carrying `claims` (a CAE challenge's), replacing
+    /// the cached one; a failure is returned, since the cached token was just refused.
+    pub async fn token_with_claims(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        claims: &str,
+        cancel: &CancellationToken,
+    ) -> Result<SecretString, IdentityError> {
+        let (key, tenant) = self.key(scope, tenant);
+        let slot = self.slot(&key);
+        let _flight = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(IdentityError::Cancelled),
+            guard = slot.flight.lock() => guard,
+        };
+        tracing::info!(mode = self.kind(), scope, "the service asked for a token with more claims (CAE); renewing");
+        let result = self.credential.request_token_with_claims(scope, tenant.as_deref(), claims, cancel).await;
+        slot.finished.fetch_add(1, Ordering::AcqRel);
+        Ok(self.store(&slot, &key, result?))
+    }
+
     /// Forget the cached token for `scope` (the service answered 401 to it).
     pub fn invalidate(&self, scope: &str) {
+        self.invalidate_in(scope, None)
+    }
+
+    /// Forget the cached token for `scope` from `tenant` (see `token_in`).
+    pub fn invalidate_in(&self, scope: &str, tenant: Option<&str>) {
+        let (scope, _) = self.key(scope, tenant);
+        let scope = scope.as_str();
         let slot = self.lock_slots().get(scope).cloned();
         if let Some(slot) = slot {
             if slot.lock_cached().take().is_some() {

@@ -1,12 +1,16 @@
 //! Client certificate (service principal with a certificate credential): a client-credentials
 //! grant whose `client_assertion` is a JWT signed RS256 with the certificate's private key.
 //!
-//! The PEM file (private key and certificate, as `AZURE_CLIENT_CERTIFICATE_PATH` or a mounted
-//! Kubernetes TLS secret holds them) is re-read at every request, so a rotated certificate is
-//! used from the next token on. The assertion follows Microsoft's certificate-credential format:
-//! header `alg: RS256`, `typ: JWT`, `x5t` (base64url SHA-1 thumbprint of the certificate);
-//! claims `aud` (the token endpoint), `iss` = `sub` = the client id, a random `jti`, `nbf`, `iat`
-//! and `exp` (10 minutes later).
+//! The file (private key and certificate, as `AZURE_CLIENT_CERTIFICATE_PATH` or a mounted
+//! Kubernetes TLS secret holds them) is PEM, or PKCS#12 opened with
+//! `AZURE_CLIENT_CERTIFICATE_PASSWORD` / `identity.client_certificate_password_file` (none: the
+//! empty password), as azure-identity's `load_pkcs12_certificate` reads it. It is re-read at
+//! every request, so a rotated certificate is used from the next token on. The assertion follows
+//! Microsoft's certificate-credential format: header `alg: RS256`, `typ: JWT`, `x5t` (base64url
+//! SHA-1 thumbprint of the certificate), and with `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` the
+//! chain as `x5c` (standard base64 DER, leaf first: what subject-name-and-issuer registrations
+//! need); claims `aud` (the token endpoint), `iss` = `sub` = the client id, a random `jti`,
+//! `nbf`, `iat` and `exp` (10 minutes later).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::aad::{self, ClientAuth};
-use super::{AccessToken, BoxFuture, Credential, IdentityError};
+use super::{read_secret_file, AccessToken, BoxFuture, Credential, IdentityError, SecretSource};
 use crate::azure::AzureClient;
 use sidecar_core::pki::{self, rsa::RsaSigner, CertBundle};
 use sidecar_core::secret::SecretString;
@@ -30,29 +34,68 @@ const MAX_FILE: u64 = 1024 * 1024;
 
 pub struct ClientCertificateCredential {
     client: AzureClient,
-    token_url: Url,
+    tenants: aad::Tenants,
     client_id: String,
     cert_file: PathBuf,
+    /// The PKCS#12 password; `None`: the empty one.
+    password: Option<SecretSource>,
+    /// Send the chain in the assertion's `x5c` header.
+    send_chain: bool,
 }
 
 impl ClientCertificateCredential {
     pub fn new(client: AzureClient, authority: &Url, tenant_id: &str, client_id: &str, cert_file: PathBuf) -> Self {
         ClientCertificateCredential {
             client,
-            token_url: aad::token_url(authority, tenant_id),
+            tenants: aad::Tenants::new(authority, tenant_id),
             client_id: client_id.to_string(),
             cert_file,
+            password: None,
+            send_chain: false,
         }
     }
 
-    async fn exchange(&self, scope: &str, cancel: &CancellationToken) -> Result<AccessToken, IdentityError> {
-        let assertion = self.assertion(SystemTime::now()).await?;
-        let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &self.token_url, &self.client_id, auth, scope, cancel).await
+    /// Tenants beyond its own a Key Vault challenge may name (`identity.additionally_allowed_tenants`).
+    pub fn allowing_tenants(mut self, allowed: Vec<String>) -> Self {
+        self.tenants = self.tenants.allowing(allowed);
+        self
     }
 
-    /// Read the certificate file and sign a fresh assertion.
-    async fn assertion(&self, now: SystemTime) -> Result<SecretString, IdentityError> {
+    pub fn with_password(mut self, password: Option<SecretSource>) -> Self {
+        self.password = password;
+        self
+    }
+
+    pub fn sending_chain(mut self, send_chain: bool) -> Self {
+        self.send_chain = send_chain;
+        self
+    }
+
+    /// The password that opens a PKCS#12 file, read at each use (a file may be rotated).
+    async fn password(&self) -> Result<SecretString, IdentityError> {
+        match &self.password {
+            None => Ok(SecretString::new(String::new())),
+            Some(SecretSource::Env(p)) => Ok(p.clone()),
+            Some(SecretSource::File(path)) => read_secret_file(MODE, "client certificate password", path).await,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        claims: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<AccessToken, IdentityError> {
+        let token_url = self.tenants.token_url(MODE, tenant)?;
+        let assertion = self.assertion(&token_url, SystemTime::now()).await?;
+        let auth = ClientAuth::Assertion(&assertion);
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
+            .await
+    }
+
+    /// Read the certificate file and sign a fresh assertion for `token_url` (its `aud`).
+    async fn assertion(&self, token_url: &Url, now: SystemTime) -> Result<SecretString, IdentityError> {
         let path = &self.cert_file;
         let local = |reason: String| IdentityError::Local {
             mode: MODE,
@@ -60,21 +103,29 @@ impl ClientCertificateCredential {
         };
         let meta = tokio::fs::metadata(path).await.map_err(|e| local(format!("cannot be read: {e}")))?;
         if meta.len() > MAX_FILE {
-            return Err(local(format!("is {} bytes; a PEM certificate file is at most {MAX_FILE}", meta.len())));
+            return Err(local(format!("is {} bytes; a certificate file is at most {MAX_FILE}", meta.len())));
         }
         let text =
             zeroize::Zeroizing::new(tokio::fs::read(path).await.map_err(|e| local(format!("cannot be read: {e}")))?);
-        let bundle = CertBundle::from_pem(&text).map_err(|e| local(e.to_string()))?;
-        let key = bundle
-            .key
-            .as_ref()
-            .ok_or_else(|| local("holds no private key (PEM with the key and the certificate is needed)".into()))?;
+        let bundle = if text.trim_ascii_start().starts_with(b"-----BEGIN") {
+            CertBundle::from_pem(&text).map_err(|e| local(e.to_string()))?
+        } else {
+            let password = self.password().await?;
+            pki::pkcs12::decode(&text, password.expose()).map_err(|e| {
+                local(format!("is not PEM, and as PKCS#12: {e} (AZURE_CLIENT_CERTIFICATE_PASSWORD opens it)"))
+            })?
+        };
+        let key = bundle.key.as_ref().ok_or_else(|| {
+            local("holds no private key (PEM or PKCS#12 with the key and the certificate is needed)".into())
+        })?;
         let signer = RsaSigner::new(key).map_err(|e| local(e.to_string()))?;
         if pki::bundle::cert_public_key(bundle.leaf()).as_deref() != Some(signer.public_key_der().as_slice()) {
             return Err(local("the private key does not belong to any certificate in the file".into()));
         }
-        let jwt = sign_assertion(&signer, bundle.leaf(), &self.client_id, self.token_url.as_str(), now, &random_jti())
-            .map_err(|e| local(e.to_string()))?;
+        let chain = self.send_chain.then_some(bundle.chain.as_slice());
+        let jwt =
+            sign_assertion(&signer, bundle.leaf(), chain, &self.client_id, token_url.as_str(), now, &random_jti())
+                .map_err(|e| local(e.to_string()))?;
         Ok(SecretString::new(jwt))
     }
 }
@@ -89,7 +140,30 @@ impl Credential for ClientCertificateCredential {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, cancel))
+        Box::pin(self.exchange(scope, None, None, cancel))
+    }
+
+    fn is_home_tenant(&self, tenant: &str) -> bool {
+        self.tenants.is_home(tenant)
+    }
+
+    fn request_token_in<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
+    }
+
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
     }
 }
 
@@ -97,6 +171,7 @@ impl Credential for ClientCertificateCredential {
 pub(crate) fn sign_assertion(
     signer: &RsaSigner,
     cert_der: &[u8],
+    chain: Option<&[Vec<u8>]>,
     client_id: &str,
     audience: &str,
     now: SystemTime,
@@ -104,7 +179,11 @@ pub(crate) fn sign_assertion(
 ) -> Result<String, pki::PkiError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let header = json!({"alg": "RS256", "typ": "JWT", "x5t": pki::x5t(cert_der)});
+    let mut header = json!({"alg": "RS256", "typ": "JWT", "x5t": pki::x5t(cert_der)});
+    if let Some(chain) = chain {
+        let std = base64::engine::general_purpose::STANDARD;
+        header["x5c"] = json!(chain.iter().map(|der| std.encode(der)).collect::<Vec<_>>());
+    }
     let claims = json!({
         "aud": audience,
         "iss": client_id,

@@ -13,7 +13,7 @@ const MODE: &str = "client-secret";
 
 pub struct ClientSecretCredential {
     client: AzureClient,
-    token_url: Url,
+    tenants: aad::Tenants,
     client_id: String,
     secret: SecretSource,
 }
@@ -22,19 +22,33 @@ impl ClientSecretCredential {
     pub fn new(client: AzureClient, authority: &Url, tenant_id: &str, client_id: &str, secret: SecretSource) -> Self {
         ClientSecretCredential {
             client,
-            token_url: aad::token_url(authority, tenant_id),
+            tenants: aad::Tenants::new(authority, tenant_id),
             client_id: client_id.to_string(),
             secret,
         }
     }
 
-    async fn exchange(&self, scope: &str, cancel: &CancellationToken) -> Result<AccessToken, IdentityError> {
+    /// Tenants beyond its own a Key Vault challenge may name (`identity.additionally_allowed_tenants`).
+    pub fn allowing_tenants(mut self, allowed: Vec<String>) -> Self {
+        self.tenants = self.tenants.allowing(allowed);
+        self
+    }
+
+    async fn exchange(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        claims: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<AccessToken, IdentityError> {
+        let token_url = self.tenants.token_url(MODE, tenant)?;
         let secret = match &self.secret {
             SecretSource::Env(s) => s.clone(),
             SecretSource::File(path) => read_secret_file(MODE, "client secret", path).await?,
         };
         let auth = ClientAuth::Secret(&secret);
-        aad::request_token(&self.client, MODE, &self.token_url, &self.client_id, auth, scope, cancel).await
+        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
+            .await
     }
 }
 
@@ -48,6 +62,29 @@ impl Credential for ClientSecretCredential {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, cancel))
+        Box::pin(self.exchange(scope, None, None, cancel))
+    }
+
+    fn is_home_tenant(&self, tenant: &str) -> bool {
+        self.tenants.is_home(tenant)
+    }
+
+    fn request_token_in<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
+    }
+
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
     }
 }

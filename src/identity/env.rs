@@ -9,6 +9,10 @@ pub struct AzureEnv {
     /// Secret: never printed (see the `Debug` impl).
     pub client_secret: Option<String>,
     pub client_certificate_path: Option<String>,
+    /// Secret: never printed.
+    pub client_certificate_password: Option<String>,
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: `true` or `1` sends the chain as `x5c`.
+    pub client_send_certificate_chain: Option<String>,
     pub identity_endpoint: Option<String>,
     /// Secret-ish (anti-SSRF header): never printed.
     pub identity_header: Option<String>,
@@ -32,6 +36,8 @@ impl AzureEnv {
             authority_host: get("AZURE_AUTHORITY_HOST"),
             client_secret: get("AZURE_CLIENT_SECRET"),
             client_certificate_path: get("AZURE_CLIENT_CERTIFICATE_PATH"),
+            client_certificate_password: get("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            client_send_certificate_chain: get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"),
             identity_endpoint: get("IDENTITY_ENDPOINT"),
             identity_header: get("IDENTITY_HEADER"),
             imds_endpoint: get("IMDS_ENDPOINT"),
@@ -53,6 +59,8 @@ impl std::fmt::Debug for AzureEnv {
             .field("authority_host", &self.authority_host)
             .field("client_secret", &set(&self.client_secret))
             .field("client_certificate_path", &self.client_certificate_path)
+            .field("client_certificate_password", &set(&self.client_certificate_password))
+            .field("client_send_certificate_chain", &self.client_send_certificate_chain)
             .field("identity_endpoint", &self.identity_endpoint)
             .field("identity_header", &set(&self.identity_header))
             .field("imds_endpoint", &self.imds_endpoint)

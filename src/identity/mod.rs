@@ -60,6 +60,39 @@ pub trait Credential: Send + Sync {
         scope: &'a str,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<AccessToken, IdentityError>>;
+
+    /// Whether `tenant` (a Key Vault challenge's) is the one `request_token` already serves.
+    /// Credentials that are not multi-tenant (managed identities, a ready-made token) ignore
+    /// the tenant, as azure-identity's do.
+    fn is_home_tenant(&self, _tenant: &str) -> bool {
+        true
+    }
+
+    /// A fresh token for `scope` (from `tenant`, if not the home one) carrying `claims`, the
+    /// JSON a CAE challenge asked for. Credentials without a claims parameter (managed
+    /// identities, a ready-made token) just get a fresh token.
+    fn request_token_with_claims<'a>(
+        &'a self,
+        scope: &'a str,
+        tenant: Option<&'a str>,
+        _claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        match tenant {
+            Some(t) => self.request_token_in(scope, t, cancel),
+            None => self.request_token(scope, cancel),
+        }
+    }
+
+    /// A token for `scope` from `tenant` (see `is_home_tenant`).
+    fn request_token_in<'a>(
+        &'a self,
+        scope: &'a str,
+        _tenant: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        self.request_token(scope, cancel)
+    }
 }
 
 /// Cloneable so that callers waiting on the same token request share its failure.

@@ -21,11 +21,26 @@ use sidecar_core::secret::SecretString;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedIdentity {
     /// Federated token file exchanged at Entra ID (AKS workload identity).
-    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf },
+    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf, allowed_tenants: Vec<String> },
     /// Service principal with a client secret.
-    ClientSecret { authority: Url, tenant_id: String, client_id: String, secret: SecretSource },
-    /// Service principal with a certificate: a PEM file with the key and the certificate.
-    ClientCertificate { authority: Url, tenant_id: String, client_id: String, cert_file: PathBuf },
+    ClientSecret {
+        authority: Url,
+        tenant_id: String,
+        client_id: String,
+        secret: SecretSource,
+        allowed_tenants: Vec<String>,
+    },
+    /// Service principal with a certificate: a PEM or PKCS#12 file with the key and the
+    /// certificate, a PKCS#12 password if any, and whether the chain goes in `x5c`.
+    ClientCertificate {
+        authority: Url,
+        tenant_id: String,
+        client_id: String,
+        cert_file: PathBuf,
+        password: Option<SecretSource>,
+        send_chain: bool,
+        allowed_tenants: Vec<String>,
+    },
     /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
     Managed { endpoint: Url, identity: Option<UserAssigned> },
     /// App Service / Functions / Container Apps managed identity.
@@ -93,29 +108,48 @@ impl fmt::Display for ResolvedIdentity {
         let authority = |u: &Url| u.as_str().trim_end_matches('/').to_string();
         let selected = |id: &Option<UserAssigned>| id.as_ref().map_or("system-assigned".to_string(), |i| i.to_string());
         match self {
-            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file } => write!(
+            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file, allowed_tenants } => write!(
                 f,
-                "{mode} (client_id {client_id}, tenant {tenant_id}, token file {}, authority {})",
+                "{mode} (client_id {client_id}, tenant {tenant_id}{}, token file {}, authority {})",
+                also(allowed_tenants),
                 token_file.display(),
                 authority(a)
             ),
-            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret } => {
+            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants } => {
                 let from = match secret {
                     SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
                     SecretSource::File(p) => format!("file {}", p.display()),
                 };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}, secret from {from}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, secret from {from}, authority {})",
+                    also(allowed_tenants),
                     authority(a)
                 )
             }
-            ResolvedIdentity::ClientCertificate { authority: a, tenant_id, client_id, cert_file } => write!(
-                f,
-                "{mode} (client_id {client_id}, tenant {tenant_id}, certificate file {}, authority {})",
-                cert_file.display(),
-                authority(a)
-            ),
+            ResolvedIdentity::ClientCertificate {
+                authority: a,
+                tenant_id,
+                client_id,
+                cert_file,
+                password,
+                send_chain,
+                allowed_tenants,
+            } => {
+                let password = match password {
+                    None => String::new(),
+                    Some(SecretSource::Env(_)) => ", password from AZURE_CLIENT_CERTIFICATE_PASSWORD".to_string(),
+                    Some(SecretSource::File(p)) => format!(", password from file {}", p.display()),
+                };
+                let chain = if *send_chain { ", sends the chain (x5c)" } else { "" };
+                write!(
+                    f,
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, certificate file {}{password}{chain}, authority {})",
+                    also(allowed_tenants),
+                    cert_file.display(),
+                    authority(a)
+                )
+            }
             ResolvedIdentity::Arc { endpoint, identity } => {
                 write!(f, "{mode} (endpoint {endpoint}, {})", selected(identity))
             }
@@ -130,6 +164,15 @@ impl fmt::Display for ResolvedIdentity {
                 SecretSource::File(p) => write!(f, "{mode} (from file {})", p.display()),
             },
         }
+    }
+}
+
+/// `, additionally allowed tenants a, b` for the identity line.
+fn also(allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        String::new()
+    } else {
+        format!(", additionally allowed tenants {}", allowed.join(", "))
     }
 }
 
@@ -212,7 +255,13 @@ fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Resolv
         )
     })?;
     let (client_id, tenant_id) = app_registration("workload", cfg, env)?;
-    Ok(ResolvedIdentity::Workload { authority: authority(cfg, cloud, env)?, tenant_id, client_id, token_file })
+    Ok(ResolvedIdentity::Workload {
+        authority: authority(cfg, cloud, env)?,
+        tenant_id,
+        client_id,
+        token_file,
+        allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+    })
 }
 
 fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -227,7 +276,13 @@ fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<R
         }
     };
     let (client_id, tenant_id) = app_registration("client-secret", cfg, env)?;
-    Ok(ResolvedIdentity::ClientSecret { authority: authority(cfg, cloud, env)?, tenant_id, client_id, secret })
+    Ok(ResolvedIdentity::ClientSecret {
+        authority: authority(cfg, cloud, env)?,
+        tenant_id,
+        client_id,
+        secret,
+        allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+    })
 }
 
 fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -238,12 +293,35 @@ fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Res
         .ok_or_else(|| {
             err(
                 "identity.client_certificate_file",
-                "client-certificate identity needs a PEM file with the private key and the certificate: set \
-             identity.client_certificate_file or AZURE_CLIENT_CERTIFICATE_PATH",
+                "client-certificate identity needs a PEM or PKCS#12 file with the private key and the certificate: \
+                 set identity.client_certificate_file or AZURE_CLIENT_CERTIFICATE_PATH",
             )
         })?;
+    let password = match (&cfg.client_certificate_password_file, &env.client_certificate_password) {
+        (Some(path), _) => Some(SecretSource::File(path.clone())),
+        (None, Some(p)) => Some(SecretSource::Env(SecretString::new(p.clone()))),
+        (None, None) => None,
+    };
+    let send_chain = match env.client_send_certificate_chain.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(err(
+                "identity.mode",
+                format!("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN={other:?} is neither true nor false"),
+            ))
+        }
+    };
     let (client_id, tenant_id) = app_registration("client-certificate", cfg, env)?;
-    Ok(ResolvedIdentity::ClientCertificate { authority: authority(cfg, cloud, env)?, tenant_id, client_id, cert_file })
+    Ok(ResolvedIdentity::ClientCertificate {
+        authority: authority(cfg, cloud, env)?,
+        tenant_id,
+        client_id,
+        cert_file,
+        password,
+        send_chain,
+        allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+    })
 }
 
 /// The Arc agent's endpoint when `IDENTITY_ENDPOINT` is not set.
@@ -411,19 +489,32 @@ fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, 
 /// Make the credential for a resolved identity.
 pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Credential> {
     match resolved.clone() {
-        ResolvedIdentity::ClientCertificate { authority, tenant_id, client_id, cert_file } => {
-            Arc::new(ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file))
-        }
+        ResolvedIdentity::ClientCertificate {
+            authority,
+            tenant_id,
+            client_id,
+            cert_file,
+            password,
+            send_chain,
+            allowed_tenants,
+        } => Arc::new(
+            ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file)
+                .with_password(password)
+                .sending_chain(send_chain)
+                .allowing_tenants(allowed_tenants),
+        ),
         ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),
             None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
         },
-        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file } => {
-            Arc::new(WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file))
-        }
-        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret } => {
-            Arc::new(ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret))
-        }
+        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, allowed_tenants } => Arc::new(
+            WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
+                .allowing_tenants(allowed_tenants),
+        ),
+        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants } => Arc::new(
+            ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)
+                .allowing_tenants(allowed_tenants),
+        ),
         ResolvedIdentity::Managed { endpoint, identity } => Arc::new(ImdsCredential::new(client, &endpoint, identity)),
         ResolvedIdentity::AppService { endpoint, header, identity } => {
             Arc::new(AppServiceCredential::new(client, endpoint, header, identity))

@@ -175,7 +175,13 @@ mod tests {
 
     #[test]
     fn only_final_client_errors_are_refusals() {
-        let status = |status| AzureError::Status { service: "imds", status, code: None, request_id: None };
+        let status = |status| AzureError::Status {
+            service: "imds",
+            status,
+            code: None,
+            request_id: None,
+            client_request_id: None,
+        };
         assert!(matches!(failed("managed", Service::Imds, status(400)), IdentityError::Refused { .. }));
         assert!(matches!(failed("managed", Service::Imds, status(404)), IdentityError::Unavailable { .. }));
         assert!(matches!(failed("managed", Service::Imds, status(500)), IdentityError::Unavailable { .. }));

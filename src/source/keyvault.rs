@@ -74,6 +74,8 @@ const SERVICE: &str = "keyvault";
 
 /// `type: certificate` and `type: key` entries (the rest of this file is about secrets).
 mod certificate;
+/// The 401 challenge: the scope a vault asks for (Managed HSM), under the SDKs' domain rule.
+mod challenge;
 mod key;
 
 /// The secrets of one vault.
@@ -194,7 +196,7 @@ impl KeyVaultSource {
         scope: String,
         concurrency: usize,
     ) -> Self {
-        KeyVaultSource::with_vault(id, cfg, Arc::new(AzureVault { client, tokens, scope }), concurrency)
+        KeyVaultSource::with_vault(id, cfg, Arc::new(AzureVault::new(client, tokens, scope)), concurrency)
     }
 
     fn with_vault(id: String, cfg: config::KeyVaultSource, vault: Arc<dyn Vault>, concurrency: usize) -> Self {
@@ -511,6 +513,20 @@ trait Vault: Send + Sync {
     fn token<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<SecretString, IdentityError>>;
     /// Forget the token: the vault answered 401 to it.
     fn invalidate_token(&self);
+    /// The vault answered 401 to `url` with this `WWW-Authenticate`: take the scope it asks for
+    /// if the SDKs' rule allows it. Whether the scope changed (then the next token is for it).
+    fn challenged(&self, _url: &Url, _www_authenticate: Option<&str>) -> bool {
+        false
+    }
+    /// A fresh token carrying `claims`, which a CAE challenge asked for.
+    fn claims_token<'a>(
+        &'a self,
+        _claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<SecretString, IdentityError>> {
+        self.invalidate_token();
+        self.token(cancel)
+    }
     /// GET `url` with `Authorization: Bearer <token>`; the final response whatever its status.
     fn get<'a>(
         &'a self,
@@ -524,16 +540,70 @@ trait Vault: Send + Sync {
 struct AzureVault {
     client: AzureClient,
     tokens: Arc<TokenCache>,
-    scope: String,
+    /// The cloud's Key Vault scope and the credential's own tenant (`None`), until a challenge
+    /// names others (std mutex: never held across an await).
+    target: std::sync::Mutex<(String, Option<String>)>,
+}
+
+impl AzureVault {
+    fn new(client: AzureClient, tokens: Arc<TokenCache>, scope: String) -> AzureVault {
+        AzureVault { client, tokens, target: std::sync::Mutex::new((scope, None)) }
+    }
+
+    fn target(&self) -> (String, Option<String>) {
+        self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[cfg(test)]
+    fn scope(&self) -> String {
+        self.target().0
+    }
 }
 
 impl Vault for AzureVault {
     fn token<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<SecretString, IdentityError>> {
-        Box::pin(self.tokens.token_for(&self.scope, cancel))
+        Box::pin(async move {
+            let (scope, tenant) = self.target();
+            self.tokens.token_in(&scope, tenant.as_deref(), cancel).await
+        })
     }
 
     fn invalidate_token(&self) {
-        self.tokens.invalidate(&self.scope);
+        let (scope, tenant) = self.target();
+        self.tokens.invalidate_in(&scope, tenant.as_deref());
+    }
+
+    fn claims_token<'a>(
+        &'a self,
+        claims: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<SecretString, IdentityError>> {
+        Box::pin(async move {
+            let (scope, tenant) = self.target();
+            self.tokens.token_with_claims(&scope, tenant.as_deref(), claims, cancel).await
+        })
+    }
+
+    fn challenged(&self, url: &Url, www_authenticate: Option<&str>) -> bool {
+        let Some(header) = www_authenticate else { return false };
+        match challenge::parse(url, header) {
+            Ok(c) => {
+                let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+                let tenant = c.tenant.clone().or_else(|| target.1.clone());
+                if target.0 == c.scope && target.1 == tenant {
+                    return false;
+                }
+                let vault = url.host_str().unwrap_or("");
+                let tenant_text = tenant.as_deref().unwrap_or("-");
+                tracing::info!(vault, scope = %c.scope, tenant = tenant_text, "taking the token scope and tenant from the vault's challenge");
+                *target = (c.scope, tenant);
+                true
+            }
+            Err(why) => {
+                tracing::debug!(vault = url.host_str().unwrap_or(""), reason = %why, "not taking the vault's challenge; keeping the configured scope");
+                false
+            }
+        }
     }
 
     fn get<'a>(
@@ -692,7 +762,7 @@ pub(crate) async fn get_secret_by_url(
     let mut url = secret_uri.clone();
     url.set_query(Some(&format!("api-version={API_VERSION}")));
     url.set_fragment(None);
-    let vault = AzureVault { client: client.clone(), tokens: tokens.clone(), scope: scope.to_owned() };
+    let vault = AzureVault::new(client.clone(), tokens.clone(), scope.to_owned());
     let now = SystemTime::now();
     let resp = match get_authorized(&vault, &url, cancel).await {
         Ok(resp) => resp,
@@ -737,7 +807,7 @@ pub(crate) async fn list_secret_stamps(
     vault: &Url,
     cancel: &CancellationToken,
 ) -> Result<BTreeMap<String, SecretStamp>, SourceError> {
-    let azure = AzureVault { client: client.clone(), tokens: tokens.clone(), scope: scope.to_owned() };
+    let azure = AzureVault::new(client.clone(), tokens.clone(), scope.to_owned());
     let mut lister = Lister {
         vault: Arc::new(azure),
         base: vault.clone(),
@@ -765,7 +835,8 @@ fn fails_the_poll(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
-/// GET `url` with a bearer token; on 401 drop the token and try once more with a fresh one.
+/// GET `url` with a bearer token; on 401 take the scope the challenge names (if the SDKs' rule
+/// allows it) or drop the token, and try once more with a fresh one.
 async fn get_authorized(
     vault: &dyn Vault,
     url: &Url,
@@ -776,7 +847,15 @@ async fn get_authorized(
     if resp.status() != StatusCode::UNAUTHORIZED {
         return Ok(resp);
     }
-    vault.invalidate_token();
+    let header = resp.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+    if let Some(claims) = header.and_then(challenge::claims_of) {
+        // CAE: the token was revoked or lacks claims; a fresh one with the claims, once.
+        let token = vault.claims_token(&claims, cancel).await.map_err(identity_error)?;
+        return vault.get(url, &token, cancel).await.map_err(azure_error);
+    }
+    if !vault.challenged(url, header) {
+        vault.invalidate_token();
+    }
     let token = vault.token(cancel).await.map_err(identity_error)?;
     vault.get(url, &token, cancel).await.map_err(azure_error)
 }
@@ -798,10 +877,13 @@ fn azure_error(e: AzureError) -> SourceError {
 /// `SecretNotFound (404), request id ...`: the reason of a per-secret failure.
 fn failure_reason(e: &AzureError) -> String {
     match e {
-        AzureError::Status { status, code, request_id, .. } => {
+        AzureError::Status { status, code, request_id, client_request_id, .. } => {
             let mut reason = format!("{} ({status})", code.as_deref().unwrap_or("error"));
             if let Some(id) = request_id {
                 reason.push_str(&format!(", request id {id}"));
+            }
+            if let Some(id) = client_request_id {
+                reason.push_str(&format!(", client request id {id}"));
             }
             reason
         }
@@ -1235,6 +1317,29 @@ mod tests {
         ] {
             assert!(next_page_url(&vault, next).is_err(), "{next} accepted");
         }
+    }
+
+    #[tokio::test]
+    async fn a_challenge_for_a_parent_domain_of_the_vault_sets_the_scope_and_a_foreign_one_does_not() {
+        use crate::identity::{AccessTokenCredential, SecretSource};
+        let credential = AccessTokenCredential::new(SecretSource::Env(SecretString::new("t".into())));
+        let tokens = Arc::new(TokenCache::new(Arc::new(credential), Arc::new(crate::metrics::Metrics::default())));
+        let client = crate::azure::testserver::test_client(0);
+        let v = AzureVault::new(client, tokens, "https://vault.azure.net/.default".into());
+        let hsm = Url::parse("https://myhsm.managedhsm.azure.net/keys/signing?api-version=7.6").unwrap();
+        let asks =
+            r#"Bearer authorization="https://login.microsoftonline.com/t-1", resource="https://managedhsm.azure.net""#;
+        // A Managed HSM's challenge names its own audience: taken, and the retry uses it.
+        assert!(v.challenged(&hsm, Some(asks)));
+        assert_eq!(v.scope(), "https://managedhsm.azure.net/.default");
+        assert_eq!(v.target().1.as_deref(), Some("t-1"), "the challenge's tenant (used if it is allowed)");
+        assert!(!v.challenged(&hsm, Some(asks)), "the same scope again: a plain renewal");
+        // A resource the vault's host does not belong to never gets a token.
+        let foreign =
+            r#"Bearer authorization="https://login.microsoftonline.com/t-1", resource="https://management.azure.com""#;
+        assert!(!v.challenged(&hsm, Some(foreign)));
+        assert!(!v.challenged(&hsm, None));
+        assert_eq!(v.scope(), "https://managedhsm.azure.net/.default");
     }
 
     // ---- polls against a scripted vault ----

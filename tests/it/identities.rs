@@ -115,6 +115,73 @@ async fn client_certificate_signs_an_assertion_the_authority_verifies() {
     assert_clean(&logs, &[CANARY, assertion.expose(), &key_body]);
 }
 
+/// The emulator's client certificate (PEM) packed as PKCS#12 with `password`.
+fn client_pfx(w: &World, password: &str) -> std::path::PathBuf {
+    let pem = std::fs::read(w.emu.client_certificate_file()).unwrap();
+    let bundle = sidecar_core::pki::CertBundle::from_pem(&pem).unwrap();
+    let pfx =
+        sidecar_core::pki::pkcs12::encode(&bundle, password, sidecar_core::pki::pkcs12::Encryption::Aes256).unwrap();
+    let path = w.path("sp.pfx");
+    std::fs::write(&path, pfx).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pkcs12_client_certificate_opens_with_its_password_and_can_send_its_chain() {
+    use base64::Engine as _;
+    let w = world().await;
+    let password = "pfx-password-canary";
+    let pfx = client_pfx(&w, password);
+    // The environment the pod's SDK apps use: the PFX and its password.
+    let mut env = authority_env(&w);
+    env.push(("AZURE_CLIENT_CERTIFICATE_PATH", pfx.display().to_string()));
+    env.push(("AZURE_CLIENT_CERTIFICATE_PASSWORD", password.to_string()));
+    let sc = Sidecar::spawn(&w, &config(&w, ""), &["--once"], &env);
+    published(&w, &sc).await;
+    let header = |assertion: &str| -> serde_json::Value {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        serde_json::from_slice(&b64.decode(assertion.split('.').next().unwrap()).unwrap()).unwrap()
+    };
+    let first = w.emu.last_assertion().unwrap();
+    assert!(header(first.expose()).get("x5c").is_none(), "no chain unless asked");
+    assert_clean(&sc.logs(), &[password]);
+    drop(sc);
+
+    // The password from a file, and the chain sent as x5c (subject name and issuer).
+    std::fs::remove_dir_all(w.out()).unwrap();
+    let password_file = w.path("pfx-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let identity = format!(
+        "identity:\n  mode: client-certificate\n  client_certificate_file: \"{}\"\n  client_certificate_password_file: \"{}\"\n",
+        pfx.display(),
+        password_file.display()
+    );
+    let mut env = authority_env(&w);
+    env.push(("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "true".to_string()));
+    let check = base_command(&env).arg("check").arg("--config").arg(config(&w, &identity)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("client_certificate_password_file: "), "{stdout}");
+    assert!(stdout.contains("sends the chain (x5c)"), "{stdout}");
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &["--once"], &env);
+    published(&w, &sc).await;
+    let x5c = header(w.emu.last_assertion().unwrap().expose())["x5c"].clone();
+    let pem = std::fs::read(w.emu.client_certificate_file()).unwrap();
+    let chain = sidecar_core::pki::CertBundle::from_pem(&pem).unwrap().chain;
+    let std = base64::engine::general_purpose::STANDARD;
+    assert_eq!(
+        x5c,
+        serde_json::json!(chain.iter().map(|d| std.encode(d)).collect::<Vec<_>>()),
+        "the chain, leaf first"
+    );
+    drop(sc);
+
+    // A wrong password is named, without the password.
+    std::fs::write(&password_file, "wrong-password").unwrap();
+    let sc = Sidecar::spawn(&w, &config(&w, &identity), &[], &authority_env(&w));
+    wait_for("the refusal", LIMIT, || sc.logs().contains("integrity check failed").then_some(())).await;
+    assert_clean(&sc.logs(), &[password, "wrong-password"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_the_app_does_not_have_is_refused_and_nothing_is_published() {
     let w = world().await;

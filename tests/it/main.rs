@@ -35,6 +35,8 @@ mod keyvault_requests;
 mod reload;
 /// The standard Azure variables read as Microsoft's SDKs read them.
 mod sdk_environment;
+/// Retries and request ids as Microsoft's SDKs send them.
+mod sdk_retries;
 /// The HTTP listener, health, metrics, probe and webhook.
 mod serve_health;
 /// A hostile volume neighbour: planted entries are never followed, removed or replaced.

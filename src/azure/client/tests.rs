@@ -202,7 +202,12 @@ async fn from_response_keeps_code_and_request_id_but_not_the_body() {
     assert_eq!(err.status(), Some(403));
     assert_eq!(err.code(), Some("SecretDisabled"));
     assert_eq!(err.request_id(), Some("req-123"));
-    assert_eq!(err.to_string(), "keyvault answered 403 (SecretDisabled), request id req-123");
+    let id = err.client_request_id().expect("the client request id sent").to_string();
+    assert_eq!(
+        err.to_string(),
+        format!("keyvault answered 403 (SecretDisabled), request id req-123, client request id {id}")
+    );
+    assert_eq!(server.requests()[0].header("x-ms-client-request-id"), Some(id.as_str()), "the id that was sent");
     assert!(!format!("{err:?}").contains("canary"));
 }
 
@@ -212,7 +217,9 @@ async fn from_response_takes_entra_trace_id_when_no_header_names_the_request() {
     let server = TestServer::scripted(vec![Reply::new(400, body)]).await;
     let resp = get(&client(0), Service::Aad, &server.url("/t/oauth2/v2.0/token")).await.unwrap();
     let err = AzureError::from_response(Service::Aad, resp).await;
-    assert_eq!(err.to_string(), "aad answered 400 (invalid_client (AADSTS700016)), request id t-1");
+    assert!(err
+        .to_string()
+        .starts_with("aad answered 400 (invalid_client (AADSTS700016)), request id t-1, client request id "));
 }
 
 #[tokio::test]
@@ -277,4 +284,18 @@ async fn ca_file_roots_are_trusted_for_tls() {
     let s = HttpSettings { ca_file: Some(ca.path().to_path_buf()), ..settings() };
     let trusting = AzureClient::new(&s, policy(0), Arc::new(Metrics::default())).unwrap();
     assert_eq!(get(&trusting, Service::KeyVault, &url).await.unwrap().status(), 200);
+}
+
+#[test]
+fn imds_waits_follow_azure_identitys_schedule_in_units_of_min_backoff() {
+    let p = RetryPolicy { max_retries: 3, min_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(300) };
+    let waits: Vec<Duration> = (1..=5).map(|r| imds_delay(r, Some(404), &p)).collect();
+    let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+    assert_eq!(waits, ms(&[0, 1600, 3200, 6400, 12800]));
+    let gone: Vec<Duration> = (1..=5).map(|r| imds_delay(r, Some(410), &p)).collect();
+    assert_eq!(gone, ms(&[0, 5000, 10000, 20000, 40000]));
+    assert_eq!(imds_delay(12, Some(410), &p), Duration::from_secs(60), "capped as retry_backoff_max");
+    assert!(may_retry(Service::Imds, Some(404), 4, Duration::ZERO, &p), "five retries, not the policy's three");
+    assert!(!may_retry(Service::Imds, Some(404), 5, Duration::ZERO, &p));
+    assert!(!may_retry(Service::KeyVault, Some(503), 3, Duration::ZERO, &p));
 }

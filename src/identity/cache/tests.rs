@@ -265,3 +265,77 @@ async fn tokens_never_appear_in_debug_output() {
     let t = c.token_for(SCOPE, &CancellationToken::new()).await.unwrap();
     assert!(!format!("{t:?}").contains("tok-1"));
 }
+
+/// Serves two tenants: its own (`request_token`) and any other (`request_token_in`).
+struct TwoTenants(AtomicUsize, AtomicUsize);
+
+impl Credential for TwoTenants {
+    fn kind(&self) -> &'static str {
+        "two-tenants"
+    }
+
+    fn request_token<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            Ok(AccessToken {
+                token: SecretString::new(format!("home-{n}")),
+                expires_on: SystemTime::now() + Duration::from_secs(3600),
+            })
+        })
+    }
+
+    fn is_home_tenant(&self, tenant: &str) -> bool {
+        tenant == "home"
+    }
+
+    fn request_token_in<'a>(
+        &'a self,
+        _: &'a str,
+        tenant: &'a str,
+        _: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
+        let n = self.1.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            Ok(AccessToken {
+                token: SecretString::new(format!("{tenant}-{n}")),
+                expires_on: SystemTime::now() + Duration::from_secs(3600),
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_from_another_tenant_are_cached_apart_and_the_home_tenant_is_the_plain_scope() {
+    let c =
+        TokenCache::new(Arc::new(TwoTenants(AtomicUsize::new(0), AtomicUsize::new(0))), Arc::new(Metrics::default()));
+    let cancel = CancellationToken::new();
+    let get = |tenant: Option<&'static str>| {
+        let c = &c;
+        let cancel = &cancel;
+        async move { c.token_in(SCOPE, tenant, cancel).await.unwrap().expose().to_string() }
+    };
+    assert_eq!(get(None).await, "home-1");
+    assert_eq!(get(Some("home")).await, "home-1", "the home tenant is the plain scope's slot");
+    assert_eq!(get(Some("customer")).await, "customer-1");
+    assert_eq!(get(Some("customer")).await, "customer-1", "cached");
+    c.invalidate_in(SCOPE, Some("customer"));
+    assert_eq!(get(Some("customer")).await, "customer-2");
+    assert_eq!(get(None).await, "home-1", "the home tenant's token untouched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claims_challenge_replaces_the_cached_token_at_once() {
+    let fake = Fake::new(Duration::from_secs(3600));
+    let c = cache(&fake);
+    assert_eq!(token(&c).await.unwrap(), "tok-1");
+    let fresh = c.token_with_claims(SCOPE, None, r#"{"access_token":{}}"#, &CancellationToken::new()).await.unwrap();
+    assert_eq!(fresh.expose(), "tok-2", "a fresh token although the cached one was not due");
+    assert_eq!(token(&c).await.unwrap(), "tok-2", "and it replaces the cached one");
+    fake.fail.store(true, Ordering::SeqCst);
+    let failed = c.token_with_claims(SCOPE, None, "{}", &CancellationToken::new()).await;
+    assert!(failed.is_err(), "no falling back to the token the service just refused");
+}

@@ -110,7 +110,7 @@ async fn unusable_files_are_local_errors_that_never_show_the_key() {
         (key_only.clone(), "no certificate"),
         (format!("{other_cert}{key_only}"), "does not belong"),
         (format!("{}{}", ec_cert.pem(), ec_key.serialize_pem()), "not an RSA key"),
-        ("garbage".to_string(), "no certificate"),
+        ("garbage".to_string(), "is not PEM, and as PKCS#12: not a valid PKCS#12 archive"),
     ];
     let c = credential(&server, &file);
     for (content, expected) in cases {
@@ -137,7 +137,8 @@ fn assertions_expire_ten_minutes_after_issue() {
     let signer = RsaSigner::new(bundle.key.as_ref().unwrap()).unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let jwt =
-        sign_assertion(&signer, &issued.cert_der, "c", "https://login.example/t/oauth2/v2.0/token", at, "j").unwrap();
+        sign_assertion(&signer, &issued.cert_der, None, "c", "https://login.example/t/oauth2/v2.0/token", at, "j")
+            .unwrap();
     let (_, claims, valid) = open_jwt(&jwt, &issued.cert_der);
     assert!(valid);
     assert_eq!(claims["nbf"], 1_700_000_000u64);

@@ -73,9 +73,11 @@ async fn unknown_identity_is_refused_at_once_with_the_imds_error() {
     let id = Some(UserAssigned::ClientId("unassigned".into()));
     let err = credential(&server, id).request_token(SCOPE, &CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, IdentityError::Refused { mode: "managed", .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "managed identity: token request refused: imds answered 400 (invalid_request: Identity not found)"
+    assert!(
+        err.to_string().starts_with(
+            "managed identity: token request refused: imds answered 400 (invalid_request: Identity not found), client request id "
+        ),
+        "{err}"
     );
     assert_eq!(server.count(), 1);
 }
@@ -86,7 +88,7 @@ async fn imds_still_failing_after_retries_is_unavailable() {
     let c = ImdsCredential::new(test_client(1), &Url::parse(&server.url("/")).unwrap(), None);
     let err = c.request_token(SCOPE, &CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, IdentityError::Unavailable { .. }), "{err:?}");
-    assert_eq!(server.count(), 2);
+    assert_eq!(server.count(), 6, "azure-identity's five retries, whatever the policy's count");
     // A trailing slash on the endpoint does not double the path separator.
     assert_eq!(server.requests()[0].path(), "/metadata/identity/oauth2/token");
 }

@@ -12,6 +12,8 @@ fn cfg() -> IdentityConfig {
         imds_endpoint: Url::parse("http://169.254.169.254").unwrap(),
         client_secret_file: None,
         client_certificate_file: None,
+        client_certificate_password_file: None,
+        additionally_allowed_tenants: vec![],
         access_token_file: None,
     }
 }
@@ -37,7 +39,7 @@ fn mode_of(c: &IdentityConfig, e: &AzureEnv) -> &'static str {
 #[test]
 fn auto_uses_the_workload_identity_webhook_injection() {
     let r = resolve(&cfg(), Cloud::Public, &env(&workload_env())).unwrap();
-    let ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file } = &r else { panic!("{r:?}") };
+    let ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, .. } = &r else { panic!("{r:?}") };
     assert_eq!(authority.as_str(), "https://login.microsoftonline.com/");
     assert_eq!(tenant_id, "wi-tenant");
     assert_eq!(client_id, "wi-client");
@@ -120,6 +122,9 @@ fn client_certificate_comes_after_client_secret_and_before_workload_identity() {
             tenant_id: "t".into(),
             client_id: "c".into(),
             cert_file: "/etc/sp/cert.pem".into(),
+            password: None,
+            send_chain: false,
+            allowed_tenants: vec![],
         }
     );
     assert_eq!(
@@ -166,6 +171,7 @@ fn config_values_win_over_the_environment() {
             tenant_id: "cfg-tenant".into(),
             client_id: "cfg-client".into(),
             token_file: "/cfg/token".into(),
+            allowed_tenants: vec![],
         }
     );
 }

@@ -71,7 +71,7 @@ async fn aad_refusal_names_the_aadsts_code_but_never_the_assertion() {
     let err = request(&credential(&server, &file)).await.unwrap_err();
     assert!(matches!(err, IdentityError::Refused { mode: "workload", .. }), "{err:?}");
     let text = err.to_string();
-    assert_eq!(text, "workload identity: token request refused: aad answered 400 (invalid_client (AADSTS700016)), request id trace-9");
+    assert!(text.starts_with("workload identity: token request refused: aad answered 400 (invalid_client (AADSTS700016)), request id trace-9, client request id "), "{text}");
     assert!(!format!("{err:?}").contains("canary"));
     assert_eq!(server.count(), 1, "a 400 is final");
 }
@@ -140,4 +140,46 @@ async fn client_secret_refusal_never_shows_the_secret() {
     let err = request(&c).await.unwrap_err();
     assert!(err.to_string().contains("AADSTS7000215"), "{err}");
     assert!(!format!("{err} {err:?}").contains("canary"));
+}
+
+#[tokio::test]
+async fn a_challenge_tenant_is_used_only_when_allowed_as_azure_identity_resolves_it() {
+    let server = TestServer::scripted(vec![Reply::new(200, OK)]).await;
+    let authority = Url::parse(&server.url("")).unwrap();
+    let secret = SecretSource::Env(SecretString::new("s".into()));
+    let home = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret.clone());
+    let cancel = CancellationToken::new();
+    // Not allowed: refused locally, nothing sent, the fix named.
+    assert!(!home.is_home_tenant("customer-tenant") && home.is_home_tenant("HOME-tenant"));
+    let e = home.request_token_in(SCOPE, "customer-tenant", &cancel).await.unwrap_err().to_string();
+    assert!(e.contains("customer-tenant") && e.contains("identity.additionally_allowed_tenants"), "{e}");
+    assert_eq!(server.count(), 0);
+    // The home tenant named by a challenge needs no allowance.
+    home.request_token_in(SCOPE, "home-tenant", &cancel).await.unwrap();
+    // Allowed by name, or by "*": the token comes from that tenant's endpoint.
+    let named = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret.clone())
+        .allowing_tenants(vec!["Customer-Tenant".into()]);
+    named.request_token_in(SCOPE, "customer-tenant", &cancel).await.unwrap();
+    let any = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret)
+        .allowing_tenants(vec!["*".into()]);
+    any.request_token_in(SCOPE, "third-tenant", &cancel).await.unwrap();
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(
+        paths,
+        ["/home-tenant/oauth2/v2.0/token", "/customer-tenant/oauth2/v2.0/token", "/third-tenant/oauth2/v2.0/token"]
+    );
+}
+
+#[tokio::test]
+async fn a_cae_claims_challenge_sends_the_claims_with_the_token_request() {
+    let server = TestServer::scripted(vec![Reply::new(200, OK)]).await;
+    let authority = Url::parse(&server.url("")).unwrap();
+    let secret = SecretSource::Env(SecretString::new("s".into()));
+    let c = ClientSecretCredential::new(test_client(0), &authority, "home-tenant", "client-2", secret);
+    let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1603742800"}}}"#;
+    c.request_token_with_claims(SCOPE, None, claims, &CancellationToken::new()).await.unwrap();
+    c.request_token(SCOPE, &CancellationToken::new()).await.unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs[0].form_field("claims").as_deref(), Some(claims));
+    assert_eq!(reqs[1].form_field("claims"), None, "only the challenged request carries them");
 }
