@@ -27,6 +27,8 @@ mod faults;
 mod hygiene;
 /// Every identity mode against the emulator.
 mod identities;
+/// `inject`: every workload kind, idempotence, refusals, schema-valid output.
+mod inject;
 /// Key Vault to files: the AtomicWriter layout, changes, `--once`.
 mod keyvault_files;
 /// Key Vault request counts: lists, GETs, pinned versions.
