@@ -33,6 +33,8 @@ mod inject;
 mod keyvault_files;
 /// Key Vault request counts: lists, GETs, pinned versions.
 mod keyvault_requests;
+/// k8s/monitoring: the alert rules' tests, and the real /metrics through promtool.
+mod monitoring;
 /// Config reloads: ConfigMap updates, SIGHUP, invalid edits.
 mod reload;
 /// The HTTP listener, health, metrics, probe and webhook.
