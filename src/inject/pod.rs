@@ -199,7 +199,10 @@ pub fn inject(template: &mut Mapping, parts: &Parts, opts: &Options) -> Result<(
         Some(v) => {
             return Err(format!(
                 "the pod's label {WI_LABEL} is {}; inject sets it to \"true\" (workload identity)",
-                serde_yaml::to_string(v).unwrap_or_default().trim()
+                match v {
+                    Value::String(s) => format!("{s:?}"),
+                    other => format!("{other:?}"),
+                }
             ))
         }
     }

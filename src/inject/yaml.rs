@@ -181,12 +181,25 @@ fn scalar(v: &Value) -> Result<String, String> {
     Ok(match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => serde_yaml::to_string(n).map_err(|e| e.to_string())?.trim_end().to_string(),
+        Value::Number(n) => number(n),
         Value::String(s) => quote_or_plain(s),
         Value::Mapping(_) => "{}".into(),
         Value::Sequence(_) => "[]".into(),
         Value::Tagged(t) => return Err(format!("the YAML tag {} is not supported", t.tag)),
     })
+}
+
+/// A number as YAML 1.1 and 1.2 both read it (not through serde_yaml's emitter, which would
+/// otherwise be linked into the binary for this alone).
+fn number(n: &serde_yaml::Number) -> String {
+    match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, _) => i.to_string(),
+        (None, Some(u), _) => u.to_string(),
+        (_, _, Some(f)) if f.is_nan() => ".nan".into(),
+        (_, _, Some(f)) if f.is_infinite() => if f > 0.0 { ".inf" } else { "-.inf" }.into(),
+        (_, _, Some(f)) => format!("{f:?}"),
+        _ => n.to_string(),
+    }
 }
 
 /// `s` plain when every YAML 1.1 and 1.2 reader takes it for that same string, else double-quoted.
@@ -298,7 +311,7 @@ mod tests {
     #[test]
     fn order_numbers_empties_and_documents_survive() {
         let docs =
-            round_trip("b: 1\na: [1, 2.5, -3]\nc: {}\nd: []\ne: null\nf: true\n---\n---\n- x\n- - z\n- {k: v, j: w}\n");
+            round_trip("b: 1\na: [1, 2.5, -3, 1e20, 18446744073709551615, .inf, -.inf, .nan, 0.1]\nc: {}\nd: []\ne: null\nf: true\n---\n---\n- x\n- - z\n- {k: v, j: w}\n");
         assert_eq!(docs.len(), 2, "the empty document is dropped");
         let keys: Vec<_> = docs[0].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
         assert_eq!(keys, ["b", "a", "c", "d", "e", "f"]);
