@@ -215,9 +215,8 @@ fn every_kind_gets_the_native_sidecar_and_nothing_else_changes() {
     validate(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
 }
 
-#[test]
-fn injecting_a_bare_app_gives_k8s_base() {
-    // k8s/base/deployment.yaml without what inject adds is an operator's Deployment.
+/// k8s/base/deployment.yaml without what inject adds: an operator's Deployment.
+fn bare_base() -> Value {
     let base = std::fs::read_to_string(root().join("k8s/base/deployment.yaml")).unwrap();
     let mut bare = docs(&base).remove(0);
     let pod = &mut bare["spec"]["template"];
@@ -227,8 +226,43 @@ fn injecting_a_bare_app_gives_k8s_base() {
     spec.remove("volumes");
     spec["securityContext"].as_mapping_mut().unwrap().remove("fsGroup");
     spec["containers"][0].as_mapping_mut().unwrap().remove("volumeMounts");
-    let out = injected(&serde_yaml::to_string(&bare).unwrap(), &[]);
+    bare
+}
+
+#[test]
+fn injecting_a_bare_app_gives_k8s_base() {
+    let base = std::fs::read_to_string(root().join("k8s/base/deployment.yaml")).unwrap();
+    let out = injected(&serde_yaml::to_string(&bare_base()).unwrap(), &[]);
     assert_eq!(docs(&out)[0], docs(&base)[0], "inject and k8s/base agree");
+}
+
+/// `--classic` and `--http` give the Deployment of the classic-sidecar and http overlays, as
+/// kustomize renders them (`kubectl kustomize`; SKIPPED without it).
+#[test]
+fn classic_and_http_give_the_overlays_deployments() {
+    let bare = serde_yaml::to_string(&bare_base()).unwrap();
+    for (overlay, flag) in [("classic-sidecar", "--classic"), ("http", "--http")] {
+        let Ok(rendered) = std::process::Command::new("kubectl")
+            .args(["kustomize", &format!("k8s/overlays/{overlay}")])
+            .current_dir(root())
+            .output()
+        else {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: classic_and_http_give_the_overlays_deployments: no kubectl");
+            return;
+        };
+        if !rendered.status.success() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: classic_and_http_give_the_overlays_deployments: kubectl kustomize failed (too old?)"
+            );
+            return;
+        }
+        let mut expected =
+            docs(&String::from_utf8(rendered.stdout).unwrap()).into_iter().find(|d| d["kind"] == "Deployment").unwrap();
+        // The overlay's kustomization adds a part-of label to every object; not inject's job.
+        expected["metadata"].as_mapping_mut().unwrap().remove("labels");
+        assert_eq!(docs(&injected(&bare, &[flag]))[0], expected, "inject {flag} and k8s/overlays/{overlay} agree");
+    }
 }
 
 #[test]
