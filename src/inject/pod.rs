@@ -200,8 +200,9 @@ pub fn inject(template: &mut Mapping, parts: &Parts, opts: &Options) -> Result<(
             return Err(format!(
                 "the pod's label {WI_LABEL} is {}; inject sets it to \"true\" (workload identity)",
                 match v {
-                    Value::String(s) => format!("{s:?}"),
-                    other => format!("{other:?}"),
+                    Value::String(s) => format!("\"{s}\""),
+                    Value::Bool(b) => b.to_string(),
+                    _ => "not a string".into(),
                 }
             ))
         }

@@ -33,7 +33,11 @@ fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 }
 
 fn parse(text: &str, what: &str) -> Value {
-    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("the embedded {what} is not valid YAML: {e}"))
+    // One parser for input and embedded text alike (each serde_yaml entry point costs binary size).
+    super::yaml::parse_all(text)
+        .ok()
+        .and_then(|mut docs| (!docs.is_empty()).then(|| docs.remove(0)))
+        .unwrap_or_else(|| panic!("the embedded {what} is not valid YAML"))
 }
 
 /// A JSON pointer into `doc`, one of the classic patch's paths.
@@ -87,8 +91,8 @@ pub fn parts(image: &str, config_map: &str, classic: bool, http: bool) -> Parts 
         doc["spec"]["template"]["spec"] = Value::Mapping(Mapping::new());
         doc["spec"]["template"]["spec"]["initContainers"] = Value::Sequence(vec![sidecar]);
         doc["spec"]["template"]["spec"]["containers"] = Value::Sequence(vec![]);
-        let ops: Vec<Value> = serde_yaml::from_str(CLASSIC_PATCH).expect("the classic patch is a list of ops");
-        apply_patch(&mut doc, &ops);
+        let ops = parse(CLASSIC_PATCH, "classic patch");
+        apply_patch(&mut doc, ops.as_sequence().expect("the classic patch is a list of ops"));
         let spec = &doc["spec"]["template"]["spec"];
         init_containers = spec["initContainers"].as_sequence().expect("initContainers").clone();
         containers = spec["containers"].as_sequence().expect("containers").clone();
@@ -100,8 +104,7 @@ pub fn parts(image: &str, config_map: &str, classic: bool, http: bool) -> Parts 
     volumes[1]["configMap"]["name"] = Value::String(config_map.to_string());
     let http_env = if http {
         let overlay = parse(HTTP_OVERLAY, "k8s/overlays/http/kustomization.yaml");
-        let ops: Vec<Value> = serde_yaml::from_str(overlay["patches"][0]["patch"].as_str().expect("the http patch"))
-            .expect("the http patch is a list of ops");
+        let ops = parse(overlay["patches"][0]["patch"].as_str().expect("the http patch"), "http patch");
         ops[0]["value"]
             .as_sequence()
             .expect("the http overlay's env")
