@@ -7,9 +7,10 @@
 #   3. the Kubernetes manifests, validated against the Kubernetes schemas, and the alert rules
 #      of k8s/monitoring through promtool (their unit tests);
 #   4. the emulator's contract tests with Microsoft's Python SDK.
-# Where a Docker engine answers, it first builds the scratch image and the test app image
-# (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container tests
-# (tests/it/container.rs), which otherwise print SKIPPED.
+# Where a Docker engine answers, it first builds the scratch images (amd64 and arm64) and the
+# test app image (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container
+# tests (tests/it/container.rs) and the arm64 tests under qemu (tests/it/arm64.rs), which
+# otherwise print SKIPPED.
 # Installs what it needs (rustfmt and clippy through rustup; Python packages into
 # target/*-venv; promtool from Debian's prometheus package, as root; for the image: the rustup
 # musl target, Debian's musl-tools and busybox-static)
@@ -57,6 +58,8 @@ if docker info >/dev/null 2>&1; then
   bash scripts/build-test-app-image.sh "$app_image"
   echo "    the images took $((SECONDS - t)) s"
   container_env=(CONTAINER_TEST_SIDECAR_IMAGE="$sidecar_image" CONTAINER_TEST_APP_IMAGE="$app_image")
+  # build-image.sh builds the arm64 binary and image too; tests/it/arm64.rs runs it under qemu.
+  container_env+=(ARM64_TEST_BIN="$PWD/target/aarch64-unknown-linux-musl/release/azure-secrets-sidecar")
 else
   echo "==> no Docker engine answers: the container tests will print SKIPPED"
 fi

@@ -6,6 +6,8 @@ mod support;
 
 /// App Configuration: selects, labels, references, feature flags, formats.
 mod appconfig;
+/// The arm64 binary under qemu-aarch64-static (SKIPPED without it).
+mod arm64;
 /// Bad config, hostile names and sizes: a clear error, nothing published lost.
 mod bad_input;
 /// Key Vault certificates and keys: PEM, PFX, keys.
