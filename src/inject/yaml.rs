@@ -89,7 +89,10 @@ fn unquoted_in(src: &str, token: &str) -> bool {
     src.match_indices(token).any(|(i, _)| {
         let before = src[..i].chars().next_back();
         let after = src[i + token.len()..].chars().next();
-        matches!(before, None | Some(' ' | '\t' | '\n' | '[' | ',' | '{'))
+        let line = &src[src[..i].rfind('\n').map_or(0, |n| n + 1)..i];
+        let in_comment = line.trim_start().starts_with('#') || line.contains(" #");
+        !in_comment
+            && matches!(before, None | Some(' ' | '\t' | '\n' | '[' | ',' | '{'))
             && matches!(after, None | Some('\n' | '\r' | ' ' | '\t' | ',' | ']' | '}' | '#' | ':'))
     })
 }
@@ -322,7 +325,7 @@ mod tests {
         for src in ["a: yes\n", "mode: 0644\n", "n: 1_000\n", "list: [on, x]\n", "no: 1\n"] {
             assert!(parse_all(src).unwrap_err().contains("YAML 1.1"), "{src}");
         }
-        let docs = round_trip("a: \"yes\"\nmode: '0644'\nb: 'on'\n");
+        let docs = round_trip("a: \"yes\"\nmode: '0644'\nb: 'on'   # on by default\n# yes: comments are not values\n");
         assert_eq!(docs[0]["a"], Value::String("yes".into()));
     }
 
