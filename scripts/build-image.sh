@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Builds the static (musl) binary and the FROM-scratch image (Dockerfile.scratch) tagged TAG.
+# Builds the static (musl) binaries and the FROM-scratch images (Dockerfile.scratch): TAG for
+# linux/amd64 (x86_64-unknown-linux-musl) and TAG-arm64 for linux/arm64 (aarch64-unknown-linux-musl,
+# AKS arm64 node pools; e.g. azure-secrets-sidecar:0.1.0-arm64).
 #
 #   bash scripts/build-image.sh TAG          # e.g. azure-secrets-sidecar:0.1.0
+#   IMAGE_ARCHS=x86_64 bash scripts/build-image.sh TAG    # one architecture only
 #
 # Needs only the Rust toolchain (rustup) and a Docker engine; pulls no image (every stage is
 # FROM scratch), so it works on a machine with no access to any registry. What it lacks it
-# installs once: the rustup target x86_64-unknown-linux-musl, and Debian's musl-tools (ring
-# compiles its C with musl-gcc). Re-runs are incremental: cargo rebuilds only what changed and
-# Docker reuses its layers when the binary is the same.
+# installs once: the rustup targets, Debian's musl-tools (ring compiles its C with musl-gcc)
+# and, for arm64, Debian's gcc-aarch64-linux-gnu (ring's C, and the linker) and
+# qemu-user-static (to run the arm64 binary here). Re-runs are incremental: cargo rebuilds only
+# what changed and Docker reuses its layers when the binary is the same.
 #
-# Checks before it succeeds: the binary is static (no ELF interpreter, no shared libraries),
-# carries the public roots Azure chains to (no OS bundle in the image), runs; the Dockerfile
-# has no stage but scratch; the image is at most 4 MiB. Prints the sizes.
+# Checks before it succeeds: each binary is static (no ELF interpreter, no shared libraries)
+# and for its architecture, carries the public roots Azure chains to (no OS bundle in the
+# image), runs (arm64 under qemu-aarch64-static); the Dockerfile has no stage but scratch; each
+# image is at most 4 MiB. Prints the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,23 +25,19 @@ if [ -z "$tag" ] || [ $# -ne 1 ]; then
   echo "usage: scripts/build-image.sh TAG   (e.g. azure-secrets-sidecar:0.1.0)" >&2
   exit 2
 fi
-TARGET=x86_64-unknown-linux-musl
 MAX_BYTES=$((4 * 1024 * 1024))
-context=target/image-context
+ARCHS=${IMAGE_ARCHS:-x86_64 aarch64}
 start=$SECONDS
 
 fail() { echo "build-image: $*" >&2; exit 1; }
 
+apt_install() {  # PACKAGE... (Debian), as root only
+  [ "$(id -u)" -eq 0 ] || fail "missing: install Debian's $* (as root: apt-get install $*)"
+  echo "==> installing Debian's $*"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # --- what the build needs -----------------------------------------------------------------
-if ! rustup target list --installed | grep -qx "$TARGET"; then
-  echo "==> rustup target add $TARGET"
-  rustup target add "$TARGET"
-fi
-if ! command -v musl-gcc >/dev/null; then
-  echo "==> installing Debian's musl-tools (musl-gcc, for ring's C code)"
-  [ "$(id -u)" -eq 0 ] || fail "musl-gcc is missing; install Debian's musl-tools (as root: apt-get install musl-tools)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null
-fi
 command -v readelf >/dev/null || fail "readelf (binutils) is missing; it checks that the binary is static"
 command -v docker >/dev/null || fail "docker is not installed"
 docker info >/dev/null 2>&1 || fail "no Docker engine answers (docker info failed)"
@@ -44,47 +45,95 @@ if grep -iE '^[[:space:]]*FROM[[:space:]]' Dockerfile.scratch | grep -viqE '^[[:
   fail "Dockerfile.scratch has a stage that is not FROM scratch; the build must pull nothing"
 fi
 
-# --- the static binary ------------------------------------------------------------------
-echo "==> cargo build --release --target $TARGET"
-t=$SECONDS
-# Without the `demo` feature (so without the emulator crate), and not position-independent:
-# a plain static executable like Go's, 150 KB smaller than musl's default static-pie, which keeps
-# the image under its 4 MiB budget. Heap, stack and mmap addresses stay randomised.
-RUSTFLAGS="-C relocation-model=static" \
-  cargo build --locked --release -p azure-secrets-sidecar --no-default-features --target "$TARGET" --bin azure-secrets-sidecar
-echo "    ($((SECONDS - t)) s)"
-bin=target/$TARGET/release/azure-secrets-sidecar
+# The arm64 image's tag: TAG with -arm64 appended to its tag part (:latest when it has none).
+arm64_tag() {
+  case ${1##*/} in
+    *:*) echo "$1-arm64" ;;
+    *) echo "$1:latest-arm64" ;;
+  esac
+}
 
-# Static: no program interpreter and no NEEDED shared library (readelf comes with binutils,
-# which the Rust toolchain's linker needs anyway).
-if readelf -lW "$bin" | grep -q 'INTERP'; then fail "$bin asks for an ELF interpreter: not static"; fi
-if readelf -dW "$bin" | grep -q '(NEEDED)'; then fail "$bin needs shared libraries: not static"; fi
-command -v file >/dev/null && echo "    file: $(file -b "$bin")"
-echo "    ldd:  $(ldd "$bin" 2>&1 | tr -s '[:space:]' ' ' | sed 's/^ //')"
-# The public roots Azure's endpoints chain to, compiled in (webpki-roots), so the image needs
-# no /etc/ssl bundle.
-for root in "DigiCert Global Root G2" "Microsoft RSA Root Certificate Authority 2017"; do
-  grep -aq "$root" "$bin" || fail "$bin does not carry the public root '$root'"
+# build_arch ARCH TAG: the static binary for ARCH, checked, in the scratch image TAG.
+build_arch() {
+  local arch=$1 tag=$2 target platform machine runner=()
+  case $arch in
+    x86_64) target=x86_64-unknown-linux-musl platform=linux/amd64 machine="X86-64" ;;
+    aarch64) target=aarch64-unknown-linux-musl platform=linux/arm64 machine="AArch64" ;;
+    *) fail "unknown architecture $arch (IMAGE_ARCHS: x86_64 aarch64)" ;;
+  esac
+  if ! rustup target list --installed | grep -qx "$target"; then
+    echo "==> rustup target add $target"
+    rustup target add "$target"
+  fi
+  local cross_env=()
+  if [ "$arch" = x86_64 ]; then
+    command -v musl-gcc >/dev/null || apt_install musl-tools
+  else
+    # ring's C and assembly, and the final link against Rust's self-contained musl: Debian's
+    # aarch64 cross gcc (its glibc headers are not used by ring's freestanding C).
+    command -v aarch64-linux-gnu-gcc >/dev/null || apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    command -v qemu-aarch64-static >/dev/null || apt_install qemu-user-static
+    cross_env=(CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
+      AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc)
+    runner=(qemu-aarch64-static)
+  fi
+
+  # --- the static binary ----------------------------------------------------------------
+  echo "==> cargo build --release --target $target"
+  local t=$SECONDS
+  # Without the `demo` feature (so without the emulator crate), and not position-independent:
+  # a plain static executable like Go's, 150 KB smaller than musl's default static-pie, which
+  # keeps the image under its 4 MiB budget. Heap, stack and mmap addresses stay randomised.
+  env "${cross_env[@]}" RUSTFLAGS="-C relocation-model=static" \
+    cargo build --locked --release -p azure-secrets-sidecar --no-default-features --target "$target" --bin azure-secrets-sidecar
+  echo "    ($((SECONDS - t)) s)"
+  local bin=target/$target/release/azure-secrets-sidecar
+
+  # Static: no program interpreter and no NEEDED shared library (readelf comes with binutils,
+  # which the Rust toolchain's linker needs anyway); and for the architecture asked for.
+  if readelf -lW "$bin" | grep -q 'INTERP'; then fail "$bin asks for an ELF interpreter: not static"; fi
+  if readelf -dW "$bin" | grep -q '(NEEDED)'; then fail "$bin needs shared libraries: not static"; fi
+  readelf -hW "$bin" | grep -q "Machine:.*$machine" || fail "$bin is not an $machine executable"
+  command -v file >/dev/null && echo "    file: $(file -b "$bin")"
+  # The public roots Azure's endpoints chain to, compiled in (webpki-roots), so the image needs
+  # no /etc/ssl bundle.
+  for root in "DigiCert Global Root G2" "Microsoft RSA Root Certificate Authority 2017"; do
+    grep -aq "$root" "$bin" || fail "$bin does not carry the public root '$root'"
+  done
+  echo "    $("${runner[@]}" "$bin" version)${runner:+ (under ${runner[*]})}; public roots built in"
+
+  # --- the image --------------------------------------------------------------------------
+  local context=target/image-context/$arch
+  rm -rf "$context"
+  mkdir -p "$context/secrets"
+  cp "$bin" "$context/azure-secrets-sidecar"
+  echo "==> docker build --platform $platform -f Dockerfile.scratch -t $tag"
+  t=$SECONDS
+  # Quiet: the legacy builder's deprecation notice is noise here; errors still surface.
+  local out
+  if ! out=$(docker build -q --platform "$platform" -f Dockerfile.scratch -t "$tag" "$context" 2>&1); then
+    echo "$out" >&2
+    fail "docker build failed"
+  fi
+  echo "    ($((SECONDS - t)) s)"
+
+  local size binsize user os_arch
+  size=$(docker image inspect -f '{{.Size}}' "$tag")
+  binsize=$(stat -c %s "$bin")
+  user=$(docker image inspect -f '{{.Config.User}}' "$tag")
+  os_arch=$(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$tag")
+  [ "$os_arch" = "$platform" ] || fail "image $tag is $os_arch, not $platform"
+  awk -v t="$tag" -v s="$size" -v b="$binsize" -v u="$user" -v p="$platform" 'BEGIN {
+    printf "    image %s (%s): %d bytes (%.2f MiB; limit 4 MiB), binary %d bytes, user %s\n", t, p, s, s / 1048576, b, u }'
+  [ "$size" -le "$MAX_BYTES" ] || fail "image $tag is $size bytes, over the 4 MiB ($MAX_BYTES bytes) budget"
+}
+
+for arch in $ARCHS; do
+  case $arch in
+    x86_64) build_arch x86_64 "$tag" ;;
+    aarch64) build_arch aarch64 "$(arm64_tag "$tag")" ;;
+    *) fail "unknown architecture $arch (IMAGE_ARCHS: x86_64 aarch64)" ;;
+  esac
 done
-echo "    $("$bin" version); public roots built in"
-
-# --- the image ----------------------------------------------------------------------------
-rm -rf "$context"
-mkdir -p "$context/secrets"
-cp "$bin" "$context/azure-secrets-sidecar"
-echo "==> docker build -f Dockerfile.scratch -t $tag"
-t=$SECONDS
-# Quiet: the legacy builder's deprecation notice is noise here; errors still surface.
-if ! out=$(docker build -q -f Dockerfile.scratch -t "$tag" "$context" 2>&1); then
-  echo "$out" >&2
-  fail "docker build failed"
-fi
-echo "    ($((SECONDS - t)) s)"
-
-size=$(docker image inspect -f '{{.Size}}' "$tag")
-binsize=$(stat -c %s "$bin")
-user=$(docker image inspect -f '{{.Config.User}}' "$tag")
-awk -v t="$tag" -v s="$size" -v b="$binsize" -v u="$user" 'BEGIN {
-  printf "    image %s: %d bytes (%.2f MiB; limit 4 MiB), binary %d bytes, user %s\n", t, s, s / 1048576, b, u }'
-[ "$size" -le "$MAX_BYTES" ] || fail "image $tag is $size bytes, over the 4 MiB ($MAX_BYTES bytes) budget"
-echo "OK: image $tag built in $((SECONDS - start)) s"
+echo "OK: images built in $((SECONDS - start)) s ($ARCHS)"

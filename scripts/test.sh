@@ -4,15 +4,18 @@
 #   2. the product's unit and integration tests in the production configuration (no `demo`
 #      feature: what the image runs), then the whole workspace with default features (the
 #      product with `demo`, sidecar-core, the emulator's own tests);
-#   3. the Kubernetes manifests, validated against the Kubernetes schemas;
+#   3. the Kubernetes manifests, validated against the Kubernetes schemas, and the alert rules
+#      of k8s/monitoring through promtool (their unit tests);
 #   4. the emulator's contract tests with Microsoft's Python SDK;
 #   5. the interop tests: the sidecar's output read by python-dotenv, PyYAML, java.util.Properties
 #      (needs `java` on PATH) and JSON.
-# Where a Docker engine answers, it first builds the scratch image and the test app image
-# (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container tests
-# (tests/it/container.rs), which otherwise print SKIPPED.
+# Where a Docker engine answers, it first builds the scratch images (amd64 and arm64) and the
+# test app image (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container
+# tests (tests/it/container.rs) and the arm64 tests under qemu (tests/it/arm64.rs), which
+# otherwise print SKIPPED.
 # Installs what it needs (rustfmt and clippy through rustup; Python packages into
-# target/*-venv; for the image: the rustup musl target, Debian's musl-tools and busybox-static)
+# target/*-venv; promtool from Debian's prometheus package, as root; for the image: the rustup
+# musl target, Debian's musl-tools and busybox-static)
 # and touches nothing else.
 # The Azure Arc tests use /var/opt/azcmagent/tokens (the only directory the sidecar and
 # the SDKs take an Arc key from; needs root) and remove what they created there.
@@ -25,6 +28,17 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# promtool (Debian's prometheus package): the alert rules' unit tests, and `promtool check
+# metrics` on a running sidecar's /metrics (tests/it/monitoring.rs; SKIPPED without it, outside CI).
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "==> installing Debian's prometheus package (promtool)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "==> no promtool and not root: the monitoring tests will print SKIPPED (apt-get install prometheus)"
+  fi
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -46,6 +60,8 @@ if docker info >/dev/null 2>&1; then
   bash scripts/build-test-app-image.sh "$app_image"
   echo "    the images took $((SECONDS - t)) s"
   container_env=(CONTAINER_TEST_SIDECAR_IMAGE="$sidecar_image" CONTAINER_TEST_APP_IMAGE="$app_image")
+  # build-image.sh builds the arm64 binary and image too; tests/it/arm64.rs runs it under qemu.
+  container_env+=(ARM64_TEST_BIN="$PWD/target/aarch64-unknown-linux-musl/release/azure-secrets-sidecar")
 else
   echo "==> no Docker engine answers: the container tests will print SKIPPED"
 fi
@@ -60,6 +76,17 @@ cargo test --locked -p sidecar-core -p azure-emulator -- --test-threads="$thread
 
 echo "==> Kubernetes manifests: rendered and validated against the Kubernetes schemas"
 bash scripts/validate-k8s.sh
+
+echo "==> alert rules (k8s/monitoring): promtool check rules and promtool test rules"
+if command -v promtool >/dev/null; then
+  promtool check rules k8s/monitoring/alerts.yaml
+  (cd k8s/monitoring && promtool test rules alerts.test.yaml)
+elif [ -n "${CI:-}" ]; then
+  echo "promtool is missing (Debian's prometheus package)" >&2
+  exit 1
+else
+  echo "SKIPPED: no promtool (apt-get install prometheus)"
+fi
 
 echo "==> contract tests: the emulator driven by Microsoft's Python SDK"
 venv=target/contract-venv

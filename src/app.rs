@@ -30,6 +30,8 @@ pub enum AppError {
     Usage(#[from] cli::UsageError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Inject(#[from] crate::inject::InjectError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -48,7 +50,7 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) | AppError::Config(_) => 2,
-            AppError::Runtime(_) => 1,
+            AppError::Inject(_) | AppError::Runtime(_) => 1,
         }
     }
 }
@@ -71,6 +73,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
             run(cfg, source.path().to_path_buf(), &env, once)
         }
         Command::Probe { what, addr } => probe(what, addr, &env),
+        Command::Inject { file, options } => inject(file, &options),
         #[cfg(feature = "demo")]
         Command::Demo { dir } => Ok(crate::demo::run(dir, build)?),
         #[cfg(not(feature = "demo"))]
@@ -115,6 +118,23 @@ fn probe(what: ProbeKind, addr: Option<String>, env: &[(String, String)]) -> Res
             .await
             .map_err(|e| AppError::Runtime(format!("probe {name}: {e}")))
     })
+}
+
+/// `inject`: the YAML of FILE (or stdin) with the sidecar added, to stdout; nothing on a refusal.
+fn inject(file: Option<PathBuf>, options: &crate::inject::Options) -> Result<(), AppError> {
+    use std::io::{Read, Write};
+    let (name, input) = match &file {
+        Some(path) => (path.display().to_string(), std::fs::read_to_string(path)),
+        None => ("stdin".to_string(), {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map(|_| text)
+        }),
+    };
+    let input = input.map_err(|e| AppError::Runtime(format!("inject: cannot read {name}: {e}")))?;
+    let output = crate::inject::inject(&input, options)?;
+    std::io::stdout()
+        .write_all(output.as_bytes())
+        .map_err(|e| AppError::Runtime(format!("inject: cannot write stdout: {e}")))
 }
 
 /// config -> identity -> sources. Errors here are configuration errors (exit 2). The outputs

@@ -1,4 +1,4 @@
-//! The command line of SPEC.md, parsed by hand (five commands and four flags do not need a
+//! The command line of SPEC.md, parsed by hand (six commands and a dozen flags do not need a
 //! parser crate in a binary that must stay small). Usage errors are exit code 2.
 
 use std::ffi::OsString;
@@ -6,10 +6,25 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run { config: Option<PathBuf>, once: bool },
-    Check { config: Option<PathBuf> },
-    Demo { dir: Option<PathBuf> },
-    Probe { what: ProbeKind, addr: Option<String> },
+    Run {
+        config: Option<PathBuf>,
+        once: bool,
+    },
+    Check {
+        config: Option<PathBuf>,
+    },
+    Demo {
+        dir: Option<PathBuf>,
+    },
+    Probe {
+        what: ProbeKind,
+        addr: Option<String>,
+    },
+    /// `inject [-f FILE]`: no file or `-` is stdin.
+    Inject {
+        file: Option<PathBuf>,
+        options: crate::inject::Options,
+    },
     Version,
     Help,
 }
@@ -26,6 +41,8 @@ usage:
   azure-secrets-sidecar check [--config PATH]            validate and print the resolved config
   azure-secrets-sidecar demo [--dir DIR]                 try it locally, no Azure account needed
   azure-secrets-sidecar probe (ready|live) [--addr A]    exec probe against the health listener
+  azure-secrets-sidecar inject [-f FILE]                 add the sidecar to Kubernetes YAML (stdin -> stdout)
+      [--image IMAGE] [--config-map NAME] [--mount-path PATH] [--classic] [--http]
   azure-secrets-sidecar version
 
 The config path is --config, else $SIDECAR_CONFIG, else /etc/azure-secrets-sidecar/config.yaml.";
@@ -52,6 +69,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut dir = None;
     let mut addr = None;
     let mut probe = None;
+    let mut file = None;
+    let mut inject = crate::inject::Options::default();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -66,6 +85,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             ("run", "--once") if inline.is_none() => once = true,
             ("demo", "--dir") => dir = Some(PathBuf::from(value("--dir")?)),
             ("probe", "--addr") => addr = Some(value("--addr")?),
+            ("inject", "-f" | "--file") => file = Some(PathBuf::from(value("-f")?)),
+            ("inject", "--image") => inject.image = value("--image")?,
+            ("inject", "--config-map") => inject.config_map = value("--config-map")?,
+            ("inject", "--mount-path") => inject.mount_path = value("--mount-path")?,
+            ("inject", "--classic") if inline.is_none() => inject.classic = true,
+            ("inject", "--http") if inline.is_none() => inject.http = true,
             ("probe", "ready") if probe.is_none() => probe = Some(ProbeKind::Ready),
             ("probe", "live") if probe.is_none() => probe = Some(ProbeKind::Live),
             _ => return Err(UsageError(format!("unexpected argument {arg:?} for command {cmd:?}"))),
@@ -77,6 +102,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         "demo" => Command::Demo { dir },
         "probe" => {
             Command::Probe { what: probe.ok_or_else(|| UsageError("probe needs 'ready' or 'live'".into()))?, addr }
+        }
+        "inject" => {
+            if let Some(problem) = inject.problem() {
+                return Err(UsageError(problem));
+            }
+            Command::Inject { file: file.filter(|f| f.as_os_str() != "-"), options: inject }
         }
         "version" | "--version" => Command::Version,
         "help" => Command::Help,
@@ -114,6 +145,36 @@ mod tests {
             Command::Probe { what: ProbeKind::Ready, addr: Some("127.0.0.1:8201".into()) }
         );
         assert_eq!(p(&["version"]).unwrap(), Command::Version);
+        assert_eq!(p(&["inject"]).unwrap(), Command::Inject { file: None, options: Default::default() });
+        assert_eq!(
+            p(&[
+                "inject",
+                "-f",
+                "-",
+                "--classic",
+                "--http",
+                "--mount-path=/s",
+                "--image",
+                "r/i:1",
+                "--config-map",
+                "c"
+            ])
+            .unwrap(),
+            Command::Inject {
+                file: None,
+                options: crate::inject::Options {
+                    image: "r/i:1".into(),
+                    config_map: "c".into(),
+                    mount_path: "/s".into(),
+                    classic: true,
+                    http: true
+                }
+            }
+        );
+        assert_eq!(
+            p(&["inject", "--file", "d.yaml"]).unwrap(),
+            Command::Inject { file: Some("d.yaml".into()), options: Default::default() }
+        );
         assert!(p(&["emulator"]).is_err(), "the emulator is its own binary (azure-emulator)");
     }
 
@@ -123,5 +184,7 @@ mod tests {
         assert!(p(&["check", "--once"]).unwrap_err().0.contains("--once"));
         assert!(p(&["run", "--config"]).unwrap_err().0.contains("needs a value"));
         assert!(p(&["probe"]).unwrap_err().0.contains("ready"));
+        assert!(p(&["inject", "--mount-path", "rel"]).unwrap_err().0.contains("--mount-path"));
+        assert!(p(&["inject", "--classic=yes"]).unwrap_err().0.contains("--classic"));
     }
 }

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod fuzzing;
 pub mod health;
 pub mod identity;
+pub mod inject;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

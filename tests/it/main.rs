@@ -6,6 +6,8 @@ mod support;
 
 /// App Configuration: selects, labels, references, feature flags, formats.
 mod appconfig;
+/// The arm64 binary under qemu-aarch64-static (SKIPPED without it).
+mod arm64;
 /// Bad config, hostile names and sizes: a clear error, nothing published lost.
 mod bad_input;
 /// Key Vault certificates and keys: PEM, PFX, keys.
@@ -27,10 +29,14 @@ mod faults;
 mod hygiene;
 /// Every identity mode against the emulator.
 mod identities;
+/// `inject`: every workload kind, idempotence, refusals, schema-valid output.
+mod inject;
 /// Key Vault to files: the AtomicWriter layout, changes, `--once`.
 mod keyvault_files;
 /// Key Vault request counts: lists, GETs, pinned versions.
 mod keyvault_requests;
+/// k8s/monitoring: the alert rules' tests, and the real /metrics through promtool.
+mod monitoring;
 /// Config reloads: ConfigMap updates, SIGHUP, invalid edits.
 mod reload;
 /// The standard Azure variables read as Microsoft's SDKs read them.
