@@ -98,6 +98,11 @@ EMULATOR_BIN="$PWD/target/debug/azure-emulator" SIDECAR_BIN="$PWD/target/debug/a
   "$venv/bin/python" -m pytest tests/contract -q
 
 echo "==> interop tests: the sidecar's output read by the parsers its users run"
+# java.util.Properties itself reads the properties format: Debian's JRE when java is missing.
+if ! command -v java >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  echo "==> installing Debian's default-jre-headless (java, for the properties round trip)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
+fi
 venv=target/interop-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
