@@ -113,6 +113,53 @@ pub(super) fn v2_scope(scope: &str) -> String {
     }
 }
 
+/// `Credential` for an Entra client-credentials grant (client secret, client certificate,
+/// workload identity): the type has `tenants: Tenants` and
+/// `async fn exchange(&self, scope, tenant: Option<&str>, claims: Option<&str>, cancel)`, and
+/// every token request is that exchange, in the home tenant, another allowed one, or with the
+/// claims of a CAE challenge.
+macro_rules! entra_credential {
+    ($ty:ty, $mode:expr) => {
+        impl super::Credential for $ty {
+            fn kind(&self) -> &'static str {
+                $mode
+            }
+
+            fn request_token<'a>(
+                &'a self,
+                scope: &'a str,
+                cancel: &'a tokio_util::sync::CancellationToken,
+            ) -> super::BoxFuture<'a, Result<super::AccessToken, super::IdentityError>> {
+                Box::pin(self.exchange(scope, None, None, cancel))
+            }
+
+            fn is_home_tenant(&self, tenant: &str) -> bool {
+                self.tenants.is_home(tenant)
+            }
+
+            fn request_token_in<'a>(
+                &'a self,
+                scope: &'a str,
+                tenant: &'a str,
+                cancel: &'a tokio_util::sync::CancellationToken,
+            ) -> super::BoxFuture<'a, Result<super::AccessToken, super::IdentityError>> {
+                Box::pin(self.exchange(scope, Some(tenant), None, cancel))
+            }
+
+            fn request_token_with_claims<'a>(
+                &'a self,
+                scope: &'a str,
+                tenant: Option<&'a str>,
+                claims: &'a str,
+                cancel: &'a tokio_util::sync::CancellationToken,
+            ) -> super::BoxFuture<'a, Result<super::AccessToken, super::IdentityError>> {
+                Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
+            }
+        }
+    };
+}
+pub(super) use entra_credential;
+
 #[cfg(test)]
 mod tests {
     use super::*;

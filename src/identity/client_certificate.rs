@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::aad::{self, ClientAuth};
-use super::{read_secret_file, AccessToken, BoxFuture, Credential, IdentityError, SecretSource};
+use super::{read_secret_file, AccessToken, IdentityError, SecretSource};
 use crate::azure::AzureClient;
 use sidecar_core::pki::{self, rsa::RsaSigner, CertBundle};
 use sidecar_core::secret::SecretString;
@@ -130,42 +130,7 @@ impl ClientCertificateCredential {
     }
 }
 
-impl Credential for ClientCertificateCredential {
-    fn kind(&self) -> &'static str {
-        MODE
-    }
-
-    fn request_token<'a>(
-        &'a self,
-        scope: &'a str,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, None, None, cancel))
-    }
-
-    fn is_home_tenant(&self, tenant: &str) -> bool {
-        self.tenants.is_home(tenant)
-    }
-
-    fn request_token_in<'a>(
-        &'a self,
-        scope: &'a str,
-        tenant: &'a str,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
-    }
-
-    fn request_token_with_claims<'a>(
-        &'a self,
-        scope: &'a str,
-        tenant: Option<&'a str>,
-        claims: &'a str,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
-    }
-}
+super::aad::entra_credential!(ClientCertificateCredential, MODE);
 
 /// The signed JWT: `base64url(header).base64url(claims).base64url(signature)`.
 pub(crate) fn sign_assertion(

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::aad::{self, ClientAuth};
-use super::{read_secret_file, AccessToken, BoxFuture, Credential, IdentityError};
+use super::{read_secret_file, AccessToken, IdentityError};
 use crate::azure::AzureClient;
 
 const MODE: &str = "workload";
@@ -51,42 +51,7 @@ impl WorkloadCredential {
     }
 }
 
-impl Credential for WorkloadCredential {
-    fn kind(&self) -> &'static str {
-        MODE
-    }
-
-    fn request_token<'a>(
-        &'a self,
-        scope: &'a str,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, None, None, cancel))
-    }
-
-    fn is_home_tenant(&self, tenant: &str) -> bool {
-        self.tenants.is_home(tenant)
-    }
-
-    fn request_token_in<'a>(
-        &'a self,
-        scope: &'a str,
-        tenant: &'a str,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, Some(tenant), None, cancel))
-    }
-
-    fn request_token_with_claims<'a>(
-        &'a self,
-        scope: &'a str,
-        tenant: Option<&'a str>,
-        claims: &'a str,
-        cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Result<AccessToken, IdentityError>> {
-        Box::pin(self.exchange(scope, tenant, Some(claims), cancel))
-    }
-}
+super::aad::entra_credential!(WorkloadCredential, MODE);
 
 #[cfg(test)]
 mod tests;

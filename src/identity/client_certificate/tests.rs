@@ -1,3 +1,4 @@
+use crate::identity::Credential;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;

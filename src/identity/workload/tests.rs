@@ -1,3 +1,4 @@
+use crate::identity::Credential;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
