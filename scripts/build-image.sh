@@ -7,11 +7,16 @@
 #   IMAGE_ARCHS=x86_64 bash scripts/build-image.sh TAG    # one architecture only
 #
 # Needs only the Rust toolchain (rustup) and a Docker engine; pulls no image (every stage is
-# FROM scratch), so it works on a machine with no access to any registry. What it lacks it
-# installs once: the rustup targets, Debian's musl-tools (ring compiles its C with musl-gcc)
-# and, for arm64, Debian's gcc-aarch64-linux-gnu (ring's C, and the linker) and
-# qemu-user-static (to run the arm64 binary here). Re-runs are incremental: cargo rebuilds only
-# what changed and Docker reuses its layers when the binary is the same.
+# FROM scratch), so it works with no container registry (std's own crates, compiled with the
+# binary, come from crates.io like every other dependency). What it lacks it installs once:
+# rustup's rust-src and targets, Debian's musl-tools (ring compiles its C with musl-gcc) and,
+# for arm64, Debian's gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (ring's C, and the
+# linker) and qemu-user-static (to run the arm64 binary here). Re-runs are incremental, except
+# that RUSTC_BOOTSTRAP=1 (below) makes the build scripts of proc-macro2 and thiserror differ from
+# the other builds' in the shared target/release, so a build without it (the test app image,
+# bench.sh) rebuilds those and the derive crates once. RUSTC_BOOTSTRAP also turns on
+# thiserror's nightly-only Error::provide support, unused here. Docker reuses its layers when
+# the binary is the same.
 #
 # Checks before it succeeds: each binary is static (no ELF interpreter, no shared libraries)
 # and for its architecture, carries the public roots Azure chains to (no OS bundle in the

@@ -26,8 +26,8 @@ if ! is_static "$busybox"; then
   is_static "$busybox" || fail "$busybox is still not a static binary"
 fi
 
-# Same flags and target directory as scripts/build-image.sh, so the dependencies the two
-# binaries share are built once for both.
+# The target directory of scripts/build-image.sh. Its std is the prebuilt one (the emulator has
+# no size budget), so the crates the two binaries share are built once for each.
 target=x86_64-unknown-linux-musl
 RUSTFLAGS="-C relocation-model=static" \
   cargo build --locked --release --target "$target" -p azure-emulator --bin azure-emulator

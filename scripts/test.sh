@@ -8,14 +8,15 @@
 #      of k8s/monitoring through promtool (their unit tests);
 #   4. the emulator's contract tests with Microsoft's Python SDK;
 #   5. the interop tests: the sidecar's output read by python-dotenv, PyYAML, java.util.Properties
-#      (needs `java` on PATH) and JSON.
+#      (java; Debian's default-jre-headless is installed when missing, as root) and JSON.
 # Where a Docker engine answers, it first builds the scratch images (amd64 and arm64) and the
 # test app image (scripts/build-image.sh, scripts/build-test-app-image.sh) for the container
 # tests (tests/it/container.rs) and the arm64 tests under qemu (tests/it/arm64.rs), which
 # otherwise print SKIPPED.
 # Installs what it needs (rustfmt and clippy through rustup; Python packages into
-# target/*-venv; promtool from Debian's prometheus package, as root; for the image: the rustup
-# musl target, Debian's musl-tools and busybox-static)
+# target/*-venv; promtool from Debian's prometheus package and a JRE, as root; for the images:
+# rustup's rust-src and musl targets, Debian's musl-tools, gcc-aarch64-linux-gnu,
+# libc6-dev-arm64-cross, qemu-user-static and busybox-static)
 # and touches nothing else.
 # The Azure Arc tests use /var/opt/azcmagent/tokens (the only directory the sidecar and
 # the SDKs take an Arc key from; needs root) and remove what they created there.

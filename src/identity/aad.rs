@@ -1,5 +1,6 @@
 //! The Entra ID v2 token endpoint (`POST {authority}/{tenant}/oauth2/v2.0/token`), shared by
-//! the workload identity (client assertion) and client secret credentials.
+//! the workload identity, client certificate (client assertions) and client secret credentials,
+//! and the `Credential` impl the three have in common (`entra_credential!`).
 
 use tokio_util::sync::CancellationToken;
 use url::Url;

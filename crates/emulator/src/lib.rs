@@ -1,5 +1,6 @@
-//! A local stand-in for Azure (IMDS, Entra ID token endpoint, Key Vault), over real TLS with a
-//! CA generated per run, with fault injection and request counts. Backs `demo`, the tests and
+//! A local stand-in for Azure (Entra ID, IMDS, App Service, Azure Arc, Key Vault, App
+//! Configuration), over real TLS with a CA generated per run, with fault injection and request
+//! counts. Backs `demo`, the tests and
 //! the benchmarks. Its wire shapes follow Azure's public REST specs and docs (not our client),
 //! and Microsoft's own Python SDK is run against it in `tests/contract/`.
 //!
@@ -11,7 +12,7 @@
 //! |---|---|---|
 //! | authority | https | `POST /{tenant}/oauth2/v2.0/token`, `GET /{tenant}/v2.0/.well-known/openid-configuration` (`aad.rs`) |
 //! | one per vault | https | `GET /secrets...` of that vault (`keyvault.rs`) |
-//! | one per App Configuration store | https | `GET /kv` and `GET /kv/{key}` of that store (`appconfig.rs`) |
+//! | one per App Configuration store | https | `GET /kv`, `GET /kv/{key}` and `GET /snapshots/{name}` of that store, also on each of its `--store-replicas` addresses (`appconfig.rs`) |
 //! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`), `GET /msi/token` (App Service / Container Apps, `app_service.rs`) and the control API `/_emulator/...` |
 //! | arc | http | `GET /metadata/identity/oauth2/token` with the Azure Arc challenge (`arc.rs`) |
 //!
