@@ -1,7 +1,7 @@
 """Parity: one emulator store loaded by Microsoft's official Python provider
 (azure-appconfiguration-provider, pinned in requirements.txt) and by the sidecar (`run --once`,
 format json), compared key by key, feature flags included, before and after a change. Where
-the sidecar deliberately differs, the difference is asserted here and stated in the README's
+the sidecar deliberately differs, the difference is asserted here and stated in docs/app-configuration.md's
 App Configuration section (DIFFERENCES).
 
 Run: python3 -m pip install -r tests/interop/requirements.txt
@@ -22,7 +22,7 @@ FF = "application/vnd.microsoft.appconfig.ff+json;charset=utf-8"
 VAULT = "refs"
 
 # Trimmed keys where the sidecar's JSON document differs from the provider's flat dict, and why
-# (README, App Configuration: "Compared with Microsoft's Python provider").
+# (docs/app-configuration.md: "Compared with Microsoft's Python provider").
 DIFFERENCES = {
     "": "a key empty after trimming is skipped (a document has no empty key)",
     "tls": "a key that is also a parent (tls beside tls:cert) is skipped; the deeper key is kept",

@@ -23,6 +23,8 @@ mod container;
 /// `demo` publishes and stops cleanly.
 #[cfg(feature = "demo")]
 mod demo;
+/// The README and docs/: examples pass `check`, links resolve, the commands are the binary's.
+mod docs;
 /// Azure failing: storms, Retry-After, outages, recovery.
 mod faults;
 /// No secret, token or credential in any log line, at trace level.
