@@ -20,7 +20,7 @@ mod clouds;
 mod consistency;
 /// The FROM-scratch images in a pod-like network (SKIPPED without Docker).
 mod container;
-/// `demo` publishes and stops cleanly.
+/// `demo` publishes Key Vault and App Configuration, reloads its edited config, stops cleanly.
 #[cfg(feature = "demo")]
 mod demo;
 /// The README and docs/: examples pass `check`, links resolve, the commands are the binary's.

@@ -454,7 +454,7 @@ impl Emulator {
             let handler = Arc::new(appconfig::StoreHandler { shared: shared.clone(), store, address });
             tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
         }
-        tracing::info!(authority = shared.authority_url, imds = shared.imds_url, vaults = ?shared.vault_urls, "emulator listening");
+        tracing::info!(authority = shared.authority_url, imds = shared.imds_url, vaults = ?shared.vault_urls, stores = ?shared.store_urls, "emulator listening");
         Ok(Emulator { handle: Handle { shared }, tasks, _temp_dir: temp_dir })
     }
 
