@@ -2,6 +2,8 @@
 //! same name and version as the certificate), whatever Key Vault stores there: base64 PKCS#12
 //! (`application/x-pkcs12`, empty password) or PEM (`application/x-pem-file`).
 //!
+//! Format `pem-bundle` publishes one file, the CSI driver's layout: the key, then the chain
+//! (a PEM-stored certificate as Key Vault holds it).
 //! Format `pem` publishes `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the
 //! private key, PKCS#8 as Key Vault holds it), the names of a Kubernetes TLS secret; a
 //! certificate whose key is not exportable has no key in its secret, so `tls.crt` is published
@@ -118,6 +120,7 @@ pub(super) async fn fetch(
                 Err(reason) => fail_all(reason),
             }
         }
+        CertFormat::PemBundle => Ok(Fetched::Object(object(&outputs[0], stored.bundle_pem(value.0.expose())))),
         CertFormat::Pem => {
             let (crt, key) = (&outputs[0], &outputs[1]);
             let mut objects = vec![object(crt, SecretValue::from(stored.bundle.chain_pem()))];
@@ -268,6 +271,7 @@ pub(super) fn outputs(planned: &Planned) -> Vec<sidecar_core::relpath::RelPath> 
         version: None,
         required: planned.required,
         kind: planned.kind,
+        encoding: planned.encoding,
     }
     .outputs()
 }
@@ -324,6 +328,20 @@ impl Stored {
         );
         let bundle = pki::pkcs12::decode(&pfx, "").map_err(|e| e.to_string())?;
         Ok(Stored { bundle, pfx: Some(pfx) })
+    }
+
+    /// `format: pem-bundle`: what the CSI driver writes for a certificate read as
+    /// `objectType: secret` (provider.go `getSecret`): a PEM value as Key Vault holds it
+    /// (`value`), and from PKCS#12 the private key as PKCS#8 PEM, then the chain leaf first
+    /// (`decodePKCS12`, with its default `--construct-pem-chain`).
+    fn bundle_pem(&self, value: &[u8]) -> SecretValue {
+        if self.pfx.is_none() {
+            return SecretValue::new(value.to_vec());
+        }
+        // No key (not exportable): the chain alone, as the driver writes then.
+        let mut pem = Zeroizing::new(self.bundle.key_pem().map(|k| k.as_bytes().to_vec()).unwrap_or_default());
+        pem.extend_from_slice(self.bundle.chain_pem().as_bytes());
+        SecretValue::new(pem.to_vec())
     }
 
     /// The PKCS#12 bytes: Key Vault's own archive, or one made from the PEM.
