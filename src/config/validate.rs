@@ -410,8 +410,7 @@ fn object_kind(at: &str, raw: &RawSecret) -> Result<ObjectKind> {
     let kinds = [("secret", "secret"), ("certificate", "certificate"), ("key", "key")];
     match (one_of(&kind_key, kind, &kinds)?, raw.format.as_deref()) {
         ("certificate", format) => {
-            let formats =
-                [("pem", CertFormat::Pem), ("pem-bundle", CertFormat::PemBundle), ("pfx", CertFormat::Pfx)];
+            let formats = [("pem", CertFormat::Pem), ("pem-bundle", CertFormat::PemBundle), ("pfx", CertFormat::Pfx)];
             let format = one_of(&format_key, format.unwrap_or("pem"), &formats)?;
             Ok(ObjectKind::Certificate(format))
         }
