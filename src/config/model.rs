@@ -282,6 +282,9 @@ pub enum CertFormat {
     /// One file at `path`: the private key, then the chain leaf first (the CSI driver's layout
     /// for a certificate read as `objectType: secret`); a PEM-stored certificate as Key Vault holds it.
     PemBundle,
+    /// The certificate alone (no key, no chain) as PEM at `path`, from the certificate object
+    /// (`GET /certificates`), the CSI driver's `objectType: cert`.
+    PemLeaf,
     /// The PKCS#12 archive at `path` (empty password).
     Pfx,
 }
@@ -291,6 +294,7 @@ impl CertFormat {
         match self {
             CertFormat::Pem => "pem",
             CertFormat::PemBundle => "pem-bundle",
+            CertFormat::PemLeaf => "pem-leaf",
             CertFormat::Pfx => "pfx",
         }
     }

@@ -410,14 +410,21 @@ fn object_kind(at: &str, raw: &RawSecret) -> Result<ObjectKind> {
     let kinds = [("secret", "secret"), ("certificate", "certificate"), ("key", "key")];
     match (one_of(&kind_key, kind, &kinds)?, raw.format.as_deref()) {
         ("certificate", format) => {
-            let formats = [("pem", CertFormat::Pem), ("pem-bundle", CertFormat::PemBundle), ("pfx", CertFormat::Pfx)];
+            let formats = [
+                ("pem", CertFormat::Pem),
+                ("pem-bundle", CertFormat::PemBundle),
+                ("pem-leaf", CertFormat::PemLeaf),
+                ("pfx", CertFormat::Pfx),
+            ];
             let format = one_of(&format_key, format.unwrap_or("pem"), &formats)?;
             Ok(ObjectKind::Certificate(format))
         }
         (kind, Some(format)) if !(kind == "key" && format == "pem") => Err(ConfigError::invalid(
             &format_key,
             format,
-            format!("format applies to type: certificate (pem, pem-bundle or pfx); a {kind} is written as it is"),
+            format!(
+                "format applies to type: certificate (pem, pem-bundle, pem-leaf or pfx); a {kind} is written as it is"
+            ),
         )),
         ("key", _) => Ok(ObjectKind::Key),
         _ => Ok(ObjectKind::Secret),

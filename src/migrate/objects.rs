@@ -205,13 +205,11 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
                 ("key", None, None)
             }
             "cert" => {
-                leave(
-                    "objectType cert (the certificate alone, PEM, from /certificates): the sidecar has no format \
-                     that writes the certificate without its key; read it as objectType secret (type: certificate, \
-                     format: pem-bundle, which adds the key) or publish tls.crt with format: pem"
-                        .into(),
-                );
-                continue;
+                comments.push(format!(
+                    "{}: the certificate alone as PEM (no key, no chain), as the driver writes it",
+                    o.name
+                ));
+                ("certificate", Some("pem-leaf"), None)
             }
             // objectType secret: the value as Key Vault holds it, decoded (getContentBytes);
             // objectFormat pfx keeps a certificate's base64 PKCS#12 as it is (getSecret).

@@ -2,6 +2,8 @@
 //! same name and version as the certificate), whatever Key Vault stores there: base64 PKCS#12
 //! (`application/x-pkcs12`, empty password) or PEM (`application/x-pem-file`).
 //!
+//! Format `pem-leaf` publishes the certificate alone (PEM, from `GET /certificates`: no key,
+//! no chain, and no need to read secrets), the CSI driver's `objectType: cert`.
 //! Format `pem-bundle` publishes one file, the CSI driver's layout: the key, then the chain
 //! (a PEM-stored certificate as Key Vault holds it).
 //! Format `pem` publishes `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the
@@ -77,6 +79,9 @@ pub(super) async fn fetch(
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
     let outputs = outputs(&planned);
+    if format == CertFormat::PemLeaf {
+        return leaf(vault, base, &planned, &outputs, cancel, now).await;
+    }
     let fail_all = |reason: String| Ok(failures(&planned, &outputs, &reason));
     let url = secret_url(base, &planned.name, planned.version.as_deref());
     let body = match get_object(vault, &url, cancel).await? {
@@ -120,6 +125,7 @@ pub(super) async fn fetch(
                 Err(reason) => fail_all(reason),
             }
         }
+        CertFormat::PemLeaf => unreachable!("read from /certificates above"),
         CertFormat::PemBundle => Ok(Fetched::Object(object(&outputs[0], stored.bundle_pem(value.0.expose())))),
         CertFormat::Pem => {
             let (crt, key) = (&outputs[0], &outputs[1]);
@@ -150,36 +156,12 @@ async fn public_part(
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
-    let fail_all = |reason: String| {
-        Ok(failures(planned, outputs, &format!("the secret: {secret_refused}; the certificate: {reason}")))
-    };
-    let body =
-        match get_object(vault, &certificate_url(base, &planned.name, planned.version.as_deref()), cancel).await? {
-            Ok(body) => body,
-            Err(refused) => return fail_all(refused.reason),
-        };
-    let raw: RawCertificate = match decode("certificate", &body) {
-        Ok(raw) => raw,
-        Err(e) => return fail_all(e.to_string()),
-    };
-    let Some(version) = raw.id.as_deref().and_then(certificate_version) else {
-        return fail_all("the certificate has no versioned id".into());
-    };
-    let attributes = Attributes::from_raw(raw.attributes);
-    if let Some(why) = attributes.unusable(now) {
-        return fail_all(why.to_string());
-    }
-    let der = match raw.cer.as_deref().map(|c| base64::engine::general_purpose::STANDARD.decode(c.trim())) {
-        Some(Ok(der)) if pki::bundle::cert_public_key(&der).is_some() => der,
-        _ => return fail_all("the certificate has no valid cer".into()),
-    };
     let (crt, key) = (&outputs[0], &outputs[1]);
-    let object = Object {
-        path: crt.clone(),
-        value: SecretValue::from(pki::pem::encode("CERTIFICATE", &der).to_string()),
-        version,
-        updated: attributes.updated,
-        required: planned.required,
+    let object = match read_cer(vault, base, planned, crt, cancel, now).await? {
+        Ok(object) => object,
+        Err(reason) => {
+            return Ok(failures(planned, outputs, &format!("the secret: {secret_refused}; the certificate: {reason}")))
+        }
     };
     let failure = Failure {
         path: key.clone(),
@@ -190,6 +172,61 @@ async fn public_part(
         ),
     };
     Ok(Fetched::Many { objects: vec![object], failures: vec![failure] })
+}
+
+/// `format: pem-leaf`: the certificate alone as PEM, from `GET /certificates` (its `cer`), as
+/// the CSI driver writes `objectType: cert` (provider.go `getCertificate`).
+async fn leaf(
+    vault: &dyn Vault,
+    base: &Url,
+    planned: &Planned,
+    outputs: &[sidecar_core::relpath::RelPath],
+    cancel: &CancellationToken,
+    now: SystemTime,
+) -> Result<Fetched, SourceError> {
+    Ok(match read_cer(vault, base, planned, &outputs[0], cancel, now).await? {
+        Ok(object) => Fetched::Object(object),
+        Err(reason) => failures(planned, outputs, &reason),
+    })
+}
+
+/// The certificate object's `cer` as a PEM `CERTIFICATE` at `path`; `Ok(Err(reason))` when
+/// this certificate cannot be had.
+async fn read_cer(
+    vault: &dyn Vault,
+    base: &Url,
+    planned: &Planned,
+    path: &sidecar_core::relpath::RelPath,
+    cancel: &CancellationToken,
+    now: SystemTime,
+) -> Result<Result<Object, String>, SourceError> {
+    let body =
+        match get_object(vault, &certificate_url(base, &planned.name, planned.version.as_deref()), cancel).await? {
+            Ok(body) => body,
+            Err(refused) => return Ok(Err(refused.reason)),
+        };
+    let raw: RawCertificate = match decode("certificate", &body) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let Some(version) = raw.id.as_deref().and_then(certificate_version) else {
+        return Ok(Err("the certificate has no versioned id".into()));
+    };
+    let attributes = Attributes::from_raw(raw.attributes);
+    if let Some(why) = attributes.unusable(now) {
+        return Ok(Err(why.to_string()));
+    }
+    let der = match raw.cer.as_deref().map(|c| base64::engine::general_purpose::STANDARD.decode(c.trim())) {
+        Some(Ok(der)) if pki::bundle::cert_public_key(&der).is_some() => der,
+        _ => return Ok(Err("the certificate has no valid cer".into())),
+    };
+    Ok(Ok(Object {
+        path: path.clone(),
+        value: SecretValue::from(pki::pem::encode("CERTIFICATE", &der).to_string()),
+        version,
+        updated: attributes.updated,
+        required: planned.required,
+    }))
 }
 
 /// `{vault}/certificates/{name}[/{version}]?api-version=...`.
