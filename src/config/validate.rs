@@ -788,6 +788,29 @@ mod tests {
             required: true,
             kind: None,
             format: None,
+            encoding: None,
+        }
+    }
+
+    #[test]
+    fn encoding_applies_to_secrets_and_formats_to_certificates() {
+        let mut raw = base();
+        kv(&mut raw).secrets[0].encoding = Some("hex".into());
+        let cfg = validate(&raw).unwrap();
+        let SourceConfig::KeyVault(k) = &cfg.sources[0] else { panic!() };
+        assert_eq!(k.secrets[0].encoding, Encoding::Hex);
+        kv(&mut raw).secrets[0].encoding = Some("rot13".into());
+        assert_err(&raw, "sources[0].secrets[0].encoding", "expected one of utf-8, base64, hex");
+        kv(&mut raw).secrets[0].encoding = Some("base64".into());
+        kv(&mut raw).secrets[0].kind = Some("certificate".into());
+        assert_err(&raw, "sources[0].secrets[0].encoding", "encoding applies to type: secret");
+        kv(&mut raw).secrets[0].encoding = None;
+        for (format, want) in [("pem-bundle", CertFormat::PemBundle), ("pem-leaf", CertFormat::PemLeaf)] {
+            kv(&mut raw).secrets[0].format = Some(format.into());
+            let cfg = validate(&raw).unwrap();
+            let SourceConfig::KeyVault(k) = &cfg.sources[0] else { panic!() };
+            assert_eq!(k.secrets[0].kind, ObjectKind::Certificate(want));
+            assert_eq!(k.secrets[0].outputs(), vec![k.secrets[0].path.clone()], "one file");
         }
     }
 
