@@ -110,7 +110,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             ("migrate", "--manifest") => manifest = Some(PathBuf::from(value("--manifest")?)),
             ("migrate", "--image") => (inject.image, inject_flags) = (value("--image")?, true),
             ("migrate", "--config-map") => (inject.config_map, inject_flags) = (value("--config-map")?, true),
-            ("migrate", "--classic") if inject.classic == false && inline.is_none() => {
+            ("migrate", "--classic") if !inject.classic && inline.is_none() => {
                 (inject.classic, inject_flags) = (true, true)
             }
             ("probe", "ready") if probe.is_none() => probe = Some(ProbeKind::Ready),

@@ -100,7 +100,9 @@ fn go_pem(label: &str, der: &[u8]) -> Vec<u8> {
 /// the archive had (`None` here: the emulator's certificates always carry both ids).
 fn driver_chain_order(certs: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
     use x509_parser::extensions::ParsedExtension;
-    let ids: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = certs
+    /// A certificate's AuthorityKeyId and SubjectKeyId.
+    type KeyIds = (Option<Vec<u8>>, Option<Vec<u8>>);
+    let ids: Vec<KeyIds> = certs
         .iter()
         .map(|der| {
             let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
