@@ -272,16 +272,23 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
 fn file_modes(permissions: &[String], mapped: &mut Mapped) {
     let explicit: Vec<&String> = permissions.iter().filter(|p| !p.is_empty()).collect();
     let modes: Vec<u32> = explicit.iter().filter_map(|p| u32::from_str_radix(p, 8).ok()).collect();
+    // Config validate.rs `file_mode`: no special bits, never writable by others, readable.
+    let usable = |m: u32| m <= 0o777 && m & 0o002 == 0 && m & 0o444 != 0;
     match modes.as_slice() {
         [] => mapped.notes.push(
             "filePermission: the driver's default is 0644 (everyone may read); the sidecar writes 0440 and keeps \
              the pod's fsGroup on its files (inject sets one), so the app's group reads them"
                 .into(),
         ),
-        [first, rest @ ..]
-            if explicit.len() == permissions.len() && rest.iter().all(|m| m == first) && *first <= 0o777 =>
-        {
-            mapped.file_mode = *first;
+        [first, rest @ ..] if explicit.len() == permissions.len() && rest.iter().all(|m| m == first) => {
+            if usable(*first) {
+                mapped.file_mode = *first;
+            } else {
+                mapped.notes.push(format!(
+                    "filePermission {first:04o} is not a mode the sidecar writes (special bits, writable by others, \
+                     or readable by nobody): 0440 (owner and the pod's fsGroup) is used"
+                ));
+            }
         }
         _ => mapped.notes.push(format!(
             "filePermission differs between objects ({}); the sidecar has one output.file_mode for every file: \

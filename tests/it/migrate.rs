@@ -360,6 +360,13 @@ fn what_cannot_map_is_reported_on_stderr_and_in_comments() {
     );
     assert!(notes.contains("useVMManagedIdentity"), "{notes}");
     assert_checks(dir.path(), &config);
+
+    // A mode the sidecar refuses to write (world-writable) is reported, and 0440 used.
+    let objects = object(&[("objectName", "db"), ("objectType", "secret"), ("filePermission", "0666")]);
+    let (config, notes) = migrated(&spc(&objects, "", ""), &[]);
+    assert!(notes.contains("filePermission 0666 is not a mode the sidecar writes"), "{notes}");
+    assert!(config.contains("file_mode: \"0440\""), "{config}");
+    assert_checks(dir.path(), &config);
 }
 
 #[test]
