@@ -188,8 +188,13 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
                 continue;
             }
         };
-        if mapped.entries.iter().any(|e| e.path == file) {
-            leave("another object already writes this file".into());
+        let path = RelPath::parse(&file).expect("checked above");
+        let clash = mapped.entries.iter().find(|e| {
+            let other = RelPath::parse(&e.path).expect("checked when mapped");
+            other == path || other.is_dir_prefix_of(&path) || path.is_dir_prefix_of(&other)
+        });
+        if let Some(other) = clash {
+            leave(format!("{} already writes {} (a file cannot also be a directory)", other.name, other.path));
             continue;
         }
         let encoding = match o.encoding.to_ascii_lowercase().as_str() {

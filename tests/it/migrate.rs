@@ -318,6 +318,7 @@ fn what_cannot_map_is_reported_on_stderr_and_in_comments() {
         object(&[("objectName", "odd"), ("objectType", "secret"), ("objectAlias", "\"with space\"")]),
         object(&[("objectName", "db"), ("objectType", "secret"), ("filePermission", "0600")]),
         object(&[("objectName", "api"), ("objectType", "secret")]),
+        object(&[("objectName", "db-dir"), ("objectType", "secret"), ("objectAlias", "db/x")]),
     ]
     .concat();
     let secret_objects = "  secretObjects:\n    - secretName: db-env\n      type: Opaque\n      data:\n        - objectName: db\n          key: password\n";
@@ -331,6 +332,7 @@ fn what_cannot_map_is_reported_on_stderr_and_in_comments() {
             "a path outside the sidecar's rules",
         ),
         ("secretObjects[0] (Kubernetes Secret db-env, type Opaque, password<-db)", "a synced Kubernetes Secret"),
+        ("objects array[4] (secret db-dir) -> db/x: db already writes db", "a file under another file"),
     ] {
         assert!(notes.contains(&format!("not migrated: {reason}")), "{what} on stderr: {notes}");
         assert!(config.contains(&format!("    # - {reason}")), "{what} as a comment: {config}");
@@ -492,6 +494,13 @@ fn with_the_manifest_the_sidecar_volume_takes_the_csi_volume_s_place() {
     let rendered = dir.path().join("migrated-manifest.yaml");
     std::fs::write(&rendered, &out).unwrap();
     validate_k8s(&[&rendered]);
+    // What migrate added is what inject adds at that mount path: injecting again changes nothing.
+    let again = base_command(&[])
+        .args(["inject", "--mount-path", "/mnt/secrets-store", "--config-map", "shop-sidecar", "-f"])
+        .arg(&rendered)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), out, "{}", String::from_utf8_lossy(&again.stderr));
 
     // A manifest that does not mount the class, or mounts it at two paths, is refused.
     std::fs::write(&manifest, DEPLOYMENT.replace("secretProviderClass: app-secrets", "secretProviderClass: other"))
