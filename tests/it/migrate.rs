@@ -516,6 +516,14 @@ fn with_the_manifest_the_sidecar_volume_takes_the_csi_volume_s_place() {
     let (code, _, err) = migrate(&spc(&objects, "", ""), &["--manifest", manifest.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("at different paths"), "{err}");
+    let sub = DEPLOYMENT.replace(
+        "              mountPath: /mnt/secrets-store\n",
+        "              mountPath: /etc/db-password\n              subPath: db-password\n",
+    );
+    std::fs::write(&manifest, sub).unwrap();
+    let (code, out, err) = migrate(&spc(&objects, "", ""), &["--manifest", manifest.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("with a subPath") && out.is_empty(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
