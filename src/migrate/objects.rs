@@ -271,7 +271,8 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
     Ok(mapped)
 }
 
-/// `filePermission` per object (default: the driver's 0644) against the sidecar's one
+/// `filePermission` per object (default: the driver's 0644, secrets-store-csi-driver
+/// pkg/secrets-store/nodeserver.go:53) against the sidecar's one
 /// `output.file_mode`: one explicit mode for every object is kept; otherwise the sidecar's
 /// 0440 for the owner and the pod's fsGroup, said.
 fn file_modes(permissions: &[String], mapped: &mut Mapped) {
