@@ -32,6 +32,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Inject(#[from] crate::inject::InjectError),
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -50,7 +52,7 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) | AppError::Config(_) => 2,
-            AppError::Inject(_) | AppError::Runtime(_) => 1,
+            AppError::Inject(_) | AppError::Migrate(_) | AppError::Runtime(_) => 1,
         }
     }
 }
@@ -74,6 +76,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
         }
         Command::Probe { what, addr } => probe(what, addr, &env),
         Command::Inject { file, options } => inject(file, &options),
+        Command::MigrateCsi { file, manifest, options } => migrate_csi(file, manifest, &options),
         #[cfg(feature = "demo")]
         Command::Demo { dir } => Ok(crate::demo::run(dir, build)?),
         #[cfg(not(feature = "demo"))]
@@ -120,21 +123,54 @@ fn probe(what: ProbeKind, addr: Option<String>, env: &[(String, String)]) -> Res
     })
 }
 
-/// `inject`: the YAML of FILE (or stdin) with the sidecar added, to stdout; nothing on a refusal.
-fn inject(file: Option<PathBuf>, options: &crate::inject::Options) -> Result<(), AppError> {
-    use std::io::{Read, Write};
-    let (name, input) = match &file {
+/// FILE, or stdin when `None`, as text.
+fn read_input(command: &str, file: Option<&std::path::Path>) -> Result<String, AppError> {
+    use std::io::Read;
+    let (name, input) = match file {
         Some(path) => (path.display().to_string(), std::fs::read_to_string(path)),
         None => ("stdin".to_string(), {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text).map(|_| text)
         }),
     };
-    let input = input.map_err(|e| AppError::Runtime(format!("inject: cannot read {name}: {e}")))?;
-    let output = crate::inject::inject(&input, options)?;
+    input.map_err(|e| AppError::Runtime(format!("{command}: cannot read {name}: {e}")))
+}
+
+fn write_output(command: &str, output: &str) -> Result<(), AppError> {
+    use std::io::Write;
     std::io::stdout()
         .write_all(output.as_bytes())
-        .map_err(|e| AppError::Runtime(format!("inject: cannot write stdout: {e}")))
+        .map_err(|e| AppError::Runtime(format!("{command}: cannot write stdout: {e}")))
+}
+
+/// `inject`: the YAML of FILE (or stdin) with the sidecar added, to stdout; nothing on a refusal.
+fn inject(file: Option<PathBuf>, options: &crate::inject::Options) -> Result<(), AppError> {
+    let input = read_input("inject", file.as_deref())?;
+    let output = crate::inject::inject(&input, options)?;
+    write_output("inject", &output)
+}
+
+/// `migrate csi`: the config to stdout (with `--manifest`: a ConfigMap holding it, then the
+/// manifest with the sidecar where the CSI volume was); what did not map, on stderr too.
+fn migrate_csi(
+    file: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    options: &crate::inject::Options,
+) -> Result<(), AppError> {
+    let input = read_input("migrate csi", file.as_deref())?;
+    let migration = crate::migrate::migrate(&input)?;
+    let output = match manifest {
+        None => migration.config.clone(),
+        Some(path) => {
+            let pods = read_input("migrate csi", Some(path.as_path()).filter(|p| p.as_os_str() != "-"))?;
+            let config_map = crate::migrate::config_map(&migration, &options.config_map);
+            crate::inject::replace_csi(&pods, &migration.class, vec![config_map], options)?
+        }
+    };
+    for note in &migration.notes {
+        eprintln!("azure-secrets-sidecar: migrate csi: {note}");
+    }
+    write_output("migrate csi", &output)
 }
 
 /// config -> identity -> sources. Errors here are configuration errors (exit 2). The outputs

@@ -25,6 +25,13 @@ pub enum Command {
         file: Option<PathBuf>,
         options: crate::inject::Options,
     },
+    /// `migrate csi [-f FILE] [--manifest FILE]`: no file or `-` is stdin. With a manifest,
+    /// `options` are inject's for it (the mount path comes from the CSI volume).
+    MigrateCsi {
+        file: Option<PathBuf>,
+        manifest: Option<PathBuf>,
+        options: crate::inject::Options,
+    },
     Version,
     Help,
 }
@@ -43,6 +50,10 @@ usage:
   azure-secrets-sidecar probe (ready|live) [--addr A]    exec probe against the health listener
   azure-secrets-sidecar inject [-f FILE]                 add the sidecar to Kubernetes YAML (stdin -> stdout)
       [--image IMAGE] [--config-map NAME] [--mount-path PATH] [--classic] [--http]
+  azure-secrets-sidecar migrate csi [-f FILE]            a CSI SecretProviderClass -> a sidecar config
+      [--manifest FILE [--image IMAGE] [--config-map NAME] [--classic]]
+                                                         with the pod's YAML: a ConfigMap and the pod with
+                                                         the sidecar's volume where the CSI volume was
   azure-secrets-sidecar version
 
 The config path is --config, else $SIDECAR_CONFIG, else /etc/azure-secrets-sidecar/config.yaml.";
@@ -71,6 +82,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut probe = None;
     let mut file = None;
     let mut inject = crate::inject::Options::default();
+    let mut manifest = None;
+    let mut migrate_what = None;
+    let mut inject_flags = false;
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -91,6 +105,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             ("inject", "--mount-path") => inject.mount_path = value("--mount-path")?,
             ("inject", "--classic") if inline.is_none() => inject.classic = true,
             ("inject", "--http") if inline.is_none() => inject.http = true,
+            ("migrate", "csi") if migrate_what.is_none() => migrate_what = Some("csi"),
+            ("migrate", "-f" | "--file") => file = Some(PathBuf::from(value("-f")?)),
+            ("migrate", "--manifest") => manifest = Some(PathBuf::from(value("--manifest")?)),
+            ("migrate", "--image") => (inject.image, inject_flags) = (value("--image")?, true),
+            ("migrate", "--config-map") => (inject.config_map, inject_flags) = (value("--config-map")?, true),
+            ("migrate", "--classic") if !inject.classic && inline.is_none() => {
+                (inject.classic, inject_flags) = (true, true)
+            }
             ("probe", "ready") if probe.is_none() => probe = Some(ProbeKind::Ready),
             ("probe", "live") if probe.is_none() => probe = Some(ProbeKind::Live),
             _ => return Err(UsageError(format!("unexpected argument {arg:?} for command {cmd:?}"))),
@@ -108,6 +130,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 return Err(UsageError(problem));
             }
             Command::Inject { file: file.filter(|f| f.as_os_str() != "-"), options: inject }
+        }
+        "migrate" => {
+            if migrate_what.is_none() {
+                return Err(UsageError("migrate needs what to migrate from: migrate csi".into()));
+            }
+            if inject_flags && manifest.is_none() {
+                return Err(UsageError("--image, --config-map and --classic go with --manifest".into()));
+            }
+            if let Some(problem) = inject.problem() {
+                return Err(UsageError(problem));
+            }
+            let stdin = |f: Option<PathBuf>| f.filter(|f| f.as_os_str() != "-");
+            if file.is_none() && manifest.as_ref().is_some_and(|m| m.as_os_str() == "-") {
+                return Err(UsageError("only one of -f and --manifest can be stdin".into()));
+            }
+            Command::MigrateCsi { file: stdin(file), manifest, options: inject }
         }
         "version" | "--version" => Command::Version,
         "help" => Command::Help,
@@ -175,6 +213,21 @@ mod tests {
             p(&["inject", "--file", "d.yaml"]).unwrap(),
             Command::Inject { file: Some("d.yaml".into()), options: Default::default() }
         );
+        assert_eq!(
+            p(&["migrate", "csi", "-f", "spc.yaml"]).unwrap(),
+            Command::MigrateCsi { file: Some("spc.yaml".into()), manifest: None, options: Default::default() }
+        );
+        assert_eq!(
+            p(&["migrate", "csi", "--manifest", "d.yaml", "--config-map=c", "--classic"]).unwrap(),
+            Command::MigrateCsi {
+                file: None,
+                manifest: Some("d.yaml".into()),
+                options: crate::inject::Options { config_map: "c".into(), classic: true, ..Default::default() }
+            }
+        );
+        assert!(p(&["migrate"]).unwrap_err().0.contains("migrate csi"));
+        assert!(p(&["migrate", "csi", "--classic"]).unwrap_err().0.contains("--manifest"));
+        assert!(p(&["migrate", "csi", "--manifest", "-"]).unwrap_err().0.contains("stdin"));
         assert!(p(&["emulator"]).is_err(), "the emulator is its own binary (azure-emulator)");
     }
 

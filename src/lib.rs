@@ -19,6 +19,7 @@ pub mod inject;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod output;
 pub mod probe;
 pub mod published;

@@ -236,6 +236,31 @@ pub struct SecretSpec {
     pub required: bool,
     /// What the entry names: a secret, a certificate or a key.
     pub kind: ObjectKind,
+    /// How a secret's value is decoded before it is written (`type: secret` only).
+    pub encoding: Encoding,
+}
+
+/// `encoding:` of a secret: how its value (text in Key Vault) becomes the file's bytes, as the
+/// CSI driver's `objectEncoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// The value's bytes as they are.
+    #[default]
+    Utf8,
+    /// Standard base64 (padded; line breaks ignored), decoded.
+    Base64,
+    /// Hexadecimal digits, decoded.
+    Hex,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Base64 => "base64",
+            Encoding::Hex => "hex",
+        }
+    }
 }
 
 /// The Key Vault object a `secrets` entry names (`type:`), and how it is written.
@@ -254,8 +279,25 @@ pub enum ObjectKind {
 pub enum CertFormat {
     /// `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the private key).
     Pem,
+    /// One file at `path`: the private key, then the chain leaf first (the CSI driver's layout
+    /// for a certificate read as `objectType: secret`); a PEM-stored certificate as Key Vault holds it.
+    PemBundle,
+    /// The certificate alone (no key, no chain) as PEM at `path`, from the certificate object
+    /// (`GET /certificates`), the CSI driver's `objectType: cert`.
+    PemLeaf,
     /// The PKCS#12 archive at `path` (empty password).
     Pfx,
+}
+
+impl CertFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertFormat::Pem => "pem",
+            CertFormat::PemBundle => "pem-bundle",
+            CertFormat::PemLeaf => "pem-leaf",
+            CertFormat::Pfx => "pfx",
+        }
+    }
 }
 
 /// The file names of a certificate in `pem` format, as in a Kubernetes TLS secret.

@@ -166,9 +166,13 @@ pub struct RawSecret {
     /// `key` (the public part, PEM).
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
-    /// For certificates: `pem` (default; `<path>/tls.crt` and `<path>/tls.key`) or `pfx`.
+    /// For certificates: `pem` (default; `<path>/tls.crt` and `<path>/tls.key`), `pem-bundle`
+    /// (one file: key, then chain) or `pfx`.
     #[serde(default)]
     pub format: Option<String>,
+    /// For secrets: `utf-8` (default), `base64` or `hex`, decoded before the value is written.
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 fn yes() -> bool {

@@ -85,11 +85,12 @@ fn keyvault(out: &mut Yaml, kv: &KeyVaultSource) {
         out.line(4, "version", opt_str(s.version.as_deref()));
         out.line(4, "required", s.required.to_string());
         match s.kind {
-            ObjectKind::Secret => {}
+            ObjectKind::Secret if s.encoding == Encoding::Utf8 => {}
+            ObjectKind::Secret => out.line(4, "encoding", scalar(s.encoding.as_str())),
             ObjectKind::Key => out.line(4, "type", scalar("key")),
             ObjectKind::Certificate(format) => {
                 out.line(4, "type", scalar("certificate"));
-                out.line(4, "format", scalar(if format == CertFormat::Pfx { "pfx" } else { "pem" }));
+                out.line(4, "format", scalar(format.as_str()));
             }
         }
     }

@@ -386,7 +386,20 @@ fn secret(at: &str, raw: &RawSecret) -> Result<SecretSpec> {
         }
     })?;
     let kind = object_kind(at, raw)?;
-    Ok(SecretSpec { name: name.to_string(), path, version, required: raw.required, kind })
+    let encoding_key = format!("{at}.encoding");
+    let encodings = [("utf-8", Encoding::Utf8), ("base64", Encoding::Base64), ("hex", Encoding::Hex)];
+    let encoding = match (kind, raw.encoding.as_deref()) {
+        (_, None) => Encoding::Utf8,
+        (ObjectKind::Secret, Some(e)) => one_of(&encoding_key, e, &encodings)?,
+        (kind, Some(e)) => {
+            return Err(ConfigError::invalid(
+                &encoding_key,
+                e,
+                format!("encoding applies to type: secret; a {} is written as Key Vault gives it", kind.as_str()),
+            ))
+        }
+    };
+    Ok(SecretSpec { name: name.to_string(), path, version, required: raw.required, kind, encoding })
 }
 
 /// `type` and `format` of a `secrets` entry.
@@ -397,14 +410,21 @@ fn object_kind(at: &str, raw: &RawSecret) -> Result<ObjectKind> {
     let kinds = [("secret", "secret"), ("certificate", "certificate"), ("key", "key")];
     match (one_of(&kind_key, kind, &kinds)?, raw.format.as_deref()) {
         ("certificate", format) => {
-            let format =
-                one_of(&format_key, format.unwrap_or("pem"), &[("pem", CertFormat::Pem), ("pfx", CertFormat::Pfx)])?;
+            let formats = [
+                ("pem", CertFormat::Pem),
+                ("pem-bundle", CertFormat::PemBundle),
+                ("pem-leaf", CertFormat::PemLeaf),
+                ("pfx", CertFormat::Pfx),
+            ];
+            let format = one_of(&format_key, format.unwrap_or("pem"), &formats)?;
             Ok(ObjectKind::Certificate(format))
         }
         (kind, Some(format)) if !(kind == "key" && format == "pem") => Err(ConfigError::invalid(
             &format_key,
             format,
-            format!("format applies to type: certificate (pem or pfx); a {kind} is written as it is"),
+            format!(
+                "format applies to type: certificate (pem, pem-bundle, pem-leaf or pfx); a {kind} is written as it is"
+            ),
         )),
         ("key", _) => Ok(ObjectKind::Key),
         _ => Ok(ObjectKind::Secret),
@@ -768,6 +788,29 @@ mod tests {
             required: true,
             kind: None,
             format: None,
+            encoding: None,
+        }
+    }
+
+    #[test]
+    fn encoding_applies_to_secrets_and_formats_to_certificates() {
+        let mut raw = base();
+        kv(&mut raw).secrets[0].encoding = Some("hex".into());
+        let cfg = validate(&raw).unwrap();
+        let SourceConfig::KeyVault(k) = &cfg.sources[0] else { panic!() };
+        assert_eq!(k.secrets[0].encoding, Encoding::Hex);
+        kv(&mut raw).secrets[0].encoding = Some("rot13".into());
+        assert_err(&raw, "sources[0].secrets[0].encoding", "expected one of utf-8, base64, hex");
+        kv(&mut raw).secrets[0].encoding = Some("base64".into());
+        kv(&mut raw).secrets[0].kind = Some("certificate".into());
+        assert_err(&raw, "sources[0].secrets[0].encoding", "encoding applies to type: secret");
+        kv(&mut raw).secrets[0].encoding = None;
+        for (format, want) in [("pem-bundle", CertFormat::PemBundle), ("pem-leaf", CertFormat::PemLeaf)] {
+            kv(&mut raw).secrets[0].format = Some(format.into());
+            let cfg = validate(&raw).unwrap();
+            let SourceConfig::KeyVault(k) = &cfg.sources[0] else { panic!() };
+            assert_eq!(k.secrets[0].kind, ObjectKind::Certificate(want));
+            assert_eq!(k.secrets[0].outputs(), vec![k.secrets[0].path.clone()], "one file");
         }
     }
 

@@ -5,6 +5,7 @@
 //! What is added comes from `k8s/` (`template`); `pod` changes one pod spec and refuses what it
 //! cannot do safely; `yaml` reads and writes the documents. Injecting twice gives the same YAML.
 
+mod csi;
 mod pod;
 mod template;
 mod yaml;
@@ -79,20 +80,54 @@ pub fn inject(src: &str, opts: &Options) -> Result<String, InjectError> {
     let mut docs = yaml::parse_all(src).map_err(InjectError::Input)?;
     let parts = template::parts(&opts.image, &opts.config_map, opts.classic, opts.http);
     for (i, doc) in docs.iter_mut().enumerate() {
-        object(doc, &parts, opts).map_err(|(what, reason)| InjectError::Refused { doc: i + 1, what, reason })?;
+        object(doc, &parts, opts, None).map_err(|(what, reason)| InjectError::Refused { doc: i + 1, what, reason })?;
     }
     yaml::write_all(&docs).map_err(InjectError::Input)
 }
 
+/// Kubernetes YAML read as `inject` reads it (several documents; YAML 1.1 ambiguities refused).
+pub fn parse_yaml(src: &str) -> Result<Vec<Value>, String> {
+    yaml::parse_all(src)
+}
+
+/// `migrate csi --manifest`: every workload of `src` that mounts SecretProviderClass `class`
+/// through the CSI driver gets the sidecar instead, its volume mounted where the CSI volume
+/// was (`opts.mount_path` is not used); other workloads and documents are left as they are.
+/// `first` (the ConfigMap) is written before them. Refused if no workload mounts the class.
+pub fn replace_csi(src: &str, class: &str, first: Vec<Value>, opts: &Options) -> Result<String, InjectError> {
+    let mut docs = yaml::parse_all(src).map_err(InjectError::Input)?;
+    let parts = template::parts(&opts.image, &opts.config_map, opts.classic, opts.http);
+    let mut replaced = 0;
+    for (i, doc) in docs.iter_mut().enumerate() {
+        let count = &mut replaced;
+        object(doc, &parts, opts, Some((class, count))).map_err(|(what, reason)| InjectError::Refused {
+            doc: i + 1,
+            what,
+            reason,
+        })?;
+    }
+    if replaced == 0 {
+        return Err(InjectError::Input(format!(
+            "no workload mounts SecretProviderClass {class} through the CSI driver ({})",
+            csi::DRIVER
+        )));
+    }
+    yaml::write_all(&first.into_iter().chain(docs).collect::<Vec<_>>()).map_err(InjectError::Input)
+}
+
+/// With `csi`: only pods that mount that class get the sidecar, at its mount path (counted).
+type Csi<'a, 'b> = Option<(&'a str, &'b mut usize)>;
+
 /// One object: a workload, a `List` of objects, or anything else (left as it is).
-fn object(doc: &mut Value, parts: &template::Parts, opts: &Options) -> Result<(), (String, String)> {
+fn object(doc: &mut Value, parts: &template::Parts, opts: &Options, mut csi: Csi) -> Result<(), (String, String)> {
     let kind = doc["kind"].as_str().unwrap_or_default().to_string();
     let what = format!("{kind} {}", doc["metadata"]["name"].as_str().unwrap_or("(no name)"));
     let template_path: &[&str] = match kind.as_str() {
         "List" => {
             let Some(items) = doc.get_mut("items").and_then(Value::as_sequence_mut) else { return Ok(()) };
             for (i, item) in items.iter_mut().enumerate() {
-                object(item, parts, opts).map_err(|(w, r)| (format!("{what}, items[{i}]: {w}"), r))?;
+                let csi = csi.as_mut().map(|(class, n)| (*class, &mut **n));
+                object(item, parts, opts, csi).map_err(|(w, r)| (format!("{what}, items[{i}]: {w}"), r))?;
             }
             return Ok(());
         }
@@ -111,7 +146,14 @@ fn object(doc: &mut Value, parts: &template::Parts, opts: &Options) -> Result<()
             .ok_or_else(|| (what.clone(), format!("has no {} to add the sidecar to", template_path.join("."))))?;
     }
     let template = node.as_mapping_mut().expect("checked above");
-    pod::inject(template, parts, opts).map_err(|reason| (what, reason))
+    let Some((class, count)) = csi else { return pod::inject(template, parts, opts).map_err(|reason| (what, reason)) };
+    let Some(path) = csi::take(template, class).map_err(|reason| (what.clone(), reason))? else { return Ok(()) };
+    let opts = Options { mount_path: path, ..opts.clone() };
+    if let Some(problem) = opts.problem() {
+        return Err((what, format!("the CSI volume's mount path cannot take the sidecar's volume: {problem}")));
+    }
+    *count += 1;
+    pod::inject(template, parts, &opts).map_err(|reason| (what, reason))
 }
 
 #[cfg(test)]

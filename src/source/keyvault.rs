@@ -76,6 +76,7 @@ const SERVICE: &str = "keyvault";
 mod certificate;
 /// The 401 challenge: the scope a vault asks for (Managed HSM), under the SDKs' domain rule.
 mod challenge;
+mod encoding;
 mod key;
 
 /// The secrets of one vault.
@@ -143,14 +144,25 @@ struct Held {
 }
 
 impl Held {
-    fn object(&self, path: RelPath, required: bool) -> Object {
-        Object {
-            path,
-            value: self.value.clone(),
+    /// The object `planned` publishes from this version: its value decoded (`encoding`), or
+    /// the failure of that secret alone when it cannot be.
+    fn object(&self, planned: &Planned) -> Result<Object, Failure> {
+        let value = encoding::decode(&self.value, planned.encoding).map_err(|reason| planned.failure(reason))?;
+        Ok(Object {
+            path: planned.path.clone(),
+            value,
             version: self.version.clone(),
             updated: self.attributes.updated,
-            required,
-        }
+            required: planned.required,
+        })
+    }
+}
+
+/// An object into `objects`, or its failure into `failures`.
+fn push(polled: &mut Polled, result: Result<Object, Failure>) {
+    match result {
+        Ok(object) => polled.objects.push(object),
+        Err(failure) => polled.failures.push(failure),
     }
 }
 
@@ -281,7 +293,7 @@ impl KeyVaultSource {
             match done {
                 Fetched::Held(done) => {
                     let (planned, held) = *done;
-                    polled.objects.push(held.object(planned.path, planned.required));
+                    push(&mut polled, held.object(&planned));
                     match planned.version {
                         Some(version) => pinned.insert((planned.name, version), held),
                         None => latest.insert(name_key(&planned.name), held),
@@ -347,7 +359,7 @@ impl KeyVaultSource {
                 Some(version) => match self.state.pinned.get(&(s.name.clone(), version.clone())) {
                     Some(held) => match held.attributes.unusable(now) {
                         Some(why) => gathered.polled.failures.push(planned.failure(why.to_string())),
-                        None => gathered.polled.objects.push(held.object(planned.path, planned.required)),
+                        None => push(&mut gathered.polled, held.object(&planned)),
                     },
                     None => gathered.queue.push_back(planned),
                 },
@@ -390,8 +402,14 @@ impl KeyVaultSource {
             self.state.warn_once(&self.id, &item.name, &why);
             return;
         }
-        let planned =
-            Planned { name: item.name.clone(), version: None, path, required: false, kind: config::ObjectKind::Secret };
+        let planned = Planned {
+            name: item.name.clone(),
+            version: None,
+            path,
+            required: false,
+            kind: config::ObjectKind::Secret,
+            encoding: config::Encoding::Utf8,
+        };
         self.decide(&item, planned, false, now, gathered);
     }
 
@@ -422,7 +440,7 @@ impl KeyVaultSource {
         }
         match self.state.latest.get(&name_key(&item.name)) {
             Some(held) if held.settled && held.key.same_as(item) => {
-                gathered.polled.objects.push(held.object(planned.path, planned.required));
+                push(&mut gathered.polled, held.object(&planned));
                 gathered.keep.insert(name_key(&item.name), held.clone());
             }
             _ => gathered.queue.push_back(planned),
@@ -629,6 +647,8 @@ struct Planned {
     required: bool,
     /// Secret, certificate or key.
     kind: config::ObjectKind,
+    /// How a secret's value is decoded before it is written.
+    encoding: config::Encoding,
 }
 
 impl Planned {
@@ -639,6 +659,7 @@ impl Planned {
             path: spec.path.clone(),
             required: spec.required,
             kind: spec.kind,
+            encoding: spec.encoding,
         }
     }
 
@@ -1453,6 +1474,7 @@ mod tests {
             version: version.map(Into::into),
             required,
             kind: config::ObjectKind::Secret,
+            encoding: config::Encoding::Utf8,
         }
     }
 

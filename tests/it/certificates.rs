@@ -218,25 +218,38 @@ async fn an_unchanged_vault_publishes_nothing_across_polls_for_every_type_and_fo
     let w = World::start(&["main"]).await;
     w.emu.set_secret("main", "plain", "a-value").unwrap();
     w.emu.set_secret("main", "listed", "another").unwrap();
+    w.emu.set_secret("main", "encoded", "AAEC/w==").unwrap();
     let pem = CertificateSpec { content: CertContent::Pem, ..Default::default() };
     for (name, spec) in [("p12", CertificateSpec::default()), ("pem", pem)] {
         w.emu.set_certificate("main", name, &spec).unwrap();
     }
     w.emu.set_key("main", "rsa", KeyKind::Rsa).unwrap();
     w.emu.set_key("main", "ec", KeyKind::Ec).unwrap();
-    let entries = "      - name: plain\n      - name: p12\n        type: certificate\n        path: p12-pem\n      - name: p12\n        type: certificate\n        format: pfx\n        path: p12.pfx\n      - name: pem\n        type: certificate\n        path: pem-pem\n      - name: pem\n        type: certificate\n        format: pfx\n        path: pem.pfx\n      - name: rsa\n        type: key\n        path: rsa.pem\n      - name: ec\n        type: key\n        path: ec.pem\n    all: true\n    include: [\"listed\"]\n";
+    let entries = "      - name: plain\n      - name: p12\n        type: certificate\n        path: p12-pem\n      - name: p12\n        type: certificate\n        format: pfx\n        path: p12.pfx\n      - name: pem\n        type: certificate\n        path: pem-pem\n      - name: pem\n        type: certificate\n        format: pfx\n        path: pem.pfx\n      - name: rsa\n        type: key\n        path: rsa.pem\n      - name: ec\n        type: key\n        path: ec.pem\n      - name: p12\n        type: certificate\n        format: pem-bundle\n        path: p12.bundle\n      - name: p12\n        type: certificate\n        format: pem-leaf\n        path: p12.crt\n      - name: encoded\n        encoding: base64\n    all: true\n    include: [\"listed\"]\n";
     let sc = Sidecar::spawn(&w, &config(&w, "1s", entries), &[], &[]);
-    let files = ["plain", "listed", "p12-pem/tls.key", "p12.pfx", "pem-pem/tls.key", "pem.pfx", "rsa.pem", "ec.pem"];
+    let files = [
+        "plain",
+        "listed",
+        "p12-pem/tls.key",
+        "p12.pfx",
+        "pem-pem/tls.key",
+        "pem.pfx",
+        "rsa.pem",
+        "ec.pem",
+        "p12.bundle",
+        "p12.crt",
+        "encoded",
+    ];
     let all_there = || files.iter().all(|f| read_bytes(&w, f).is_some());
     wait_for("everything published", LIMIT, || (all_there() || sc.child_exited()).then_some(())).await;
     assert!(all_there(), "not everything was published; log:\n{}", sc.logs());
     let link = || std::fs::read_link(w.out().join("..data")).unwrap();
     let first = link();
     let contents: Vec<Vec<u8>> = files.iter().map(|f| read_bytes(&w, f).unwrap()).collect();
-    // Three more polls: each reads the four certificate entries and the two keys again.
+    // Three more polls: each reads the six certificate entries and the two keys again.
     let gets = w.emu.count(Endpoint::KeyvaultGet, Some("main"));
     wait_for("three more polls", LIMIT, || {
-        (w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= gets + 3 * 6).then_some(())
+        (w.emu.count(Endpoint::KeyvaultGet, Some("main")) >= gets + 3 * 8).then_some(())
     })
     .await;
     assert_eq!(link(), first, "a poll of an unchanged vault published");

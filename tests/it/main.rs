@@ -37,6 +37,8 @@ mod inject;
 mod keyvault_files;
 /// Key Vault request counts: lists, GETs, pinned versions.
 mod keyvault_requests;
+/// `migrate csi`: the CSI driver's files byte for byte, reports, refusals, `--manifest`, the guide.
+mod migrate;
 /// k8s/monitoring: the alert rules' tests, and the real /metrics through promtool.
 mod monitoring;
 /// Config reloads: ConfigMap updates, SIGHUP, invalid edits.

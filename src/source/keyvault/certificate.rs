@@ -2,6 +2,10 @@
 //! same name and version as the certificate), whatever Key Vault stores there: base64 PKCS#12
 //! (`application/x-pkcs12`, empty password) or PEM (`application/x-pem-file`).
 //!
+//! Format `pem-leaf` publishes the certificate alone (PEM, from `GET /certificates`: no key,
+//! no chain, and no need to read secrets), the CSI driver's `objectType: cert`.
+//! Format `pem-bundle` publishes one file, the CSI driver's layout: the key, then the chain
+//! (a PEM-stored certificate as Key Vault holds it).
 //! Format `pem` publishes `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the
 //! private key, PKCS#8 as Key Vault holds it), the names of a Kubernetes TLS secret; a
 //! certificate whose key is not exportable has no key in its secret, so `tls.crt` is published
@@ -75,6 +79,9 @@ pub(super) async fn fetch(
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
     let outputs = outputs(&planned);
+    if format == CertFormat::PemLeaf {
+        return leaf(vault, base, &planned, &outputs, cancel, now).await;
+    }
     let fail_all = |reason: String| Ok(failures(&planned, &outputs, &reason));
     let url = secret_url(base, &planned.name, planned.version.as_deref());
     let body = match get_object(vault, &url, cancel).await? {
@@ -118,6 +125,8 @@ pub(super) async fn fetch(
                 Err(reason) => fail_all(reason),
             }
         }
+        CertFormat::PemLeaf => unreachable!("read from /certificates above"),
+        CertFormat::PemBundle => Ok(Fetched::Object(object(&outputs[0], stored.bundle_pem(value.0.expose())))),
         CertFormat::Pem => {
             let (crt, key) = (&outputs[0], &outputs[1]);
             let mut objects = vec![object(crt, SecretValue::from(stored.bundle.chain_pem()))];
@@ -147,36 +156,12 @@ async fn public_part(
     cancel: &CancellationToken,
     now: SystemTime,
 ) -> Result<Fetched, SourceError> {
-    let fail_all = |reason: String| {
-        Ok(failures(planned, outputs, &format!("the secret: {secret_refused}; the certificate: {reason}")))
-    };
-    let body =
-        match get_object(vault, &certificate_url(base, &planned.name, planned.version.as_deref()), cancel).await? {
-            Ok(body) => body,
-            Err(refused) => return fail_all(refused.reason),
-        };
-    let raw: RawCertificate = match decode("certificate", &body) {
-        Ok(raw) => raw,
-        Err(e) => return fail_all(e.to_string()),
-    };
-    let Some(version) = raw.id.as_deref().and_then(certificate_version) else {
-        return fail_all("the certificate has no versioned id".into());
-    };
-    let attributes = Attributes::from_raw(raw.attributes);
-    if let Some(why) = attributes.unusable(now) {
-        return fail_all(why.to_string());
-    }
-    let der = match raw.cer.as_deref().map(|c| base64::engine::general_purpose::STANDARD.decode(c.trim())) {
-        Some(Ok(der)) if pki::bundle::cert_public_key(&der).is_some() => der,
-        _ => return fail_all("the certificate has no valid cer".into()),
-    };
     let (crt, key) = (&outputs[0], &outputs[1]);
-    let object = Object {
-        path: crt.clone(),
-        value: SecretValue::from(pki::pem::encode("CERTIFICATE", &der).to_string()),
-        version,
-        updated: attributes.updated,
-        required: planned.required,
+    let object = match read_cer(vault, base, planned, crt, cancel, now).await? {
+        Ok(object) => object,
+        Err(reason) => {
+            return Ok(failures(planned, outputs, &format!("the secret: {secret_refused}; the certificate: {reason}")))
+        }
     };
     let failure = Failure {
         path: key.clone(),
@@ -187,6 +172,61 @@ async fn public_part(
         ),
     };
     Ok(Fetched::Many { objects: vec![object], failures: vec![failure] })
+}
+
+/// `format: pem-leaf`: the certificate alone as PEM, from `GET /certificates` (its `cer`), as
+/// the CSI driver writes `objectType: cert` (provider.go `getCertificate`).
+async fn leaf(
+    vault: &dyn Vault,
+    base: &Url,
+    planned: &Planned,
+    outputs: &[sidecar_core::relpath::RelPath],
+    cancel: &CancellationToken,
+    now: SystemTime,
+) -> Result<Fetched, SourceError> {
+    Ok(match read_cer(vault, base, planned, &outputs[0], cancel, now).await? {
+        Ok(object) => Fetched::Object(object),
+        Err(reason) => failures(planned, outputs, &reason),
+    })
+}
+
+/// The certificate object's `cer` as a PEM `CERTIFICATE` at `path`; `Ok(Err(reason))` when
+/// this certificate cannot be had.
+async fn read_cer(
+    vault: &dyn Vault,
+    base: &Url,
+    planned: &Planned,
+    path: &sidecar_core::relpath::RelPath,
+    cancel: &CancellationToken,
+    now: SystemTime,
+) -> Result<Result<Object, String>, SourceError> {
+    let body =
+        match get_object(vault, &certificate_url(base, &planned.name, planned.version.as_deref()), cancel).await? {
+            Ok(body) => body,
+            Err(refused) => return Ok(Err(refused.reason)),
+        };
+    let raw: RawCertificate = match decode("certificate", &body) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let Some(version) = raw.id.as_deref().and_then(certificate_version) else {
+        return Ok(Err("the certificate has no versioned id".into()));
+    };
+    let attributes = Attributes::from_raw(raw.attributes);
+    if let Some(why) = attributes.unusable(now) {
+        return Ok(Err(why.to_string()));
+    }
+    let der = match raw.cer.as_deref().map(|c| base64::engine::general_purpose::STANDARD.decode(c.trim())) {
+        Some(Ok(der)) if pki::bundle::cert_public_key(&der).is_some() => der,
+        _ => return Ok(Err("the certificate has no valid cer".into())),
+    };
+    Ok(Ok(Object {
+        path: path.clone(),
+        value: SecretValue::from(pki::pem::encode("CERTIFICATE", &der).to_string()),
+        version,
+        updated: attributes.updated,
+        required: planned.required,
+    }))
 }
 
 /// `{vault}/certificates/{name}[/{version}]?api-version=...`.
@@ -268,6 +308,7 @@ pub(super) fn outputs(planned: &Planned) -> Vec<sidecar_core::relpath::RelPath> 
         version: None,
         required: planned.required,
         kind: planned.kind,
+        encoding: planned.encoding,
     }
     .outputs()
 }
@@ -324,6 +365,20 @@ impl Stored {
         );
         let bundle = pki::pkcs12::decode(&pfx, "").map_err(|e| e.to_string())?;
         Ok(Stored { bundle, pfx: Some(pfx) })
+    }
+
+    /// `format: pem-bundle`: what the CSI driver writes for a certificate read as
+    /// `objectType: secret` (provider.go `getSecret`): a PEM value as Key Vault holds it
+    /// (`value`), and from PKCS#12 the private key as PKCS#8 PEM, then the chain leaf first
+    /// (`decodePKCS12`, with its default `--construct-pem-chain`).
+    fn bundle_pem(&self, value: &[u8]) -> SecretValue {
+        if self.pfx.is_none() {
+            return SecretValue::new(value.to_vec());
+        }
+        // No key (not exportable): the chain alone, as the driver writes then.
+        let mut pem = Zeroizing::new(self.bundle.key_pem().map(|k| k.as_bytes().to_vec()).unwrap_or_default());
+        pem.extend_from_slice(self.bundle.chain_pem().as_bytes());
+        SecretValue::new(pem.to_vec())
     }
 
     /// The PKCS#12 bytes: Key Vault's own archive, or one made from the PEM.
