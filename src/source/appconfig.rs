@@ -34,6 +34,7 @@ use zeroize::Zeroizing;
 mod flags;
 mod references;
 
+use super::json_value::{self, Json};
 use super::render::{self, Setting, SettingValue};
 use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
@@ -769,19 +770,21 @@ fn is_json_content_type(content_type: Option<&str>) -> bool {
 }
 
 /// How a setting renders: a resolved reference and plain text as text; a value with a JSON
-/// content type as the JSON it holds (`Err(text)` when it is not valid JSON: the caller logs it
-/// and publishes the text); a null value as JSON `null`.
+/// content type as the JSON (with comments) it holds (`Err(text)` when it is not valid JSON:
+/// the caller logs it and publishes the text); a null value as JSON `null`.
 fn setting_value(kv: &Kv, value: SecretString) -> Result<SettingValue, String> {
     if is_keyvault_ref(kv.content_type.as_deref()) {
         return Ok(SettingValue::Text(value.expose().to_owned()));
     }
     let Some(raw) = kv.value.as_deref() else {
-        return Ok(SettingValue::Json(serde_json::Value::Null));
+        return Ok(SettingValue::Json(Json::Null));
     };
-    if !is_json_content_type(kv.content_type.as_deref()) {
+    // An empty (or blank) value is text, silently: the .NET adapter does not take it for JSON,
+    // and the Python provider keeps the text of any value that does not parse.
+    if !is_json_content_type(kv.content_type.as_deref()) || raw.trim().is_empty() {
         return Ok(SettingValue::Text(raw.to_owned()));
     }
-    serde_json::from_str(raw).map(SettingValue::Json).map_err(|_| raw.to_owned())
+    json_value::parse(raw).map(SettingValue::Json).ok_or_else(|| raw.to_owned())
 }
 
 /// The secret URL of a reference value `{"uri": ...}` (`secret_uri` as a fallback).

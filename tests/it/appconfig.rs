@@ -734,3 +734,50 @@ async fn a_failing_primary_fails_over_to_the_replica_and_is_tried_again_at_the_n
     wait_for("a change is published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\"")))
         .await;
 }
+
+/// Review of issue 14, findings 1, 2, 7 and 11: JSON values as Microsoft's providers parse
+/// them: comments skipped, numbers as stored (json, yaml, flat formats), `{}` and `[]` kept in
+/// json/yaml and nothing in flat formats, an empty value published as empty text, not logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_values_with_comments_keep_their_numbers_and_empty_containers_flatten_to_nothing() {
+    let w = world().await;
+    let emu = &w.emu;
+    let commented = "{\n  // the pool\n  \"size\": 10, /* max */ \"url\": \"http://x//y\"\n}";
+    emu.set_kv("settings", "myapp:pool", Some("prd"), commented, Some("application/json")).unwrap();
+    let numbers = r#"{"f": 1.0, "u": 12345678901234567890, "big": 123456789012345678901234567890, "e": 1e5}"#;
+    emu.set_kv("settings", "myapp:n", Some("prd"), numbers, Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:obj", Some("prd"), "{}", Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:arr", Some("prd"), "[]", Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:empty", Some("prd"), "", Some("application/json")).unwrap();
+    let sources = format!(
+        "{}{}{}",
+        seeds_source(&w, "json", "appsettings.json"),
+        seeds_source(&w, "yaml", "app.yaml").replacen("sources:\n", "", 1),
+        seeds_source(&w, "properties", "app.properties").replacen("sources:\n", "", 1)
+    );
+    let cfg = w.write_config(&format!("{}{sources}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("appsettings.json published", LIMIT, || read(&out, "appsettings.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["pool"], json!({"size": 10, "url": "http://x//y"}), "{text}");
+    assert_eq!((&doc["obj"], &doc["arr"], &doc["empty"]), (&json!({}), &json!([]), &json!("")), "{text}");
+    for number in ["\"f\": 1.0", "\"u\": 12345678901234567890", "\"big\": 123456789012345678901234567890", "\"e\": 1e5"]
+    {
+        assert!(text.contains(number), "{number} in\n{text}");
+    }
+    let yaml = wait_for("app.yaml published", LIMIT, || read(&out, "app.yaml")).await;
+    for number in ["\"f\": 1.0\n", "\"big\": 123456789012345678901234567890\n", "\"e\": 1.0e+5\n"] {
+        assert!(yaml.contains(number), "{number} in\n{yaml}");
+    }
+    let props = wait_for("app.properties published", LIMIT, || read(&out, "app.properties")).await;
+    for line in
+        ["n\\:f=1.0\n", "n\\:big=123456789012345678901234567890\n", "n\\:e=1e5\n", "pool\\:size=10\n", "empty=\n"]
+    {
+        assert!(props.contains(line), "{line:?} in\n{props}");
+    }
+    assert!(!props.contains("obj") && !props.contains("arr"), "{{}} and [] flatten to nothing:\n{props}");
+    wait_for("two more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= 8).then_some(())).await;
+    let logs = sc.logs();
+    assert!(!logs.contains("not valid JSON"), "{logs}");
+}
