@@ -12,8 +12,9 @@
 //! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll
 //! reads only the watched keys (`GET /kv/{key}?label=`, each with `If-None-Match`, under its
 //! own label: the null label unless given, as in Microsoft's providers) and lists everything
-//! again only when one of them changed, appeared or was deleted; a watched key that does not
-//! exist is logged once and read again at every poll. With `replicas`, a request the active
+//! again only when one of them changed, appeared or was deleted (the `select` entries for feature
+//! flags are listed, conditionally, at every poll all the same: the providers refresh flags on
+//! their own); a watched key that does not exist is logged once and read again at every poll. With `replicas`, a request the active
 //! endpoint fails goes to the next one; each poll starts at the primary.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
@@ -255,16 +256,20 @@ impl AppConfigSource {
             due |= changed;
             watched.push(now);
         }
-        if due {
-            for i in 0..self.cfg.select.len() {
+        for i in 0..self.cfg.select.len() {
+            // Feature flags are refreshed on their own, whatever the watched keys say (the Python
+            // provider's feature_flag_refresh_enabled: its own page ETag check).
+            if due || is_flag_select(&self.cfg.select[i]) {
                 let previous = std::mem::take(&mut self.pages[i]);
                 let url = list_url(&self.cfg.endpoint, &self.cfg.select[i]);
                 let (pages, _) = self.list_pages(url, previous, cancel).await?;
                 self.pages[i] = pages;
             }
+        }
+        if due {
             self.listed = true;
         } else {
-            tracing::debug!(source = self.id, "watched keys unchanged; key-values not listed");
+            tracing::debug!(source = self.id, "watched keys unchanged; only feature flag selects listed");
         }
         if !self.cfg.sentinel.is_empty() {
             self.watched = watched;
@@ -306,7 +311,7 @@ impl AppConfigSource {
     /// Replaces each snapshot reference by the snapshot's key-values, in place (so that the
     /// settings after it still override them), as the Python provider's
     /// `_expand_snapshot_references` does. A snapshot that does not exist expands to nothing
-    /// (logged once).
+    /// (logged once) and is asked for again at the next poll.
     async fn expand_snapshot_refs(&mut self, kvs: Vec<Kv>, cancel: &CancellationToken) -> Result<Vec<Kv>, SourceError> {
         let mut out = Vec::with_capacity(kvs.len());
         let mut referenced = BTreeSet::new();
@@ -324,11 +329,15 @@ impl AppConfigSource {
                 continue;
             };
             referenced.insert(name.clone());
-            if !self.snapshots.contains_key(&name) {
+            // A snapshot never changes once it exists; one that does not exist yet is asked for
+            // again at every poll (it may be created later).
+            let known_missing = self.snapshots.get(&name).is_some_and(Option::is_none);
+            if self.snapshots.get(&name).is_none_or(Option::is_none) {
                 let selector = config::Selector { snapshot: Some(name.clone()), ..config::Selector::keys("", None) };
                 let url = list_url(&self.cfg.endpoint, &selector);
                 let items = match self.list_pages(url, Vec::new(), cancel).await {
                     Ok((pages, _)) => Some(pages.into_iter().flat_map(|p| p.items).collect()),
+                    Err(SourceError::Azure(AzureError::Status { status: 404, .. })) if known_missing => None,
                     Err(SourceError::Azure(AzureError::Status { status: 404, .. })) => {
                         tracing::warn!(
                             source = self.id,
@@ -632,6 +641,11 @@ fn fnv_hex(bytes: &[u8]) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// A `select` entry for feature flags only: its key filter starts with the flag prefix.
+fn is_flag_select(select: &config::Selector) -> bool {
+    select.snapshot.is_none() && select.key.starts_with(FEATURE_FLAG_PREFIX)
 }
 
 /// `{endpoint}/kv?key=..&label=..&api-version=..`; the null label is `%00`.

@@ -781,3 +781,68 @@ async fn json_values_with_comments_keep_their_numbers_and_empty_containers_flatt
     let logs = sc.logs();
     assert!(!logs.contains("not valid JSON"), "{logs}");
 }
+
+/// Review finding 3: feature flags are refreshed on their own, as the Python provider's
+/// `feature_flag_refresh_enabled` does: a changed flag is published while the sentinel stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn feature_flags_are_refreshed_while_the_sentinel_stays_unchanged() {
+    let w = world().await;
+    seed(&w);
+    w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
+    let flag = |enabled: bool| json!({"id": "Beta", "enabled": enabled}).to_string();
+    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &flag(false), Some(FF)).unwrap();
+    let source = format!(
+        "sources:\n  - type: appconfig\n    endpoint: \"{}\"\n    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n    trim_prefix: [\"myapp:\"]\n    sentinel: {{key: \"myapp:sentinel\", label: prd}}\n    path: app.json\n",
+        w.emu.store_url("settings").unwrap()
+    );
+    let cfg = w.write_config(&format!("{}{source}", w.base_config("1s")));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let first = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    assert!(first.contains("\"enabled\": false"), "{first}");
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &flag(true), Some(FF)).unwrap();
+    let text = wait_for("the flag change is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"enabled\": true"))
+    })
+    .await;
+    assert!(text.contains("\"level\": \"warn\""), "the settings wait for the sentinel:\n{text}");
+    let full = store_requests(&w).into_iter().filter(|r| lists_key(&r, "myapp%3A*")).count();
+    assert_eq!(full, 1, "the settings are listed once: {:?}", store_requests(&w));
+}
+
+/// Review finding 6: a snapshot reference naming a snapshot that does not exist yet adds its
+/// settings once the snapshot is created (logged once meanwhile).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referenced_snapshot_created_later_is_picked_up() {
+    use azure_emulator::SnapshotFilter;
+    let w = world().await;
+    let emu = &w.emu;
+    emu.set_kv("settings", "myapp:db:host", Some("prd"), "db.prd.internal", None).unwrap();
+    emu.set_kv("settings", "later:one", Some("later"), "from later", None).unwrap();
+    let vnd = "application/vnd.microsoft.appconfig.snapshotref+json";
+    emu.set_kv("settings", "myapp:ref", Some("prd"), &json!({"snapshot_name": "later"}).to_string(), Some(vnd))
+        .unwrap();
+    let source = seeds_source(&w, "json", "app.json").replace("[\"myapp:\"]", "[\"myapp:\", \"later:\"]");
+    let cfg = w.write_config(&format!("{}{source}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let first = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    assert!(!first.contains("from later"), "{first}");
+    let snapshot_reads = |w: &World| {
+        store_requests(w)
+            .into_iter()
+            .filter(|r| r.query.as_deref().is_some_and(|q| q.contains("snapshot=later")))
+            .count()
+    };
+    wait_for("the missing snapshot asked for again", LIMIT, || (snapshot_reads(&w) >= 3).then_some(())).await;
+    let filter = SnapshotFilter { key: "later:*".into(), label: Some("later".into()), tags: vec![] };
+    emu.create_snapshot("settings", "later", vec![filter], "key").unwrap();
+    let text = wait_for("the snapshot's settings are published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("from later"))
+    })
+    .await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc, json!({"db": {"host": "db.prd.internal"}, "one": "from later"}));
+    assert_eq!(sc.logs().matches("the referenced snapshot does not exist").count(), 1, "{}", sc.logs());
+}
