@@ -191,7 +191,7 @@ impl AppConfigSource {
                 match feature_flag(&kv) {
                     Ok(mut flag) => {
                         let etag = kv.etag.as_deref().unwrap_or_default();
-                        let endpoint = self.cfg.endpoint.as_str();
+                        let endpoint = self.cfg.endpoint_text.as_str();
                         flags::add_telemetry_metadata(&mut flag, endpoint, &kv.key, kv.label.as_deref(), etag);
                         flags.push(flag);
                     }

@@ -93,11 +93,17 @@ def seed(store, vault_url):
     store.set_kv("app:snap:sel", "changed after the snapshot", label="rel")
 
 
+def endpoint(store):
+    """The store's URL as a user may write it (host in capitals, no trailing slash): the
+    provider builds each flag's FeatureFlagReference from the endpoint as given."""
+    return store.url.replace("127.0.0.1", "LocalHost").rstrip("/")
+
+
 def provider(store, credential):
     info = store.info
     vault = info["vaults"][VAULT]
     return load(
-        endpoint=store.url,
+        endpoint=endpoint(store),
         credential=credential,
         selects=[SettingSelector(key_filter="app:*"), SettingSelector(key_filter="app:*", label_filter="prd"),
                  SettingSelector(snapshot_name="rel")],
@@ -114,7 +120,7 @@ def provider(store, credential):
 
 def sidecar(work, store, name):
     sources = [{
-        "type": "appconfig", "endpoint": store.url,
+        "type": "appconfig", "endpoint": endpoint(store),
         "select": [{"key": "app:*"}, {"key": "app:*", "label": "prd"},
                    {"snapshot": "rel"}, {"key": ".appconfig.featureflag/*", "label": "prd"}],
         "trim_prefix": ["app:", "app:long:"], "path": "appsettings.json", "format": "json",
