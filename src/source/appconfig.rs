@@ -364,7 +364,7 @@ impl AppConfigSource {
             return None;
         }
         let raw = kv.value.as_deref().unwrap_or_default();
-        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)))
+        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)).map(canonical_secret_url))
     }
 
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
@@ -799,6 +799,16 @@ fn setting_value(kv: &Kv, value: SecretString) -> Result<SettingValue, String> {
         return Ok(SettingValue::Text(raw.to_owned()));
     }
     json_value::parse(raw).map(SettingValue::Json).ok_or_else(|| raw.to_owned())
+}
+
+/// One URL per secret: Key Vault names (and versions) are case-insensitive, and the host is
+/// lower-cased by the URL parser already, so references that differ only in case (or in a
+/// trailing `/`) are one secret, read once.
+fn canonical_secret_url(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/').to_ascii_lowercase();
+    url.set_path(&path);
+    url.set_fragment(None);
+    url
 }
 
 /// The secret URL of a reference value `{"uri": ...}` (`secret_uri` as a fallback).

@@ -846,3 +846,31 @@ async fn a_referenced_snapshot_created_later_is_picked_up() {
     assert_eq!(doc, json!({"db": {"host": "db.prd.internal"}, "one": "from later"}));
     assert_eq!(sc.logs().matches("the referenced snapshot does not exist").count(), 1, "{}", sc.logs());
 }
+
+/// Review finding 10: Key Vault names and hosts are case-insensitive: references differing only
+/// in the case of the secret's name or of the vault's host are one secret, read once.
+#[tokio::test(flavor = "multi_thread")]
+async fn references_differing_only_in_case_are_read_once() {
+    let w = world().await;
+    let vault = w.vault("main");
+    w.emu.set_secret("main", "db-password", &format!("{CANARY}-db")).unwrap();
+    let upper_host = vault.replace("127.0.0.1", "LocalHost");
+    let lower_host = vault.replace("127.0.0.1", "localhost");
+    let uris = [format!("{upper_host}/secrets/DB-Password"), format!("{lower_host}/secrets/db-password/")];
+    for (i, uri) in uris.iter().enumerate() {
+        let reference = json!({"uri": uri}).to_string();
+        w.emu.set_kv("settings", &format!("myapp:ref{i}"), Some("prd"), &reference, Some(KV_REF)).unwrap();
+    }
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), seeds_source(&w, "json", "app.json")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let text = wait_for("app.json published", LIMIT, || read(&w.out(), "app.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&doc["ref0"], &doc["ref1"]), (&json!(format!("{CANARY}-db")), &json!(format!("{CANARY}-db"))));
+    let gets: Vec<String> = vault_requests_since(&w, "main", 0)
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::KeyvaultGet)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(gets.len(), 1, "one GET for both: {gets:?}");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
