@@ -284,12 +284,15 @@ impl AppConfigSource {
         let before = self.watched[i].seen.clone();
         let url = watched_url(&self.cfg.endpoint, &w);
         let etag = before.clone().flatten();
-        let resp = self.get(&url, etag.as_deref(), cancel).await?;
-        self.keep_sync_tokens(resp.headers());
-        let status = resp.status();
-        let now = if status == StatusCode::NOT_MODIFIED && etag.is_some() {
+        let answer = match self.get(&url, etag.as_deref(), cancel).await {
+            Err(SourceError::Azure(AzureError::Status { status: 404, .. })) => None,
+            other => Some(other?),
+        };
+        let now = if answer.as_ref().is_some_and(|a| a.status == StatusCode::NOT_MODIFIED) && etag.is_some() {
             etag
-        } else if status == StatusCode::NOT_FOUND {
+        } else if let Some(answer) = answer {
+            Some(answer.headers.get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+        } else {
             if before.as_ref().is_none_or(Option::is_some) {
                 tracing::warn!(
                     source = self.id,
@@ -299,10 +302,6 @@ impl AppConfigSource {
                 );
             }
             None
-        } else if status.is_success() {
-            Some(resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
-        } else {
-            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
         };
         let changed = before.as_ref().is_some_and(|b| *b != now);
         Ok((Watched { seen: Some(now) }, changed))
@@ -463,21 +462,15 @@ impl AppConfigSource {
         cancel: &CancellationToken,
     ) -> Result<(CachedPage, bool), SourceError> {
         let if_none_match = cached.and_then(|c| c.etag.clone());
-        let resp = self.get(&url, if_none_match.as_deref(), cancel).await?;
-        self.keep_sync_tokens(resp.headers());
-        let status = resp.status();
-        if status == StatusCode::NOT_MODIFIED {
+        let answer = self.get(&url, if_none_match.as_deref(), cancel).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
             if let Some(cached) = cached {
                 return Ok((cached.clone(), true));
             }
         }
-        if !status.is_success() {
-            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
-        }
-        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let link = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_from_link_header);
-        let body = read_body(resp).await?;
-        let raw: RawPage = serde_json::from_slice(&body).map_err(|e| {
+        let etag = answer.headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let link = answer.headers.get("link").and_then(|v| v.to_str().ok()).and_then(next_from_link_header);
+        let raw: RawPage = serde_json::from_slice(&answer.body).map_err(|e| {
             azure_error(AzureError::InvalidResponse {
                 service: Service::AppConfig.as_str(),
                 reason: format!("key-value list is not valid JSON (line {}, column {})", e.line(), e.column()),
@@ -506,30 +499,49 @@ impl AppConfigSource {
         Ok(url)
     }
 
-    /// GET `url` (built on the primary endpoint) from the active endpoint; when that fails to
-    /// connect, times out, or answers 5xx or 429 (after the client's own retries), from the next
-    /// replica, and so on. The last endpoint's answer is returned whatever it is.
+    /// GET `url` (built on the primary endpoint) from the active endpoint, its body read; when
+    /// that fails to connect, times out (before the headers or while reading the body), or
+    /// answers 5xx, 429, 408, 401 or 403 (after the client's own retries: the status codes the
+    /// .NET provider's `IsFailOverable` takes), from the next replica, and so on. A 2xx or 304 is
+    /// an `Answer`; any other status an `AzureError::Status` (the last endpoint's, when all fail).
+    /// The `Sync-Token`s of every answer are kept.
     async fn get(
-        &self,
+        &mut self,
         url: &Url,
         if_none_match: Option<&str>,
         cancel: &CancellationToken,
-    ) -> Result<reqwest::Response, SourceError> {
-        let endpoints: Vec<&Url> = std::iter::once(&self.cfg.endpoint).chain(&self.cfg.replicas).collect();
-        let mut i = self.active.load(Ordering::Relaxed).min(endpoints.len() - 1);
+    ) -> Result<Answer, SourceError> {
+        let count = 1 + self.cfg.replicas.len();
+        let mut i = self.active.load(Ordering::Relaxed).min(count - 1);
         loop {
-            let target = on_endpoint(url, endpoints[i]);
-            let result = self.get_from(&target, if_none_match, cancel).await;
+            let endpoint = if i == 0 { &self.cfg.endpoint } else { &self.cfg.replicas[i - 1] };
+            let target = on_endpoint(url, endpoint);
+            let result = match self.get_from(&target, if_none_match, cancel).await {
+                Ok(resp) => {
+                    self.keep_sync_tokens(resp.headers());
+                    let status = resp.status();
+                    if is_failover_status(status) || !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+                        Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await))
+                    } else {
+                        let headers = resp.headers().clone();
+                        read_body(resp).await.map(|body| Answer { status, headers, body })
+                    }
+                }
+                Err(e) => Err(e),
+            };
             let why = match &result {
                 Err(SourceError::Azure(e @ AzureError::Transport { .. })) => e.to_string(),
-                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
-                    format!("it answered {}", resp.status().as_u16())
+                Err(SourceError::Azure(AzureError::Status { status, .. }))
+                    if StatusCode::from_u16(*status).is_ok_and(is_failover_status) =>
+                {
+                    format!("it answered {status}")
                 }
                 _ => return result,
             };
-            if i + 1 == endpoints.len() {
+            if i + 1 == count {
                 return result;
             }
+            let endpoints: Vec<&Url> = std::iter::once(&self.cfg.endpoint).chain(&self.cfg.replicas).collect();
             tracing::warn!(
                 source = self.id,
                 endpoint = endpoints[i].as_str(),
@@ -600,6 +612,26 @@ impl Source for AppConfigSource {
     fn poll<'a>(&'a mut self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<Polled, SourceError>> {
         Box::pin(self.poll_once(cancel))
     }
+}
+
+/// An answer of the store, its body read.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Zeroizing<Vec<u8>>,
+}
+
+/// The statuses another replica may answer better: 5xx, 429, 408, and 401 and 403 (a replica
+/// may hold the role assignment the primary lost), as the .NET provider's `IsFailOverable`.
+fn is_failover_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        )
 }
 
 /// `url` with the scheme, host and port of `endpoint` (a replica of the same store).

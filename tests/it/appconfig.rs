@@ -874,3 +874,62 @@ async fn references_differing_only_in_case_are_read_once() {
     assert_eq!(gets.len(), 1, "one GET for both: {gets:?}");
     assert_clean(&sc.logs(), &[CANARY]);
 }
+
+/// Review finding 4: the primary answering 408, 401 or 403, or stalling its body after the
+/// headers (a body-read timeout), fails over to the replica, as the .NET provider's
+/// `IsFailOverable` does (5xx, 429, 408, 403, 401, timeouts); `--once` succeeds each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_primary_answering_408_401_403_or_stalling_its_body_fails_over_to_the_replica() {
+    let w = world_with_a_replica().await;
+    seed(&w);
+    let primary = w.emu.store_url("settings").unwrap().to_owned();
+    let replica = w.emu.store_replica_urls("settings")[0].to_owned();
+    let base = w.base_config("30s").replace("request_timeout: 5s", "request_timeout: 1s");
+    let cfg = w.write_config(&format!("{base}{}", replica_source(&primary, &replica)));
+    let faults = [
+        ("408", Fault::status(408)),
+        ("401", Fault::status(401)),
+        ("403", Fault::status(403)),
+        ("a stalled body", Fault::stalled_body(Duration::from_secs(30))),
+    ];
+    for (what, fault) in faults {
+        let mark = last_seq(&w);
+        let id = w.emu.add_fault(fault.on(Endpoint::AppconfigList).in_vault("settings"));
+        let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+        let status = sc.wait_exit(LIMIT);
+        w.emu.remove_fault(id);
+        assert!(status.success(), "{what}: {}", sc.logs());
+        let doc: Value = serde_json::from_str(&read(&w.out(), "app.json").unwrap()).unwrap();
+        assert_eq!(doc["db"]["host"], "db.prd.internal", "{what}");
+        let since: Vec<_> = store_requests(&w).into_iter().filter(|r| r.seq > mark).collect();
+        assert!(
+            since.iter().any(|r| r.vault.as_deref() == Some("settings-replica1") && r.status == Some(200)),
+            "{what}: {since:?}"
+        );
+        assert!(sc.logs().contains("trying the next replica"), "{what}: {}", sc.logs());
+    }
+}
+
+/// Review finding 9: at most `sync.concurrency` references are resolved at once, measured by
+/// the emulator (requests in flight, each held 300 ms).
+#[tokio::test(flavor = "multi_thread")]
+async fn references_are_resolved_with_at_most_sync_concurrency_requests_in_flight() {
+    let w = world().await;
+    let vault = w.vault("main");
+    for i in 0..12 {
+        w.emu.set_secret("main", &format!("s{i:02}"), &format!("{CANARY}-{i}")).unwrap();
+        let reference = json!({"uri": format!("{vault}/secrets/s{i:02}")}).to_string();
+        w.emu.set_kv("settings", &format!("myapp:ref{i:02}"), Some("prd"), &reference, Some(KV_REF)).unwrap();
+    }
+    w.emu.add_fault(Fault::slow(Duration::from_millis(300)).on(Endpoint::KeyvaultGet).in_vault("main"));
+    let base = w.base_config("30s").replacen("sync:\n", "sync:\n  concurrency: 3\n", 1);
+    let cfg = w.write_config(&format!("{base}{}", seeds_source(&w, "json", "app.json")));
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    assert!(sc.wait_exit(LIMIT).success(), "{}", sc.logs());
+    let doc: Value = serde_json::from_str(&read(&w.out(), "app.json").unwrap()).unwrap();
+    assert_eq!(doc["ref11"], format!("{CANARY}-11"));
+    let gets = vault_requests_since(&w, "main", 0).iter().filter(|r| r.endpoint == Endpoint::KeyvaultGet).count();
+    assert_eq!(gets, 12);
+    assert_eq!(w.emu.max_in_flight(Endpoint::KeyvaultGet, "main"), 3, "3 at once, never more");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
