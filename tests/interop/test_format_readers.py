@@ -39,7 +39,7 @@ ODD_KEYS = {LONG_KEY: "long key value", "sp ace=eq:col#h!b": "odd key", "ünï:c
 
 
 # Values stored with a JSON content type: subtrees in json/yaml, flattened (key:sub, key:0) in
-# env and properties, scalars as their JSON text, null/{}/[] empty.
+# env and properties, scalars as their JSON text, null empty, {} and [] nothing at all.
 JSON_VALUES = {
     "j:obj": {"level": "warn", "sinks": ["console", {"file": "/var/log/x"}], "n": 3, "on": True, "none": None,
               "quote\"d": "a\nb", "empty": {}, "list": [], "ü": "€"},
@@ -48,14 +48,14 @@ JSON_VALUES = {
 
 
 def flat_json(key, value, out):
-    """The .NET JsonKeyValueAdapter's flattening, as the README states it."""
-    if isinstance(value, dict) and value:
+    """The .NET JsonKeyValueAdapter's flattening (its JsonFlattener), as the README states it."""
+    if isinstance(value, dict):
         for k, v in value.items():
             flat_json(f"{key}:{k}", v, out)
-    elif isinstance(value, list) and value:
+    elif isinstance(value, list):
         for i, v in enumerate(value):
             flat_json(f"{key}:{i}", v, out)
-    elif value is None or value == {} or value == []:
+    elif value is None:
         out[key] = ""
     elif isinstance(value, bool):
         out[key] = "true" if value else "false"

@@ -807,7 +807,7 @@ async fn feature_flags_are_refreshed_while_the_sentinel_stays_unchanged() {
     })
     .await;
     assert!(text.contains("\"level\": \"warn\""), "the settings wait for the sentinel:\n{text}");
-    let full = store_requests(&w).into_iter().filter(|r| lists_key(&r, "myapp%3A*")).count();
+    let full = store_requests(&w).into_iter().filter(|r| lists_key(r, "myapp%3A*")).count();
     assert_eq!(full, 1, "the settings are listed once: {:?}", store_requests(&w));
 }
 
