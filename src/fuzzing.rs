@@ -71,9 +71,9 @@ pub fn appconfig_page(data: &[u8]) {
         .into_iter()
         .map(|(key, value)| {
             // Values that parse as JSON are rendered as JSON (a JSON content type's case) too.
-            let value = match value.as_deref().map(serde_json::from_str::<serde_json::Value>) {
-                Some(Ok(json)) => SettingValue::Json(json),
-                _ => SettingValue::Text(value.unwrap_or_default()),
+            let value = match value.as_deref().and_then(crate::source::json_value::parse) {
+                Some(json) => SettingValue::Json(json),
+                None => SettingValue::Text(value.unwrap_or_default()),
             };
             Setting { key, value }
         })
@@ -82,7 +82,7 @@ pub fn appconfig_page(data: &[u8]) {
     let flags: Vec<serde_json::Value> = settings
         .iter()
         .filter_map(|s| match &s.value {
-            SettingValue::Json(v) => Some(v.clone()),
+            SettingValue::Json(v) => serde_json::to_value(v).ok(),
             SettingValue::Text(_) => None,
         })
         .collect();

@@ -332,6 +332,9 @@ impl SecretSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfigSource {
     pub endpoint: Url,
+    /// `endpoint` as configured, unnormalised: the base of the feature flags'
+    /// `FeatureFlagReference`, as the Python provider builds it from the endpoint it was given.
+    pub endpoint_text: String,
     /// Replicas of the store, tried in order after `endpoint` fails (connection, timeout, 5xx, 429).
     pub replicas: Vec<Url>,
     pub select: Vec<Selector>,
@@ -485,6 +488,7 @@ mod tests {
         let store = |path: &str| {
             SourceConfig::AppConfig(AppConfigSource {
                 endpoint: Url::parse("https://s.azconfig.io").unwrap(),
+                endpoint_text: "https://s.azconfig.io".into(),
                 replicas: Vec::new(),
                 select: Vec::new(),
                 trim_prefix: Vec::new(),

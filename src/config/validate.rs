@@ -468,6 +468,7 @@ fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfi
     let Some(endpoint) = raw.endpoint.as_deref() else {
         return Err(ConfigError::new(key, "required: the store's URL, like https://mystore.azconfig.io"));
     };
+    let endpoint_text = endpoint.to_owned();
     let endpoint = url(&key, endpoint, UrlKind::Base)?;
     let mut replicas = Vec::with_capacity(raw.replicas.len());
     for (j, r) in raw.replicas.iter().enumerate() {
@@ -518,6 +519,7 @@ fn appconfig(at: &str, raw: &RawAppConfig, sync: &SyncConfig) -> Result<AppConfi
     };
     Ok(AppConfigSource {
         endpoint,
+        endpoint_text,
         replicas,
         select,
         trim_prefix,

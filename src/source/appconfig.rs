@@ -12,8 +12,9 @@
 //! as the Key Vault source checks secrets (module `references`). With a `sentinel`, a poll
 //! reads only the watched keys (`GET /kv/{key}?label=`, each with `If-None-Match`, under its
 //! own label: the null label unless given, as in Microsoft's providers) and lists everything
-//! again only when one of them changed, appeared or was deleted; a watched key that does not
-//! exist is logged once and read again at every poll. With `replicas`, a request the active
+//! again only when one of them changed, appeared or was deleted (the `select` entries for feature
+//! flags are listed, conditionally, at every poll all the same: the providers refresh flags on
+//! their own); a watched key that does not exist is logged once and read again at every poll. With `replicas`, a request the active
 //! endpoint fails goes to the next one; each poll starts at the primary.
 //!
 //! A reference that cannot be resolved keeps its last resolved value (and is logged). One never
@@ -34,6 +35,7 @@ use zeroize::Zeroizing;
 mod flags;
 mod references;
 
+use super::json_value::{self, Json};
 use super::render::{self, Setting, SettingValue};
 use super::{Failure, Object, Polled, Source, SourceError};
 use crate::azure::{AzureClient, AzureError, Service};
@@ -189,7 +191,7 @@ impl AppConfigSource {
                 match feature_flag(&kv) {
                     Ok(mut flag) => {
                         let etag = kv.etag.as_deref().unwrap_or_default();
-                        let endpoint = self.cfg.endpoint.as_str();
+                        let endpoint = self.cfg.endpoint_text.as_str();
                         flags::add_telemetry_metadata(&mut flag, endpoint, &kv.key, kv.label.as_deref(), etag);
                         flags.push(flag);
                     }
@@ -254,16 +256,20 @@ impl AppConfigSource {
             due |= changed;
             watched.push(now);
         }
-        if due {
-            for i in 0..self.cfg.select.len() {
+        for i in 0..self.cfg.select.len() {
+            // Feature flags are refreshed on their own, whatever the watched keys say (the Python
+            // provider's feature_flag_refresh_enabled: its own page ETag check).
+            if due || is_flag_select(&self.cfg.select[i]) {
                 let previous = std::mem::take(&mut self.pages[i]);
                 let url = list_url(&self.cfg.endpoint, &self.cfg.select[i]);
                 let (pages, _) = self.list_pages(url, previous, cancel).await?;
                 self.pages[i] = pages;
             }
+        }
+        if due {
             self.listed = true;
         } else {
-            tracing::debug!(source = self.id, "watched keys unchanged; key-values not listed");
+            tracing::debug!(source = self.id, "watched keys unchanged; only feature flag selects listed");
         }
         if !self.cfg.sentinel.is_empty() {
             self.watched = watched;
@@ -278,12 +284,15 @@ impl AppConfigSource {
         let before = self.watched[i].seen.clone();
         let url = watched_url(&self.cfg.endpoint, &w);
         let etag = before.clone().flatten();
-        let resp = self.get(&url, etag.as_deref(), cancel).await?;
-        self.keep_sync_tokens(resp.headers());
-        let status = resp.status();
-        let now = if status == StatusCode::NOT_MODIFIED && etag.is_some() {
+        let answer = match self.get(&url, etag.as_deref(), cancel).await {
+            Err(SourceError::Azure(AzureError::Status { status: 404, .. })) => None,
+            other => Some(other?),
+        };
+        let now = if answer.as_ref().is_some_and(|a| a.status == StatusCode::NOT_MODIFIED) && etag.is_some() {
             etag
-        } else if status == StatusCode::NOT_FOUND {
+        } else if let Some(answer) = answer {
+            Some(answer.headers.get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+        } else {
             if before.as_ref().is_none_or(Option::is_some) {
                 tracing::warn!(
                     source = self.id,
@@ -293,10 +302,6 @@ impl AppConfigSource {
                 );
             }
             None
-        } else if status.is_success() {
-            Some(resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
-        } else {
-            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
         };
         let changed = before.as_ref().is_some_and(|b| *b != now);
         Ok((Watched { seen: Some(now) }, changed))
@@ -305,7 +310,7 @@ impl AppConfigSource {
     /// Replaces each snapshot reference by the snapshot's key-values, in place (so that the
     /// settings after it still override them), as the Python provider's
     /// `_expand_snapshot_references` does. A snapshot that does not exist expands to nothing
-    /// (logged once).
+    /// (logged once) and is asked for again at the next poll.
     async fn expand_snapshot_refs(&mut self, kvs: Vec<Kv>, cancel: &CancellationToken) -> Result<Vec<Kv>, SourceError> {
         let mut out = Vec::with_capacity(kvs.len());
         let mut referenced = BTreeSet::new();
@@ -323,11 +328,15 @@ impl AppConfigSource {
                 continue;
             };
             referenced.insert(name.clone());
-            if !self.snapshots.contains_key(&name) {
+            // A snapshot never changes once it exists; one that does not exist yet is asked for
+            // again at every poll (it may be created later).
+            let known_missing = self.snapshots.get(&name).is_some_and(Option::is_none);
+            if self.snapshots.get(&name).is_none_or(Option::is_none) {
                 let selector = config::Selector { snapshot: Some(name.clone()), ..config::Selector::keys("", None) };
                 let url = list_url(&self.cfg.endpoint, &selector);
                 let items = match self.list_pages(url, Vec::new(), cancel).await {
                     Ok((pages, _)) => Some(pages.into_iter().flat_map(|p| p.items).collect()),
+                    Err(SourceError::Azure(AzureError::Status { status: 404, .. })) if known_missing => None,
                     Err(SourceError::Azure(AzureError::Status { status: 404, .. })) => {
                         tracing::warn!(
                             source = self.id,
@@ -354,7 +363,7 @@ impl AppConfigSource {
             return None;
         }
         let raw = kv.value.as_deref().unwrap_or_default();
-        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)))
+        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)).map(canonical_secret_url))
     }
 
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
@@ -453,21 +462,15 @@ impl AppConfigSource {
         cancel: &CancellationToken,
     ) -> Result<(CachedPage, bool), SourceError> {
         let if_none_match = cached.and_then(|c| c.etag.clone());
-        let resp = self.get(&url, if_none_match.as_deref(), cancel).await?;
-        self.keep_sync_tokens(resp.headers());
-        let status = resp.status();
-        if status == StatusCode::NOT_MODIFIED {
+        let answer = self.get(&url, if_none_match.as_deref(), cancel).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
             if let Some(cached) = cached {
                 return Ok((cached.clone(), true));
             }
         }
-        if !status.is_success() {
-            return Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await));
-        }
-        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let link = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_from_link_header);
-        let body = read_body(resp).await?;
-        let raw: RawPage = serde_json::from_slice(&body).map_err(|e| {
+        let etag = answer.headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let link = answer.headers.get("link").and_then(|v| v.to_str().ok()).and_then(next_from_link_header);
+        let raw: RawPage = serde_json::from_slice(&answer.body).map_err(|e| {
             azure_error(AzureError::InvalidResponse {
                 service: Service::AppConfig.as_str(),
                 reason: format!("key-value list is not valid JSON (line {}, column {})", e.line(), e.column()),
@@ -496,30 +499,49 @@ impl AppConfigSource {
         Ok(url)
     }
 
-    /// GET `url` (built on the primary endpoint) from the active endpoint; when that fails to
-    /// connect, times out, or answers 5xx or 429 (after the client's own retries), from the next
-    /// replica, and so on. The last endpoint's answer is returned whatever it is.
+    /// GET `url` (built on the primary endpoint) from the active endpoint, its body read; when
+    /// that fails to connect, times out (before the headers or while reading the body), or
+    /// answers 5xx, 429, 408, 401 or 403 (after the client's own retries: the status codes the
+    /// .NET provider's `IsFailOverable` takes), from the next replica, and so on. A 2xx or 304 is
+    /// an `Answer`; any other status an `AzureError::Status` (the last endpoint's, when all fail).
+    /// The `Sync-Token`s of every answer are kept.
     async fn get(
-        &self,
+        &mut self,
         url: &Url,
         if_none_match: Option<&str>,
         cancel: &CancellationToken,
-    ) -> Result<reqwest::Response, SourceError> {
-        let endpoints: Vec<&Url> = std::iter::once(&self.cfg.endpoint).chain(&self.cfg.replicas).collect();
-        let mut i = self.active.load(Ordering::Relaxed).min(endpoints.len() - 1);
+    ) -> Result<Answer, SourceError> {
+        let count = 1 + self.cfg.replicas.len();
+        let mut i = self.active.load(Ordering::Relaxed).min(count - 1);
         loop {
-            let target = on_endpoint(url, endpoints[i]);
-            let result = self.get_from(&target, if_none_match, cancel).await;
+            let endpoint = if i == 0 { &self.cfg.endpoint } else { &self.cfg.replicas[i - 1] };
+            let target = on_endpoint(url, endpoint);
+            let result = match self.get_from(&target, if_none_match, cancel).await {
+                Ok(resp) => {
+                    self.keep_sync_tokens(resp.headers());
+                    let status = resp.status();
+                    if is_failover_status(status) || !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+                        Err(azure_error(AzureError::from_response(Service::AppConfig, resp).await))
+                    } else {
+                        let headers = resp.headers().clone();
+                        read_body(resp).await.map(|body| Answer { status, headers, body })
+                    }
+                }
+                Err(e) => Err(e),
+            };
             let why = match &result {
                 Err(SourceError::Azure(e @ AzureError::Transport { .. })) => e.to_string(),
-                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
-                    format!("it answered {}", resp.status().as_u16())
+                Err(SourceError::Azure(AzureError::Status { status, .. }))
+                    if StatusCode::from_u16(*status).is_ok_and(is_failover_status) =>
+                {
+                    format!("it answered {status}")
                 }
                 _ => return result,
             };
-            if i + 1 == endpoints.len() {
+            if i + 1 == count {
                 return result;
             }
+            let endpoints: Vec<&Url> = std::iter::once(&self.cfg.endpoint).chain(&self.cfg.replicas).collect();
             tracing::warn!(
                 source = self.id,
                 endpoint = endpoints[i].as_str(),
@@ -592,6 +614,26 @@ impl Source for AppConfigSource {
     }
 }
 
+/// An answer of the store, its body read.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Zeroizing<Vec<u8>>,
+}
+
+/// The statuses another replica may answer better: 5xx, 429, 408, and 401 and 403 (a replica
+/// may hold the role assignment the primary lost), as the .NET provider's `IsFailOverable`.
+fn is_failover_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        )
+}
+
 /// `url` with the scheme, host and port of `endpoint` (a replica of the same store).
 fn on_endpoint(url: &Url, endpoint: &Url) -> Url {
     let mut moved = endpoint.clone();
@@ -631,6 +673,11 @@ fn fnv_hex(bytes: &[u8]) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// A `select` entry for feature flags only: its key filter starts with the flag prefix.
+fn is_flag_select(select: &config::Selector) -> bool {
+    select.snapshot.is_none() && select.key.starts_with(FEATURE_FLAG_PREFIX)
 }
 
 /// `{endpoint}/kv?key=..&label=..&api-version=..`; the null label is `%00`.
@@ -769,19 +816,31 @@ fn is_json_content_type(content_type: Option<&str>) -> bool {
 }
 
 /// How a setting renders: a resolved reference and plain text as text; a value with a JSON
-/// content type as the JSON it holds (`Err(text)` when it is not valid JSON: the caller logs it
-/// and publishes the text); a null value as JSON `null`.
+/// content type as the JSON (with comments) it holds (`Err(text)` when it is not valid JSON:
+/// the caller logs it and publishes the text); a null value as JSON `null`.
 fn setting_value(kv: &Kv, value: SecretString) -> Result<SettingValue, String> {
     if is_keyvault_ref(kv.content_type.as_deref()) {
         return Ok(SettingValue::Text(value.expose().to_owned()));
     }
     let Some(raw) = kv.value.as_deref() else {
-        return Ok(SettingValue::Json(serde_json::Value::Null));
+        return Ok(SettingValue::Json(Json::Null));
     };
-    if !is_json_content_type(kv.content_type.as_deref()) {
+    // An empty (or blank) value is text, silently: the .NET adapter does not take it for JSON,
+    // and the Python provider keeps the text of any value that does not parse.
+    if !is_json_content_type(kv.content_type.as_deref()) || raw.trim().is_empty() {
         return Ok(SettingValue::Text(raw.to_owned()));
     }
-    serde_json::from_str(raw).map(SettingValue::Json).map_err(|_| raw.to_owned())
+    json_value::parse(raw).map(SettingValue::Json).ok_or_else(|| raw.to_owned())
+}
+
+/// One URL per secret: Key Vault names (and versions) are case-insensitive, and the host is
+/// lower-cased by the URL parser already, so references that differ only in case (or in a
+/// trailing `/`) are one secret, read once.
+fn canonical_secret_url(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/').to_ascii_lowercase();
+    url.set_path(&path);
+    url.set_fragment(None);
+    url
 }
 
 /// The secret URL of a reference value `{"uri": ...}` (`secret_uri` as a fallback).

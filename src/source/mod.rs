@@ -6,6 +6,7 @@
 //! ones it could not get (`Failure`), whose last published values stay.
 
 pub mod appconfig;
+pub mod json_value;
 pub mod keyvault;
 pub mod render;
 

@@ -6,8 +6,8 @@
 //! A value is text, or JSON (a setting with a JSON content type, or a null value): `json` and
 //! `yaml` embed JSON as the subtree it is; `env`, `properties` and `files` flatten it first, as
 //! the .NET provider's `JsonKeyValueAdapter` does: `key:sub` for an object's members, `key:0`,
-//! `key:1` for an array's items, a scalar as its JSON text (a string as itself), and `null`, `{}`
-//! and `[]` as an empty value.
+//! `key:1` for an array's items, a scalar as its JSON text (a string as itself, a number as
+//! stored), `null` as an empty value, and `{}` and `[]` as nothing at all.
 //!
 //! Rules shared by every format:
 //! - when the same key appears more than once, the later setting wins (later `select` entries
@@ -25,8 +25,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use super::json_value::Json;
 use crate::config::Format;
 use sidecar_core::relpath::RelPath;
 
@@ -41,7 +43,7 @@ pub struct Setting {
 #[derive(Clone, PartialEq)]
 pub enum SettingValue {
     Text(String),
-    Json(Value),
+    Json(Json),
 }
 
 impl Setting {
@@ -108,8 +110,8 @@ pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) ->
             }
             let mut out = String::new();
             if format == Format::Json {
-                // Serialising a Value cannot fail (its keys are strings).
-                out = serde_json::to_string_pretty(&to_json(&tree)).unwrap_or_default();
+                // Serialising cannot fail: the keys are strings, the numbers valid JSON.
+                out = serde_json::to_string_pretty(&Doc(&tree)).unwrap_or_default();
                 out.push('\n');
             } else {
                 write_yaml_root(&mut out, &tree);
@@ -176,23 +178,23 @@ fn flatten(settings: &[Setting]) -> Vec<(String, String)> {
 }
 
 /// `key:member` for objects, `key:index` for arrays, scalars as their JSON text (strings as
-/// themselves); `null`, `{}` and `[]` as an empty value.
-fn flatten_json(key: &str, value: &Value, out: &mut Vec<(String, String)>) {
+/// themselves, numbers as stored); `null` as an empty value; `{}` and `[]` as nothing (the .NET
+/// `JsonFlattener` visits no member of them).
+fn flatten_json(key: &str, value: &Json, out: &mut Vec<(String, String)>) {
     match value {
-        Value::Object(map) if !map.is_empty() => {
+        Json::Object(map) => {
             for (k, v) in map {
                 flatten_json(&format!("{key}:{k}"), v, out);
             }
         }
-        Value::Array(items) if !items.is_empty() => {
+        Json::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 flatten_json(&format!("{key}:{i}"), v, out);
             }
         }
-        Value::Object(_) | Value::Array(_) | Value::Null => out.push((key.to_owned(), String::new())),
-        Value::String(text) => out.push((key.to_owned(), text.clone())),
-        Value::Bool(b) => out.push((key.to_owned(), b.to_string())),
-        Value::Number(n) => out.push((key.to_owned(), n.to_string())),
+        Json::Null => out.push((key.to_owned(), String::new())),
+        Json::String(text) | Json::Number(text) => out.push((key.to_owned(), text.clone())),
+        Json::Bool(b) => out.push((key.to_owned(), b.to_string())),
     }
 }
 
@@ -282,21 +284,22 @@ fn insert<'a>(map: &mut BTreeMap<&'a str, Node<'a>>, segments: &[&'a str], value
     }
 }
 
-/// The tree as a JSON value (serde_json's map is sorted by key, as the tree is).
-fn to_json(map: &BTreeMap<&str, Node>) -> Value {
-    let object = map
-        .iter()
-        .map(|(k, node)| {
-            let value = match node {
-                Node::Leaf(SettingValue::Text(v)) => Value::String(v.clone()),
-                Node::Leaf(SettingValue::Json(v)) => (*v).clone(),
-                Node::Map(m) => to_json(m),
-                Node::Json(v) => v.clone(),
-            };
-            (k.to_string(), value)
-        })
-        .collect();
-    Value::Object(object)
+/// The tree as a JSON document (sorted by key, as the tree is).
+struct Doc<'t, 'a>(&'t BTreeMap<&'a str, Node<'a>>);
+
+impl Serialize for Doc<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, node) in self.0 {
+            match node {
+                Node::Leaf(SettingValue::Text(v)) => map.serialize_entry(k, v)?,
+                Node::Leaf(SettingValue::Json(v)) => map.serialize_entry(k, v)?,
+                Node::Map(m) => map.serialize_entry(k, &Doc(m))?,
+                Node::Json(v) => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// A YAML double-quoted scalar: JSON-style escapes, plus every character YAML treats as a
@@ -367,22 +370,22 @@ fn write_yaml(out: &mut String, map: &BTreeMap<&str, Node>, depth: usize) {
                 out.push('\n');
                 write_yaml(out, m, depth + 1);
             }
-            Node::Json(v) => yaml_value(out, v, depth),
+            Node::Json(v) => yaml_value(out, &Json::from(v), depth),
         }
     }
 }
 
 /// A JSON value in block style, written after a `key:` at nesting `depth`.
-fn yaml_value(out: &mut String, value: &Value, depth: usize) {
+fn yaml_value(out: &mut String, value: &Json, depth: usize) {
     match value {
-        Value::Object(map) if !map.is_empty() => {
+        Json::Object(map) if !map.is_empty() => {
             out.push('\n');
             for (k, v) in map {
                 yaml_key(out, k, depth + 1);
                 yaml_value(out, v, depth + 1);
             }
         }
-        Value::Array(items) if !items.is_empty() => {
+        Json::Array(items) if !items.is_empty() => {
             out.push('\n');
             for item in items {
                 out.push_str(&"  ".repeat(depth + 1));
@@ -400,9 +403,9 @@ fn yaml_value(out: &mut String, value: &Value, depth: usize) {
 
 /// A sequence item, written after its `-` at nesting `depth`: a map starts on the dash's line
 /// (unless its first key is a long one: then on the next line, as the rest).
-fn yaml_item(out: &mut String, item: &Value, depth: usize) {
+fn yaml_item(out: &mut String, item: &Json, depth: usize) {
     match item {
-        Value::Object(map) if !map.is_empty() => {
+        Json::Object(map) if !map.is_empty() => {
             let on_dash_line = map.keys().next().is_some_and(|k| !is_long_yaml_key(k));
             if !on_dash_line {
                 out.push('\n');
@@ -421,14 +424,14 @@ fn yaml_item(out: &mut String, item: &Value, depth: usize) {
     }
 }
 
-fn yaml_scalar(out: &mut String, value: &Value) {
+fn yaml_scalar(out: &mut String, value: &Json) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => yaml_string(out, s),
-        Value::Array(_) => out.push_str("[]"),
-        Value::Object(_) => out.push_str("{}"),
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Number(n) => out.push_str(&Json::yaml_number(n)),
+        Json::String(s) => yaml_string(out, s),
+        Json::Array(_) => out.push_str("[]"),
+        Json::Object(_) => out.push_str("{}"),
     }
 }
 
@@ -531,7 +534,7 @@ mod tests {
     }
 
     fn j(key: &str, value: Value) -> Setting {
-        Setting { key: key.into(), value: SettingValue::Json(value) }
+        Setting { key: key.into(), value: SettingValue::Json(Json::from(&value)) }
     }
 
     fn text(format: Format, settings: &[Setting]) -> String {
@@ -804,14 +807,14 @@ mod tests {
         let settings = [
             j(
                 "logging",
-                serde_json::json!({"level": "warn", "sinks": ["console", {"file": "/x"}], "n": 15, "on": false, "none": null, "empty": {}}),
+                serde_json::json!({"level": "warn", "sinks": ["console", {"file": "/x"}], "n": 15, "on": false, "none": null, "empty": {}, "list": []}),
             ),
             j("nothing", Value::Null),
             j("s", serde_json::json!("text")),
         ];
         assert_eq!(
             text(Format::Properties, &settings),
-            "logging\\:empty=\nlogging\\:level=warn\nlogging\\:n=15\nlogging\\:none=\nlogging\\:on=false\nlogging\\:sinks\\:0=console\nlogging\\:sinks\\:1\\:file=/x\nnothing=\ns=text\n"
+            "logging\\:level=warn\nlogging\\:n=15\nlogging\\:none=\nlogging\\:on=false\nlogging\\:sinks\\:0=console\nlogging\\:sinks\\:1\\:file=/x\nnothing=\ns=text\n"
         );
         assert!(text(Format::Env, &settings).contains("LOGGING_SINKS_1_FILE=\"/x\"\n"));
         let (files, _) = render_files(&settings);

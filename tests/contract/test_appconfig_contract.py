@@ -20,7 +20,7 @@ from azure.appconfiguration import (
     SecretReferenceConfigurationSetting,
 )
 from azure.core import MatchConditions
-from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 
 STORE = "contract"
@@ -223,6 +223,19 @@ def test_tag_filters_select_by_every_tag_given(seeded, client):
     assert prod[0].tags == {"env": "prod", "team": "x"}
     both = list(client.list_configuration_settings(key_filter="tagged:*", tags_filter=["env=prod", "team=x"]))
     assert [s.key for s in both] == ["tagged:a"]
+
+
+def test_tag_filters_take_backslash_escapes_of_the_reserved_characters(seeded, client):
+    # `*`, `\` and `,` are reserved in tag filters and must be escaped with `\`; a tag value
+    # may hold `=` (the filter splits at the first one).
+    seeded.set_kv("esc:a", "1", tags={"a,b": r"x*y\z=w"})
+    seeded.set_kv("esc:b", "2", tags={"a,b": "other"})
+    found = list(client.list_configuration_settings(key_filter="esc:*", tags_filter=[r"a\,b=x\*y\\z=w"]))
+    assert [s.key for s in found] == ["esc:a"]
+    for unescaped in ["a,b=other", r"a\,b=x*y"]:
+        with pytest.raises(HttpResponseError) as e:
+            list(client.list_configuration_settings(key_filter="esc:*", tags_filter=[unescaped]))
+        assert e.value.status_code == 400 and "tags" in str(e.value)
 
 
 def test_a_snapshot_is_read_by_name_and_keeps_what_it_captured(seeded, client):

@@ -25,6 +25,9 @@ class Store(EmulatorProcess):
         body = {"key": key, "label": label, "value": value, "content_type": content_type}
         return self.control("PUT", f"/stores/{STORE}/kv", body)["etag"]
 
+    def create_snapshot(self, name, filters):
+        self.control("PUT", f"/stores/{STORE}/snapshots/{name}", {"filters": filters, "composition_type": "key"})
+
 
 def emulator_args(work):
     return ["--state-dir", str(work / "state"), "--store", STORE, "--token-lifetime", "1h"]

@@ -1,7 +1,7 @@
 """The sidecar's App Configuration output read back by the parsers its users run: `env` by
 python-dotenv, `yaml` by PyYAML, `properties` by java.util.Properties itself (`java`, 11 or later, on PATH:
 ReadProperties.java), `json` by the standard library. Every value of the corpus must come back exactly, under the key
-docs/app-configuration.md says; `files` writes each value as is.
+the README says; `files` writes each value as is.
 
 Run: python3 -m pip install -r tests/interop/requirements.txt
      cargo build --workspace && python3 -m pytest tests/interop -q
@@ -39,7 +39,7 @@ ODD_KEYS = {LONG_KEY: "long key value", "sp ace=eq:col#h!b": "odd key", "ünï:c
 
 
 # Values stored with a JSON content type: subtrees in json/yaml, flattened (key:sub, key:0) in
-# env and properties, scalars as their JSON text, null/{}/[] empty.
+# env and properties, scalars as their JSON text, null empty, {} and [] nothing at all.
 JSON_VALUES = {
     "j:obj": {"level": "warn", "sinks": ["console", {"file": "/var/log/x"}], "n": 3, "on": True, "none": None,
               "quote\"d": "a\nb", "empty": {}, "list": [], "ü": "€"},
@@ -48,14 +48,14 @@ JSON_VALUES = {
 
 
 def flat_json(key, value, out):
-    """The .NET JsonKeyValueAdapter's flattening, as docs/app-configuration.md states it."""
-    if isinstance(value, dict) and value:
+    """The .NET JsonKeyValueAdapter's flattening (its JsonFlattener), as docs/app-configuration.md states it."""
+    if isinstance(value, dict):
         for k, v in value.items():
             flat_json(f"{key}:{k}", v, out)
-    elif isinstance(value, list) and value:
+    elif isinstance(value, list):
         for i, v in enumerate(value):
             flat_json(f"{key}:{i}", v, out)
-    elif value is None or value == {} or value == []:
+    elif value is None:
         out[key] = ""
     elif isinstance(value, bool):
         out[key] = "true" if value else "false"
@@ -81,7 +81,7 @@ def settings():
 
 
 def env_name(key):
-    """docs/app-configuration.md: upper-cased, every character outside [A-Za-z0-9] turned into `_`."""
+    """README: upper-cased, every character outside [A-Za-z0-9] turned into `_`."""
     return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in key)
 
 
@@ -158,7 +158,7 @@ def test_files_hold_every_value_a_file_name_can_carry_and_the_others_are_logged(
     root = paths["files"]
     for key, value in settings().items():
         if key in ODD_KEYS:
-            # docs/app-configuration.md (format: files): only [A-Za-z0-9._-] segments of at most 255 bytes.
+            # README (format: files): only [A-Za-z0-9._-] segments of at most 255 bytes.
             first = key.split(":")[0]
             assert first not in os.listdir(root), key[:40]
             assert logs.count(f'key="{key}"') == 1, f"{key[:40]} not logged once:\n{logs}"

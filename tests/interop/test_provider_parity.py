@@ -19,6 +19,8 @@ from sidecar_process import Store, config, emulator_args, run_once
 
 KV_REF = "application/vnd.microsoft.appconfig.keyvaultref+json;charset=utf-8"
 FF = "application/vnd.microsoft.appconfig.ff+json;charset=utf-8"
+# The snapshot reference's content type as the provider writes and compares it (_constants.py).
+SNAPSHOT_REF = 'application/json; profile="https://azconfig.io/mime-profiles/snapshot-ref"; charset=utf-8'
 VAULT = "refs"
 
 # Trimmed keys where the sidecar's JSON document differs from the provider's flat dict, and why
@@ -56,6 +58,18 @@ def seed(store, vault_url):
         ("app:json:bad", None, "{not json", "application/json"),
         ("app:json:text", None, '{"a": 1}', "text/plain"),
         ("app:unset", None, None, None),
+        # JSON as the providers parse it: comments skipped, numbers as stored (1.0 is a float,
+        # a 30-digit integer keeps its digits), empty containers, an empty value.
+        ("app:json:comments", None, '{\n  // pool\n  "size": 10, /* max */ "url": "http://x//y"\n}', "application/json"),
+        ("app:json:numbers", None,
+         '{"f": 1.0, "u": 12345678901234567890, "big": 123456789012345678901234567890, "e": 1e5, "neg": -0.5}',
+         "application/json"),
+        ("app:json:emptyobj", None, "{}", "application/json"),
+        ("app:json:emptyarr", None, "[]", "application/json"),
+        ("app:json:empty", None, "", "application/json"),
+        # A snapshot reference (expanded in place) and one to a snapshot that does not exist.
+        ("app:snapref", None, json.dumps({"snapshot_name": "base"}), SNAPSHOT_REF),
+        ("app:snapref:gone", None, json.dumps({"snapshot_name": "gone"}), SNAPSHOT_REF),
         # A Key Vault reference.
         ("app:db:password", "prd", json.dumps({"uri": f"{vault_url}/secrets/db-password"}), KV_REF),
         # Feature flags: plain, telemetry with an allocation.
@@ -71,15 +85,28 @@ def seed(store, vault_url):
     ]
     for key, label, value, content_type in kvs:
         store.set_kv(key, value, label=label, content_type=content_type)
+    # Snapshots: one selected by name, one a snapshot reference names; both captured, then changed.
+    store.set_kv("app:snap:sel", "captured (selected)", label="rel")
+    store.set_kv("app:snap:ref", "captured (referenced)", label="base")
+    store.create_snapshot("rel", [{"key": "app:snap:sel", "label": "rel"}])
+    store.create_snapshot("base", [{"key": "app:snap:ref", "label": "base"}])
+    store.set_kv("app:snap:sel", "changed after the snapshot", label="rel")
+
+
+def endpoint(store):
+    """The store's URL as a user may write it (host in capitals, no trailing slash): the
+    provider builds each flag's FeatureFlagReference from the endpoint as given."""
+    return store.url.replace("127.0.0.1", "LocalHost").rstrip("/")
 
 
 def provider(store, credential):
     info = store.info
     vault = info["vaults"][VAULT]
     return load(
-        endpoint=store.url,
+        endpoint=endpoint(store),
         credential=credential,
-        selects=[SettingSelector(key_filter="app:*"), SettingSelector(key_filter="app:*", label_filter="prd")],
+        selects=[SettingSelector(key_filter="app:*"), SettingSelector(key_filter="app:*", label_filter="prd"),
+                 SettingSelector(snapshot_name="rel")],
         trim_prefixes=["app:", "app:long:"],
         keyvault_credential=credential,
         keyvault_client_configs={vault + "/": {"connection_verify": store.ca_file, "verify_challenge_resource": False}},
@@ -93,9 +120,9 @@ def provider(store, credential):
 
 def sidecar(work, store, name):
     sources = [{
-        "type": "appconfig", "endpoint": store.url,
+        "type": "appconfig", "endpoint": endpoint(store),
         "select": [{"key": "app:*"}, {"key": "app:*", "label": "prd"},
-                   {"key": ".appconfig.featureflag/*", "label": "prd"}],
+                   {"snapshot": "rel"}, {"key": ".appconfig.featureflag/*", "label": "prd"}],
         "trim_prefix": ["app:", "app:long:"], "path": "appsettings.json", "format": "json",
     }]
     out = work / name
@@ -117,6 +144,11 @@ def sdk_fields_removed(theirs, ours):
     return theirs
 
 
+def canon(value):
+    """The value as JSON text: 1.0 and 1 differ here (Python's == takes them for equal)."""
+    return json.dumps(value, sort_keys=True)
+
+
 def lookup(doc, key):
     node = doc
     for part in key.split(":"):
@@ -134,9 +166,9 @@ def compare(theirs, ours):
     diffs = []
     for key, value in theirs.items():
         if key in DIFFERENCES:
-            assert lookup(ours, key) != value, f"{key!r} is listed as a difference but agrees"
+            assert canon(lookup(ours, key)) != canon(value), f"{key!r} is listed as a difference but agrees"
             continue
-        if lookup(ours, key) != value:
+        if canon(lookup(ours, key)) != canon(value):
             diffs.append(f"{key!r}: provider {value!r}, sidecar {lookup(ours, key)!r}")
     expected = {}
     for key, value in theirs.items():
@@ -147,7 +179,7 @@ def compare(theirs, ours):
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
-    if not diffs and expected != ours:
+    if not diffs and canon(expected) != canon(ours):
         diffs.append(f"the sidecar has more: {json.dumps(ours, sort_keys=True)}\nvs {json.dumps(expected, sort_keys=True)}")
     by_id = lambda flags: sorted(flags, key=lambda f: f["id"])
     their_flags = [sdk_fields_removed(f, o) for f, o in zip(by_id(their_flags), by_id(our_flags))] + by_id(their_flags)[len(our_flags):]
@@ -176,6 +208,8 @@ def test_the_provider_and_the_sidecar_give_the_same_settings_before_and_after_a_
     theirs = provider(store, credential)
     ours = sidecar(work, store, "before")
     assert theirs["db:password"] == "s3cret-1" and theirs["json:obj"]["c"] == {"d": "e"}
+    assert theirs["json:comments"] == {"size": 10, "url": "http://x//y"} and theirs["json:empty"] == ""
+    assert theirs["snap:sel"] == "captured (selected)" and theirs["snap:ref"] == "captured (referenced)"
     compare(theirs, ours)
 
     store.set_kv("app:db:host", "db2.prd.internal", label="prd")

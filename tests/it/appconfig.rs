@@ -734,3 +734,202 @@ async fn a_failing_primary_fails_over_to_the_replica_and_is_tried_again_at_the_n
     wait_for("a change is published", LIMIT, || read(&out, "app.json").filter(|t| t.contains("\"level\": \"debug\"")))
         .await;
 }
+
+/// Review of issue 14, findings 1, 2, 7 and 11: JSON values as Microsoft's providers parse
+/// them: comments skipped, numbers as stored (json, yaml, flat formats), `{}` and `[]` kept in
+/// json/yaml and nothing in flat formats, an empty value published as empty text, not logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_values_with_comments_keep_their_numbers_and_empty_containers_flatten_to_nothing() {
+    let w = world().await;
+    let emu = &w.emu;
+    let commented = "{\n  // the pool\n  \"size\": 10, /* max */ \"url\": \"http://x//y\"\n}";
+    emu.set_kv("settings", "myapp:pool", Some("prd"), commented, Some("application/json")).unwrap();
+    let numbers = r#"{"f": 1.0, "u": 12345678901234567890, "big": 123456789012345678901234567890, "e": 1e5}"#;
+    emu.set_kv("settings", "myapp:n", Some("prd"), numbers, Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:obj", Some("prd"), "{}", Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:arr", Some("prd"), "[]", Some("application/json")).unwrap();
+    emu.set_kv("settings", "myapp:empty", Some("prd"), "", Some("application/json")).unwrap();
+    let sources = format!(
+        "{}{}{}",
+        seeds_source(&w, "json", "appsettings.json"),
+        seeds_source(&w, "yaml", "app.yaml").replacen("sources:\n", "", 1),
+        seeds_source(&w, "properties", "app.properties").replacen("sources:\n", "", 1)
+    );
+    let cfg = w.write_config(&format!("{}{sources}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let text = wait_for("appsettings.json published", LIMIT, || read(&out, "appsettings.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["pool"], json!({"size": 10, "url": "http://x//y"}), "{text}");
+    assert_eq!((&doc["obj"], &doc["arr"], &doc["empty"]), (&json!({}), &json!([]), &json!("")), "{text}");
+    for number in ["\"f\": 1.0", "\"u\": 12345678901234567890", "\"big\": 123456789012345678901234567890", "\"e\": 1e5"]
+    {
+        assert!(text.contains(number), "{number} in\n{text}");
+    }
+    let yaml = wait_for("app.yaml published", LIMIT, || read(&out, "app.yaml")).await;
+    for number in ["\"f\": 1.0\n", "\"big\": 123456789012345678901234567890\n", "\"e\": 1.0e+5\n"] {
+        assert!(yaml.contains(number), "{number} in\n{yaml}");
+    }
+    let props = wait_for("app.properties published", LIMIT, || read(&out, "app.properties")).await;
+    for line in
+        ["n\\:f=1.0\n", "n\\:big=123456789012345678901234567890\n", "n\\:e=1e5\n", "pool\\:size=10\n", "empty=\n"]
+    {
+        assert!(props.contains(line), "{line:?} in\n{props}");
+    }
+    assert!(!props.contains("obj") && !props.contains("arr"), "{{}} and [] flatten to nothing:\n{props}");
+    wait_for("two more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= 8).then_some(())).await;
+    let logs = sc.logs();
+    assert!(!logs.contains("not valid JSON"), "{logs}");
+}
+
+/// Review finding 3: feature flags are refreshed on their own, as the Python provider's
+/// `feature_flag_refresh_enabled` does: a changed flag is published while the sentinel stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn feature_flags_are_refreshed_while_the_sentinel_stays_unchanged() {
+    let w = world().await;
+    seed(&w);
+    w.emu.set_kv("settings", "myapp:sentinel", Some("prd"), "1", None).unwrap();
+    let flag = |enabled: bool| json!({"id": "Beta", "enabled": enabled}).to_string();
+    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &flag(false), Some(FF)).unwrap();
+    let source = format!(
+        "sources:\n  - type: appconfig\n    endpoint: \"{}\"\n    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n    trim_prefix: [\"myapp:\"]\n    sentinel: {{key: \"myapp:sentinel\", label: prd}}\n    path: app.json\n",
+        w.emu.store_url("settings").unwrap()
+    );
+    let cfg = w.write_config(&format!("{}{source}", w.base_config("1s")));
+    let _sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let first = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    assert!(first.contains("\"enabled\": false"), "{first}");
+    w.emu.set_kv("settings", "myapp:log:level", Some("prd"), "debug", None).unwrap();
+    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &flag(true), Some(FF)).unwrap();
+    let text = wait_for("the flag change is published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("\"enabled\": true"))
+    })
+    .await;
+    assert!(text.contains("\"level\": \"warn\""), "the settings wait for the sentinel:\n{text}");
+    let full = store_requests(&w).into_iter().filter(|r| lists_key(r, "myapp%3A*")).count();
+    assert_eq!(full, 1, "the settings are listed once: {:?}", store_requests(&w));
+}
+
+/// Review finding 6: a snapshot reference naming a snapshot that does not exist yet adds its
+/// settings once the snapshot is created (logged once meanwhile).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referenced_snapshot_created_later_is_picked_up() {
+    use azure_emulator::SnapshotFilter;
+    let w = world().await;
+    let emu = &w.emu;
+    emu.set_kv("settings", "myapp:db:host", Some("prd"), "db.prd.internal", None).unwrap();
+    emu.set_kv("settings", "later:one", Some("later"), "from later", None).unwrap();
+    let vnd = "application/vnd.microsoft.appconfig.snapshotref+json";
+    emu.set_kv("settings", "myapp:ref", Some("prd"), &json!({"snapshot_name": "later"}).to_string(), Some(vnd))
+        .unwrap();
+    let source = seeds_source(&w, "json", "app.json").replace("[\"myapp:\"]", "[\"myapp:\", \"later:\"]");
+    let cfg = w.write_config(&format!("{}{source}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let out = w.out();
+    let first = wait_for("app.json published", LIMIT, || read(&out, "app.json")).await;
+    assert!(!first.contains("from later"), "{first}");
+    let snapshot_reads = |w: &World| {
+        store_requests(w)
+            .into_iter()
+            .filter(|r| r.query.as_deref().is_some_and(|q| q.contains("snapshot=later")))
+            .count()
+    };
+    wait_for("the missing snapshot asked for again", LIMIT, || (snapshot_reads(&w) >= 3).then_some(())).await;
+    let filter = SnapshotFilter { key: "later:*".into(), label: Some("later".into()), tags: vec![] };
+    emu.create_snapshot("settings", "later", vec![filter], "key").unwrap();
+    let text = wait_for("the snapshot's settings are published", LIMIT, || {
+        read(&out, "app.json").filter(|t| t.contains("from later"))
+    })
+    .await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc, json!({"db": {"host": "db.prd.internal"}, "one": "from later"}));
+    assert_eq!(sc.logs().matches("the referenced snapshot does not exist").count(), 1, "{}", sc.logs());
+}
+
+/// Review finding 10: Key Vault names and hosts are case-insensitive: references differing only
+/// in the case of the secret's name or of the vault's host are one secret, read once.
+#[tokio::test(flavor = "multi_thread")]
+async fn references_differing_only_in_case_are_read_once() {
+    let w = world().await;
+    let vault = w.vault("main");
+    w.emu.set_secret("main", "db-password", &format!("{CANARY}-db")).unwrap();
+    let upper_host = vault.replace("127.0.0.1", "LocalHost");
+    let lower_host = vault.replace("127.0.0.1", "localhost");
+    let uris = [format!("{upper_host}/secrets/DB-Password"), format!("{lower_host}/secrets/db-password/")];
+    for (i, uri) in uris.iter().enumerate() {
+        let reference = json!({"uri": uri}).to_string();
+        w.emu.set_kv("settings", &format!("myapp:ref{i}"), Some("prd"), &reference, Some(KV_REF)).unwrap();
+    }
+    let cfg = w.write_config(&format!("{}{}", w.base_config("30s"), seeds_source(&w, "json", "app.json")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    let text = wait_for("app.json published", LIMIT, || read(&w.out(), "app.json")).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&doc["ref0"], &doc["ref1"]), (&json!(format!("{CANARY}-db")), &json!(format!("{CANARY}-db"))));
+    let gets: Vec<String> = vault_requests_since(&w, "main", 0)
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::KeyvaultGet)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(gets.len(), 1, "one GET for both: {gets:?}");
+    assert_clean(&sc.logs(), &[CANARY]);
+}
+
+/// Review finding 4: the primary answering 408, 401 or 403, or stalling its body after the
+/// headers (a body-read timeout), fails over to the replica, as the .NET provider's
+/// `IsFailOverable` does (5xx, 429, 408, 403, 401, timeouts); `--once` succeeds each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_primary_answering_408_401_403_or_stalling_its_body_fails_over_to_the_replica() {
+    let w = world_with_a_replica().await;
+    seed(&w);
+    let primary = w.emu.store_url("settings").unwrap().to_owned();
+    let replica = w.emu.store_replica_urls("settings")[0].to_owned();
+    let base = w.base_config("30s").replace("request_timeout: 5s", "request_timeout: 1s");
+    let cfg = w.write_config(&format!("{base}{}", replica_source(&primary, &replica)));
+    let faults = [
+        ("408", Fault::status(408)),
+        ("401", Fault::status(401)),
+        ("403", Fault::status(403)),
+        ("a stalled body", Fault::stalled_body(Duration::from_secs(30))),
+    ];
+    for (what, fault) in faults {
+        let mark = last_seq(&w);
+        let id = w.emu.add_fault(fault.on(Endpoint::AppconfigList).in_vault("settings"));
+        let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+        let status = sc.wait_exit(LIMIT);
+        w.emu.remove_fault(id);
+        assert!(status.success(), "{what}: {}", sc.logs());
+        let doc: Value = serde_json::from_str(&read(&w.out(), "app.json").unwrap()).unwrap();
+        assert_eq!(doc["db"]["host"], "db.prd.internal", "{what}");
+        let since: Vec<_> = store_requests(&w).into_iter().filter(|r| r.seq > mark).collect();
+        assert!(
+            since.iter().any(|r| r.vault.as_deref() == Some("settings-replica1") && r.status == Some(200)),
+            "{what}: {since:?}"
+        );
+        assert!(sc.logs().contains("trying the next replica"), "{what}: {}", sc.logs());
+    }
+}
+
+/// Review finding 9: at most `sync.concurrency` references are resolved at once, measured by
+/// the emulator (requests in flight, each held 300 ms).
+#[tokio::test(flavor = "multi_thread")]
+async fn references_are_resolved_with_at_most_sync_concurrency_requests_in_flight() {
+    let w = world().await;
+    let vault = w.vault("main");
+    for i in 0..12 {
+        w.emu.set_secret("main", &format!("s{i:02}"), &format!("{CANARY}-{i}")).unwrap();
+        let reference = json!({"uri": format!("{vault}/secrets/s{i:02}")}).to_string();
+        w.emu.set_kv("settings", &format!("myapp:ref{i:02}"), Some("prd"), &reference, Some(KV_REF)).unwrap();
+    }
+    w.emu.add_fault(Fault::slow(Duration::from_millis(300)).on(Endpoint::KeyvaultGet).in_vault("main"));
+    let base = w.base_config("30s").replacen("sync:\n", "sync:\n  concurrency: 3\n", 1);
+    let cfg = w.write_config(&format!("{base}{}", seeds_source(&w, "json", "app.json")));
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    assert!(sc.wait_exit(LIMIT).success(), "{}", sc.logs());
+    let doc: Value = serde_json::from_str(&read(&w.out(), "app.json").unwrap()).unwrap();
+    assert_eq!(doc["ref11"], format!("{CANARY}-11"));
+    let gets = vault_requests_since(&w, "main", 0).iter().filter(|r| r.endpoint == Endpoint::KeyvaultGet).count();
+    assert_eq!(gets, 12);
+    assert_eq!(w.emu.max_in_flight(Endpoint::KeyvaultGet, "main"), 3, "3 at once, never more");
+    assert_clean(&sc.logs(), &[CANARY]);
+}

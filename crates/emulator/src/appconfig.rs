@@ -312,9 +312,34 @@ impl Stores {
     }
 }
 
-/// Whether `tags` has every `name=value` of `filters` (a filter without `=` matches nothing).
+/// Whether `tags` has every `name=value` of `filters` (a filter that does not parse matches
+/// nothing).
 fn tags_match(tags: &BTreeMap<String, String>, filters: &[String]) -> bool {
-    filters.iter().all(|f| f.split_once('=').is_some_and(|(name, value)| tags.get(name).is_some_and(|v| v == value)))
+    filters.iter().all(|f| parse_tag_filter(f).is_ok_and(|(name, value)| tags.get(&name).is_some_and(|v| *v == value)))
+}
+
+/// A tag filter `name=value`: split at the first `=`; `\*`, `\\` and `\,` stand for `*`, `\`
+/// and `,`, which must be escaped (the service's reserved characters). `Err` names the
+/// position of the first problem (an unescaped reserved character, a bad escape, no `=`).
+pub(crate) fn parse_tag_filter(raw: &str) -> Result<(String, String), usize> {
+    let mut name = None;
+    let mut current = String::new();
+    let mut chars = raw.chars().enumerate();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, e @ ('*' | '\\' | ','))) => current.push(e),
+                _ => return Err(i + 1),
+            },
+            '*' | ',' => return Err(i),
+            '=' if name.is_none() => name = Some(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    match name {
+        Some(name) if !name.is_empty() => Ok((name, current)),
+        _ => Err(raw.len()),
+    }
 }
 
 fn marker_of(key: &str, label: Option<&str>) -> String {
@@ -526,7 +551,11 @@ fn list(shared: &Shared, store: &str, req: &Request<Bytes>, query: &Query, api_v
             )
         }
     };
-    let (items, next) = shared.appconfig.page(store, &keys, &labels, &query.all("tags"), after.as_deref());
+    let tags = query.all("tags");
+    if let Some(at) = tags.iter().find_map(|t| parse_tag_filter(t).err()) {
+        return bad_filter("tags", at);
+    }
+    let (items, next) = shared.appconfig.page(store, &keys, &labels, &tags, after.as_deref());
     page_response(req, query, api_version, items, next)
 }
 
@@ -732,6 +761,18 @@ fn iso8601(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_filters_split_at_the_first_equals_sign_and_take_backslash_escapes() {
+        assert_eq!(parse_tag_filter("env=prod"), Ok(("env".into(), "prod".into())));
+        assert_eq!(parse_tag_filter(r"a\,b=x\*y\\z=w"), Ok(("a,b".into(), r"x*y\z=w".into())));
+        assert_eq!(parse_tag_filter("env="), Ok(("env".into(), String::new())));
+        assert_eq!(parse_tag_filter("a,b=x"), Err(1));
+        assert_eq!(parse_tag_filter("a=x*"), Err(3));
+        assert_eq!(parse_tag_filter(r"a=\q"), Err(3));
+        assert_eq!(parse_tag_filter("no-equals"), Err(9));
+        assert_eq!(parse_tag_filter("=x"), Err(2));
+    }
 
     #[test]
     fn filters_parse_prefixes_alternatives_escapes_and_the_null_label() {

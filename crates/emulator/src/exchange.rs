@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -36,10 +37,16 @@ where
         None => answer(req).await,
         Some(fault) => match wait(shared, &fault).await {
             Waited::Cancelled => server::text(StatusCode::SERVICE_UNAVAILABLE, "emulator shutting down"),
-            Waited::Done => match fault.status {
-                Some(status) => fault_response(&fault, status, error_body),
-                None => answer(req).await,
-            },
+            Waited::Done => {
+                let mut resp = match fault.status {
+                    Some(status) => fault_response(&fault, status, error_body),
+                    None => answer(req).await,
+                };
+                if let Some(ms) = fault.body_stall_ms {
+                    resp.extensions_mut().insert(server::BodyStall(Duration::from_millis(ms)));
+                }
+                resp
+            }
         },
     };
     shared.state.finish(seq, resp.status().as_u16());

@@ -80,6 +80,10 @@ pub struct Fault {
     /// Wait this long before answering (cut short when the emulator shuts down).
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// Answer normally, but send the second half of the body only this long after the first
+    /// (a body that stalls after the headers; cut short when the emulator shuts down).
+    #[serde(default)]
+    pub body_stall_ms: Option<u64>,
     /// How many requests it hits; `None`: until cleared.
     #[serde(default)]
     pub times: Option<u32>,
@@ -94,6 +98,11 @@ impl Fault {
     /// Answer normally, but only after `delay`.
     pub fn slow(delay: Duration) -> Fault {
         Fault { delay_ms: Some(delay.as_millis() as u64), ..Fault::default() }
+    }
+
+    /// Answer normally, but stall the body halfway for `stall` (after the headers were sent).
+    pub fn stalled_body(stall: Duration) -> Fault {
+        Fault { body_stall_ms: Some(stall.as_millis() as u64), ..Fault::default() }
     }
 
     /// Never answer (until the client gives up or the emulator shuts down).

@@ -722,6 +722,12 @@ impl Handle {
         self.shared.appconfig.set_page_size(size)
     }
 
+    /// The most requests of class `endpoint` to `vault` (a vault or a store address) that were
+    /// in flight at once: arrived and not yet answered, a fault's delay included.
+    pub fn max_in_flight(&self, endpoint: Endpoint, vault: &str) -> u64 {
+        self.shared.state.max_in_flight(endpoint, vault)
+    }
+
     /// `/kv` requests a store has seen (304s and 401s included).
     pub fn appconfig_requests(&self, store: &str) -> u64 {
         self.shared.state.count(Endpoint::AppconfigList, Some(store))

@@ -6,11 +6,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
@@ -93,9 +95,11 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Handler,
 {
+    let cancel_for_body = cancel.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(dispatch(handler.as_ref(), req).await) }
+        let cancel = cancel_for_body.clone();
+        async move { Ok::<_, Infallible>(Stalling::wrap(dispatch(handler.as_ref(), req).await, &cancel)) }
     });
     let conn = http1::Builder::new().serve_connection(io, service);
     tokio::pin!(conn);
@@ -117,6 +121,76 @@ async fn dispatch<H: Handler>(handler: &H, req: Request<Incoming>) -> Resp {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => handler.handle(Request::from_parts(parts, collected.to_bytes())).await,
         Err(_) => text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable"),
+    }
+}
+
+/// Marks a response whose body stalls halfway for this long (a fault's `body_stall_ms`).
+#[derive(Clone, Copy)]
+pub(crate) struct BodyStall(pub Duration);
+
+/// A response body sent in two halves with a pause between them (no pause without a
+/// `BodyStall`); the pause ends early when the emulator shuts down.
+pub(crate) struct Stalling {
+    first: Option<Bytes>,
+    rest: Option<Bytes>,
+    pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    len: u64,
+}
+
+impl Stalling {
+    fn wrap(resp: Resp, cancel: &CancellationToken) -> Response<Stalling> {
+        let stall = resp.extensions().get::<BodyStall>().copied();
+        let (parts, body) = resp.into_parts();
+        // A Full body is one frame, ready at once.
+        let bytes = body.into_inner().unwrap_or_default();
+        let len = bytes.len() as u64;
+        let body = match stall {
+            None => Stalling { first: Some(bytes), rest: None, pause: None, len },
+            Some(BodyStall(pause)) => {
+                let cancel = cancel.clone();
+                let half = bytes.len() / 2;
+                let wait = async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                };
+                Stalling {
+                    first: Some(bytes.slice(..half)),
+                    rest: Some(bytes.slice(half..)),
+                    pause: Some(Box::pin(wait)),
+                    len,
+                }
+            }
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Body for Stalling {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if let Some(pause) = this.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
+        Poll::Ready(this.rest.take().map(|rest| Ok(Frame::data(rest))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
     }
 }
 

@@ -312,6 +312,10 @@ struct Inner {
     faults: Vec<(FaultId, Fault)>,
     next_fault_id: u64,
     counts: HashMap<(Endpoint, Option<String>), u64>,
+    /// Requests not answered yet, by seq: their class and vault (for `in_flight`).
+    pending: HashMap<u64, (Endpoint, Option<String>)>,
+    /// Per class and vault: how many requests are in flight now, and the most there were at once.
+    in_flight: HashMap<(Endpoint, Option<String>), (u64, u64)>,
     log: VecDeque<RequestRecord>,
     next_seq: u64,
     canned: HashMap<(String, String), VecDeque<CannedResponse>>,
@@ -340,6 +344,8 @@ impl State {
                 faults: Vec::new(),
                 next_fault_id: 1,
                 counts: HashMap::new(),
+                pending: HashMap::new(),
+                in_flight: HashMap::new(),
                 log: VecDeque::new(),
                 next_seq: 1,
                 canned: HashMap::new(),
@@ -694,6 +700,10 @@ impl State {
         if let Some(vault) = &record.vault {
             *inner.counts.entry((record.endpoint, Some(vault.clone()))).or_default() += 1;
         }
+        inner.pending.insert(seq, (record.endpoint, record.vault.clone()));
+        let (now, max) = inner.in_flight.entry((record.endpoint, record.vault.clone())).or_default();
+        *now += 1;
+        *max = (*max).max(*now);
         if inner.log.len() == REQUEST_LOG_CAPACITY {
             inner.log.pop_front();
         }
@@ -714,6 +724,17 @@ impl State {
         if let Some(entry) = inner.log.iter_mut().rev().find(|r| r.seq == seq) {
             entry.status = Some(status);
         }
+        if let Some(key) = inner.pending.remove(&seq) {
+            if let Some((now, _)) = inner.in_flight.get_mut(&key) {
+                *now = now.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The most requests of `endpoint` to `vault` that were in flight (arrived, not yet
+    /// answered; a fault's delay included) at once.
+    pub fn max_in_flight(&self, endpoint: Endpoint, vault: &str) -> u64 {
+        self.lock().in_flight.get(&(endpoint, Some(vault.to_owned()))).map_or(0, |(_, max)| *max)
     }
 
     /// Requests seen by `endpoint` (`Any`: all classes), in `vault` if given.

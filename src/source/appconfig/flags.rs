@@ -1,7 +1,8 @@
 //! Feature flag telemetry metadata, as Microsoft's App Configuration providers add it for
 //! feature management (the Python provider's `_update_ff_telemetry_metadata` and
 //! `_generate_allocation_id`): every flag gets `telemetry.metadata.ETag`; a flag with telemetry
-//! enabled also `FeatureFlagReference` (`{endpoint}kv/{key}[?label=..]`) and, where its
+//! enabled also `FeatureFlagReference` (`{endpoint}/kv/{key}[?label=..]`, the endpoint as
+//! configured, the key and label as they are) and, where its
 //! allocation assigns variants, `AllocationId` (the first 15 bytes of a SHA-256 over the
 //! allocation, base64url).
 
