@@ -1,7 +1,7 @@
 """The sidecar's App Configuration output read back by the parsers its users run: `env` by
 python-dotenv, `yaml` by PyYAML, `properties` by java.util.Properties itself (`java`, 11 or later, on PATH:
 ReadProperties.java), `json` by the standard library. Every value of the corpus must come back exactly, under the key
-the README says; `files` writes each value as is.
+docs/app-configuration.md says; `files` writes each value as is.
 
 Run: python3 -m pip install -r tests/interop/requirements.txt
      cargo build --workspace && python3 -m pytest tests/interop -q
@@ -81,7 +81,7 @@ def settings():
 
 
 def env_name(key):
-    """README: upper-cased, every character outside [A-Za-z0-9] turned into `_`."""
+    """docs/app-configuration.md: upper-cased, every character outside [A-Za-z0-9] turned into `_`."""
     return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in key)
 
 
@@ -158,7 +158,7 @@ def test_files_hold_every_value_a_file_name_can_carry_and_the_others_are_logged(
     root = paths["files"]
     for key, value in settings().items():
         if key in ODD_KEYS:
-            # README (format: files): only [A-Za-z0-9._-] segments of at most 255 bytes.
+            # docs/app-configuration.md (format: files): only [A-Za-z0-9._-] segments of at most 255 bytes.
             first = key.split(":")[0]
             assert first not in os.listdir(root), key[:40]
             assert logs.count(f'key="{key}"') == 1, f"{key[:40]} not logged once:\n{logs}"
