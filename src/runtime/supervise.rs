@@ -287,6 +287,7 @@ impl Supervisor {
             debug!(?reason, "config unchanged");
             return None;
         }
+        debug!(?reason, "config changed; applying it");
         let mut built = match (self.build)(&new, &self.env, metrics.clone()) {
             Ok(b) => b,
             Err(e) => {
