@@ -135,9 +135,12 @@ pub async fn serve(
                     }
                     match (stop, &reload_from) {
                         (Some(sig), _) => sig,
-                        (None, Some((path, _))) => match sup.reload(path, reason, &mut control).await {
-                            Some(sig) => sig,
-                            None => continue,
+                        // A shutdown during a reload is taken at once, whatever the reload
+                        // is waiting for (the old loop's publish, a new output.dir, a bind).
+                        (None, Some((path, _))) => tokio::select! {
+                            biased;
+                            Some(Control::Shutdown(sig)) = next_shutdown(&mut control) => sig,
+                            () = sup.reload(path, reason) => continue,
                         },
                         (None, None) => continue,
                     }
@@ -263,13 +266,9 @@ impl Supervisor {
     }
 
     /// Re-read and validate the config; apply it if it is valid and different, else keep
-    /// running the old one. Returns the signal of a shutdown that arrived meanwhile.
-    async fn reload(
-        &mut self,
-        path: &Path,
-        reason: ReloadReason,
-        control: &mut mpsc::UnboundedReceiver<Control>,
-    ) -> Option<&'static str> {
+    /// running the old one. The caller drops this future when a shutdown comes: until the old
+    /// loop has stopped, it stays `running` (the shutdown waits for it).
+    async fn reload(&mut self, path: &Path, reason: ReloadReason) {
         let metrics = self.health.metrics.clone();
         let rejected = |e: &dyn std::fmt::Display| {
             metrics.config_reload(false);
@@ -279,20 +278,20 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 rejected(&e);
-                return None;
+                return;
             }
         };
-        let old = self.running.as_ref().map(|r| r.cfg.clone())?;
+        let Some(old) = self.running.as_ref().map(|r| r.cfg.clone()) else { return };
         if new == old {
             debug!(?reason, "config unchanged");
-            return None;
+            return;
         }
         debug!(?reason, "config changed; applying it");
         let mut built = match (self.build)(&new, &self.env, metrics.clone()) {
             Ok(b) => b,
             Err(e) => {
                 rejected(&e);
-                return None;
+                return;
             }
         };
         // One writer per directory: an unchanged output.dir keeps its writer.
@@ -303,7 +302,7 @@ impl Supervisor {
                 Ok(f) => Some(f),
                 Err(e) => {
                     rejected(&e);
-                    return None;
+                    return;
                 }
             },
             (None, _) => None,
@@ -313,33 +312,24 @@ impl Supervisor {
         }
         if let Err(e) = self.listeners.apply(&new, &self.published, &self.health).await {
             rejected(&e);
-            return None;
+            return;
         }
         self.health.set_stale_after(crate::health::stale_after(&new.sync));
         crate::logging::reload(&new.log);
 
-        // Stop the old loop and wait for it (its publish in flight finishes first), unless a
-        // shutdown comes meanwhile.
-        let running = self.running.take()?;
+        // Stop the old loop and wait for it (its publish in flight finishes first).
+        let Some(running) = self.running.as_mut() else { return };
         running.cancel.cancel();
-        let mut task = running.task;
-        let last = tokio::select! {
-            biased;
-            Some(Control::Shutdown(sig)) = next_shutdown(control) => {
-                self.running = Some(Running { cfg: old, task, cancel: running.cancel, files: running.files });
-                return Some(sig);
-            }
-            done = tokio::time::timeout(SHUTDOWN_GRACE, &mut task) => match done {
-                Ok(Ok(last)) => last,
-                _ => self.published.current().unwrap_or_default(),
-            },
+        let last = match tokio::time::timeout(SHUTDOWN_GRACE, &mut running.task).await {
+            Ok(Ok(last)) => last,
+            _ => self.published.current().unwrap_or_default(),
         };
+        self.running = None;
         let ids = config::source_ids(&new.sources);
         let (kept, _) = last.retain_sources(&ids);
         info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
         metrics.config_reload(true);
         self.start(new, built.pipeline, Arc::new(kept), true);
-        None
     }
 
     fn current_files(&self) -> Option<Arc<FileOutput>> {
