@@ -117,7 +117,9 @@ impl Listeners {
         let new_token = match &token_path {
             Some(path) if self.token_path.as_ref() != Some(path) => {
                 let at = path.clone();
-                let loaded = tokio::task::spawn_blocking(move || secrets_http::load_or_create_token(&at))
+                // In the output volume other containers can write: only a file of our own uid.
+                let shared = cfg.output.dir.as_deref().is_some_and(|d| path.parent() == Some(d));
+                let loaded = tokio::task::spawn_blocking(move || secrets_http::load_or_create_token(&at, shared))
                     .await
                     .map_err(|e| RunError::Failed(format!("failed to prepare the serve token: {e}")))?
                     .map_err(|e| RunError::Failed(e.to_string()))?;
