@@ -151,6 +151,7 @@ impl FileOutput {
     /// The name `..data` points to when that is a snapshot dir of ours (one component of the
     /// stamp form, a real directory, owned by our uid); a `..data` of anything else is logged.
     fn trusted_data_link(&self, state: &mut State) -> Option<OsString> {
+        self.name_a_fixed_data_link(state);
         let target = fs::read_link(self.dir.join(DATA)).ok()?.into_os_string();
         let ours = is_stamp_name(&target)
             && fs::symlink_metadata(self.dir.join(&target)).is_ok_and(|m| m.is_dir() && m.uid() == self.uid);
@@ -162,6 +163,26 @@ impl FileOutput {
             );
         }
         ours.then_some(target)
+    }
+
+    /// A `..data` of another uid in a sticky dir we do not own cannot be renamed over by us:
+    /// every publish will fail until its owner or root removes it. Said once, at error level.
+    fn name_a_fixed_data_link(&self, state: &mut State) {
+        let (Ok(link), Ok(dir)) = (fs::symlink_metadata(self.dir.join(DATA)), fs::metadata(&self.dir)) else { return };
+        let sticky = dir.mode() & 0o1000 != 0;
+        if link.uid() == self.uid || !sticky || dir.uid() == self.uid || self.uid == 0 {
+            return;
+        }
+        if state.noted.insert(OsString::from("..data (sticky)")) {
+            tracing::error!(
+                dir = %self.dir.display(),
+                "output.dir: ..data belongs to uid {} and the directory is sticky (mode {:o}): only uid {} or root may                  replace it, so every publish fails (counted in sidecar_publish_total{{result=\"failure\"}}) until it                  is removed; remove {} as that uid (or give the pod a fresh volume)",
+                link.uid(),
+                dir.mode() & 0o7777,
+                link.uid(),
+                self.dir.join(DATA).display()
+            );
+        }
     }
 
     /// Publish `snap`: write a new snapshot dir, swap `..data` to it, remove the snapshot this
