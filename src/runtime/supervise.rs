@@ -118,7 +118,12 @@ pub async fn serve(
         cancel: cancel.clone(),
         running: None,
     };
-    sup.start(cfg, built.pipeline, Arc::new(Snapshot::default()), false);
+    sup.start(
+        cfg,
+        built.pipeline,
+        sync::Stopped { snapshot: Arc::new(Snapshot::default()), unsent: Vec::new() },
+        false,
+    );
     loop {
         let signal = tokio::select! {
             // A shutdown is taken before anything else that is ready.
@@ -229,7 +234,7 @@ impl Hook {
 /// The running sync loop of one config.
 struct Running {
     cfg: Config,
-    task: tokio::task::JoinHandle<Arc<Snapshot>>,
+    task: tokio::task::JoinHandle<sync::Stopped>,
     /// Cancels this loop only: a reload stops it and starts the next.
     cancel: CancellationToken,
     /// Its writer, which the next loop keeps when `output.dir` stays.
@@ -248,7 +253,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(&mut self, cfg: Config, mut pipeline: sync::Pipeline, initial: Arc<Snapshot>, republish: bool) {
+    fn start(&mut self, cfg: Config, mut pipeline: sync::Pipeline, initial: sync::Stopped, republish: bool) {
         pipeline.notify = self.hook.update(&cfg, &self.cancel);
         let cancel = self.cancel.child_token();
         let files = pipeline.files.clone();
@@ -258,7 +263,7 @@ impl Supervisor {
     }
 
     /// The running loop's task (it ends only on cancel, or by a panic).
-    async fn task(&mut self) -> Result<Arc<Snapshot>, tokio::task::JoinError> {
+    async fn task(&mut self) -> Result<sync::Stopped, tokio::task::JoinError> {
         match &mut self.running {
             Some(r) => (&mut r.task).await,
             None => std::future::pending().await,
@@ -320,16 +325,17 @@ impl Supervisor {
         // Stop the old loop and wait for it (its publish in flight finishes first).
         let Some(running) = self.running.as_mut() else { return };
         running.cancel.cancel();
+        // A loop that outlived the wait is abandoned with the changes it had not notified.
         let last = match tokio::time::timeout(SHUTDOWN_GRACE, &mut running.task).await {
             Ok(Ok(last)) => last,
-            _ => self.published.current().unwrap_or_default(),
+            _ => sync::Stopped { snapshot: self.published.current().unwrap_or_default(), unsent: Vec::new() },
         };
         self.running = None;
         let ids = config::source_ids(&new.sources);
-        let (kept, _) = last.retain_sources(&ids);
+        let (kept, _) = last.snapshot.retain_sources(&ids);
         info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
         metrics.config_reload(true);
-        self.start(new, built.pipeline, Arc::new(kept), true);
+        self.start(new, built.pipeline, sync::Stopped { snapshot: Arc::new(kept), unsent: last.unsent }, true);
     }
 
     fn current_files(&self) -> Option<Arc<FileOutput>> {

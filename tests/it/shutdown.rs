@@ -14,16 +14,16 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 /// The calls that look at a path's metadata.
-const STAT: &str = "stat,lstat,newfstatat,statx";
+pub const STAT: &str = "stat,lstat,newfstatat,statx";
 
 /// strace attached to a running sidecar, delaying `syscalls` on `path` by `delay`.
-struct Delay {
+pub struct Delay {
     child: Child,
 }
 
 impl Delay {
     /// `None` when strace cannot attach here (no strace, no ptrace).
-    async fn attach(world: &World, pid: u32, path: &Path, syscalls: &str, delay: Duration) -> Option<Delay> {
+    pub async fn attach(world: &World, pid: u32, path: &Path, syscalls: &str, delay: Duration) -> Option<Delay> {
         let log = world.path(&format!("strace-{}.log", fastrand::u32(..)));
         // -P matches the path given (a symlink would be resolved first: so a directory).
         let child = Command::new("strace")
@@ -60,7 +60,7 @@ impl Drop for Delay {
     }
 }
 
-fn have_strace() -> bool {
+pub fn have_strace() -> bool {
     let ok = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     if !ok {
         println!("SKIPPED: no strace");
