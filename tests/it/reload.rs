@@ -153,6 +153,20 @@ async fn reloads_with_fixed_ports_keep_or_rebind_their_listeners() {
     assert_eq!(http_status(&secrets(serve2)).await, Some(401), "{}", sc.logs());
     drop(taken);
 
+    // The two ports swapped in one reload: both answer, each on the other's old port.
+    std::fs::write(&path, cfg(health2, serve2, "info")).unwrap();
+    wait_for("the swap reloaded", LIMIT, || (reloads(&sc) == 3).then_some(())).await;
+    eventually("health on the old secrets port", LIMIT, || async {
+        (http_status(&healthz(serve2)).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(&secrets(health2)).await, Some(401), "secrets on the old health port:\n{}", sc.logs());
+    std::fs::write(&path, cfg(serve2, health2, "info")).unwrap();
+    wait_for("swapped back", LIMIT, || (reloads(&sc) == 4).then_some(())).await;
+    eventually("health back", LIMIT, || async { (http_status(&healthz(health2)).await == Some(200)).then_some(()) })
+        .await;
+    assert_eq!(http_status(&secrets(serve2)).await, Some(401), "{}", sc.logs());
+
     // The log level changes with a reload too.
     assert!(!sc.logs().contains("poll finished"), "debug lines at level info");
     std::fs::write(&path, cfg(serve2, health2, "debug")).unwrap();
