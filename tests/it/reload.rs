@@ -240,7 +240,18 @@ async fn config_edits_during_publishes_never_leave_a_file_missing() {
         let before = publishes(&sc);
         std::fs::write(&path, cfg(if edit % 2 == 1 { "0.1" } else { "0" })).unwrap();
         wait_for("the reload", LIMIT, || (reloads(&sc) >= edit).then_some(())).await;
-        wait_for("a publish after it", LIMIT, || (publishes(&sc) > before).then_some(())).await;
+        let deadline = std::time::Instant::now() + LIMIT;
+        while publishes(&sc) <= before {
+            if std::time::Instant::now() > deadline {
+                let logs = sc.logs();
+                let tail: Vec<&str> = logs.lines().filter(|l| !l.contains("DEBUG")).collect();
+                panic!(
+                    "no publish after edit {edit} within {LIMIT:?}; the log ends:\n{}",
+                    tail[tail.len().saturating_sub(40)..].join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     rotator.await.unwrap();
