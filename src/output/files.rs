@@ -34,11 +34,11 @@
 //! and mode) only checks the top-level links instead of writing and swapping, so a restart does
 //! not look like a change to apps that watch `..data`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File, Metadata, OpenOptions, Permissions};
+use std::fs::{self, File, Metadata, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -151,6 +151,7 @@ impl FileOutput {
     /// The name `..data` points to when that is a snapshot dir of ours (one component of the
     /// stamp form, a real directory, owned by our uid); a `..data` of anything else is logged.
     fn trusted_data_link(&self, state: &mut State) -> Option<OsString> {
+        self.name_a_fixed_data_link(state);
         let target = fs::read_link(self.dir.join(DATA)).ok()?.into_os_string();
         let ours = is_stamp_name(&target)
             && fs::symlink_metadata(self.dir.join(&target)).is_ok_and(|m| m.is_dir() && m.uid() == self.uid);
@@ -162,6 +163,26 @@ impl FileOutput {
             );
         }
         ours.then_some(target)
+    }
+
+    /// A `..data` of another uid in a sticky dir we do not own cannot be renamed over by us:
+    /// every publish will fail until its owner or root removes it. Said once, at error level.
+    fn name_a_fixed_data_link(&self, state: &mut State) {
+        let (Ok(link), Ok(dir)) = (fs::symlink_metadata(self.dir.join(DATA)), fs::metadata(&self.dir)) else { return };
+        let sticky = dir.mode() & 0o1000 != 0;
+        if link.uid() == self.uid || !sticky || dir.uid() == self.uid || self.uid == 0 {
+            return;
+        }
+        if state.noted.insert(OsString::from("..data (sticky)")) {
+            tracing::error!(
+                dir = %self.dir.display(),
+                "output.dir: ..data belongs to uid {} and the directory is sticky (mode {:o}): only uid {} or root may                  replace it, so every publish fails (counted in sidecar_publish_total{{result=\"failure\"}}) until it                  is removed; remove {} as that uid (or give the pod a fresh volume)",
+                link.uid(),
+                dir.mode() & 0o7777,
+                link.uid(),
+                self.dir.join(DATA).display()
+            );
+        }
     }
 
     /// Publish `snap`: write a new snapshot dir, swap `..data` to it, remove the snapshot this
@@ -186,8 +207,10 @@ impl FileOutput {
         // keeping the bit on every dir below keeps every file in that group, so an app under
         // another uid in `fsGroup` reads them.
         let dir_mode = DIR_MODE | (fs::metadata(&self.dir).map(|m| m.mode()).unwrap_or(0) & SETGID);
-        let (name, root) = create_snapshot_dir(&self.dir, &mut state.last_stamp, dir_mode)?;
-        if let Err(e) = write_tree(&root, snap, file_mode, dir_mode).and_then(|()| swap_data(&self.dir, &name)) {
+        let (name, root, root_dir) = create_snapshot_dir(&self.dir, &mut state.last_stamp, dir_mode, self.uid)?;
+        let written = write_tree(&root_dir, &root, snap, file_mode, dir_mode, self.uid);
+        drop(root_dir);
+        if let Err(e) = written.and_then(|()| swap_data(&self.dir, &name)) {
             // Before the swap: the new dir is not published, and goes.
             let _ = fs::remove_dir_all(&root);
             return Err(e);
@@ -339,23 +362,50 @@ fn is_stamp_name(name: &OsStr) -> bool {
 }
 
 /// Create the new snapshot dir `..YYYY_MM_DD_HH_MM_SS.nnnnnnnnn` (UTC), with a stamp above
-/// `last_stamp` and not taken on disk.
-fn create_snapshot_dir(dir: &Path, last_stamp: &mut u128, mode: u32) -> Result<(OsString, PathBuf), PublishError> {
+/// `last_stamp` and not taken on disk; returned opened (see `made_dir`).
+fn create_snapshot_dir(
+    dir: &Path,
+    last_stamp: &mut u128,
+    mode: u32,
+    uid: u32,
+) -> Result<(OsString, PathBuf, File), PublishError> {
+    let parent = File::open(dir).map_err(|e| PublishError::new("open directory", dir, e))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let mut stamp = now.max(*last_stamp + 1);
     loop {
         let name = stamp_name(stamp);
         let path = dir.join(&name);
-        match DirBuilder::new().mode(DIR_MODE).create(&path) {
-            Ok(()) => {
+        match made_dir(&parent, &name, &path, mode, uid) {
+            Ok(root) => {
                 *last_stamp = stamp;
-                set_mode(&path, mode)?;
-                return Ok((name.into(), path));
+                return Ok((name.into(), path, root));
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => stamp += 1,
-            Err(e) => return Err(PublishError::new("create snapshot directory", path, e)),
+            Err(e) if e.source.kind() == io::ErrorKind::AlreadyExists => stamp += 1,
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Make `name` below the open dir `parent` and open it without following a link; check it is
+/// a directory of `uid` and set its mode through the descriptor. Everything later (entries
+/// below it, the fsync) goes through that descriptor, never through the path again: a
+/// neighbour who swaps the path for a link in between gains nothing (`path` is for messages).
+fn made_dir(parent: &File, name: &str, path: &Path, mode: u32, uid: u32) -> Result<File, PublishError> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(DIR_MODE))
+        .map_err(|e| PublishError::new("create directory", path, e.into()))?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = File::from(
+        rustix::fs::openat(parent, name, flags, Mode::empty())
+            .map_err(|e| PublishError::new("open directory", path, e.into()))?,
+    );
+    let meta = dir.metadata().map_err(|e| PublishError::new("inspect directory", path, e))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        let e = io::Error::new(io::ErrorKind::PermissionDenied, "replaced by an entry that is not ours");
+        return Err(PublishError::new("open directory", path, e));
+    }
+    dir.set_permissions(Permissions::from_mode(mode)).map_err(|e| PublishError::new("set the mode of", path, e))?;
+    Ok(dir)
 }
 
 /// `..YYYY_MM_DD_HH_MM_SS.nnnnnnnnn` for a UTC time in nanoseconds since the epoch.
@@ -366,48 +416,54 @@ fn stamp_name(nanos: u128) -> String {
     format!("..{y:04}_{m:02}_{d:02}_{hh:02}_{mm:02}_{ss:02}.{frac:09}")
 }
 
-/// Write every entry of `snap` below `root`, then fsync the directories, deepest first.
-fn write_tree(root: &Path, snap: &Snapshot, file_mode: u32, dir_mode: u32) -> Result<(), PublishError> {
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+/// Write every entry of `snap` below the open snapshot dir `root_dir` (at `root`, named in
+/// messages), every directory and file made relative to its parent's descriptor, then fsync
+/// the directories, deepest first.
+fn write_tree(
+    root_dir: &File,
+    root: &Path,
+    snap: &Snapshot,
+    file_mode: u32,
+    dir_mode: u32,
+    uid: u32,
+) -> Result<(), PublishError> {
+    let mut dirs: BTreeMap<PathBuf, File> = BTreeMap::new();
     for (path, entry) in snap.iter() {
         let segments: Vec<&str> = path.segments().collect();
-        let mut dir = root.to_path_buf();
-        for segment in &segments[..segments.len() - 1] {
-            dir.push(segment);
-            if dirs.insert(dir.clone()) {
-                make_dir(&dir, dir_mode)?;
+        let Some((file_name, parents)) = segments.split_last() else { continue };
+        let mut rel = PathBuf::new();
+        for segment in parents {
+            let above = rel.clone();
+            rel.push(segment);
+            if !dirs.contains_key(&rel) {
+                let parent = if above.as_os_str().is_empty() { root_dir } else { &dirs[&above] };
+                let made = made_dir(parent, segment, &root.join(&rel), dir_mode, uid)?;
+                dirs.insert(rel.clone(), made);
             }
         }
-        write_file(&dir.join(segments[segments.len() - 1]), entry.value.expose(), file_mode)?;
+        let parent = if rel.as_os_str().is_empty() { root_dir } else { &dirs[&rel] };
+        write_file(parent, file_name, &root.join(path.as_str()), entry.value.expose(), file_mode)?;
     }
     // Reverse path order puts every directory before its parent.
-    for dir in dirs.iter().rev() {
-        sync_dir(dir)?;
+    for (rel, dir) in dirs.iter().rev() {
+        dir.sync_all().map_err(|e| PublishError::new("fsync directory", root.join(rel), e))?;
     }
-    sync_dir(root)
+    root_dir.sync_all().map_err(|e| PublishError::new("fsync directory", root, e))
 }
 
-fn make_dir(path: &Path, mode: u32) -> Result<(), PublishError> {
-    DirBuilder::new().mode(DIR_MODE).create(path).map_err(|e| PublishError::new("create directory", path, e))?;
-    set_mode(path, mode)
-}
-
-/// Create `path` with its final mode (never wider on the way: the umask can only narrow the
-/// create mode, and the fchmod then sets exactly `mode`), write it, fsync it.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PublishError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| PublishError::new("create file", path, e))?;
+/// Create `name` below the open dir `parent` (never following a link, failing on anything
+/// there) with its final mode (never wider on the way: the umask can only narrow the create
+/// mode, and the fchmod then sets exactly `mode`), write it, fsync it.
+fn write_file(parent: &File, name: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<(), PublishError> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut file = File::from(
+        rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(mode))
+            .map_err(|e| PublishError::new("create file", path, e.into()))?,
+    );
     file.set_permissions(Permissions::from_mode(mode)).map_err(|e| PublishError::new("set the mode of", path, e))?;
     file.write_all(bytes).map_err(|e| PublishError::new("write", path, e))?;
     file.sync_all().map_err(|e| PublishError::new("fsync", path, e))
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), PublishError> {
-    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(|e| PublishError::new("set the mode of", path, e))
 }
 
 fn sync_dir(path: &Path) -> Result<(), PublishError> {
@@ -563,12 +619,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         const YEAR_2100: u128 = 4_102_444_800_000_000_000; // the clock cannot move past it
         let mut last = YEAR_2100;
-        let (a, _) = create_snapshot_dir(tmp.path(), &mut last, DIR_MODE).unwrap();
-        let (b, _) = create_snapshot_dir(tmp.path(), &mut last, DIR_MODE).unwrap();
+        let (a, _, _) =
+            create_snapshot_dir(tmp.path(), &mut last, DIR_MODE, rustix::process::geteuid().as_raw()).unwrap();
+        let (b, _, _) =
+            create_snapshot_dir(tmp.path(), &mut last, DIR_MODE, rustix::process::geteuid().as_raw()).unwrap();
         assert_ne!(a, b);
         // A stamp taken on disk (another writer, a restart) is skipped too.
         let mut behind = YEAR_2100;
-        let (c, _) = create_snapshot_dir(tmp.path(), &mut behind, DIR_MODE).unwrap();
+        let (c, _, _) =
+            create_snapshot_dir(tmp.path(), &mut behind, DIR_MODE, rustix::process::geteuid().as_raw()).unwrap();
         assert!(c != a && c != b);
     }
 

@@ -62,6 +62,8 @@ pub enum TokenError {
     Random(getrandom::Error),
     #[error("failed to {op} {}: {source}", path.display())]
     Write { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("the token file {} in the shared output.dir belongs to uid {owner}, not to this process (uid {uid}), so it is not used as the token, and it cannot be replaced ({source}); remove it (another container planted it, or the dir is sticky and the sidecar's uid changed)", path.display())]
+    Foreign { path: PathBuf, owner: u32, uid: u32, source: Box<TokenError> },
 }
 
 /// Whether the token was found or made.
@@ -74,9 +76,25 @@ pub enum TokenOrigin {
 /// The token in `path` (surrounding whitespace ignored), or a new one: 32 bytes from the OS
 /// RNG, hex-encoded, written to a temporary file created with mode 0440 and renamed into place,
 /// so the token is never readable more widely, not even for a moment. Blocking I/O.
-pub fn load_or_create_token(path: &Path) -> Result<(SecretString, TokenOrigin), TokenError> {
+///
+/// `shared`: the file is in the output volume, which other containers can write. There an
+/// existing file is taken only when it belongs to this process's uid: one another uid planted
+/// before the sidecar wrote its own is replaced by a new token, or, where it cannot be
+/// replaced (a sticky dir), is an error naming its owner. A token file outside the volume (a
+/// mounted Secret, owned by root) is taken as it is.
+pub fn load_or_create_token(path: &Path, shared: bool) -> Result<(SecretString, TokenOrigin), TokenError> {
     match read_limited_nofollow(path) {
-        Ok(bytes) => read_token(path, bytes).map(|t| (t, TokenOrigin::Read)),
+        Ok((_, owner)) if shared && owner != rustix::process::geteuid().as_raw() => {
+            let uid = rustix::process::geteuid().as_raw();
+            tracing::warn!(token_file = %path.display(), owner, uid, "the token file belongs to another uid; it is not the token and is replaced by a new one");
+            create_token(path).map(|t| (t, TokenOrigin::Created)).map_err(|e| TokenError::Foreign {
+                path: path.to_path_buf(),
+                owner,
+                uid,
+                source: Box::new(e),
+            })
+        }
+        Ok((bytes, _)) => read_token(path, bytes).map(|t| (t, TokenOrigin::Read)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create_token(path).map(|t| (t, TokenOrigin::Created)),
         Err(source) => Err(TokenError::Read { path: path.to_path_buf(), source }),
     }
@@ -85,12 +103,13 @@ pub fn load_or_create_token(path: &Path) -> Result<(SecretString, TokenOrigin), 
 /// The file's bytes, opened without following a link at `path` (a planted `.sidecar-token`
 /// link to `/dev/zero` or another file is refused), a regular file only (not a FIFO or a
 /// device), read up to `MAX_TOKEN_FILE` bytes.
-fn read_limited_nofollow(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
+fn read_limited_nofollow(path: &Path) -> io::Result<(Zeroizing<Vec<u8>>, u32)> {
     use std::io::Read as _;
     // O_NONBLOCK: a FIFO planted there would otherwise block the open until a writer came.
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
     }
     let mut bytes = Zeroizing::new(Vec::new());
@@ -98,7 +117,7 @@ fn read_limited_nofollow(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
     if bytes.len() as u64 > MAX_TOKEN_FILE {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {MAX_TOKEN_FILE} bytes")));
     }
-    Ok(bytes)
+    Ok((bytes, std::os::unix::fs::MetadataExt::uid(&meta)))
 }
 
 fn read_token(path: &Path, bytes: Zeroizing<Vec<u8>>) -> Result<SecretString, TokenError> {
@@ -574,7 +593,7 @@ pub(crate) mod tests {
     fn a_new_token_is_64_hex_chars_in_a_0440_file_and_is_reused_after() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DEFAULT_TOKEN_FILE);
-        let (token, origin) = load_or_create_token(&path).unwrap();
+        let (token, origin) = load_or_create_token(&path, true).unwrap();
         assert_eq!(origin, TokenOrigin::Created);
         assert_eq!(token.expose().len(), 64);
         assert!(token.expose().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
@@ -584,11 +603,11 @@ pub(crate) mod tests {
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(DEFAULT_TOKEN_FILE)]);
 
-        let (again, origin) = load_or_create_token(&path).unwrap();
+        let (again, origin) = load_or_create_token(&path, true).unwrap();
         assert_eq!(origin, TokenOrigin::Read);
         assert_eq!(again, token);
         let other = tempfile::tempdir().unwrap();
-        let (different, _) = load_or_create_token(&other.path().join("t")).unwrap();
+        let (different, _) = load_or_create_token(&other.path().join("t"), true).unwrap();
         assert_ne!(different, token, "two tokens from the RNG are equal");
     }
 
@@ -597,11 +616,11 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         fs::write(&path, "operator-chosen-token\n").unwrap();
-        let (token, origin) = load_or_create_token(&path).unwrap();
+        let (token, origin) = load_or_create_token(&path, true).unwrap();
         assert_eq!((token.expose(), origin), ("operator-chosen-token", TokenOrigin::Read));
         for bad in ["", " \n", "two words", "tab\there"] {
             fs::write(&path, bad).unwrap();
-            let err = load_or_create_token(&path).unwrap_err().to_string();
+            let err = load_or_create_token(&path, true).unwrap_err().to_string();
             assert!(err.contains("token file") && err.contains("visible ASCII"), "{err}");
         }
     }
@@ -610,7 +629,7 @@ pub(crate) mod tests {
     fn a_token_file_in_a_missing_directory_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing/token");
-        let err = load_or_create_token(&path).unwrap_err().to_string();
+        let err = load_or_create_token(&path, true).unwrap_err().to_string();
         assert!(err.starts_with("failed to create") && err.contains("missing"), "{err}");
     }
 

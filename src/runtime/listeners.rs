@@ -1,9 +1,11 @@
 //! The two listeners (health and secrets) across reloads: each is bound once and kept while its
 //! address stays the same (a reload hands it new state instead: the `/healthz` staleness bound
 //! through `Health`, the token through `SharedToken`); only a listener whose address changed is
-//! rebound. A new address is bound before the old socket is released; when it overlaps the old
-//! one (`0.0.0.0:p` after `127.0.0.1:p`), the old listener is stopped and awaited first, and put
-//! back if the new bind still fails. A reload that cannot bind leaves every listener as it was.
+//! rebound. New addresses are bound before the old sockets are released; when that fails
+//! because one of ours holds a wanted address (the two ports swapped, `0.0.0.0:p` after
+//! `127.0.0.1:p`), every listener that changes is stopped and awaited, the new addresses bound
+//! again, and the old listeners put back if that still fails. A reload that cannot bind leaves
+//! every listener as it was.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,7 +119,9 @@ impl Listeners {
         let new_token = match &token_path {
             Some(path) if self.token_path.as_ref() != Some(path) => {
                 let at = path.clone();
-                let loaded = tokio::task::spawn_blocking(move || secrets_http::load_or_create_token(&at))
+                // In the output volume other containers can write: only a file of our own uid.
+                let shared = cfg.output.dir.as_deref().is_some_and(|d| path.parent() == Some(d));
+                let loaded = tokio::task::spawn_blocking(move || secrets_http::load_or_create_token(&at, shared))
                     .await
                     .map_err(|e| RunError::Failed(format!("failed to prepare the serve token: {e}")))?
                     .map_err(|e| RunError::Failed(e.to_string()))?;
@@ -130,23 +134,50 @@ impl Listeners {
             let health = health.clone();
             Arc::new(move |socket, cancel| tokio::spawn(crate::health::serve(socket, health.clone(), cancel)))
         };
-        let new_health = self.rebind("health.listen", Slot::Health, cfg.health.listen, health_spawn).await?;
         let secrets_spawn: Spawn = {
             let (published, token) = (published.clone(), self.token.clone());
             Arc::new(move |socket, cancel| {
                 tokio::spawn(secrets_http::serve(socket, published.clone(), token.clone(), cancel))
             })
         };
-        let new_secrets = match self.rebind("serve.listen", Slot::Secrets, cfg.serve.listen, secrets_spawn).await {
-            Ok(change) => change,
-            Err(e) => {
-                // The new health socket is dropped unused; a health listener stopped to free
-                // its port for it is put back.
-                if let Change::Bound(socket, _, Some(old)) = new_health {
-                    drop(socket);
-                    self.restore(Slot::Health, old).await;
+        let wanted =
+            [(Slot::Health, cfg.health.listen, health_spawn), (Slot::Secrets, cfg.serve.listen, secrets_spawn)];
+        // The listeners whose address changes, and those to stop.
+        let mut changed = Vec::new();
+        let mut stopped = Vec::new();
+        for (slot, want, spawn) in wanted {
+            let running = self.slot(slot).as_ref().map(|r| r.addr);
+            match want {
+                Some(addr) if running != Some(addr) => changed.push((slot, addr, spawn)),
+                None if running.is_some() => stopped.push(slot),
+                _ => {}
+            }
+        }
+        // Bind the new addresses beside the running listeners. When that fails, a new address
+        // may be held by one of ours (the two ports swapped, `0.0.0.0:p` after `127.0.0.1:p`):
+        // release every listener that changes and bind again; if that fails too, put them back.
+        let bound = match bind_all(&changed).await {
+            Ok(bound) => bound,
+            Err(first) => {
+                let mut released = Vec::new();
+                for slot in changed.iter().map(|(slot, _, _)| *slot).chain(stopped.iter().copied()) {
+                    if let Some(old) = self.slot(slot).take() {
+                        released.push((slot, Released { key: old.key, addr: old.addr, spawn: old.spawn.clone() }));
+                        old.stop().await;
+                    }
                 }
-                return Err(e);
+                if released.is_empty() {
+                    return Err(first);
+                }
+                match bind_all(&changed).await {
+                    Ok(bound) => bound,
+                    Err(_) => {
+                        for (slot, old) in released {
+                            self.restore(slot, old).await;
+                        }
+                        return Err(first);
+                    }
+                }
             }
         };
 
@@ -156,8 +187,14 @@ impl Listeners {
             info!(token_file = %path.display(), token = ?origin, "serve token ready");
         }
         self.token_path = token_path;
-        self.commit(Slot::Health, cfg.health.listen, new_health).await;
-        self.commit(Slot::Secrets, cfg.serve.listen, new_secrets).await;
+        for slot in stopped {
+            if let Some(old) = self.slot(slot).take() {
+                old.stop().await;
+            }
+        }
+        for (slot, addr, socket, spawn) in bound {
+            self.commit(slot, addr, socket, spawn).await;
+        }
         Ok(())
     }
 
@@ -165,39 +202,6 @@ impl Listeners {
         match slot {
             Slot::Health => &mut self.health,
             Slot::Secrets => &mut self.secrets,
-        }
-    }
-
-    /// Bind `want` if it differs from the slot's running address. Nothing running changes,
-    /// except in the overlap case, where the old listener is stopped and restarted on failure.
-    async fn rebind(
-        &mut self,
-        key: &'static str,
-        slot: Slot,
-        want: Option<SocketAddr>,
-        spawn: Spawn,
-    ) -> Result<Change, RunError> {
-        let running = self.slot(slot);
-        let Some(addr) = want else { return Ok(if running.is_some() { Change::Stop } else { Change::Keep }) };
-        if running.as_ref().is_some_and(|r| r.addr == addr) {
-            return Ok(Change::Keep);
-        }
-        match bind(key, addr).await {
-            Ok(socket) => Ok(Change::Bound(socket, spawn, None)),
-            Err(e) if running.is_none() => Err(e),
-            Err(first) => {
-                // Perhaps the old socket holds the port: release it, and put it back on failure.
-                let old = running.take().expect("checked above");
-                let released = Released { key: old.key, addr: old.addr, spawn: old.spawn.clone() };
-                old.stop().await;
-                match bind(key, addr).await {
-                    Ok(socket) => Ok(Change::Bound(socket, spawn, Some(released))),
-                    Err(_) => {
-                        self.restore(slot, released).await;
-                        Err(first)
-                    }
-                }
-            }
         }
     }
 
@@ -210,35 +214,21 @@ impl Listeners {
         }
     }
 
-    async fn commit(&mut self, slot: Slot, want: Option<SocketAddr>, change: Change) {
+    /// Start the listener of `slot` on `socket`, stopping the one it replaces.
+    async fn commit(&mut self, slot: Slot, addr: SocketAddr, socket: TcpListener, spawn: Spawn) {
         let parent = self.parent.clone();
         let running = self.slot(slot);
-        match change {
-            Change::Keep => {}
-            Change::Stop => {
-                if let Some(old) = running.take() {
-                    old.stop().await;
-                }
-            }
-            Change::Bound(socket, spawn, _) => {
-                if let Some(old) = running.take() {
-                    old.stop().await;
-                }
-                let addr = want.expect("bound for an address");
-                let key = match slot {
-                    Slot::Health => "health.listen",
-                    Slot::Secrets => "serve.listen",
-                };
-                let new = Running::start(key, addr, socket, spawn, &parent);
-                match slot {
-                    Slot::Health => info!(addr = %new.bound, "health listener: /healthz /readyz /metrics"),
-                    Slot::Secrets => {
-                        info!(addr = %new.bound, "secrets listener: GET /v1/secrets/{{path}} with X-Sidecar-Token")
-                    }
-                }
-                *running = Some(new);
+        if let Some(old) = running.take() {
+            old.stop().await;
+        }
+        let new = Running::start(slot.key(), addr, socket, spawn, &parent);
+        match slot {
+            Slot::Health => info!(addr = %new.bound, "health listener: /healthz /readyz /metrics"),
+            Slot::Secrets => {
+                info!(addr = %new.bound, "secrets listener: GET /v1/secrets/{{path}} with X-Sidecar-Token")
             }
         }
+        *running = Some(new);
     }
 }
 
@@ -248,14 +238,27 @@ enum Slot {
     Secrets,
 }
 
-enum Change {
-    Keep,
-    Stop,
-    /// A new socket, and the listener stopped to free its port (the overlap case).
-    Bound(TcpListener, Spawn, Option<Released>),
+impl Slot {
+    fn key(self) -> &'static str {
+        match self {
+            Slot::Health => "health.listen",
+            Slot::Secrets => "serve.listen",
+        }
+    }
 }
 
-/// A listener stopped by `rebind`, to put back if the reload fails after all.
+/// Bind every address of `changed`; on an error nothing stays bound.
+async fn bind_all(
+    changed: &[(Slot, SocketAddr, Spawn)],
+) -> Result<Vec<(Slot, SocketAddr, TcpListener, Spawn)>, RunError> {
+    let mut bound = Vec::new();
+    for (slot, addr, spawn) in changed {
+        bound.push((*slot, *addr, bind(slot.key(), *addr).await?, spawn.clone()));
+    }
+    Ok(bound)
+}
+
+/// A listener stopped to free an address, to put back if the reload fails after all.
 struct Released {
     key: &'static str,
     addr: SocketAddr,

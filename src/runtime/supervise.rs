@@ -118,7 +118,12 @@ pub async fn serve(
         cancel: cancel.clone(),
         running: None,
     };
-    sup.start(cfg, built.pipeline, Arc::new(Snapshot::default()), false);
+    sup.start(
+        cfg,
+        built.pipeline,
+        sync::Stopped { snapshot: Arc::new(Snapshot::default()), unsent: Vec::new() },
+        false,
+    );
     loop {
         let signal = tokio::select! {
             // A shutdown is taken before anything else that is ready.
@@ -135,9 +140,12 @@ pub async fn serve(
                     }
                     match (stop, &reload_from) {
                         (Some(sig), _) => sig,
-                        (None, Some((path, _))) => match sup.reload(path, reason, &mut control).await {
-                            Some(sig) => sig,
-                            None => continue,
+                        // A shutdown during a reload is taken at once, whatever the reload
+                        // is waiting for (the old loop's publish, a new output.dir, a bind).
+                        (None, Some((path, _))) => tokio::select! {
+                            biased;
+                            Some(Control::Shutdown(sig)) = next_shutdown(&mut control) => sig,
+                            () = sup.reload(path, reason) => continue,
                         },
                         (None, None) => continue,
                     }
@@ -226,7 +234,7 @@ impl Hook {
 /// The running sync loop of one config.
 struct Running {
     cfg: Config,
-    task: tokio::task::JoinHandle<Arc<Snapshot>>,
+    task: tokio::task::JoinHandle<sync::Stopped>,
     /// Cancels this loop only: a reload stops it and starts the next.
     cancel: CancellationToken,
     /// Its writer, which the next loop keeps when `output.dir` stays.
@@ -245,7 +253,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(&mut self, cfg: Config, mut pipeline: sync::Pipeline, initial: Arc<Snapshot>, republish: bool) {
+    fn start(&mut self, cfg: Config, mut pipeline: sync::Pipeline, initial: sync::Stopped, republish: bool) {
         pipeline.notify = self.hook.update(&cfg, &self.cancel);
         let cancel = self.cancel.child_token();
         let files = pipeline.files.clone();
@@ -255,7 +263,7 @@ impl Supervisor {
     }
 
     /// The running loop's task (it ends only on cancel, or by a panic).
-    async fn task(&mut self) -> Result<Arc<Snapshot>, tokio::task::JoinError> {
+    async fn task(&mut self) -> Result<sync::Stopped, tokio::task::JoinError> {
         match &mut self.running {
             Some(r) => (&mut r.task).await,
             None => std::future::pending().await,
@@ -263,13 +271,9 @@ impl Supervisor {
     }
 
     /// Re-read and validate the config; apply it if it is valid and different, else keep
-    /// running the old one. Returns the signal of a shutdown that arrived meanwhile.
-    async fn reload(
-        &mut self,
-        path: &Path,
-        reason: ReloadReason,
-        control: &mut mpsc::UnboundedReceiver<Control>,
-    ) -> Option<&'static str> {
+    /// running the old one. The caller drops this future when a shutdown comes: until the old
+    /// loop has stopped, it stays `running` (the shutdown waits for it).
+    async fn reload(&mut self, path: &Path, reason: ReloadReason) {
         let metrics = self.health.metrics.clone();
         let rejected = |e: &dyn std::fmt::Display| {
             metrics.config_reload(false);
@@ -279,19 +283,20 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 rejected(&e);
-                return None;
+                return;
             }
         };
-        let old = self.running.as_ref().map(|r| r.cfg.clone())?;
+        let Some(old) = self.running.as_ref().map(|r| r.cfg.clone()) else { return };
         if new == old {
             debug!(?reason, "config unchanged");
-            return None;
+            return;
         }
+        debug!(?reason, "config changed; applying it");
         let mut built = match (self.build)(&new, &self.env, metrics.clone()) {
             Ok(b) => b,
             Err(e) => {
                 rejected(&e);
-                return None;
+                return;
             }
         };
         // One writer per directory: an unchanged output.dir keeps its writer.
@@ -302,7 +307,7 @@ impl Supervisor {
                 Ok(f) => Some(f),
                 Err(e) => {
                     rejected(&e);
-                    return None;
+                    return;
                 }
             },
             (None, _) => None,
@@ -312,33 +317,25 @@ impl Supervisor {
         }
         if let Err(e) = self.listeners.apply(&new, &self.published, &self.health).await {
             rejected(&e);
-            return None;
+            return;
         }
         self.health.set_stale_after(crate::health::stale_after(&new.sync));
         crate::logging::reload(&new.log);
 
-        // Stop the old loop and wait for it (its publish in flight finishes first), unless a
-        // shutdown comes meanwhile.
-        let running = self.running.take()?;
+        // Stop the old loop and wait for it (its publish in flight finishes first).
+        let Some(running) = self.running.as_mut() else { return };
         running.cancel.cancel();
-        let mut task = running.task;
-        let last = tokio::select! {
-            biased;
-            Some(Control::Shutdown(sig)) = next_shutdown(control) => {
-                self.running = Some(Running { cfg: old, task, cancel: running.cancel, files: running.files });
-                return Some(sig);
-            }
-            done = tokio::time::timeout(SHUTDOWN_GRACE, &mut task) => match done {
-                Ok(Ok(last)) => last,
-                _ => self.published.current().unwrap_or_default(),
-            },
+        // A loop that outlived the wait is abandoned with the changes it had not notified.
+        let last = match tokio::time::timeout(SHUTDOWN_GRACE, &mut running.task).await {
+            Ok(Ok(last)) => last,
+            _ => sync::Stopped { snapshot: self.published.current().unwrap_or_default(), unsent: Vec::new() },
         };
+        self.running = None;
         let ids = config::source_ids(&new.sources);
-        let (kept, _) = last.retain_sources(&ids);
+        let (kept, _) = last.snapshot.retain_sources(&ids);
         info!(?reason, identity = %built.identity, sources = ids.len(), interval = %config::format_duration(new.sync.interval), "config reloaded");
         metrics.config_reload(true);
-        self.start(new, built.pipeline, Arc::new(kept), true);
-        None
+        self.start(new, built.pipeline, sync::Stopped { snapshot: Arc::new(kept), unsent: last.unsent }, true);
     }
 
     fn current_files(&self) -> Option<Arc<FileOutput>> {

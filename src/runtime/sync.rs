@@ -49,17 +49,26 @@ pub fn jittered(interval: Duration, jitter: f64) -> Duration {
     interval.mul_f64(factor.max(0.0))
 }
 
-/// Run until `cancel`. Returns the last published snapshot (a reload hands it to the next run).
-/// `republish`: publish after the first round even if nothing changed (after a reload, whose
-/// outputs or sources may differ from what is on disk).
+/// What a stopped loop hands to the next (a reload).
+pub struct Stopped {
+    /// The last snapshot it folded its reports into.
+    pub snapshot: Arc<Snapshot>,
+    /// Changes not yet told to the webhook: not published yet, or published by a publish the
+    /// stop cut short before its notice. The next loop's first publish carries them.
+    pub unsent: Vec<Change>,
+}
+
+/// Run until `cancel`. Returns the last snapshot and the changes not yet notified (a reload
+/// hands both to the next run). `republish`: publish after the first round even if nothing
+/// changed (after a reload, whose outputs or sources may differ from what is on disk).
 pub async fn run(
     pipeline: Pipeline,
     published: Arc<Published>,
     health: Arc<Health>,
-    initial: Arc<Snapshot>,
+    initial: Stopped,
     mut republish: bool,
     cancel: CancellationToken,
-) -> Arc<Snapshot> {
+) -> Stopped {
     let Pipeline { sources, files, required, sync, notify } = pipeline;
     let (tx, mut rx) = mpsc::channel::<Report>(sources.len().max(1));
     let mut waiting_first: Vec<bool> = vec![true; sources.len()];
@@ -71,9 +80,10 @@ pub async fn run(
     }
     drop(tx);
 
-    let mut current = initial;
-    // Changes folded into `current` and not yet on disk (a failed publish is retried).
-    let mut pending: Vec<Change> = Vec::new();
+    let mut current = initial.snapshot;
+    // Changes folded into `current` and not yet on disk (a failed publish is retried) or not
+    // yet notified.
+    let mut pending: Vec<Change> = initial.unsent;
     loop {
         let report = tokio::select! {
             // After cancel, a report already queued never starts a publish.
@@ -103,7 +113,8 @@ pub async fn run(
             let result = publish(&files, &current).await;
             if cancel.is_cancelled() {
                 // Stopped meanwhile (a reload or a shutdown): what is shared belongs to the next
-                // loop now; the files this publish wrote are republished by it.
+                // loop now; the files this publish wrote are republished by it, and its changes
+                // (`pending`) notified by it.
                 break;
             }
             match result {
@@ -130,7 +141,7 @@ pub async fn run(
             info!("ready: every required object is published");
         }
     }
-    current
+    Stopped { snapshot: current, unsent: pending }
 }
 
 /// The paths of the required objects a poll could not get.

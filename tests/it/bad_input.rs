@@ -381,6 +381,13 @@ async fn values_are_published_byte_for_byte_up_to_the_largest_azure_allows() {
     wait_for("published", LIMIT, || read(&out, "largest").and(read(&out, "settings/big"))).await;
     let token = std::fs::read_to_string(out.join(".sidecar-token")).unwrap();
     let http = reqwest::Client::new();
+    // HTTP serves a publish once it is done; the files appear at its swap, a moment before.
+    eventually("HTTP serves the publish", LIMIT, || async {
+        let r =
+            http.get(format!("http://{serve}/v1/secrets/edges")).header("X-Sidecar-Token", token.trim()).send().await;
+        r.ok().filter(|r| r.status() == 200)
+    })
+    .await;
     for (path, want) in [
         ("edges", with_edges.as_bytes()),
         ("largest", largest.as_bytes()),

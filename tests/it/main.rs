@@ -49,5 +49,7 @@ mod sdk_environment;
 mod sdk_retries;
 /// The HTTP listener, health, metrics, probe and webhook.
 mod serve_health;
+/// SIGTERM and SIGINT: the 5 s bound, a second signal, no publish after the signal.
+mod shutdown;
 /// A hostile volume neighbour: planted entries are never followed, removed or replaced.
 mod volume;

@@ -153,6 +153,20 @@ async fn reloads_with_fixed_ports_keep_or_rebind_their_listeners() {
     assert_eq!(http_status(&secrets(serve2)).await, Some(401), "{}", sc.logs());
     drop(taken);
 
+    // The two ports swapped in one reload: both answer, each on the other's old port.
+    std::fs::write(&path, cfg(health2, serve2, "info")).unwrap();
+    wait_for("the swap reloaded", LIMIT, || (reloads(&sc) == 3).then_some(())).await;
+    eventually("health on the old secrets port", LIMIT, || async {
+        (http_status(&healthz(serve2)).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(&secrets(health2)).await, Some(401), "secrets on the old health port:\n{}", sc.logs());
+    std::fs::write(&path, cfg(serve2, health2, "info")).unwrap();
+    wait_for("swapped back", LIMIT, || (reloads(&sc) == 4).then_some(())).await;
+    eventually("health back", LIMIT, || async { (http_status(&healthz(health2)).await == Some(200)).then_some(()) })
+        .await;
+    assert_eq!(http_status(&secrets(serve2)).await, Some(401), "{}", sc.logs());
+
     // The log level changes with a reload too.
     assert!(!sc.logs().contains("poll finished"), "debug lines at level info");
     std::fs::write(&path, cfg(serve2, health2, "debug")).unwrap();
@@ -226,7 +240,18 @@ async fn config_edits_during_publishes_never_leave_a_file_missing() {
         let before = publishes(&sc);
         std::fs::write(&path, cfg(if edit % 2 == 1 { "0.1" } else { "0" })).unwrap();
         wait_for("the reload", LIMIT, || (reloads(&sc) >= edit).then_some(())).await;
-        wait_for("a publish after it", LIMIT, || (publishes(&sc) > before).then_some(())).await;
+        let deadline = std::time::Instant::now() + LIMIT;
+        while publishes(&sc) <= before {
+            if std::time::Instant::now() > deadline {
+                let logs = sc.logs();
+                let tail: Vec<&str> = logs.lines().filter(|l| !l.contains("DEBUG")).collect();
+                panic!(
+                    "no publish after edit {edit} within {LIMIT:?}; the log ends:\n{}",
+                    tail[tail.len().saturating_sub(40)..].join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     rotator.await.unwrap();
@@ -235,4 +260,69 @@ async fn config_edits_during_publishes_never_leave_a_file_missing() {
     figure("config_edits_during_publishes", &[("checks", checks.to_string()), ("publishes", publishes.to_string())]);
     assert!(publishes >= 30, "only {publishes} publishes");
     assert!(missing.is_empty(), "{} reads found a file missing, first {:?}", missing.len(), missing.first());
+}
+
+/// A reload that stops the sync loop while its publish runs: the changes that publish carried
+/// are still posted to the webhook (by the next loop's publish), not dropped with the loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_of_a_publish_cut_short_by_a_reload_still_reach_the_webhook() {
+    use crate::shutdown::{have_strace, Delay, STAT};
+    if !have_strace() {
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "a", "v1").unwrap();
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/-/reload", hook.local_addr().unwrap());
+    let (tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = hook.accept().await.unwrap();
+            let tx = tx.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        hyper::body::Bytes::new(),
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let cfg = |jitter: &str| {
+        format!(
+            "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: a\non_change:\n  webhook: \"{hook_url}\"\n",
+            w.base_config("1s").replace("jitter: 0", &format!("jitter: {jitter}")),
+            w.vault("main")
+        )
+    };
+    std::fs::create_dir_all(w.out()).unwrap();
+    let path = w.write_config(&cfg("0"));
+    let sc = Sidecar::spawn(&w, &path, &[], &[]);
+    tokio::time::timeout(LIMIT, bodies.recv()).await.expect("the first publish notified").unwrap();
+
+    // The next publish takes about 2 s (two looks at output.dir, a second each); a reload
+    // stops its loop meanwhile.
+    let Some(_delay) = Delay::attach(&w, sc.child.id(), &w.out(), STAT, Duration::from_secs(1)).await else {
+        return;
+    };
+    let version = w.emu.set_secret("main", "a", "v2").unwrap();
+    wait_for("the update (a publish starts)", LIMIT, || sc.logs().contains(" updated ").then_some(())).await;
+    std::fs::write(&path, cfg("0.05")).unwrap();
+    wait_for("the reload", LIMIT, || (reloads(&sc) == 1).then_some(())).await;
+    let body = tokio::time::timeout(LIMIT, bodies.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the change of the publish the reload cut short was never posted:\n{}", sc.logs()))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["changed"][0]["path"], "a", "{body}");
+    assert_eq!(body["changed"][0]["version"], version.as_str(), "{body}");
+    assert_eq!(read(&w.out(), "a").as_deref(), Some("v2"));
 }

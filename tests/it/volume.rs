@@ -237,3 +237,97 @@ async fn an_app_under_another_uid_in_fs_group_reads_every_file() {
     }
     assert!(entries.len() >= 4, "{entries:?}");
 }
+
+/// A token file another uid planted before the sidecar wrote its own (the volume is writable
+/// by every container) never becomes the token: in a plain dir it is replaced by a new one; in
+/// a sticky dir, where it cannot be replaced, the start fails naming the file and its owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_planted_by_another_uid_never_becomes_the_token() {
+    if !is_root() {
+        println!("SKIPPED: needs root to make a file of another uid");
+        return;
+    }
+    const PLANTED: &str = "planted-token-0123456789abcdef";
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    let out = w.out();
+    std::fs::create_dir_all(&out).unwrap();
+    let token = out.join(".sidecar-token");
+    std::fs::write(&token, PLANTED).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o444)).unwrap();
+    chown(&token, 1000, 1000);
+
+    // A plain dir, the sidecar as root: the planted file is replaced by a token of its own.
+    let sc = Sidecar::spawn(&w, &w.write_config(&config(&w, &["api-key"])), &[], &[]);
+    wait_for("first publish", LIMIT, || read(&out, "api-key")).await;
+    let (_, serve) = listener_addrs(&sc).await;
+    let get = |t: String| async move {
+        reqwest::Client::new()
+            .get(format!("http://{serve}/v1/secrets/api-key"))
+            .header("X-Sidecar-Token", t)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get(PLANTED.into()).await, 401, "the planted token was taken:\n{}", sc.logs());
+    let now = std::fs::read_to_string(&token).unwrap();
+    assert_ne!(now, PLANTED);
+    assert_eq!(get(now).await, 200);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::symlink_metadata(&token).unwrap().uid(), 0, "the token file is the sidecar's now");
+    drop(sc);
+
+    // A sticky dir, the sidecar as 65532: the foreign file cannot be replaced; the start fails.
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(&token, PLANTED).unwrap();
+    chown(&token, 1000, 1000);
+    readable_by_all(&w);
+    let mut sc = Sidecar::spawn_as(&w, &w.write_config(&config(&w, &["api-key"])), 65532, 65532);
+    let status = sc.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(1), "{}", sc.logs());
+    let logs = sc.logs();
+    assert!(logs.contains(".sidecar-token") && logs.contains("uid 1000"), "names the file and its owner:\n{logs}");
+    assert!(!logs.contains(PLANTED), "{logs}");
+    assert!(read(&out, "api-key").is_none(), "nothing served or published with a foreign token");
+}
+
+/// A `..data` link of another uid in a sticky volume cannot be replaced by anyone but its owner
+/// (or root): every publish fails. What holds: the cause is logged once at error level at the
+/// start (owner, sticky bit, what to do), every failed publish is counted in
+/// `sidecar_publish_total{result="failure"}`, the listeners keep answering, no snapshot leaks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_data_link_in_a_sticky_volume_is_named_at_start_and_failures_are_counted() {
+    if !is_root() {
+        println!("SKIPPED: needs root to make entries of another uid");
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    let out = w.out();
+    std::fs::create_dir_all(&out).unwrap();
+    symlink("..2020_01_01_00_00_00.000000000", out.join("..data")).unwrap();
+    let ok = std::process::Command::new("chown").args(["-h", "1000:1000"]).arg(out.join("..data")).status().unwrap();
+    assert!(ok.success());
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    readable_by_all(&w);
+    let sc = Sidecar::spawn_as(&w, &w.write_config(&config(&w, &["api-key"])), 65532, 65532);
+    let (health, _) = listener_addrs(&sc).await;
+    let failures = || async {
+        let body = reqwest::get(format!("http://{health}/metrics")).await.ok()?.text().await.ok()?;
+        let line = body.lines().find(|l| l.starts_with("sidecar_publish_total{result=\"failure\"}"))?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    };
+    eventually("two failed publishes counted", LIMIT, || async { failures().await.filter(|n| *n >= 2.0) }).await;
+    assert_eq!(http_status(&format!("http://{health}/healthz")).await, Some(200), "health keeps answering");
+    let logs = sc.logs();
+    let named: Vec<&str> =
+        logs.lines().filter(|l| l.contains("ERROR") && l.contains("..data") && l.contains("uid 1000")).collect();
+    assert_eq!(named.len(), 1, "the cause logged once at error level:\n{logs}");
+    assert!(named[0].contains("sticky") && named[0].contains("remove"), "says why and what to do: {}", named[0]);
+    assert!(!sc.child_exited(), "still running");
+    assert_eq!(stamp_dirs(&out), 0, "no snapshot leaks");
+}
