@@ -14,7 +14,7 @@
 # tests (tests/it/container.rs) and the arm64 tests under qemu (tests/it/arm64.rs), which
 # otherwise print SKIPPED.
 # Installs what it needs (rustfmt and clippy through rustup; Python packages into
-# target/*-venv; promtool from Debian's prometheus package and a JRE, as root; for the images:
+# target/*-venv; promtool from Debian's prometheus package, strace and a JRE, as root; for the images:
 # rustup's rust-src and musl targets, Debian's musl-tools, gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross, qemu-user-static and busybox-static)
 # and touches nothing else.
@@ -38,6 +38,17 @@ if ! command -v promtool >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
     echo "==> no promtool and not root: the monitoring tests will print SKIPPED (apt-get install prometheus)"
+  fi
+fi
+
+# strace (Debian's package): the shutdown tests (tests/it/shutdown.rs) slow one syscall of the
+# running sidecar with it; SKIPPED without it, outside CI.
+if ! command -v strace >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "==> installing Debian's strace package"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null
+  else
+    echo "==> no strace and not root: the shutdown tests will print SKIPPED (apt-get install strace)"
   fi
 fi
 
