@@ -178,7 +178,7 @@ fn also(allowed: &[String]) -> String {
 
 /// Decide the identity from config and environment, with no network. Config values win over
 /// the environment. Errors name the key and how to fix it.
-pub fn resolve(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+pub fn resolve(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     match cfg.mode {
         IdentityMode::Auto => resolve(&IdentityConfig { mode: auto_mode(cfg, env), ..cfg.clone() }, cloud, env),
         IdentityMode::Workload => workload(cfg, cloud, env),
@@ -246,7 +246,7 @@ fn app_registration(mode: &str, cfg: &IdentityConfig, env: &AzureEnv) -> Result<
     Ok((client_id, tenant_id))
 }
 
-fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+fn workload(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let token_file = cfg.federated_token_file.clone().or_else(|| env.federated_token_file.as_ref().map(PathBuf::from)).ok_or_else(|| {
         err(
             "identity.federated_token_file",
@@ -264,7 +264,7 @@ fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Resolv
     })
 }
 
-fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+fn client_secret(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let secret = match (&cfg.client_secret_file, &env.client_secret) {
         (Some(path), _) => SecretSource::File(path.clone()),
         (None, Some(s)) => SecretSource::Env(SecretString::new(s.clone())),
@@ -285,7 +285,7 @@ fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<R
     })
 }
 
-fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+fn client_certificate(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let cert_file = cfg
         .client_certificate_file
         .clone()
@@ -453,7 +453,7 @@ fn user_assigned(cfg: &IdentityConfig, env: &AzureEnv) -> Result<Option<UserAssi
 
 /// `identity.authority_host`, else `AZURE_AUTHORITY_HOST`, else the cloud's; https unless the
 /// host is loopback (a local emulator).
-fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, ConfigError> {
+fn authority(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<Url, ConfigError> {
     const KEY: &str = "identity.authority_host";
     let (url, origin) = match (&cfg.authority_host, &env.authority_host) {
         (Some(u), _) => (u.clone(), "identity.authority_host"),
