@@ -133,12 +133,10 @@ fn cloud(value: &str, custom: Option<&RawCustomCloud>) -> Result<Cloud> {
     ];
     let builtin = match (one_of("cloud", value, &names)?, custom) {
         (CloudName::Custom, Some(raw)) => return custom_cloud(raw).map(|c| Cloud::Custom(std::sync::Arc::new(c))),
-        (CloudName::Custom, None) => {
-            return Err(ConfigError::new(
-                "custom_cloud",
-                "required with cloud: custom: authority_host, keyvault_suffix, keyvault_audience and appconfig_audience",
-            ))
-        }
+        (CloudName::Custom, None) => return Err(ConfigError::new(
+            "custom_cloud",
+            "required with cloud: custom: authority_host, keyvault_suffix, keyvault_audience and appconfig_audience",
+        )),
         (CloudName::Public, _) => Cloud::Public,
         (CloudName::China, _) => Cloud::China,
         (CloudName::UsGov, _) => Cloud::UsGov,
@@ -165,10 +163,7 @@ fn custom_cloud(raw: &RawCustomCloud) -> Result<CustomCloud> {
     if let Some(first) = missing.first() {
         return Err(ConfigError::new(
             format!("custom_cloud.{first}"),
-            format!(
-                "required with cloud: custom (every key of custom_cloud is; missing: {})",
-                missing.join(", ")
-            ),
+            format!("required with cloud: custom (every key of custom_cloud is; missing: {})", missing.join(", ")),
         ));
     }
     let get = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -1013,17 +1008,46 @@ mod tests {
         let mut raw = base();
         raw.cloud = "custom".into();
         assert_err(&raw, "custom_cloud", "required with cloud: custom");
-        raw.custom_cloud = Some(RawCustomCloud { keyvault_suffix: Some("vault.example.net".into()), ..Default::default() });
-        assert_err(&raw, "custom_cloud.authority_host", "missing: authority_host, keyvault_audience, appconfig_audience");
+        raw.custom_cloud =
+            Some(RawCustomCloud { keyvault_suffix: Some("vault.example.net".into()), ..Default::default() });
+        assert_err(
+            &raw,
+            "custom_cloud.authority_host",
+            "missing: authority_host, keyvault_audience, appconfig_audience",
+        );
         for (bad, key) in [
-            (RawCustomCloud { authority_host: Some("login.example.net".into()), ..custom_raw() }, "custom_cloud.authority_host"),
-            (RawCustomCloud { authority_host: Some("http://login.example.net".into()), ..custom_raw() }, "custom_cloud.authority_host"),
-            (RawCustomCloud { keyvault_suffix: Some("https://vault.example.net".into()), ..custom_raw() }, "custom_cloud.keyvault_suffix"),
-            (RawCustomCloud { keyvault_suffix: Some(".vault.example.net".into()), ..custom_raw() }, "custom_cloud.keyvault_suffix"),
+            (
+                RawCustomCloud { authority_host: Some("login.example.net".into()), ..custom_raw() },
+                "custom_cloud.authority_host",
+            ),
+            (
+                RawCustomCloud { authority_host: Some("http://login.example.net".into()), ..custom_raw() },
+                "custom_cloud.authority_host",
+            ),
+            (
+                RawCustomCloud { keyvault_suffix: Some("https://vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_suffix",
+            ),
+            (
+                RawCustomCloud { keyvault_suffix: Some(".vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_suffix",
+            ),
             (RawCustomCloud { keyvault_suffix: Some("net".into()), ..custom_raw() }, "custom_cloud.keyvault_suffix"),
-            (RawCustomCloud { keyvault_audience: Some("vault.example.net".into()), ..custom_raw() }, "custom_cloud.keyvault_audience"),
-            (RawCustomCloud { keyvault_audience: Some("http://vault.example.net".into()), ..custom_raw() }, "custom_cloud.keyvault_audience"),
-            (RawCustomCloud { appconfig_audience: Some("https://appconfig.example.net/.default".into()), ..custom_raw() }, "custom_cloud.appconfig_audience"),
+            (
+                RawCustomCloud { keyvault_audience: Some("vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_audience",
+            ),
+            (
+                RawCustomCloud { keyvault_audience: Some("http://vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_audience",
+            ),
+            (
+                RawCustomCloud {
+                    appconfig_audience: Some("https://appconfig.example.net/.default".into()),
+                    ..custom_raw()
+                },
+                "custom_cloud.appconfig_audience",
+            ),
         ] {
             raw.custom_cloud = Some(bad);
             let e = validate(&raw).unwrap_err();

@@ -1006,11 +1006,7 @@ mod tests {
             let err = check(bad).unwrap_err();
             assert!(err.contains("vault.azure.net"), "{bad}: {err}");
         }
-        assert!(trusted_vault(
-            Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(),
-            "vault.azure.cn"
-        )
-        .is_ok());
+        assert!(trusted_vault(Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(), "vault.azure.cn").is_ok());
     }
 
     #[test]

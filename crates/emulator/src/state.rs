@@ -111,6 +111,9 @@ pub struct RequestRecord {
     pub headers: BTreeMap<String, String>,
     /// Names of the form fields of a token request (`client_assertion`, `scope`, ...).
     pub form_keys: Vec<String>,
+    /// The `scope` of a token request (a resource name, never a credential).
+    #[serde(default)]
+    pub scope: Option<String>,
     /// The status answered, once known (absent while a hung request is still waiting).
     pub status: Option<u16>,
     /// When the request arrived, in milliseconds since the Unix epoch (to measure the spacing
