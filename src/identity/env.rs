@@ -24,6 +24,10 @@ pub struct AzureEnv {
     /// Secret: never printed.
     pub access_token: Option<String>,
     pub ssl_cert_file: Option<String>,
+    /// `AZURE_REGIONAL_AUTHORITY_NAME`: regional Entra token issuance for service principals.
+    pub regional_authority_name: Option<String>,
+    /// `REGION_NAME`: where MSAL's region auto-detection looks first.
+    pub region_name: Option<String>,
 }
 
 impl AzureEnv {
@@ -45,6 +49,8 @@ impl AzureEnv {
             identity_server_thumbprint: get("IDENTITY_SERVER_THUMBPRINT"),
             access_token: get("ACCESS_TOKEN"),
             ssl_cert_file: get("SSL_CERT_FILE"),
+            regional_authority_name: get("AZURE_REGIONAL_AUTHORITY_NAME"),
+            region_name: get("REGION_NAME"),
         }
     }
 }

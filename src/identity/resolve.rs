@@ -29,6 +29,8 @@ pub enum ResolvedIdentity {
         client_id: String,
         secret: SecretSource,
         allowed_tenants: Vec<String>,
+        /// `AZURE_REGIONAL_AUTHORITY_NAME`: tokens from the regional endpoint of this region.
+        region: Option<String>,
     },
     /// Service principal with a certificate: a PEM or PKCS#12 file with the key and the
     /// certificate, a PKCS#12 password if any, and whether the chain goes in `x5c`.
@@ -40,6 +42,7 @@ pub enum ResolvedIdentity {
         password: Option<SecretSource>,
         send_chain: bool,
         allowed_tenants: Vec<String>,
+        region: Option<String>,
     },
     /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
     Managed { endpoint: Url, identity: Option<UserAssigned> },
@@ -115,16 +118,17 @@ impl fmt::Display for ResolvedIdentity {
                 token_file.display(),
                 authority(a)
             ),
-            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants } => {
+            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants, region } => {
                 let from = match secret {
                     SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
                     SecretSource::File(p) => format!("file {}", p.display()),
                 };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, secret from {from}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, secret from {from}, authority {}{})",
                     also(allowed_tenants),
-                    authority(a)
+                    authority(a),
+                    in_region(a, region)
                 )
             }
             ResolvedIdentity::ClientCertificate {
@@ -135,6 +139,7 @@ impl fmt::Display for ResolvedIdentity {
                 password,
                 send_chain,
                 allowed_tenants,
+                region,
             } => {
                 let password = match password {
                     None => String::new(),
@@ -144,10 +149,11 @@ impl fmt::Display for ResolvedIdentity {
                 let chain = if *send_chain { ", sends the chain (x5c)" } else { "" };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, certificate file {}{password}{chain}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, certificate file {}{password}{chain}, authority {}{})",
                     also(allowed_tenants),
                     cert_file.display(),
-                    authority(a)
+                    authority(a),
+                    in_region(a, region)
                 )
             }
             ResolvedIdentity::Arc { endpoint, identity } => {
@@ -163,6 +169,17 @@ impl fmt::Display for ResolvedIdentity {
                 SecretSource::Env(_) => write!(f, "{mode} (from ACCESS_TOKEN)"),
                 SecretSource::File(p) => write!(f, "{mode} (from file {})", p.display()),
             },
+        }
+    }
+}
+
+/// `, region westus2 (tokens from https://westus2.login.microsoft.com)` for the identity line.
+fn in_region(authority: &Url, region: &Option<String>) -> String {
+    match region {
+        None => String::new(),
+        Some(r) => {
+            let regional = super::aad::regional_authority(authority, r);
+            format!(", region {r} (tokens from {})", regional.as_str().trim_end_matches('/'))
         }
     }
 }
@@ -282,7 +299,40 @@ fn client_secret(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<
         client_id,
         secret,
         allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+        region: region(env)?,
     })
+}
+
+/// `AZURE_REGIONAL_AUTHORITY_NAME` as azure-identity reads it (`msal_credentials.py`) and MSAL
+/// applies it (`_get_regional_authority`): a region name, or `TryAutoDetect` / `true` for the
+/// region MSAL detects, here `REGION_NAME` (MSAL would also ask IMDS; without `REGION_NAME`
+/// the central authority is used, as MSAL does when detection finds nothing). Service
+/// principals only: azure-identity's workload identity credential does not take it.
+fn region(env: &AzureEnv) -> Result<Option<String>, ConfigError> {
+    let Some(name) = env.regional_authority_name.as_deref().map(str::trim) else { return Ok(None) };
+    let valid = |r: &str| {
+        (1..=63).contains(&r.len())
+            && r.starts_with(|c: char| c.is_ascii_lowercase())
+            && !r.ends_with('-')
+            && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let region = if name.eq_ignore_ascii_case("tryautodetect") || name.eq_ignore_ascii_case("true") {
+        match env.region_name.as_deref() {
+            Some(r) if valid(r) => r.to_string(),
+            _ => return Ok(None),
+        }
+    } else {
+        name.to_string()
+    };
+    if !valid(&region) {
+        return Err(err(
+            "identity.authority_host",
+            format!(
+                "AZURE_REGIONAL_AUTHORITY_NAME={name:?} is not a region name (lower-case letters, digits and dashes, like westus2) nor TryAutoDetect"
+            ),
+        ));
+    }
+    Ok(Some(region))
 }
 
 fn client_certificate(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -321,6 +371,7 @@ fn client_certificate(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Re
         password,
         send_chain,
         allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+        region: region(env)?,
     })
 }
 
@@ -497,11 +548,13 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
             password,
             send_chain,
             allowed_tenants,
+            region,
         } => Arc::new(
             ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file)
                 .with_password(password)
                 .sending_chain(send_chain)
-                .allowing_tenants(allowed_tenants),
+                .allowing_tenants(allowed_tenants)
+                .in_region(region),
         ),
         ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),
@@ -511,10 +564,13 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
             WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
                 .allowing_tenants(allowed_tenants),
         ),
-        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants } => Arc::new(
-            ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)
-                .allowing_tenants(allowed_tenants),
-        ),
+        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants, region } => {
+            Arc::new(
+                ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)
+                    .allowing_tenants(allowed_tenants)
+                    .in_region(region),
+            )
+        }
         ResolvedIdentity::Managed { endpoint, identity } => Arc::new(ImdsCredential::new(client, &endpoint, identity)),
         ResolvedIdentity::AppService { endpoint, header, identity } => {
             Arc::new(AppServiceCredential::new(client, endpoint, header, identity))

@@ -173,3 +173,43 @@ async fn a_cae_claims_challenge_gets_a_fresh_token_carrying_the_claims() {
     assert_eq!(with_claims.count(), 1, "one token request carried the claims: {log:?}");
     assert!(sc.logs().contains("CAE"), "{}", sc.logs());
 }
+
+/// `AZURE_REGIONAL_AUTHORITY_NAME` (regional Entra issuance, as MSAL builds it for the service
+/// principals of azure-identity): the token request goes to `{region}.{authority host}` (here
+/// `westus2.login.sov.localhost`, the emulator's authority by name) and the secret is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_regional_authority_name_sends_token_requests_to_the_regional_host() {
+    let w = world().await;
+    w.emu.set_secret("main", "db-password", CANARY).unwrap();
+    let authority = w.emu.authority_dns_url().unwrap();
+    let identity = format!(
+        "identity:\n  mode: client-secret\n  client_id: \"{}\"\n  tenant_id: \"{}\"\n  client_secret_file: \"{}\"\n",
+        w.emu.client_id(),
+        w.emu.tenant_id(),
+        w.emu.client_secret_file().display()
+    );
+    let text = std::fs::read_to_string(config(
+        &w,
+        "",
+        "  - type: keyvault\n    vault: main\n    secrets:\n      - name: db-password\n",
+    ))
+    .unwrap();
+    let body = text.split_once("cloud: custom\n").unwrap().1.replace(w.emu.authority_url(), &authority);
+    let cfg = w.write_config(&format!("{identity}cloud: custom\n{body}"));
+    let mut env = proxied(&w);
+    env.push(("AZURE_REGIONAL_AUTHORITY_NAME", "westus2".to_string()));
+    let check = base_command(&env).arg("check").arg("--config").arg(&cfg).output().unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains(&format!("region westus2 (tokens from https://westus2.login.{DOMAIN})")), "{stdout}");
+    let sc = Sidecar::spawn(&w, &cfg, &[], &env);
+    wait_for("the secret", LIMIT, || (read(&w.out(), "db-password").as_deref() == Some(CANARY)).then_some(())).await;
+    let hosts: Vec<String> = w
+        .emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::Aad && r.method == "POST")
+        .filter_map(|r| r.headers.get("host").cloned())
+        .collect();
+    assert!(!hosts.is_empty() && hosts.iter().all(|h| h == &format!("westus2.login.{DOMAIN}")), "{hosts:?}");
+    drop(sc);
+}

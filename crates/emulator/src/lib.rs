@@ -15,7 +15,7 @@
 //! | one per App Configuration store | https | `GET /kv`, `GET /kv/{key}` and `GET /snapshots/{name}` of that store, also on each of its `--store-replicas` addresses (`appconfig.rs`) |
 //! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`), `GET /msi/token` (App Service / Container Apps, `app_service.rs`) and the control API `/_emulator/...` |
 //! | arc | http | `GET /metadata/identity/oauth2/token` with the Azure Arc challenge (`arc.rs`) |
-//! | proxy (with `dns_domain`) | http | `CONNECT {vault}.vault.{domain}:443` (and `{hsm}.managedhsm.{domain}`) to that vault; loopback passed through (`proxy.rs`) |
+//! | proxy (with `dns_domain`) | http | `CONNECT {vault}.vault.{domain}:443` (and `{hsm}.managedhsm.{domain}`) to that vault, `login.{domain}` and `{region}.login.{domain}` to the authority; loopback passed through (`proxy.rs`) |
 //!
 //! A Managed HSM (`managed_hsms`) is a vault whose audience and challenge are
 //! `managedhsm_resource`; a vault of `vault_tenants` names its own tenant in its challenge and
@@ -258,6 +258,7 @@ pub(crate) struct Shared {
     pub(crate) vault_tenants: BTreeMap<String, String>,
     /// The CONNECT proxy's URL, with `dns_domain`.
     pub(crate) proxy_url: Option<String>,
+    pub(crate) dns_domain: Option<String>,
     pub(crate) store_urls: BTreeMap<String, String>,
     /// Per store, its replicas' URLs in order.
     pub(crate) replica_urls: BTreeMap<String, Vec<String>>,
@@ -317,6 +318,7 @@ impl Shared {
             "vault_resources": self.vault_resources,
             "vault_tenants": self.vault_tenants,
             "proxy_url": self.proxy_url,
+            "authority_dns_url": self.dns_domain.as_ref().map(|d| format!("https://login.{d}")),
             "ca_file": self.files.ca_file,
             "federated_token_file": self.files.federated_token_file,
             "client_secret_file": self.files.client_secret_file,
@@ -437,6 +439,11 @@ impl Emulator {
         })?;
         let mut tls_names: Vec<String> = config.advertise_host.iter().cloned().collect();
         tls_names.extend(vault_hosts.values().cloned());
+        if let Some(domain) = &config.dns_domain {
+            // The authority by name too, and its regional forms (`westus2.login.{domain}`).
+            tls_names.push(format!("login.{domain}"));
+            tls_names.push(format!("*.login.{domain}"));
+        }
         let tls = tls::generate(&tls_names)?;
         let files = write_files(&state_dir, &tls.ca_pem).await?;
 
@@ -481,7 +488,11 @@ impl Emulator {
             }
         }
         let proxy = match &config.dns_domain {
-            Some(_) => Some(server::bind(config.bind, "CONNECT proxy").await?),
+            Some(domain) => {
+                proxy_routes.insert(format!("login.{domain}"), authority.local_addr()?);
+                proxy_routes.insert(format!("*.login.{domain}"), authority.local_addr()?);
+                Some(server::bind(config.bind, "CONNECT proxy").await?)
+            }
             None => None,
         };
         let proxy_url = match &proxy {
@@ -521,6 +532,7 @@ impl Emulator {
             vault_resources,
             vault_tenants,
             proxy_url,
+            dns_domain: config.dns_domain.clone(),
             store_urls,
             replica_urls,
             appconfig: appconfig::Stores::new(&stores),
@@ -598,6 +610,12 @@ impl Handle {
 
     pub fn vault_urls(&self) -> &BTreeMap<String, String> {
         &self.shared.vault_urls
+    }
+
+    /// With `dns_domain`: the authority by name (`https://login.{domain}`, through the proxy;
+    /// `{region}.login.{domain}` reaches it too, as a regional authority).
+    pub fn authority_dns_url(&self) -> Option<String> {
+        self.shared.dns_domain.as_ref().map(|domain| format!("https://login.{domain}"))
     }
 
     /// With `dns_domain`: the CONNECT proxy that reaches the vaults by name (`http://127.0.0.1:<port>`),

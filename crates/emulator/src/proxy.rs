@@ -76,7 +76,8 @@ fn route(target: &str, routes: &BTreeMap<String, SocketAddr>) -> Option<SocketAd
     let (host, port) = target.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    if let Some(addr) = routes.get(&host) {
+    let wildcard = host.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+    if let Some(addr) = routes.get(&host).or_else(|| wildcard.and_then(|w| routes.get(&w))) {
         return (port == 443).then_some(*addr);
     }
     let ip: IpAddr = if host == "localhost" { IpAddr::from([127, 0, 0, 1]) } else { host.parse().ok()? };
@@ -90,7 +91,13 @@ mod tests {
     #[test]
     fn names_it_serves_and_loopback_only() {
         let vault: SocketAddr = "127.0.0.1:9001".parse().unwrap();
-        let routes = BTreeMap::from([("main.vault.sov.localhost".to_string(), vault)]);
+        let login: SocketAddr = "127.0.0.1:9002".parse().unwrap();
+        let routes = BTreeMap::from([
+            ("main.vault.sov.localhost".to_string(), vault),
+            ("*.login.sov.localhost".to_string(), login),
+        ]);
+        assert_eq!(route("westus2.login.sov.localhost:443", &routes), Some(login));
+        assert_eq!(route("a.westus2.login.sov.localhost:443", &routes), None, "one label only");
         assert_eq!(route("MAIN.vault.sov.localhost:443", &routes), Some(vault));
         assert_eq!(route("main.vault.sov.localhost:8443", &routes), None);
         assert_eq!(route("127.0.0.1:8443", &routes), Some("127.0.0.1:8443".parse().unwrap()));

@@ -123,7 +123,8 @@ pub struct RequestRecord {
 }
 
 /// Request headers copied into the log: none of them carries a credential.
-pub(crate) const LOGGED_HEADERS: [&str; 8] = [
+pub(crate) const LOGGED_HEADERS: [&str; 9] = [
+    "host",
     "metadata",
     "if-none-match",
     "if-match",

@@ -125,6 +125,7 @@ fn client_certificate_comes_after_client_secret_and_before_workload_identity() {
             password: None,
             send_chain: false,
             allowed_tenants: vec![],
+            region: None,
         }
     );
     assert_eq!(
@@ -346,4 +347,29 @@ fn sdk_environment_forms_are_read_as_azure_identity_reads_them() {
     ];
     let e = resolve(&cfg(), &Cloud::Public, &env(&vars)).unwrap_err();
     assert!(e.reason.contains("Service Fabric"), "{e:?}");
+}
+
+#[test]
+fn a_regional_authority_name_sends_service_principals_to_the_regional_endpoint() {
+    let sp = [("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_SECRET", "s")];
+    let with = |extra: &[(&'static str, &'static str)]| [&sp[..], extra].concat();
+    let r = resolve(&cfg(), &Cloud::Public, &env(&with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "westus2")]))).unwrap();
+    assert!(
+        r.to_string().ends_with("authority https://login.microsoftonline.com, region westus2 (tokens from https://westus2.login.microsoft.com))"),
+        "{r}"
+    );
+    // Other clouds: the region goes before the authority's host (MSAL's rule).
+    let r = resolve(&cfg(), &Cloud::UsGov, &env(&with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "usgovvirginia")]))).unwrap();
+    assert!(r.to_string().contains("tokens from https://usgovvirginia.login.microsoftonline.us"), "{r}");
+    // TryAutoDetect takes REGION_NAME; without it, the central authority.
+    let auto = with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "TryAutoDetect"), ("REGION_NAME", "eastus")]);
+    assert!(resolve(&cfg(), &Cloud::Public, &env(&auto)).unwrap().to_string().contains("region eastus"));
+    let undetected = with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "true")]);
+    assert!(!resolve(&cfg(), &Cloud::Public, &env(&undetected)).unwrap().to_string().contains("region"));
+    let bad = with(&[("AZURE_REGIONAL_AUTHORITY_NAME", "West US/2")]);
+    let e = resolve(&cfg(), &Cloud::Public, &env(&bad)).unwrap_err();
+    assert!(e.reason.contains("AZURE_REGIONAL_AUTHORITY_NAME") && e.reason.contains("not a region name"), "{e}");
+    // Workload identity does not take it (azure-identity's ClientAssertionCredential does not).
+    let wl = [&workload_env()[..], &[("AZURE_REGIONAL_AUTHORITY_NAME", "westus2")][..]].concat();
+    assert!(!resolve(&cfg(), &Cloud::Public, &env(&wl)).unwrap().to_string().contains("region"));
 }
