@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use url::{Host, Url};
 
+use super::token_proxy::{ProxyCa, TokenProxy};
 use super::{
     AccessTokenCredential, AppServiceCredential, ArcCredential, AzureEnv, ClientCertificateCredential,
     ClientSecretCredential, Credential, IdentityError, ImdsCredential, WorkloadCredential,
@@ -21,7 +22,15 @@ use sidecar_core::secret::SecretString;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedIdentity {
     /// Federated token file exchanged at Entra ID (AKS workload identity).
-    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf, allowed_tenants: Vec<String> },
+    Workload {
+        authority: Url,
+        tenant_id: String,
+        client_id: String,
+        token_file: PathBuf,
+        allowed_tenants: Vec<String>,
+        /// `AZURE_KUBERNETES_TOKEN_PROXY` and its server name and CA.
+        token_proxy: Option<TokenProxy>,
+    },
     /// Service principal with a client secret.
     ClientSecret {
         authority: Url,
@@ -111,13 +120,35 @@ impl fmt::Display for ResolvedIdentity {
         let authority = |u: &Url| u.as_str().trim_end_matches('/').to_string();
         let selected = |id: &Option<UserAssigned>| id.as_ref().map_or("system-assigned".to_string(), |i| i.to_string());
         match self {
-            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file, allowed_tenants } => write!(
-                f,
-                "{mode} (client_id {client_id}, tenant {tenant_id}{}, token file {}, authority {})",
-                also(allowed_tenants),
-                token_file.display(),
-                authority(a)
-            ),
+            ResolvedIdentity::Workload {
+                authority: a,
+                tenant_id,
+                client_id,
+                token_file,
+                allowed_tenants,
+                token_proxy,
+            } => {
+                let proxy = match token_proxy {
+                    None => String::new(),
+                    Some(p) => format!(
+                        ", token proxy {}{}{}",
+                        p.endpoint.as_str().trim_end_matches('/'),
+                        p.sni.as_ref().map_or(String::new(), |s| format!(" (server name {s})")),
+                        match &p.ca {
+                            ProxyCa::File(path) => format!(", CA file {}", path.display()),
+                            ProxyCa::Data(_) => ", CA from AZURE_KUBERNETES_CA_DATA".to_string(),
+                            ProxyCa::Default => String::new(),
+                        }
+                    ),
+                };
+                write!(
+                    f,
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, token file {}, authority {}{proxy})",
+                    also(allowed_tenants),
+                    token_file.display(),
+                    authority(a)
+                )
+            }
             ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants, region } => {
                 let from = match secret {
                     SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
@@ -278,7 +309,46 @@ fn workload(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<Resol
         client_id,
         token_file,
         allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+        token_proxy: token_proxy(env)?,
     })
+}
+
+/// The AKS token proxy variables, checked as azure-identity checks them: an https URL with no
+/// credentials, query or fragment; one CA source at most; a server name or CA without a proxy
+/// is an error (`CUSTOM_PROXY_ENV_ERROR`).
+fn token_proxy(env: &AzureEnv) -> Result<Option<TokenProxy>, ConfigError> {
+    const KEY: &str = "identity.mode";
+    let Some(endpoint) = env.kubernetes_token_proxy.as_deref() else {
+        if env.kubernetes_sni_name.is_some() || env.kubernetes_ca_file.is_some() || env.kubernetes_ca_data.is_some() {
+            return Err(err(
+                KEY,
+                "AZURE_KUBERNETES_SNI_NAME, AZURE_KUBERNETES_CA_FILE or AZURE_KUBERNETES_CA_DATA is set but AZURE_KUBERNETES_TOKEN_PROXY is not",
+            ));
+        }
+        return Ok(None);
+    };
+    let url = Url::parse(endpoint)
+        .ok()
+        .filter(|u| u.scheme() == "https" && u.host().is_some())
+        .filter(|u| u.username().is_empty() && u.password().is_none() && u.query().is_none() && u.fragment().is_none())
+        .ok_or_else(|| {
+            err(KEY, format!("AZURE_KUBERNETES_TOKEN_PROXY={endpoint:?} must be an https URL without credentials, query or fragment"))
+        })?;
+    let ca = match (&env.kubernetes_ca_file, &env.kubernetes_ca_data) {
+        (Some(_), Some(_)) => {
+            return Err(err(KEY, "both AZURE_KUBERNETES_CA_FILE and AZURE_KUBERNETES_CA_DATA are set; set only one"))
+        }
+        (Some(file), None) => ProxyCa::File(PathBuf::from(file)),
+        (None, Some(data)) => ProxyCa::Data(data.clone()),
+        (None, None) => ProxyCa::Default,
+    };
+    let sni = env.kubernetes_sni_name.clone();
+    if let Some(name) = &sni {
+        if url::Host::parse(name).is_err() || name.contains(['/', ':', '@']) {
+            return Err(err(KEY, format!("AZURE_KUBERNETES_SNI_NAME={name:?} is not a host name")));
+        }
+    }
+    Ok(Some(TokenProxy { endpoint: url, sni, ca }))
 }
 
 fn client_secret(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
@@ -560,10 +630,13 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
             Some(c) => Arc::new(c),
             None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
         },
-        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, allowed_tenants } => Arc::new(
-            WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
-                .allowing_tenants(allowed_tenants),
-        ),
+        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, allowed_tenants, token_proxy } => {
+            Arc::new(
+                WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
+                    .allowing_tenants(allowed_tenants)
+                    .through_proxy(token_proxy),
+            )
+        }
         ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants, region } => {
             Arc::new(
                 ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)

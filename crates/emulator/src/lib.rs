@@ -15,6 +15,7 @@
 //! | one per App Configuration store | https | `GET /kv`, `GET /kv/{key}` and `GET /snapshots/{name}` of that store, also on each of its `--store-replicas` addresses (`appconfig.rs`) |
 //! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`), `GET /msi/token` (App Service / Container Apps, `app_service.rs`) and the control API `/_emulator/...` |
 //! | arc | http | `GET /metadata/identity/oauth2/token` with the Azure Arc challenge (`arc.rs`) |
+//! | token proxy (with `token_proxy_sni`) | https (own CA, certificate for the SNI name only) | the authority's routes, as the AKS identity-binding token proxy |
 //! | proxy (with `dns_domain`) | http | `CONNECT {vault}.vault.{domain}:443` (and `{hsm}.managedhsm.{domain}`) to that vault, `login.{domain}` and `{region}.login.{domain}` to the authority; loopback passed through (`proxy.rs`) |
 //!
 //! A Managed HSM (`managed_hsms`) is a vault whose audience and challenge are
@@ -176,6 +177,10 @@ pub struct EmulatorConfig {
     /// take only tokens it issued (the app registration is multi-tenant: the authority issues
     /// tokens from these tenants too).
     pub vault_tenants: BTreeMap<String, String>,
+    /// An AKS identity-binding token proxy: the authority again, on its own listener, over TLS
+    /// with a certificate for this server name only, from a CA of its own
+    /// (`<state_dir>/token-proxy-ca.pem`).
+    pub token_proxy_sni: Option<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -198,6 +203,7 @@ impl Default for EmulatorConfig {
             managed_hsms: Vec::new(),
             managedhsm_resource: MANAGEDHSM_RESOURCE.to_owned(),
             vault_tenants: BTreeMap::new(),
+            token_proxy_sni: None,
         }
     }
 }
@@ -259,6 +265,8 @@ pub(crate) struct Shared {
     /// The CONNECT proxy's URL, with `dns_domain`.
     pub(crate) proxy_url: Option<String>,
     pub(crate) dns_domain: Option<String>,
+    /// The token proxy's URL (`https://127.0.0.1:<port>`) and its CA file, if one runs.
+    pub(crate) token_proxy: Option<(String, PathBuf)>,
     pub(crate) store_urls: BTreeMap<String, String>,
     /// Per store, its replicas' URLs in order.
     pub(crate) replica_urls: BTreeMap<String, Vec<String>>,
@@ -318,6 +326,8 @@ impl Shared {
             "vault_resources": self.vault_resources,
             "vault_tenants": self.vault_tenants,
             "proxy_url": self.proxy_url,
+            "token_proxy_url": self.token_proxy.as_ref().map(|(u, _)| u),
+            "token_proxy_ca_file": self.token_proxy.as_ref().map(|(_, ca)| ca),
             "authority_dns_url": self.dns_domain.as_ref().map(|d| format!("https://login.{d}")),
             "ca_file": self.files.ca_file,
             "federated_token_file": self.files.federated_token_file,
@@ -448,6 +458,15 @@ impl Emulator {
         let files = write_files(&state_dir, &tls.ca_pem).await?;
 
         let authority = server::bind(config.bind, "authority").await?;
+        let token_proxy = match &config.token_proxy_sni {
+            Some(sni) => {
+                let tls = tls::generate_for(std::slice::from_ref(sni))?;
+                let ca = state_dir.join("token-proxy-ca.pem");
+                tokio::fs::write(&ca, &tls.ca_pem).await?;
+                Some((server::bind(config.bind, "token proxy").await?, tls.acceptor, ca))
+            }
+            None => None,
+        };
         let plain = server::bind(config.bind, "IMDS and control").await?;
         let arc_listener = server::bind(config.bind, "Azure Arc").await?;
         let mut vault_listeners = Vec::with_capacity(vaults.len());
@@ -533,6 +552,12 @@ impl Emulator {
             vault_tenants,
             proxy_url,
             dns_domain: config.dns_domain.clone(),
+            token_proxy: match &token_proxy {
+                Some((listener, _, ca)) => {
+                    Some((format!("https://{host}:{}", listener.local_addr()?.port()), ca.clone()))
+                }
+                None => None,
+            },
             store_urls,
             replica_urls,
             appconfig: appconfig::Stores::new(&stores),
@@ -556,6 +581,10 @@ impl Emulator {
         ];
         if let Some(proxy) = proxy {
             tasks.push(proxy::serve(proxy, proxy_routes, cancel.clone()));
+        }
+        if let Some((listener, acceptor, _)) = token_proxy {
+            let handler = Arc::new(aad::AadHandler { shared: shared.clone() });
+            tasks.push(server::serve(listener, Some(acceptor), handler, cancel.clone()));
         }
         for (vault, listener) in vault_listeners {
             let handler = Arc::new(keyvault::VaultHandler { shared: shared.clone(), vault });
@@ -610,6 +639,12 @@ impl Handle {
 
     pub fn vault_urls(&self) -> &BTreeMap<String, String> {
         &self.shared.vault_urls
+    }
+
+    /// With `token_proxy_sni`: the token proxy's URL (`https://127.0.0.1:<port>`, for
+    /// `AZURE_KUBERNETES_TOKEN_PROXY`) and its CA's PEM file (`AZURE_KUBERNETES_CA_FILE`).
+    pub fn token_proxy(&self) -> Option<(&str, &Path)> {
+        self.shared.token_proxy.as_ref().map(|(url, ca)| (url.as_str(), ca.as_path()))
     }
 
     /// With `dns_domain`: the authority by name (`https://login.{domain}`, through the proxy;

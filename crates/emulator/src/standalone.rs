@@ -15,7 +15,7 @@ use super::{Emulator, EmulatorConfig};
 const USAGE: &str = "usage: azure-emulator [--bind IP] [--advertise-host HOST] [--state-dir DIR] \
                      [--vault NAME]... [--store NAME]... [--store-replicas N] [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID] [--arc-key-dir DIR] \
                      [--dns-domain DOMAIN] [--managed-hsm NAME]... [--vault-tenant VAULT=TENANT]... \
-                     [--keyvault-resource URL] [--managedhsm-resource URL]";
+                     [--keyvault-resource URL] [--managedhsm-resource URL] [--token-proxy-sni NAME]";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -36,7 +36,8 @@ struct Options {
 /// challenge key files), `--dns-domain DOMAIN` (vaults named `{vault}.vault.DOMAIN` and
 /// `{hsm}.managedhsm.DOMAIN`, reached through the CONNECT proxy of the info line's `proxy_url`),
 /// `--managed-hsm NAME` (repeatable), `--vault-tenant VAULT=TENANT` (a vault in another tenant),
-/// `--keyvault-resource URL`, `--managedhsm-resource URL` (the audiences). Prints one JSON line
+/// `--keyvault-resource URL`, `--managedhsm-resource URL` (the audiences), `--token-proxy-sni NAME`
+/// (an AKS token proxy: `token_proxy_url`, `token_proxy_ca_file`). Prints one JSON line
 /// to stdout once listening.
 pub async fn run_standalone(args: &[String], cancel: CancellationToken) -> Result<(), String> {
     let mut options = parse_args(args)?;
@@ -125,6 +126,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--keyvault-resource" => config.keyvault_resource = value()?,
             "--managedhsm-resource" => config.managedhsm_resource = value()?,
+            "--token-proxy-sni" => config.token_proxy_sni = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown emulator flag {other:?}\n{USAGE}")),
         }

@@ -34,6 +34,15 @@ pub(crate) fn generate(extra_hosts: &[String]) -> io::Result<ServerTls> {
     Ok(ServerTls { ca_pem, acceptor: TlsAcceptor::from(Arc::new(config)) })
 }
 
+/// A CA of its own and a certificate it signs for `names` only (no loopback names): a server
+/// that a client can verify only under one of those names (the AKS token proxy's SNI name).
+pub(crate) fn generate_for(names: &[String]) -> io::Result<ServerTls> {
+    let (ca_pem, issuer) = new_ca().map_err(tls_error)?;
+    let (cert_der, key_der) = new_server_cert(names.to_vec(), &issuer).map_err(tls_error)?;
+    let config = server_config(cert_der, key_der)?;
+    Ok(ServerTls { ca_pem, acceptor: TlsAcceptor::from(Arc::new(config)) })
+}
+
 fn new_ca() -> Result<(String, Issuer<'static, KeyPair>), rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -173,6 +173,7 @@ fn config_values_win_over_the_environment() {
             client_id: "cfg-client".into(),
             token_file: "/cfg/token".into(),
             allowed_tenants: vec![],
+            token_proxy: None,
         }
     );
 }
@@ -372,4 +373,39 @@ fn a_regional_authority_name_sends_service_principals_to_the_regional_endpoint()
     // Workload identity does not take it (azure-identity's ClientAssertionCredential does not).
     let wl = [&workload_env()[..], &[("AZURE_REGIONAL_AUTHORITY_NAME", "westus2")][..]].concat();
     assert!(!resolve(&cfg(), &Cloud::Public, &env(&wl)).unwrap().to_string().contains("region"));
+}
+
+#[test]
+fn the_aks_token_proxy_variables_are_checked_as_azure_identity_checks_them() {
+    let with = |extra: &[(&'static str, &'static str)]| [&workload_env()[..], extra].concat();
+    let r = resolve(
+        &cfg(),
+        &Cloud::Public,
+        &env(&with(&[
+            ("AZURE_KUBERNETES_TOKEN_PROXY", "https://10.0.0.1:8443/p"),
+            ("AZURE_KUBERNETES_SNI_NAME", "binding.aks"),
+            ("AZURE_KUBERNETES_CA_FILE", "/ca.pem"),
+        ])),
+    )
+    .unwrap();
+    assert!(
+        r.to_string().ends_with(", token proxy https://10.0.0.1:8443/p (server name binding.aks), CA file /ca.pem)"),
+        "{r}"
+    );
+    for (bad, why) in [
+        (vec![("AZURE_KUBERNETES_SNI_NAME", "binding.aks")], "AZURE_KUBERNETES_TOKEN_PROXY is not"),
+        (vec![("AZURE_KUBERNETES_TOKEN_PROXY", "http://10.0.0.1")], "must be an https URL"),
+        (vec![("AZURE_KUBERNETES_TOKEN_PROXY", "https://u:p@10.0.0.1")], "must be an https URL"),
+        (
+            vec![
+                ("AZURE_KUBERNETES_TOKEN_PROXY", "https://10.0.0.1"),
+                ("AZURE_KUBERNETES_CA_FILE", "/ca.pem"),
+                ("AZURE_KUBERNETES_CA_DATA", "pem"),
+            ],
+            "set only one",
+        ),
+    ] {
+        let e = resolve(&cfg(), &Cloud::Public, &env(&with(&bad))).unwrap_err();
+        assert!(e.reason.contains(why), "{bad:?}: {e}");
+    }
 }
