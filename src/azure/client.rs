@@ -374,7 +374,7 @@ pub fn pem_roots(pem: &[u8], origin: &str) -> Result<Vec<reqwest::Certificate>, 
     let path = origin;
     let mut certs = Vec::new();
     let mut skipped = 0usize;
-    for item in CertificateDer::pem_slice_iter(&pem) {
+    for item in CertificateDer::pem_slice_iter(pem) {
         let der = item.map_err(|e| setup(format!("invalid PEM: {e}")))?;
         if rustls::RootCertStore::empty().add(der.clone()).is_err() {
             skipped += 1;
