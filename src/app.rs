@@ -89,7 +89,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
 fn check(flag: Option<PathBuf>, env: &[(String, String)]) -> Result<(), AppError> {
     let source = ConfigSource::resolve(flag, env);
     let cfg = config::load(source.path(), env)?;
-    let ident = identity::resolve(&cfg.identity, cfg.cloud, &AzureEnv::from_vars(env))?;
+    let ident = identity::resolve(&cfg.identity, &cfg.cloud, &AzureEnv::from_vars(env))?;
     println!("# config: {}", source.path().display());
     println!("# identity: {ident}");
     print!("{}", config::render(&cfg));
@@ -177,7 +177,7 @@ fn migrate_csi(
 /// (the file writer, the listeners, the webhook) are the supervisor's: they outlive a reload.
 fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Result<Built, RunError> {
     let azure_env = AzureEnv::from_vars(env);
-    let resolved = identity::resolve(&cfg.identity, cfg.cloud, &azure_env)?;
+    let resolved = identity::resolve(&cfg.identity, &cfg.cloud, &azure_env)?;
     let settings = HttpSettings {
         ca_file: cfg.tls.ca_file.clone(),
         ssl_cert_file: azure_env.ssl_cert_file.as_ref().map(PathBuf::from),
@@ -199,7 +199,7 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
                     kv.clone(),
                     client.clone(),
                     tokens.clone(),
-                    cfg.cloud.keyvault_scope().to_string(),
+                    cfg.cloud.keyvault_scope(),
                     cfg.sync.concurrency,
                 )));
             }
@@ -212,8 +212,9 @@ fn build(cfg: &Config, env: &[(String, String)], metrics: Arc<Metrics>) -> Resul
                     ac.clone(),
                     client.clone(),
                     tokens.clone(),
-                    cfg.cloud.appconfig_scope().to_string(),
-                    cfg.cloud.keyvault_scope().to_string(),
+                    cfg.cloud.appconfig_scope(),
+                    cfg.cloud.keyvault_scope(),
+                    cfg.cloud.keyvault_suffix().to_string(),
                 )));
             }
         }

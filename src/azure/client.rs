@@ -70,6 +70,7 @@ pub struct HttpSettings {
 #[derive(Clone)]
 pub struct AzureClient {
     http: reqwest::Client,
+    request_timeout: Duration,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
     throttle: Arc<Throttle>,
@@ -139,7 +140,24 @@ impl AzureClient {
             }
         }
         let http = builder.build().map_err(|e| AzureError::Setup(describe(&e)))?;
-        Ok(AzureClient { http, policy, metrics, throttle: Arc::default() })
+        Ok(AzureClient { http, request_timeout: settings.request_timeout, policy, metrics, throttle: Arc::default() })
+    }
+
+    /// The same retries, metrics and throttle over another HTTP client (one with its own TLS
+    /// trust, for the AKS token proxy).
+    pub fn with_http(&self, http: reqwest::Client) -> AzureClient {
+        AzureClient { http, ..self.clone() }
+    }
+
+    /// A client builder with this client's timeouts, user agent and redirect rule, for
+    /// [`AzureClient::with_http`].
+    pub fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .timeout(self.request_timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout))
+            .redirect(reqwest::redirect::Policy::none())
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -345,12 +363,18 @@ pub(super) fn describe(e: &reqwest::Error) -> String {
 /// Every certificate of a PEM bundle that rustls accepts as a trust anchor. Certificates it
 /// cannot use (system bundles sometimes carry a few) are skipped with a warning.
 fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, AzureError> {
-    let setup =
-        |reason: String| AzureError::Setup(format!("failed to load CA certificates from {}: {reason}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| setup(e.to_string()))?;
+    let pem = std::fs::read(path)
+        .map_err(|e| AzureError::Setup(format!("failed to load CA certificates from {}: {e}", path.display())))?;
+    pem_roots(&pem, &path.display().to_string())
+}
+
+/// The usable trust anchors of a PEM text; `origin` names it in errors.
+pub fn pem_roots(pem: &[u8], origin: &str) -> Result<Vec<reqwest::Certificate>, AzureError> {
+    let setup = |reason: String| AzureError::Setup(format!("failed to load CA certificates from {origin}: {reason}"));
+    let path = origin;
     let mut certs = Vec::new();
     let mut skipped = 0usize;
-    for item in CertificateDer::pem_slice_iter(&pem) {
+    for item in CertificateDer::pem_slice_iter(pem) {
         let der = item.map_err(|e| setup(format!("invalid PEM: {e}")))?;
         if rustls::RootCertStore::empty().add(der.clone()).is_err() {
             skipped += 1;
@@ -359,12 +383,12 @@ fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, AzureError> 
         certs.push(reqwest::Certificate::from_der(&der).map_err(|e| setup(describe(&e)))?);
     }
     if skipped > 0 {
-        tracing::warn!(file = %path.display(), skipped, "skipped CA certificates that cannot be used as trust anchors");
+        tracing::warn!(file = %path, skipped, "skipped CA certificates that cannot be used as trust anchors");
     }
     if certs.is_empty() {
         return Err(setup("no usable certificate in the file".to_string()));
     }
-    tracing::debug!(file = %path.display(), count = certs.len(), "added CA certificates");
+    tracing::debug!(file = %path, count = certs.len(), "added CA certificates");
     Ok(certs)
 }
 

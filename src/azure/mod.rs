@@ -10,6 +10,6 @@ mod retry;
 #[cfg(test)]
 pub(crate) mod testserver;
 
-pub use client::{AzureClient, HttpSettings, Service};
+pub use client::{pem_roots, AzureClient, HttpSettings, Service};
 pub use error::{read_json, AzureError, ClientRequestId, ErrorBody};
 pub use retry::{retry_after, Backoff, RetryPolicy};

@@ -73,86 +73,117 @@ pub struct IdentityConfig {
     pub access_token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The Azure cloud: its authority host, Key Vault DNS suffix and the token audiences of Key
+/// Vault and App Configuration. `Custom` gives them explicitly (`custom_cloud`), for clouds
+/// beyond the three built in (Bleu, Delos and other sovereign or private clouds).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cloud {
     Public,
     China,
     UsGov,
+    Custom(std::sync::Arc<CustomCloud>),
+}
+
+/// `custom_cloud`, validated: an https authority, a DNS suffix, two https audiences (without a
+/// trailing slash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomCloud {
+    pub authority_host: Url,
+    pub keyvault_suffix: String,
+    pub keyvault_audience: String,
+    pub appconfig_audience: String,
 }
 
 impl Cloud {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Cloud::Public => "public",
             Cloud::China => "china",
             Cloud::UsGov => "usgov",
+            Cloud::Custom(_) => "custom",
         }
     }
 
     /// Default Entra ID authority host.
-    pub fn authority_host(self) -> &'static str {
+    pub fn authority_host(&self) -> &str {
         match self {
             Cloud::Public => "https://login.microsoftonline.com",
             Cloud::China => "https://login.chinacloudapi.cn",
             Cloud::UsGov => "https://login.microsoftonline.us",
+            Cloud::Custom(c) => c.authority_host.as_str(),
         }
     }
 
     /// DNS suffix that expands a bare vault name (`myvault` -> `https://myvault.<suffix>`).
-    pub fn keyvault_suffix(self) -> &'static str {
+    pub fn keyvault_suffix(&self) -> &str {
         match self {
             Cloud::Public => "vault.azure.net",
             Cloud::China => "vault.azure.cn",
             Cloud::UsGov => "vault.usgovcloudapi.net",
+            Cloud::Custom(c) => &c.keyvault_suffix,
         }
     }
 
-    pub fn keyvault_scope(self) -> &'static str {
+    /// Key Vault's token audience (`https://vault.azure.net`).
+    pub fn keyvault_audience(&self) -> &str {
         match self {
-            Cloud::Public => "https://vault.azure.net/.default",
-            Cloud::China => "https://vault.azure.cn/.default",
-            Cloud::UsGov => "https://vault.usgovcloudapi.net/.default",
+            Cloud::Public => "https://vault.azure.net",
+            Cloud::China => "https://vault.azure.cn",
+            Cloud::UsGov => "https://vault.usgovcloudapi.net",
+            Cloud::Custom(c) => &c.keyvault_audience,
         }
     }
 
-    /// The token scope for App Configuration: the cloud's Entra audience (AC-RBAC), which the
-    /// SDKs also infer from a store's `*.azconfig.*` / `*.appconfig.*` host name.
-    pub fn appconfig_scope(self) -> &'static str {
+    pub fn keyvault_scope(&self) -> String {
+        format!("{}/.default", self.keyvault_audience())
+    }
+
+    /// App Configuration's Entra audience (AC-RBAC), which the SDKs also infer from a store's
+    /// `*.azconfig.*` / `*.appconfig.*` host name.
+    pub fn appconfig_audience(&self) -> &str {
         match self {
-            Cloud::Public => "https://appconfig.azure.com/.default",
-            Cloud::China => "https://appconfig.azure.cn/.default",
-            Cloud::UsGov => "https://appconfig.azure.us/.default",
+            Cloud::Public => "https://appconfig.azure.com",
+            Cloud::China => "https://appconfig.azure.cn",
+            Cloud::UsGov => "https://appconfig.azure.us",
+            Cloud::Custom(c) => &c.appconfig_audience,
         }
     }
 
-    /// DNS suffix of App Configuration stores (`mystore.<suffix>`).
-    pub fn appconfig_suffix(self) -> &'static str {
+    /// The token scope for App Configuration.
+    pub fn appconfig_scope(&self) -> String {
+        format!("{}/.default", self.appconfig_audience())
+    }
+
+    /// DNS suffix of App Configuration stores (`mystore.<suffix>`), for the built-in clouds.
+    pub fn appconfig_suffix(&self) -> Option<&'static str> {
         match self {
-            Cloud::Public => "azconfig.io",
-            Cloud::China => "azconfig.azure.cn",
-            Cloud::UsGov => "azconfig.azure.us",
+            Cloud::Public => Some("azconfig.io"),
+            Cloud::China => Some("azconfig.azure.cn"),
+            Cloud::UsGov => Some("azconfig.azure.us"),
+            Cloud::Custom(_) => None,
         }
     }
 
+    /// The built-in clouds (a custom one is only ever the configured one).
     pub const ALL: [Cloud; 3] = [Cloud::Public, Cloud::China, Cloud::UsGov];
 
-    /// The cloud whose Key Vault DNS suffix `host` ends with, if any.
+    /// The built-in cloud whose Key Vault DNS suffix `host` ends with, if any.
     pub fn of_vault_host(host: &str) -> Option<Cloud> {
         Cloud::ALL.into_iter().find(|c| host_in(host, c.keyvault_suffix()))
     }
 
-    /// The cloud whose App Configuration DNS suffix (`azconfig.*`, or the newer `appconfig.*`
-    /// form of the audience) `host` ends with, if any.
+    /// The built-in cloud whose App Configuration DNS suffix (`azconfig.*`, or the newer
+    /// `appconfig.*` form of the audience) `host` ends with, if any.
     pub fn of_appconfig_host(host: &str) -> Option<Cloud> {
         Cloud::ALL.into_iter().find(|c| {
-            let audience_host = c.appconfig_scope().trim_start_matches("https://").trim_end_matches("/.default");
-            host_in(host, c.appconfig_suffix()) || host_in(host, audience_host)
+            let audience_host = c.appconfig_audience().trim_start_matches("https://");
+            c.appconfig_suffix().is_some_and(|s| host_in(host, s)) || host_in(host, audience_host)
         })
     }
 }
 
 /// Whether `host` is a name under `suffix` (`x.vault.azure.net` under `vault.azure.net`).
-fn host_in(host: &str, suffix: &str) -> bool {
+pub(crate) fn host_in(host: &str, suffix: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     host.len() > suffix.len() && host.ends_with(suffix) && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
 }

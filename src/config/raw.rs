@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct RawConfig {
     pub identity: RawIdentity,
     pub cloud: String,
+    /// With `cloud: custom` only; `validate` names each missing key.
+    pub custom_cloud: Option<RawCustomCloud>,
     pub tls: RawTls,
     pub sync: RawSync,
     pub sources: Vec<RawSource>,
@@ -30,6 +32,7 @@ impl Default for RawConfig {
         RawConfig {
             identity: RawIdentity::default(),
             cloud: "public".to_string(),
+            custom_cloud: None,
             tls: RawTls::default(),
             sync: RawSync::default(),
             sources: Vec::new(),
@@ -81,6 +84,15 @@ impl Default for RawIdentity {
             access_token_file: None,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCustomCloud {
+    pub authority_host: Option<String>,
+    pub keyvault_suffix: Option<String>,
+    pub keyvault_audience: Option<String>,
+    pub appconfig_audience: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -14,6 +14,16 @@ pub fn render(cfg: &Config) -> String {
     let mut out = Yaml::default();
     identity(&mut out, &cfg.identity);
     out.line(0, "cloud", scalar(cfg.cloud.as_str()));
+    match &cfg.cloud {
+        Cloud::Custom(c) => {
+            out.section(0, "custom_cloud");
+            out.line(1, "authority_host", scalar(c.authority_host.as_str()));
+            out.line(1, "keyvault_suffix", scalar(&c.keyvault_suffix));
+            out.line(1, "keyvault_audience", scalar(&c.keyvault_audience));
+            out.line(1, "appconfig_audience", scalar(&c.appconfig_audience));
+        }
+        _ => out.line(0, "custom_cloud", "null".to_string()),
+    }
     out.section(0, "tls");
     out.line(1, "ca_file", opt_path(cfg.tls.ca_file.as_deref()));
     sync(&mut out, &cfg.sync);
@@ -236,6 +246,15 @@ mod tests {
         );
         let text = render(&forms);
         assert_eq!(canonical(load_yaml(&text)), canonical(forms), "{text}");
+
+        let custom = load_yaml(
+            "cloud: custom\ncustom_cloud:\n  authority_host: https://login.example.net\n  keyvault_suffix: vault.example.net\n  keyvault_audience: https://vault.example.net\n  appconfig_audience: https://appconfig.example.net\nsources:\n  - type: keyvault\n    vault: kv1\n    all: true\n",
+        );
+        let custom_text = render(&custom);
+        assert_eq!(canonical(load_yaml(&custom_text)), canonical(custom), "{custom_text}");
+        let shown = "cloud: custom\ncustom_cloud:\n  authority_host: https://login.example.net/\n  keyvault_suffix: vault.example.net\n  keyvault_audience: https://vault.example.net\n  appconfig_audience: https://appconfig.example.net\n";
+        assert!(custom_text.contains(shown), "{custom_text}");
+        assert!(custom_text.contains("vault: https://kv1.vault.example.net/"), "{custom_text}");
         for line in [
             "      - snapshot: release-42\n      - key: \"a:*\"\n        label: null\n        tags: [\"env=prod\"]\n",
             "    sentinel:\n      - key: s1\n        label: null\n      - key: s2\n        label: prd\n    secret_refresh_interval: 5m\n",
@@ -252,7 +271,7 @@ mod tests {
             "identity:\n  mode: workload\n",
             "  object_id: null\n",
             "  imds_endpoint: http://169.254.169.254/\n",
-            "cloud: public\n",
+            "cloud: public\ncustom_cloud: null\n",
             "sync:\n  interval: 1m\n  jitter: 0.1\n  request_timeout: 30s\n  concurrency: 8\n  min_backoff: 1s\n  max_backoff: 5m\n",
             "sources:\n  - type: keyvault\n    vault: https://myvault.vault.azure.net/\n    secrets:\n      - name: db-password\n        path: db/password\n        version: null\n        required: true\n    all: false\n    include: [\"*\"]\n    exclude: []\n",
             "  - type: appconfig\n    endpoint: https://mystore.azconfig.io/\n    replicas: []\n    select:\n      - key: \"myapp:*\"\n        label: prd\n        tags: []\n    trim_prefix: [\"myapp:\"]\n",

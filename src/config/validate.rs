@@ -50,10 +50,10 @@ type Result<T> = std::result::Result<T, ConfigError>;
 /// Turn the merged raw configuration into the typed `Config`, or name the first bad key.
 pub fn validate(raw: &RawConfig) -> Result<Config> {
     let identity = identity(&raw.identity)?;
-    let cloud = cloud(&raw.cloud)?;
+    let cloud = cloud(&raw.cloud, raw.custom_cloud.as_ref())?;
     let tls = TlsConfig { ca_file: opt_file("tls.ca_file", &raw.tls.ca_file)? };
     let sync = sync(&raw.sync)?;
-    let sources = sources(&raw.sources, cloud, &sync)?;
+    let sources = sources(&raw.sources, &cloud, &sync)?;
     let output = output(&raw.output)?;
     let serve = serve(&raw.serve)?;
     let health = health(&raw.health)?;
@@ -116,8 +116,100 @@ const MODES: &[(&str, IdentityMode)] = &[
     ("access-token", IdentityMode::AccessToken),
 ];
 
-fn cloud(value: &str) -> Result<Cloud> {
-    one_of("cloud", value, &[("public", Cloud::Public), ("china", Cloud::China), ("usgov", Cloud::UsGov)])
+#[derive(Clone, Copy)]
+enum CloudName {
+    Public,
+    China,
+    UsGov,
+    Custom,
+}
+
+fn cloud(value: &str, custom: Option<&RawCustomCloud>) -> Result<Cloud> {
+    let names = [
+        ("public", CloudName::Public),
+        ("china", CloudName::China),
+        ("usgov", CloudName::UsGov),
+        ("custom", CloudName::Custom),
+    ];
+    let builtin = match (one_of("cloud", value, &names)?, custom) {
+        (CloudName::Custom, Some(raw)) => return custom_cloud(raw).map(|c| Cloud::Custom(std::sync::Arc::new(c))),
+        (CloudName::Custom, None) => return Err(ConfigError::new(
+            "custom_cloud",
+            "required with cloud: custom: authority_host, keyvault_suffix, keyvault_audience and appconfig_audience",
+        )),
+        (CloudName::Public, _) => Cloud::Public,
+        (CloudName::China, _) => Cloud::China,
+        (CloudName::UsGov, _) => Cloud::UsGov,
+    };
+    if custom.is_some() {
+        return Err(ConfigError::new(
+            "custom_cloud",
+            format!("only with cloud: custom (cloud is {}, whose endpoints are built in)", builtin.as_str()),
+        ));
+    }
+    Ok(builtin)
+}
+
+/// `custom_cloud`: every key required; the first missing one is the key of the error, which
+/// names all of them.
+fn custom_cloud(raw: &RawCustomCloud) -> Result<CustomCloud> {
+    let keys = [
+        ("authority_host", &raw.authority_host),
+        ("keyvault_suffix", &raw.keyvault_suffix),
+        ("keyvault_audience", &raw.keyvault_audience),
+        ("appconfig_audience", &raw.appconfig_audience),
+    ];
+    let missing: Vec<&str> = keys.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
+    if let Some(first) = missing.first() {
+        return Err(ConfigError::new(
+            format!("custom_cloud.{first}"),
+            format!("required with cloud: custom (every key of custom_cloud is; missing: {})", missing.join(", ")),
+        ));
+    }
+    let get = |v: &Option<String>| v.clone().unwrap_or_default();
+    Ok(CustomCloud {
+        authority_host: url("custom_cloud.authority_host", &get(&raw.authority_host), UrlKind::Base)?,
+        keyvault_suffix: dns_suffix("custom_cloud.keyvault_suffix", &get(&raw.keyvault_suffix))?,
+        keyvault_audience: audience("custom_cloud.keyvault_audience", &get(&raw.keyvault_audience))?,
+        appconfig_audience: audience("custom_cloud.appconfig_audience", &get(&raw.appconfig_audience))?,
+    })
+}
+
+/// A DNS suffix like `vault.example.net`: two or more labels of letters, digits and dashes.
+fn dns_suffix(key: &str, value: &str) -> Result<String> {
+    let labels: Vec<&str> = value.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if labels.len() < 2 || value.len() > 253 || !labels.iter().all(label_ok) {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            "expected a DNS suffix like vault.example.net (no scheme, no leading dot), which vault names go under",
+        ));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// A token audience: an https URL with a host and no path, as Entra names a resource
+/// (`https://vault.azure.net`); kept without a trailing slash, `/.default` is added for a scope.
+fn audience(key: &str, value: &str) -> Result<String> {
+    let expected = "expected an https:// audience with no path, like https://vault.example.net";
+    let parsed = Url::parse(value).map_err(|e| ConfigError::invalid(key, value, format!("{e}; {expected}")))?;
+    let plain = parsed.scheme() == "https"
+        && parsed.host().is_some()
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed.path() == "/"
+        && parsed.query().is_none()
+        && parsed.fragment().is_none();
+    if !plain {
+        return Err(ConfigError::invalid(key, value, expected));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
 }
 
 fn identity(raw: &RawIdentity) -> Result<IdentityConfig> {
@@ -264,7 +356,7 @@ fn sync(raw: &RawSync) -> Result<SyncConfig> {
 
 // ---- sources ----
 
-fn sources(raw: &[RawSource], cloud: Cloud, sync: &SyncConfig) -> Result<Vec<SourceConfig>> {
+fn sources(raw: &[RawSource], cloud: &Cloud, sync: &SyncConfig) -> Result<Vec<SourceConfig>> {
     if raw.is_empty() {
         return Err(ConfigError::new("sources", "at least one source is required"));
     }
@@ -288,7 +380,7 @@ fn sources(raw: &[RawSource], cloud: Cloud, sync: &SyncConfig) -> Result<Vec<Sou
     Ok(typed)
 }
 
-fn keyvault(at: &str, raw: &RawKeyVault, cloud: Cloud) -> Result<KeyVaultSource> {
+fn keyvault(at: &str, raw: &RawKeyVault, cloud: &Cloud) -> Result<KeyVaultSource> {
     let key = format!("{at}.vault");
     let vault = match raw.vault.as_deref() {
         None => {
@@ -328,9 +420,9 @@ fn keyvault(at: &str, raw: &RawKeyVault, cloud: Cloud) -> Result<KeyVaultSource>
 /// A service URL whose host name belongs to another cloud than `cloud` is an error: its token
 /// would be asked from the wrong authority for the wrong audience. Hosts of no known cloud
 /// (private DNS names, loopback emulators) pass.
-fn same_cloud(key: &str, u: &Url, cloud_of: fn(&str) -> Option<Cloud>, cloud: Cloud) -> Result<()> {
+fn same_cloud(key: &str, u: &Url, cloud_of: fn(&str) -> Option<Cloud>, cloud: &Cloud) -> Result<()> {
     match u.host_str().and_then(cloud_of) {
-        Some(other) if other != cloud => Err(ConfigError::new(
+        Some(other) if other != *cloud => Err(ConfigError::new(
             key,
             format!(
                 "{} is in the {} cloud but cloud is {}: set cloud: {} (it picks the authority and token audiences)",
@@ -345,7 +437,7 @@ fn same_cloud(key: &str, u: &Url, cloud_of: fn(&str) -> Option<Cloud>, cloud: Cl
 }
 
 /// A bare vault name, expanded with the cloud's DNS suffix.
-fn vault_name(key: &str, name: &str, cloud: Cloud) -> Result<Url> {
+fn vault_name(key: &str, name: &str, cloud: &Cloud) -> Result<Url> {
     let ok = (3..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if !ok {
         return Err(ConfigError::invalid(
@@ -920,7 +1012,7 @@ mod tests {
         assert_eq!(Cloud::China.keyvault_scope(), "https://vault.azure.cn/.default");
         assert_eq!(Cloud::UsGov.keyvault_scope(), "https://vault.usgovcloudapi.net/.default");
         assert_eq!(Cloud::China.appconfig_scope(), "https://appconfig.azure.cn/.default");
-        assert_eq!(Cloud::UsGov.appconfig_suffix(), "azconfig.azure.us");
+        assert_eq!(Cloud::UsGov.appconfig_suffix(), Some("azconfig.azure.us"));
         assert_eq!(Cloud::of_vault_host("a.vault.azure.net"), Some(Cloud::Public));
         assert_eq!(Cloud::of_vault_host("A.VAULT.AZURE.CN."), Some(Cloud::China));
         assert_eq!(Cloud::of_vault_host("vault.azure.net"), None, "the bare suffix is no vault");
@@ -928,6 +1020,87 @@ mod tests {
         assert_eq!(Cloud::of_appconfig_host("s.azconfig.io"), Some(Cloud::Public));
         assert_eq!(Cloud::of_appconfig_host("s.appconfig.azure.cn"), Some(Cloud::China));
         assert_eq!(Cloud::of_appconfig_host("127.0.0.1"), None);
+    }
+
+    fn custom_raw() -> RawCustomCloud {
+        RawCustomCloud {
+            authority_host: Some("https://login.example.net".into()),
+            keyvault_suffix: Some("vault.example.net".into()),
+            keyvault_audience: Some("https://vault.example.net/".into()),
+            appconfig_audience: Some("https://appconfig.example.net".into()),
+        }
+    }
+
+    #[test]
+    fn a_custom_cloud_takes_its_four_keys() {
+        let mut raw = base();
+        raw.cloud = "custom".into();
+        raw.custom_cloud = Some(custom_raw());
+        let cfg = validate(&raw).unwrap();
+        assert_eq!(cfg.cloud.as_str(), "custom");
+        assert_eq!(cfg.cloud.authority_host(), "https://login.example.net/");
+        assert_eq!(cfg.cloud.keyvault_scope(), "https://vault.example.net/.default");
+        assert_eq!(cfg.cloud.appconfig_scope(), "https://appconfig.example.net/.default");
+        let SourceConfig::KeyVault(source) = &cfg.sources[0] else { panic!() };
+        assert_eq!(source.vault.as_str(), "https://myvault.vault.example.net/", "a bare name takes the custom suffix");
+        // A vault of a built-in cloud is still refused under another cloud.
+        kv(&mut raw).vault = Some("https://myvault.vault.azure.net".into());
+        assert_err(&raw, "sources[0].vault", "in the public cloud but cloud is custom");
+    }
+
+    #[test]
+    fn a_custom_cloud_names_each_missing_or_bad_key() {
+        let mut raw = base();
+        raw.cloud = "custom".into();
+        assert_err(&raw, "custom_cloud", "required with cloud: custom");
+        raw.custom_cloud =
+            Some(RawCustomCloud { keyvault_suffix: Some("vault.example.net".into()), ..Default::default() });
+        assert_err(
+            &raw,
+            "custom_cloud.authority_host",
+            "missing: authority_host, keyvault_audience, appconfig_audience",
+        );
+        for (bad, key) in [
+            (
+                RawCustomCloud { authority_host: Some("login.example.net".into()), ..custom_raw() },
+                "custom_cloud.authority_host",
+            ),
+            (
+                RawCustomCloud { authority_host: Some("http://login.example.net".into()), ..custom_raw() },
+                "custom_cloud.authority_host",
+            ),
+            (
+                RawCustomCloud { keyvault_suffix: Some("https://vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_suffix",
+            ),
+            (
+                RawCustomCloud { keyvault_suffix: Some(".vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_suffix",
+            ),
+            (RawCustomCloud { keyvault_suffix: Some("net".into()), ..custom_raw() }, "custom_cloud.keyvault_suffix"),
+            (
+                RawCustomCloud { keyvault_audience: Some("vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_audience",
+            ),
+            (
+                RawCustomCloud { keyvault_audience: Some("http://vault.example.net".into()), ..custom_raw() },
+                "custom_cloud.keyvault_audience",
+            ),
+            (
+                RawCustomCloud {
+                    appconfig_audience: Some("https://appconfig.example.net/.default".into()),
+                    ..custom_raw()
+                },
+                "custom_cloud.appconfig_audience",
+            ),
+        ] {
+            raw.custom_cloud = Some(bad);
+            let e = validate(&raw).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        raw.cloud = "public".into();
+        raw.custom_cloud = Some(custom_raw());
+        assert_err(&raw, "custom_cloud", "only with cloud: custom");
     }
 
     #[test]

@@ -30,13 +30,35 @@ pub(super) enum ClientAuth<'a> {
 #[derive(Debug, Clone)]
 pub(super) struct Tenants {
     authority: Url,
+    /// The regional authority tokens are asked from (`AZURE_REGIONAL_AUTHORITY_NAME`), if any.
+    regional: Option<Url>,
     home: String,
     allowed: Vec<String>,
 }
 
 impl Tenants {
     pub(super) fn new(authority: &Url, home: &str) -> Tenants {
-        Tenants { authority: authority.clone(), home: home.to_string(), allowed: Vec::new() }
+        Tenants { authority: authority.clone(), regional: None, home: home.to_string(), allowed: Vec::new() }
+    }
+
+    /// Ask tokens from `region`'s endpoint (client assertions keep the central audience).
+    pub(super) fn in_region(mut self, region: Option<String>) -> Tenants {
+        self.regional = region.map(|r| regional_authority(&self.authority, &r));
+        self
+    }
+
+    /// The central token endpoint for `tenant`: a client assertion's `aud`, as MSAL signs it
+    /// even when the request goes to a regional endpoint.
+    pub(super) fn central_token_url(&self, token_url: &Url) -> Url {
+        match &self.regional {
+            None => token_url.clone(),
+            Some(_) => {
+                let mut central = token_url.clone();
+                let _ = central.set_host(self.authority.host_str());
+                let _ = central.set_port(self.authority.port());
+                central
+            }
+        }
     }
 
     pub(super) fn allowing(mut self, allowed: Vec<String>) -> Tenants {
@@ -64,7 +86,25 @@ impl Tenants {
                 })
             }
         };
-        Ok(token_url(&self.authority, tenant))
+        Ok(token_url(self.regional.as_ref().unwrap_or(&self.authority), tenant))
+    }
+}
+
+/// MSAL's regional authority (`_get_regional_authority`): `{region}.login.microsoft.com` for the
+/// public cloud's hosts, else `{region}.{host}`; scheme, port and path kept.
+pub(super) fn regional_authority(central: &Url, region: &str) -> Url {
+    const PUBLIC: [&str; 4] =
+        ["login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net"];
+    let host = central.host_str().unwrap_or_default().to_ascii_lowercase();
+    let regional_host = if PUBLIC.contains(&host.as_str()) {
+        format!("{region}.login.microsoft.com")
+    } else {
+        format!("{region}.{host}")
+    };
+    let mut url = central.clone();
+    match url.set_host(Some(&regional_host)) {
+        Ok(()) => url,
+        Err(_) => central.clone(),
     }
 }
 
@@ -164,6 +204,24 @@ pub(super) use entra_credential;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regional_authorities_follow_msal() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        for (central, region, regional) in [
+            ("https://login.microsoftonline.com", "westus2", "https://westus2.login.microsoft.com/"),
+            ("https://login.windows.net/", "eastus", "https://eastus.login.microsoft.com/"),
+            ("https://login.microsoftonline.us", "usgovvirginia", "https://usgovvirginia.login.microsoftonline.us/"),
+            ("https://login.sov.localhost:8443", "westus2", "https://westus2.login.sov.localhost:8443/"),
+        ] {
+            assert_eq!(regional_authority(&u(central), region).as_str(), regional);
+        }
+        let tenants = Tenants::new(&u("https://login.microsoftonline.com"), "t").in_region(Some("westus2".into()));
+        let url = tenants.token_url("client-certificate", None).unwrap();
+        assert_eq!(url.as_str(), "https://westus2.login.microsoft.com/t/oauth2/v2.0/token");
+        // A client assertion's audience stays the central endpoint, as MSAL signs it.
+        assert_eq!(tenants.central_token_url(&url).as_str(), "https://login.microsoftonline.com/t/oauth2/v2.0/token");
+    }
 
     #[test]
     fn token_url_tolerates_a_trailing_slash_on_the_authority() {

@@ -61,6 +61,12 @@ impl ClientCertificateCredential {
         self
     }
 
+    /// Tokens from the regional endpoint of `region` (`AZURE_REGIONAL_AUTHORITY_NAME`).
+    pub fn in_region(mut self, region: Option<String>) -> Self {
+        self.tenants = self.tenants.in_region(region);
+        self
+    }
+
     pub fn with_password(mut self, password: Option<SecretSource>) -> Self {
         self.password = password;
         self
@@ -88,7 +94,7 @@ impl ClientCertificateCredential {
         cancel: &CancellationToken,
     ) -> Result<AccessToken, IdentityError> {
         let token_url = self.tenants.token_url(MODE, tenant)?;
-        let assertion = self.assertion(&token_url, SystemTime::now()).await?;
+        let assertion = self.assertion(&self.tenants.central_token_url(&token_url), SystemTime::now()).await?;
         let auth = ClientAuth::Assertion(&assertion);
         aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
             .await

@@ -34,6 +34,12 @@ impl ClientSecretCredential {
         self
     }
 
+    /// Tokens from the regional endpoint of `region` (`AZURE_REGIONAL_AUTHORITY_NAME`).
+    pub fn in_region(mut self, region: Option<String>) -> Self {
+        self.tenants = self.tenants.in_region(region);
+        self
+    }
+
     async fn exchange(
         &self,
         scope: &str,

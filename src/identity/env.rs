@@ -24,6 +24,15 @@ pub struct AzureEnv {
     /// Secret: never printed.
     pub access_token: Option<String>,
     pub ssl_cert_file: Option<String>,
+    /// `AZURE_REGIONAL_AUTHORITY_NAME`: regional Entra token issuance for service principals.
+    pub regional_authority_name: Option<String>,
+    /// `REGION_NAME`: where MSAL's region auto-detection looks first.
+    pub region_name: Option<String>,
+    /// The AKS identity-binding token proxy: its URL, server name and CA.
+    pub kubernetes_token_proxy: Option<String>,
+    pub kubernetes_sni_name: Option<String>,
+    pub kubernetes_ca_file: Option<String>,
+    pub kubernetes_ca_data: Option<String>,
 }
 
 impl AzureEnv {
@@ -45,6 +54,12 @@ impl AzureEnv {
             identity_server_thumbprint: get("IDENTITY_SERVER_THUMBPRINT"),
             access_token: get("ACCESS_TOKEN"),
             ssl_cert_file: get("SSL_CERT_FILE"),
+            regional_authority_name: get("AZURE_REGIONAL_AUTHORITY_NAME"),
+            region_name: get("REGION_NAME"),
+            kubernetes_token_proxy: get("AZURE_KUBERNETES_TOKEN_PROXY"),
+            kubernetes_sni_name: get("AZURE_KUBERNETES_SNI_NAME"),
+            kubernetes_ca_file: get("AZURE_KUBERNETES_CA_FILE"),
+            kubernetes_ca_data: get("AZURE_KUBERNETES_CA_DATA"),
         }
     }
 }

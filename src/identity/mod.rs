@@ -17,6 +17,7 @@ mod env;
 mod imds;
 mod resolve;
 mod response;
+mod token_proxy;
 #[cfg(fuzzing)]
 pub(crate) use response::fuzz_token_response;
 mod workload;

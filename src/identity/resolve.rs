@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use url::{Host, Url};
 
+use super::token_proxy::{ProxyCa, TokenProxy};
 use super::{
     AccessTokenCredential, AppServiceCredential, ArcCredential, AzureEnv, ClientCertificateCredential,
     ClientSecretCredential, Credential, IdentityError, ImdsCredential, WorkloadCredential,
@@ -21,7 +22,15 @@ use sidecar_core::secret::SecretString;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResolvedIdentity {
     /// Federated token file exchanged at Entra ID (AKS workload identity).
-    Workload { authority: Url, tenant_id: String, client_id: String, token_file: PathBuf, allowed_tenants: Vec<String> },
+    Workload {
+        authority: Url,
+        tenant_id: String,
+        client_id: String,
+        token_file: PathBuf,
+        allowed_tenants: Vec<String>,
+        /// `AZURE_KUBERNETES_TOKEN_PROXY` and its server name and CA.
+        token_proxy: Option<TokenProxy>,
+    },
     /// Service principal with a client secret.
     ClientSecret {
         authority: Url,
@@ -29,6 +38,8 @@ pub enum ResolvedIdentity {
         client_id: String,
         secret: SecretSource,
         allowed_tenants: Vec<String>,
+        /// `AZURE_REGIONAL_AUTHORITY_NAME`: tokens from the regional endpoint of this region.
+        region: Option<String>,
     },
     /// Service principal with a certificate: a PEM or PKCS#12 file with the key and the
     /// certificate, a PKCS#12 password if any, and whether the chain goes in `x5c`.
@@ -40,6 +51,7 @@ pub enum ResolvedIdentity {
         password: Option<SecretSource>,
         send_chain: bool,
         allowed_tenants: Vec<String>,
+        region: Option<String>,
     },
     /// IMDS managed identity (also aad-pod-identity's NMI); `identity: None` = system-assigned.
     Managed { endpoint: Url, identity: Option<UserAssigned> },
@@ -108,23 +120,46 @@ impl fmt::Display for ResolvedIdentity {
         let authority = |u: &Url| u.as_str().trim_end_matches('/').to_string();
         let selected = |id: &Option<UserAssigned>| id.as_ref().map_or("system-assigned".to_string(), |i| i.to_string());
         match self {
-            ResolvedIdentity::Workload { authority: a, tenant_id, client_id, token_file, allowed_tenants } => write!(
-                f,
-                "{mode} (client_id {client_id}, tenant {tenant_id}{}, token file {}, authority {})",
-                also(allowed_tenants),
-                token_file.display(),
-                authority(a)
-            ),
-            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants } => {
+            ResolvedIdentity::Workload {
+                authority: a,
+                tenant_id,
+                client_id,
+                token_file,
+                allowed_tenants,
+                token_proxy,
+            } => {
+                let proxy = match token_proxy {
+                    None => String::new(),
+                    Some(p) => format!(
+                        ", token proxy {}{}{}",
+                        p.endpoint.as_str().trim_end_matches('/'),
+                        p.sni.as_ref().map_or(String::new(), |s| format!(" (server name {s})")),
+                        match &p.ca {
+                            ProxyCa::File(path) => format!(", CA file {}", path.display()),
+                            ProxyCa::Data(_) => ", CA from AZURE_KUBERNETES_CA_DATA".to_string(),
+                            ProxyCa::Default => String::new(),
+                        }
+                    ),
+                };
+                write!(
+                    f,
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, token file {}, authority {}{proxy})",
+                    also(allowed_tenants),
+                    token_file.display(),
+                    authority(a)
+                )
+            }
+            ResolvedIdentity::ClientSecret { authority: a, tenant_id, client_id, secret, allowed_tenants, region } => {
                 let from = match secret {
                     SecretSource::Env(_) => "AZURE_CLIENT_SECRET".to_string(),
                     SecretSource::File(p) => format!("file {}", p.display()),
                 };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, secret from {from}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, secret from {from}, authority {}{})",
                     also(allowed_tenants),
-                    authority(a)
+                    authority(a),
+                    in_region(a, region)
                 )
             }
             ResolvedIdentity::ClientCertificate {
@@ -135,6 +170,7 @@ impl fmt::Display for ResolvedIdentity {
                 password,
                 send_chain,
                 allowed_tenants,
+                region,
             } => {
                 let password = match password {
                     None => String::new(),
@@ -144,10 +180,11 @@ impl fmt::Display for ResolvedIdentity {
                 let chain = if *send_chain { ", sends the chain (x5c)" } else { "" };
                 write!(
                     f,
-                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, certificate file {}{password}{chain}, authority {})",
+                    "{mode} (client_id {client_id}, tenant {tenant_id}{}, certificate file {}{password}{chain}, authority {}{})",
                     also(allowed_tenants),
                     cert_file.display(),
-                    authority(a)
+                    authority(a),
+                    in_region(a, region)
                 )
             }
             ResolvedIdentity::Arc { endpoint, identity } => {
@@ -167,6 +204,17 @@ impl fmt::Display for ResolvedIdentity {
     }
 }
 
+/// `, region westus2 (tokens from https://westus2.login.microsoft.com)` for the identity line.
+fn in_region(authority: &Url, region: &Option<String>) -> String {
+    match region {
+        None => String::new(),
+        Some(r) => {
+            let regional = super::aad::regional_authority(authority, r);
+            format!(", region {r} (tokens from {})", regional.as_str().trim_end_matches('/'))
+        }
+    }
+}
+
 /// `, additionally allowed tenants a, b` for the identity line.
 fn also(allowed: &[String]) -> String {
     if allowed.is_empty() {
@@ -178,7 +226,7 @@ fn also(allowed: &[String]) -> String {
 
 /// Decide the identity from config and environment, with no network. Config values win over
 /// the environment. Errors name the key and how to fix it.
-pub fn resolve(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+pub fn resolve(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     match cfg.mode {
         IdentityMode::Auto => resolve(&IdentityConfig { mode: auto_mode(cfg, env), ..cfg.clone() }, cloud, env),
         IdentityMode::Workload => workload(cfg, cloud, env),
@@ -246,7 +294,7 @@ fn app_registration(mode: &str, cfg: &IdentityConfig, env: &AzureEnv) -> Result<
     Ok((client_id, tenant_id))
 }
 
-fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+fn workload(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let token_file = cfg.federated_token_file.clone().or_else(|| env.federated_token_file.as_ref().map(PathBuf::from)).ok_or_else(|| {
         err(
             "identity.federated_token_file",
@@ -261,10 +309,49 @@ fn workload(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Resolv
         client_id,
         token_file,
         allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+        token_proxy: token_proxy(env)?,
     })
 }
 
-fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+/// The AKS token proxy variables, checked as azure-identity checks them: an https URL with no
+/// credentials, query or fragment; one CA source at most; a server name or CA without a proxy
+/// is an error (`CUSTOM_PROXY_ENV_ERROR`).
+fn token_proxy(env: &AzureEnv) -> Result<Option<TokenProxy>, ConfigError> {
+    const KEY: &str = "identity.mode";
+    let Some(endpoint) = env.kubernetes_token_proxy.as_deref() else {
+        if env.kubernetes_sni_name.is_some() || env.kubernetes_ca_file.is_some() || env.kubernetes_ca_data.is_some() {
+            return Err(err(
+                KEY,
+                "AZURE_KUBERNETES_SNI_NAME, AZURE_KUBERNETES_CA_FILE or AZURE_KUBERNETES_CA_DATA is set but AZURE_KUBERNETES_TOKEN_PROXY is not",
+            ));
+        }
+        return Ok(None);
+    };
+    let url = Url::parse(endpoint)
+        .ok()
+        .filter(|u| u.scheme() == "https" && u.host().is_some())
+        .filter(|u| u.username().is_empty() && u.password().is_none() && u.query().is_none() && u.fragment().is_none())
+        .ok_or_else(|| {
+            err(KEY, format!("AZURE_KUBERNETES_TOKEN_PROXY={endpoint:?} must be an https URL without credentials, query or fragment"))
+        })?;
+    let ca = match (&env.kubernetes_ca_file, &env.kubernetes_ca_data) {
+        (Some(_), Some(_)) => {
+            return Err(err(KEY, "both AZURE_KUBERNETES_CA_FILE and AZURE_KUBERNETES_CA_DATA are set; set only one"))
+        }
+        (Some(file), None) => ProxyCa::File(PathBuf::from(file)),
+        (None, Some(data)) => ProxyCa::Data(data.clone()),
+        (None, None) => ProxyCa::Default,
+    };
+    let sni = env.kubernetes_sni_name.clone();
+    if let Some(name) = &sni {
+        if url::Host::parse(name).is_err() || name.contains(['/', ':', '@']) {
+            return Err(err(KEY, format!("AZURE_KUBERNETES_SNI_NAME={name:?} is not a host name")));
+        }
+    }
+    Ok(Some(TokenProxy { endpoint: url, sni, ca }))
+}
+
+fn client_secret(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let secret = match (&cfg.client_secret_file, &env.client_secret) {
         (Some(path), _) => SecretSource::File(path.clone()),
         (None, Some(s)) => SecretSource::Env(SecretString::new(s.clone())),
@@ -282,10 +369,43 @@ fn client_secret(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<R
         client_id,
         secret,
         allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+        region: region(env)?,
     })
 }
 
-fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
+/// `AZURE_REGIONAL_AUTHORITY_NAME` as azure-identity reads it (`msal_credentials.py`) and MSAL
+/// applies it (`_get_regional_authority`): a region name, or `TryAutoDetect` / `true` for the
+/// region MSAL detects, here `REGION_NAME` (MSAL would also ask IMDS; without `REGION_NAME`
+/// the central authority is used, as MSAL does when detection finds nothing). Service
+/// principals only: azure-identity's workload identity credential does not take it.
+fn region(env: &AzureEnv) -> Result<Option<String>, ConfigError> {
+    let Some(name) = env.regional_authority_name.as_deref().map(str::trim) else { return Ok(None) };
+    let valid = |r: &str| {
+        (1..=63).contains(&r.len())
+            && r.starts_with(|c: char| c.is_ascii_lowercase())
+            && !r.ends_with('-')
+            && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let region = if name.eq_ignore_ascii_case("tryautodetect") || name.eq_ignore_ascii_case("true") {
+        match env.region_name.as_deref() {
+            Some(r) if valid(r) => r.to_string(),
+            _ => return Ok(None),
+        }
+    } else {
+        name.to_string()
+    };
+    if !valid(&region) {
+        return Err(err(
+            "identity.authority_host",
+            format!(
+                "AZURE_REGIONAL_AUTHORITY_NAME={name:?} is not a region name (lower-case letters, digits and dashes, like westus2) nor TryAutoDetect"
+            ),
+        ));
+    }
+    Ok(Some(region))
+}
+
+fn client_certificate(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<ResolvedIdentity, ConfigError> {
     let cert_file = cfg
         .client_certificate_file
         .clone()
@@ -321,6 +441,7 @@ fn client_certificate(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Res
         password,
         send_chain,
         allowed_tenants: cfg.additionally_allowed_tenants.clone(),
+        region: region(env)?,
     })
 }
 
@@ -453,7 +574,7 @@ fn user_assigned(cfg: &IdentityConfig, env: &AzureEnv) -> Result<Option<UserAssi
 
 /// `identity.authority_host`, else `AZURE_AUTHORITY_HOST`, else the cloud's; https unless the
 /// host is loopback (a local emulator).
-fn authority(cfg: &IdentityConfig, cloud: Cloud, env: &AzureEnv) -> Result<Url, ConfigError> {
+fn authority(cfg: &IdentityConfig, cloud: &Cloud, env: &AzureEnv) -> Result<Url, ConfigError> {
     const KEY: &str = "identity.authority_host";
     let (url, origin) = match (&cfg.authority_host, &env.authority_host) {
         (Some(u), _) => (u.clone(), "identity.authority_host"),
@@ -497,24 +618,32 @@ pub fn build(resolved: &ResolvedIdentity, client: AzureClient) -> Arc<dyn Creden
             password,
             send_chain,
             allowed_tenants,
+            region,
         } => Arc::new(
             ClientCertificateCredential::new(client, &authority, &tenant_id, &client_id, cert_file)
                 .with_password(password)
                 .sending_chain(send_chain)
-                .allowing_tenants(allowed_tenants),
+                .allowing_tenants(allowed_tenants)
+                .in_region(region),
         ),
         ResolvedIdentity::Arc { endpoint, identity } => match ArcCredential::new(client, endpoint, identity) {
             Some(c) => Arc::new(c),
             None => Arc::new(Unsupported { mode: "arc", reason: "Azure Arc is supported on Linux only" }),
         },
-        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, allowed_tenants } => Arc::new(
-            WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
-                .allowing_tenants(allowed_tenants),
-        ),
-        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants } => Arc::new(
-            ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)
-                .allowing_tenants(allowed_tenants),
-        ),
+        ResolvedIdentity::Workload { authority, tenant_id, client_id, token_file, allowed_tenants, token_proxy } => {
+            Arc::new(
+                WorkloadCredential::new(client, &authority, &tenant_id, &client_id, token_file)
+                    .allowing_tenants(allowed_tenants)
+                    .through_proxy(token_proxy),
+            )
+        }
+        ResolvedIdentity::ClientSecret { authority, tenant_id, client_id, secret, allowed_tenants, region } => {
+            Arc::new(
+                ClientSecretCredential::new(client, &authority, &tenant_id, &client_id, secret)
+                    .allowing_tenants(allowed_tenants)
+                    .in_region(region),
+            )
+        }
         ResolvedIdentity::Managed { endpoint, identity } => Arc::new(ImdsCredential::new(client, &endpoint, identity)),
         ResolvedIdentity::AppService { endpoint, header, identity } => {
             Arc::new(AppServiceCredential::new(client, endpoint, header, identity))

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::aad::{self, ClientAuth};
+use super::token_proxy::TokenProxy;
 use super::{read_secret_file, AccessToken, IdentityError};
 use crate::azure::AzureClient;
 
@@ -18,6 +19,7 @@ pub struct WorkloadCredential {
     tenants: aad::Tenants,
     client_id: String,
     token_file: PathBuf,
+    token_proxy: Option<TokenProxy>,
 }
 
 impl WorkloadCredential {
@@ -27,7 +29,14 @@ impl WorkloadCredential {
             tenants: aad::Tenants::new(authority, tenant_id),
             client_id: client_id.to_string(),
             token_file,
+            token_proxy: None,
         }
+    }
+
+    /// Token requests through the AKS identity-binding token proxy.
+    pub fn through_proxy(mut self, proxy: Option<TokenProxy>) -> Self {
+        self.token_proxy = proxy;
+        self
     }
 
     /// Tenants beyond its own a Key Vault challenge may name (`identity.additionally_allowed_tenants`).
@@ -46,8 +55,14 @@ impl WorkloadCredential {
         let token_url = self.tenants.token_url(MODE, tenant)?;
         let assertion = read_secret_file(MODE, "federated token", &self.token_file).await?;
         let auth = ClientAuth::Assertion(&assertion);
-        aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, aad::Wanted { scope, claims }, cancel)
-            .await
+        let wanted = aad::Wanted { scope, claims };
+        match &self.token_proxy {
+            None => aad::request_token(&self.client, MODE, &token_url, &self.client_id, auth, wanted, cancel).await,
+            Some(proxy) => {
+                let (client, url) = proxy.route(&self.client, &token_url).await?;
+                aad::request_token(&client, MODE, &url, &self.client_id, auth, wanted, cancel).await
+            }
+        }
     }
 }
 

@@ -64,7 +64,8 @@ pub struct AppConfigSource {
     client: AzureClient,
     tokens: Arc<TokenCache>,
     scope: String,
-    keyvault_scope: String,
+    /// The cloud's Key Vault DNS suffix: references go only to vaults under it.
+    keyvault_suffix: String,
     /// Per `select` entry, its pages as fetched last time.
     pages: Vec<Vec<CachedPage>>,
     /// Whether every `select` entry has been listed in full once.
@@ -134,7 +135,8 @@ struct KeyVaultRef {
 }
 
 impl AppConfigSource {
-    /// `scope`: the App Configuration token scope; `keyvault_scope`: the one for references.
+    /// `scope`: the App Configuration token scope; `keyvault_scope`: the one for references,
+    /// which go only to vaults under `keyvault_suffix`.
     pub fn new(
         id: String,
         cfg: config::AppConfigSource,
@@ -142,13 +144,14 @@ impl AppConfigSource {
         tokens: Arc<TokenCache>,
         scope: String,
         keyvault_scope: String,
+        keyvault_suffix: String,
     ) -> Self {
         let pages = vec![Vec::new(); cfg.select.len()];
         let watched = vec![Watched::default(); cfg.sentinel.len()];
         let references = References::new(
             client.clone(),
             tokens.clone(),
-            keyvault_scope.clone(),
+            keyvault_scope,
             cfg.secret_refresh_interval,
             cfg.concurrency,
         );
@@ -158,7 +161,7 @@ impl AppConfigSource {
             client,
             tokens,
             scope,
-            keyvault_scope,
+            keyvault_suffix,
             pages,
             listed: false,
             watched,
@@ -363,7 +366,7 @@ impl AppConfigSource {
             return None;
         }
         let raw = kv.value.as_deref().unwrap_or_default();
-        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_scope)).map(canonical_secret_url))
+        Some(reference_uri(raw).and_then(|uri| trusted_vault(uri, &self.keyvault_suffix)).map(canonical_secret_url))
     }
 
     /// The rendered object(s) and a required `Failure` per reference never resolved (`key`,
@@ -731,11 +734,10 @@ fn feature_flag(kv: &Kv) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
-/// The reference's URL if its host is a vault of this cloud (`*.vault.azure.net` with the scope
-/// `https://vault.azure.net/.default`) or a loopback host (emulators): the identity's Key Vault
-/// token is never sent to a host that whoever can write the store merely names.
-fn trusted_vault(uri: Url, keyvault_scope: &str) -> Result<Url, String> {
-    let suffix = keyvault_scope.trim_start_matches("https://").trim_end_matches("/.default");
+/// The reference's URL if its host is a vault of this cloud (under `suffix`, e.g.
+/// `*.vault.azure.net`) or a loopback host (emulators): the identity's Key Vault token is never
+/// sent to a host that whoever can write the store merely names.
+fn trusted_vault(uri: Url, suffix: &str) -> Result<Url, String> {
     let trusted = match uri.host() {
         Some(url::Host::Domain(host)) => {
             let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -1046,8 +1048,7 @@ mod tests {
 
     #[test]
     fn references_go_only_to_this_clouds_vaults_or_loopback() {
-        let scope = "https://vault.azure.net/.default";
-        let check = |u: &str| trusted_vault(Url::parse(u).unwrap(), scope);
+        let check = |u: &str| trusted_vault(Url::parse(u).unwrap(), "vault.azure.net");
         assert!(check("https://myvault.vault.azure.net/secrets/x").is_ok());
         assert!(check("https://MyVault.Vault.Azure.Net./secrets/x").is_ok());
         assert!(check("https://127.0.0.1:8443/secrets/x").is_ok());
@@ -1064,11 +1065,7 @@ mod tests {
             let err = check(bad).unwrap_err();
             assert!(err.contains("vault.azure.net"), "{bad}: {err}");
         }
-        assert!(trusted_vault(
-            Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(),
-            "https://vault.azure.cn/.default"
-        )
-        .is_ok());
+        assert!(trusted_vault(Url::parse("https://v.vault.azure.cn/secrets/x").unwrap(), "vault.azure.cn").is_ok());
     }
 
     #[test]

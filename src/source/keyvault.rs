@@ -532,9 +532,9 @@ trait Vault: Send + Sync {
     /// Forget the token: the vault answered 401 to it.
     fn invalidate_token(&self);
     /// The vault answered 401 to `url` with this `WWW-Authenticate`: take the scope it asks for
-    /// if the SDKs' rule allows it. Whether the scope changed (then the next token is for it).
-    fn challenged(&self, _url: &Url, _www_authenticate: Option<&str>) -> bool {
-        false
+    /// if the SDKs' rule allows it.
+    fn challenged(&self, _url: &Url, _www_authenticate: Option<&str>) -> Challenged {
+        Challenged::Unchanged
     }
     /// A fresh token carrying `claims`, which a CAE challenge asked for.
     fn claims_token<'a>(
@@ -552,6 +552,17 @@ trait Vault: Send + Sync {
         token: &'a SecretString,
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<reqwest::Response, AzureError>>;
+}
+
+/// What a 401 challenge did to the vault's token target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Challenged {
+    /// A new scope or tenant: the next token is for it.
+    Taken,
+    /// The same target, or no usable challenge: a plain renewal.
+    Unchanged,
+    /// A resource the vault's host does not belong to: no token is asked for it (the reason).
+    Refused(String),
 }
 
 /// Tokens from the shared cache, requests through the shared client (retries, metrics).
@@ -602,24 +613,25 @@ impl Vault for AzureVault {
         })
     }
 
-    fn challenged(&self, url: &Url, www_authenticate: Option<&str>) -> bool {
-        let Some(header) = www_authenticate else { return false };
+    fn challenged(&self, url: &Url, www_authenticate: Option<&str>) -> Challenged {
+        let Some(header) = www_authenticate else { return Challenged::Unchanged };
         match challenge::parse(url, header) {
             Ok(c) => {
                 let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
                 let tenant = c.tenant.clone().or_else(|| target.1.clone());
                 if target.0 == c.scope && target.1 == tenant {
-                    return false;
+                    return Challenged::Unchanged;
                 }
                 let vault = url.host_str().unwrap_or("");
                 let tenant_text = tenant.as_deref().unwrap_or("-");
                 tracing::info!(vault, scope = %c.scope, tenant = tenant_text, "taking the token scope and tenant from the vault's challenge");
                 *target = (c.scope, tenant);
-                true
+                Challenged::Taken
             }
+            Err(why @ challenge::Refused::ForeignResource { .. }) => Challenged::Refused(why.to_string()),
             Err(why) => {
                 tracing::debug!(vault = url.host_str().unwrap_or(""), reason = %why, "not taking the vault's challenge; keeping the configured scope");
-                false
+                Challenged::Unchanged
             }
         }
     }
@@ -874,8 +886,16 @@ async fn get_authorized(
         let token = vault.claims_token(&claims, cancel).await.map_err(identity_error)?;
         return vault.get(url, &token, cancel).await.map_err(azure_error);
     }
-    if !vault.challenged(url, header) {
-        vault.invalidate_token();
+    match vault.challenged(url, header) {
+        Challenged::Taken => {}
+        Challenged::Unchanged => vault.invalidate_token(),
+        // The SDKs raise here too (`_validate_challenge_resource`): a token for another
+        // resource would let the host that names it use it there.
+        Challenged::Refused(why) => {
+            return Err(SourceError::Invalid(format!(
+                "refused the vault's 401 challenge, no token is asked for it: {why}"
+            )))
+        }
     }
     let token = vault.token(cancel).await.map_err(identity_error)?;
     vault.get(url, &token, cancel).await.map_err(azure_error)
@@ -1351,15 +1371,17 @@ mod tests {
         let asks =
             r#"Bearer authorization="https://login.microsoftonline.com/t-1", resource="https://managedhsm.azure.net""#;
         // A Managed HSM's challenge names its own audience: taken, and the retry uses it.
-        assert!(v.challenged(&hsm, Some(asks)));
+        assert_eq!(v.challenged(&hsm, Some(asks)), Challenged::Taken);
         assert_eq!(v.scope(), "https://managedhsm.azure.net/.default");
         assert_eq!(v.target().1.as_deref(), Some("t-1"), "the challenge's tenant (used if it is allowed)");
-        assert!(!v.challenged(&hsm, Some(asks)), "the same scope again: a plain renewal");
+        assert_eq!(v.challenged(&hsm, Some(asks)), Challenged::Unchanged, "the same scope again: a plain renewal");
         // A resource the vault's host does not belong to never gets a token.
         let foreign =
             r#"Bearer authorization="https://login.microsoftonline.com/t-1", resource="https://management.azure.com""#;
-        assert!(!v.challenged(&hsm, Some(foreign)));
-        assert!(!v.challenged(&hsm, None));
+        assert!(
+            matches!(v.challenged(&hsm, Some(foreign)), Challenged::Refused(why) if why.contains("management.azure.com"))
+        );
+        assert_eq!(v.challenged(&hsm, None), Challenged::Unchanged);
         assert_eq!(v.scope(), "https://managedhsm.azure.net/.default");
     }
 

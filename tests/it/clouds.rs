@@ -107,3 +107,115 @@ async fn china_cloud_asks_for_the_china_audiences() {
         .collect();
     assert!(!refused.is_empty(), "Key Vault refused the public-cloud token");
 }
+
+fn custom_cloud_yaml(authority: &str, suffix: &str, keyvault: &str, appconfig: &str) -> String {
+    format!(
+        "cloud: custom\ncustom_cloud:\n  authority_host: \"{authority}\"\n  keyvault_suffix: {suffix}\n  keyvault_audience: \"{keyvault}\"\n  appconfig_audience: \"{appconfig}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_shows_a_custom_cloud_and_names_its_missing_keys() {
+    let w = World::start(&["main"]).await;
+    let sources = format!(
+        "sources:\n  - type: keyvault\n    vault: myvault\n    secrets:\n      - name: a\noutput:\n  dir: \"{}\"\n",
+        w.out().display()
+    );
+    let cloud = custom_cloud_yaml(
+        "https://login.sov.example",
+        "vault.sov.example",
+        "https://vault.sov.example",
+        "https://appconfig.sov.example",
+    );
+    let (code, stdout, stderr) = check(&w, &format!("{cloud}{sources}"), &workload_env());
+    assert_eq!(code, 0, "{stderr}");
+    for line in [
+        "cloud: custom\ncustom_cloud:\n  authority_host: https://login.sov.example/\n  keyvault_suffix: vault.sov.example\n  keyvault_audience: https://vault.sov.example\n  appconfig_audience: https://appconfig.sov.example\n",
+        "vault: https://myvault.vault.sov.example/\n",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    let identity = stdout.lines().find(|l| l.starts_with("# identity:")).unwrap_or_default();
+    assert!(identity.contains("authority https://login.sov.example)"), "{identity}");
+
+    // Each key is required: the first missing one is the error's key, and all are named.
+    let partial = "cloud: custom\ncustom_cloud:\n  keyvault_suffix: vault.sov.example\n  appconfig_audience: https://appconfig.sov.example\n";
+    let (code, _, stderr) = check(&w, &format!("{partial}{sources}"), &workload_env());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("custom_cloud.authority_host"), "{stderr}");
+    assert!(stderr.contains("missing: authority_host, keyvault_audience"), "{stderr}");
+    let (code, _, stderr) = check(&w, &format!("cloud: custom\n{sources}"), &workload_env());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("custom_cloud") && stderr.contains("required with cloud: custom"), "{stderr}");
+}
+
+/// An emulated custom cloud: its authority (the emulator's, named only by
+/// `custom_cloud.authority_host`) and Key Vault and App Configuration accepting only the custom
+/// audiences. The sidecar asks for exactly those scopes and publishes; the same config under
+/// `cloud: public` is refused (AKV10022), so the audience really is checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_cloud_asks_its_authority_for_its_audiences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        state_dir: Some(tmp.path().join("emulator")),
+        vaults: vec!["main".to_string()],
+        appconfig_stores: vec!["store".to_string()],
+        keyvault_resource: "https://vault.sov.example".to_string(),
+        appconfig_resource: "https://appconfig.sov.example".to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    emu.set_secret("main", "db-password", CANARY).unwrap();
+    emu.set_kv("store", "app:color", None, "red", None).unwrap();
+    let w = World { emu, tmp };
+    let identity = format!(
+        "identity:\n  mode: workload\n  client_id: \"{}\"\n  tenant_id: \"{}\"\n  federated_token_file: \"{}\"\n",
+        w.emu.client_id(),
+        w.emu.tenant_id(),
+        w.token_file().display()
+    );
+    let rest = format!(
+        "tls:\n  ca_file: \"{}\"\nsync:\n  interval: 30s\n  jitter: 0\n  min_backoff: 100ms\n  max_backoff: 1s\noutput:\n  dir: \"{}\"\nserve:\n  listen: null\nhealth:\n  listen: 127.0.0.1:0\nsources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n  - type: appconfig\n    endpoint: \"{}\"\n    trim_prefix: [\"app:\"]\n",
+        w.emu.ca_file().display(),
+        w.out().display(),
+        w.vault("main"),
+        w.emu.store_url("store").unwrap()
+    );
+    let cloud = custom_cloud_yaml(
+        w.emu.authority_url(),
+        "vault.sov.example",
+        "https://vault.sov.example",
+        "https://appconfig.sov.example",
+    );
+    let cfg = w.write_config(&format!("{identity}{cloud}{rest}"));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("both sources published", LIMIT, || {
+        (read(&w.out(), "db-password").as_deref() == Some(CANARY) && read(&w.out(), "appsettings.json").is_some())
+            .then_some(())
+    })
+    .await;
+    let scopes: Vec<String> = w
+        .emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::Aad && r.method == "POST")
+        .filter_map(|r| r.scope)
+        .collect();
+    assert!(scopes.contains(&"https://vault.sov.example/.default".to_string()), "{scopes:?}");
+    assert!(scopes.contains(&"https://appconfig.sov.example/.default".to_string()), "{scopes:?}");
+    assert!(scopes.iter().all(|s| s.contains(".sov.example/")), "only the custom audiences: {scopes:?}");
+    drop(sc);
+
+    // The same emulator refuses the public cloud's audience: the check above is not vacuous.
+    std::fs::remove_dir_all(w.out()).unwrap();
+    w.emu.reset_requests();
+    let public = format!("{identity}  authority_host: \"{}\"\ncloud: public\n{rest}", w.emu.authority_url());
+    let sc = Sidecar::spawn(&w, &w.write_config(&public), &[], &[]);
+    wait_for("the audience refusal", LIMIT, || {
+        w.emu.request_log().iter().any(|r| r.endpoint == Endpoint::KeyvaultGet && r.status == Some(401)).then_some(())
+    })
+    .await;
+    assert!(read(&w.out(), "db-password").is_none());
+    drop(sc);
+}

@@ -12,6 +12,8 @@ mod arm64;
 mod bad_input;
 /// Key Vault certificates and keys: PEM, PFX, keys.
 mod certificates;
+/// Key Vault challenges with Azure-shaped vault names: Managed HSM, foreign resources, other tenants, CAE.
+mod challenges;
 /// The command line: usage, exit codes, `check`, the example configs.
 mod cli;
 /// Clouds other than the public one.

@@ -91,3 +91,67 @@ async fn service_fabric_is_refused_by_name_not_taken_for_app_service() {
     assert!(stderr.contains("IDENTITY_SERVER_THUMBPRINT"), "{stderr}");
     assert_clean(&stderr, &["sf-header"]);
 }
+
+/// The AKS identity-binding token proxy, as azure-identity's workload identity credential uses
+/// it: the token request goes to `AZURE_KUBERNETES_TOKEN_PROXY`, over TLS naming and verifying
+/// the server as `AZURE_KUBERNETES_SNI_NAME`, trusting the CA of `AZURE_KUBERNETES_CA_FILE`
+/// (the emulator's proxy has a certificate for that name only, from a CA of its own). Without
+/// the server name the proxy's certificate does not verify and nothing is published.
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_identity_goes_through_the_aks_token_proxy() {
+    const SNI: &str = "identity-binding.aks.localhost";
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        state_dir: Some(tmp.path().join("emulator")),
+        vaults: vec!["main".to_string()],
+        token_proxy_sni: Some(SNI.to_string()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    emu.set_secret("main", "db-password", CANARY).unwrap();
+    let w = World { emu, tmp };
+    let (proxy_url, proxy_ca) = w.emu.token_proxy().map(|(u, c)| (u.to_string(), c.to_path_buf())).unwrap();
+    let cfg = w.write_config(&format!("identity:\n  mode: workload\n{}{}", common(&w), source(&w)));
+    let mut env = vec![
+        ("AZURE_CLIENT_ID", w.emu.client_id()),
+        ("AZURE_TENANT_ID", w.emu.tenant_id()),
+        ("AZURE_FEDERATED_TOKEN_FILE", w.token_file().display().to_string()),
+        // Never used for the token: the request goes to the proxy.
+        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com".to_string()),
+        ("AZURE_KUBERNETES_TOKEN_PROXY", proxy_url.clone()),
+        ("AZURE_KUBERNETES_CA_FILE", proxy_ca.display().to_string()),
+    ];
+
+    // Without the server name, the proxy's certificate (for SNI only) does not verify.
+    let sc = Sidecar::spawn(&w, &cfg, &[], &env);
+    let line = wait_for("the TLS refusal", LIMIT, || {
+        sc.logs().lines().find(|l| l.contains("WARN") && l.contains("workload")).map(str::to_string)
+    })
+    .await;
+    assert!(line.contains("certificate"), "{line}");
+    assert!(read(&w.out(), "db-password").is_none());
+    drop(sc);
+
+    env.push(("AZURE_KUBERNETES_SNI_NAME", SNI.to_string()));
+    let (code, stdout, stderr) = check(&w, "identity:\n  mode: workload\n", &env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("token proxy {proxy_url} (server name {SNI}), CA file {}", proxy_ca.display())),
+        "{stdout}"
+    );
+    w.emu.reset_requests();
+    let sc = Sidecar::spawn(&w, &cfg, &[], &env);
+    wait_for("the secret", LIMIT, || (read(&w.out(), "db-password").as_deref() == Some(CANARY)).then_some(())).await;
+    let hosts: Vec<String> = w
+        .emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::Aad && r.method == "POST")
+        .filter_map(|r| r.headers.get("host").cloned())
+        .collect();
+    // TLS named the server SNI; the Host header is the proxy's, as azure-identity sends it.
+    let netloc = proxy_url.trim_start_matches("https://");
+    assert!(!hosts.is_empty() && hosts.iter().all(|h| h == netloc), "{hosts:?}");
+    drop(sc);
+}

@@ -70,7 +70,7 @@ fn route(shared: &Shared, req: &Request<Bytes>) -> Resp {
 /// `POST /{tenant}/oauth2/v2.0/token`, `grant_type=client_credentials`.
 fn token(shared: &Shared, tenant: &str, req: &Request<Bytes>) -> Resp {
     let ids = shared.state.identities();
-    if !tenant.eq_ignore_ascii_case(&ids.tenant_id) {
+    if !shared.knows_tenant(&ids, tenant) {
         return unknown_tenant(tenant);
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(req.body()).into_owned().collect();
@@ -100,7 +100,7 @@ fn token(shared: &Shared, tenant: &str, req: &Request<Bytes>) -> Resp {
         return resp;
     }
 
-    let (token, _, lifetime) = shared.state.mint_token(resource);
+    let (token, _, lifetime) = shared.state.mint_token_in(resource, Some(tenant), field("claims"));
     let body = json!({
         "token_type": "Bearer",
         "expires_in": lifetime.as_secs(),
@@ -174,14 +174,14 @@ fn resource_of(scope: &str) -> Option<&str> {
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`, pointing at this authority.
 fn openid_configuration(shared: &Shared, tenant: &str) -> Resp {
     let ids = shared.state.identities();
-    if !tenant.eq_ignore_ascii_case(&ids.tenant_id) {
+    if !shared.knows_tenant(&ids, tenant) {
         return unknown_tenant(tenant);
     }
-    let base = format!("{}/{}", shared.authority_url, ids.tenant_id);
+    let base = format!("{}/{tenant}", shared.authority_url);
     let body = json!({
         "token_endpoint": format!("{base}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        "jwks_uri": format!("{}/{}/discovery/v2.0/keys", shared.authority_url, ids.tenant_id),
+        "jwks_uri": format!("{base}/discovery/v2.0/keys"),
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],

@@ -208,6 +208,10 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Bytes>) -> Resp {
             shared.state.revoke_tokens();
             Ok(no_content())
         }
+        (&Method::POST, ["cae-revocation"]) => {
+            let claims = shared.state.revoke_tokens_cae();
+            Ok(server::json(StatusCode::OK, &serde_json::json!({ "claims": claims })))
+        }
         (&Method::POST, ["canned"]) => serve_canned(shared, req.body()).await,
         (&Method::DELETE, ["canned"]) => {
             shared.state.clear_canned();

@@ -95,9 +95,18 @@ fn record_of(endpoint: Endpoint, vault: Option<&str>, req: &Request<Bytes>) -> R
         auth: AuthKind::of(server::header(req, AUTHORIZATION.as_str())),
         headers,
         form_keys: form_keys(req),
+        scope: form_field(req, "scope"),
         status: None,
         at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     }
+}
+
+/// One field of a form-encoded body, for fields that hold no credential.
+fn form_field(req: &Request<Bytes>, name: &str) -> Option<String> {
+    if form_keys(req).iter().all(|k| k != name) {
+        return None;
+    }
+    url::form_urlencoded::parse(req.body()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// The field names of a form-encoded body (values stay out of the log: they hold credentials).

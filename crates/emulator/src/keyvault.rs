@@ -115,7 +115,7 @@ fn answer(shared: &Shared, vault: &str, req: &Request<Bytes>) -> Resp {
             )
         }
     };
-    if let Err(resp) = authorize(shared, req) {
+    if let Err(resp) = authorize(shared, vault, req) {
         return resp;
     }
     if req.method() != Method::GET {
@@ -143,34 +143,69 @@ fn answer(shared: &Shared, vault: &str, req: &Request<Bytes>) -> Resp {
     }
 }
 
-fn authorize(shared: &Shared, req: &Request<Bytes>) -> Result<(), Resp> {
+fn authorize(shared: &Shared, vault: &str, req: &Request<Bytes>) -> Result<(), Resp> {
     let token = server::header(req, "authorization")
         .and_then(|h| h.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let Some(token) = token else {
-        return Err(unauthorized(shared, "AKV10000: Request is missing a Bearer or PoP token."));
+        return Err(unauthorized(shared, vault, "AKV10000: Request is missing a Bearer or PoP token."));
     };
-    let resource = shared.keyvault_resource.as_str();
+    let resource = shared.vault_resource(vault);
     match shared.state.check_token(token, resource) {
-        TokenCheck::Valid => Ok(()),
+        TokenCheck::Valid => {}
         TokenCheck::Unknown => {
-            Err(unauthorized(shared, "AKV10046: Unable to resolve the key used for signature validation."))
+            return Err(unauthorized(
+                shared,
+                vault,
+                "AKV10046: Unable to resolve the key used for signature validation.",
+            ))
         }
-        TokenCheck::Expired => Err(unauthorized(shared, "[TokenExpired] Error validating token: 'S2S12086'.")),
+        TokenCheck::Expired => {
+            return Err(unauthorized(shared, vault, "[TokenExpired] Error validating token: 'S2S12086'."))
+        }
         TokenCheck::WrongAudience(found) => {
-            Err(unauthorized(shared, &format!("AKV10022: Invalid audience. Expected {resource}, found: {found}.")))
+            let msg = format!("AKV10022: Invalid audience. Expected {resource}, found: {found}.");
+            return Err(unauthorized(shared, vault, &msg));
         }
     }
+    let Some(grant) = shared.state.grant(token) else { return Ok(()) };
+    let home = shared.state.identities().tenant_id.to_ascii_lowercase();
+    let expected = shared.vault_tenant(vault);
+    let issuer = grant.tenant.clone().unwrap_or(home);
+    if issuer != expected {
+        let msg = format!(
+            "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{expected}/, found https://sts.windows.net/{issuer}/."
+        );
+        return Err(unauthorized(shared, vault, &msg));
+    }
+    if !shared.state.cae_check(&grant) {
+        return Err(claims_challenge(shared));
+    }
+    Ok(())
 }
 
-/// 401 with the challenge that tells a client where and for what to get a token.
-fn unauthorized(shared: &Shared, message: &str) -> Resp {
-    let tenant = shared.state.identities().tenant_id;
+/// 401 with the challenge that tells a client where and for what to get a token: the vault's
+/// tenant and audience.
+fn unauthorized(shared: &Shared, vault: &str, message: &str) -> Resp {
+    let tenant = shared.vault_tenant(vault);
     let mut resp = kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", message, None);
     let challenge = format!(
         "Bearer authorization=\"https://login.microsoftonline.com/{tenant}\", resource=\"{}\"",
-        shared.keyvault_resource
+        shared.vault_resource(vault)
+    );
+    server::set_header(&mut resp, "www-authenticate", &challenge);
+    resp
+}
+
+/// 401 for a token a CAE event revoked: the claims a fresh token must carry.
+fn claims_challenge(shared: &Shared) -> Resp {
+    use base64::Engine as _;
+    let claims = shared.state.cae_pending().unwrap_or_default();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
+    let mut resp = kv_error(StatusCode::UNAUTHORIZED, "Unauthorized", "AKV10048: The token was revoked (CAE).", None);
+    let challenge = format!(
+        "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{encoded}\""
     );
     server::set_header(&mut resp, "www-authenticate", &challenge);
     resp

@@ -15,6 +15,12 @@
 //! | one per App Configuration store | https | `GET /kv`, `GET /kv/{key}` and `GET /snapshots/{name}` of that store, also on each of its `--store-replicas` addresses (`appconfig.rs`) |
 //! | local | http | `GET /metadata/identity/oauth2/token` (`imds.rs`), `GET /msi/token` (App Service / Container Apps, `app_service.rs`) and the control API `/_emulator/...` |
 //! | arc | http | `GET /metadata/identity/oauth2/token` with the Azure Arc challenge (`arc.rs`) |
+//! | token proxy (with `token_proxy_sni`) | https (own CA, certificate for the SNI name only) | the authority's routes, as the AKS identity-binding token proxy |
+//! | proxy (with `dns_domain`) | http | `CONNECT {vault}.vault.{domain}:443` (and `{hsm}.managedhsm.{domain}`) to that vault, `login.{domain}` and `{region}.login.{domain}` to the authority; loopback passed through (`proxy.rs`) |
+//!
+//! A Managed HSM (`managed_hsms`) is a vault whose audience and challenge are
+//! `managedhsm_resource`; a vault of `vault_tenants` names its own tenant in its challenge and
+//! refuses tokens from another (`AKV10032`).
 //!
 //! The CA that signs the server certificate (for `127.0.0.1`, `::1`, `localhost` and the
 //! optional advertised host) is written to `<state_dir>/ca.pem`; the state directory also holds
@@ -51,6 +57,7 @@
 //! | `PUT /_emulator/token-lifetime` | `{"seconds": 3600}` | 204 (tokens minted from now on) |
 //! | `PUT /_emulator/arc-agent` | `{"legacy": true}` | 204 (the Arc agent ignores user-assigned selectors, echoes no identity) |
 //! | `DELETE /_emulator/tokens` | | 204: every token minted so far is revoked |
+//! | `POST /_emulator/cae-revocation` | | `{"claims"}`: a CAE event; vaults answer tokens asked for without these claims with `error="insufficient_claims"` |
 //! | `POST /_emulator/canned` | `{"vault","path","fixture","entries"?}` or `{"vault","path","responses":[{"status","headers"?,"body"?}]}` | `{"responses": n}` |
 //! | `DELETE /_emulator/canned` | | 204 |
 //!
@@ -90,6 +97,7 @@ pub mod fixtures;
 mod imds;
 mod keyvault;
 mod plain;
+mod proxy;
 mod server;
 mod standalone;
 mod state;
@@ -123,6 +131,8 @@ pub const DEFAULT_CLIENT_ID: &str = "c11e4700-aaaa-4bbb-8ccc-dddd0000e001";
 pub const KEYVAULT_RESOURCE: &str = "https://vault.azure.net";
 /// App Configuration's token audience in the public cloud.
 pub const APPCONFIG_RESOURCE: &str = "https://appconfig.azure.com";
+/// Managed HSM's token audience in the public cloud.
+pub const MANAGEDHSM_RESOURCE: &str = "https://managedhsm.azure.net";
 
 /// How to start an emulator.
 #[derive(Debug, Clone)]
@@ -155,6 +165,22 @@ pub struct EmulatorConfig {
     /// Where the Arc endpoint writes its challenge key files; `None`: `<state_dir>/arc-tokens`.
     /// Clients accept only `/var/opt/azcmagent/tokens`, the agent's own directory.
     pub arc_key_dir: Option<PathBuf>,
+    /// Serve the vaults under DNS names of this domain (`{vault}.vault.{domain}`,
+    /// `{hsm}.managedhsm.{domain}`, port 443) through an HTTP CONNECT proxy on loopback
+    /// ([`Handle::proxy_url`], for `HTTPS_PROXY`), so that clients apply Key Vault's domain rules
+    /// as in Azure; nothing is resolved by DNS. `None`: vaults on `https://127.0.0.1:<port>`.
+    pub dns_domain: Option<String>,
+    /// Managed HSMs: vaults of keys whose audience (and challenge) is `managedhsm_resource`.
+    pub managed_hsms: Vec<String>,
+    pub managedhsm_resource: String,
+    /// Vaults in another tenant than `tenant_id`: their challenge names that tenant and they
+    /// take only tokens it issued (the app registration is multi-tenant: the authority issues
+    /// tokens from these tenants too).
+    pub vault_tenants: BTreeMap<String, String>,
+    /// An AKS identity-binding token proxy: the authority again, on its own listener, over TLS
+    /// with a certificate for this server name only, from a CA of its own
+    /// (`<state_dir>/token-proxy-ca.pem`).
+    pub token_proxy_sni: Option<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -173,6 +199,11 @@ impl Default for EmulatorConfig {
             keyvault_resource: KEYVAULT_RESOURCE.to_owned(),
             imds_identities: None,
             arc_key_dir: None,
+            dns_domain: None,
+            managed_hsms: Vec::new(),
+            managedhsm_resource: MANAGEDHSM_RESOURCE.to_owned(),
+            vault_tenants: BTreeMap::new(),
+            token_proxy_sni: None,
         }
     }
 }
@@ -227,6 +258,15 @@ pub(crate) struct Shared {
     pub(crate) imds_url: String,
     pub(crate) vault_urls: BTreeMap<String, String>,
     pub(crate) keyvault_resource: String,
+    /// Per vault whose audience is not `keyvault_resource` (Managed HSMs), its audience.
+    pub(crate) vault_resources: BTreeMap<String, String>,
+    /// Per vault in another tenant, that tenant (lower case).
+    pub(crate) vault_tenants: BTreeMap<String, String>,
+    /// The CONNECT proxy's URL, with `dns_domain`.
+    pub(crate) proxy_url: Option<String>,
+    pub(crate) dns_domain: Option<String>,
+    /// The token proxy's URL (`https://127.0.0.1:<port>`) and its CA file, if one runs.
+    pub(crate) token_proxy: Option<(String, PathBuf)>,
     pub(crate) store_urls: BTreeMap<String, String>,
     /// Per store, its replicas' URLs in order.
     pub(crate) replica_urls: BTreeMap<String, Vec<String>>,
@@ -250,6 +290,22 @@ pub(crate) struct Files {
 }
 
 impl Shared {
+    /// Whether the authority issues tokens from `tenant`: the home one or a vault's.
+    pub(crate) fn knows_tenant(&self, ids: &Identities, tenant: &str) -> bool {
+        tenant.eq_ignore_ascii_case(&ids.tenant_id)
+            || self.vault_tenants.values().any(|t| t.eq_ignore_ascii_case(tenant))
+    }
+
+    /// The audience `vault` accepts.
+    pub(crate) fn vault_resource(&self, vault: &str) -> &str {
+        self.vault_resources.get(vault).unwrap_or(&self.keyvault_resource)
+    }
+
+    /// The tenant `vault` belongs to (lower case).
+    pub(crate) fn vault_tenant(&self, vault: &str) -> String {
+        self.vault_tenants.get(vault).cloned().unwrap_or_else(|| self.state.identities().tenant_id.to_ascii_lowercase())
+    }
+
     fn control_url(&self) -> String {
         format!("{}{}", self.imds_url, control::PREFIX)
     }
@@ -267,6 +323,12 @@ impl Shared {
             "tenant_id": ids.tenant_id,
             "client_id": ids.client_ids.first(),
             "keyvault_resource": self.keyvault_resource,
+            "vault_resources": self.vault_resources,
+            "vault_tenants": self.vault_tenants,
+            "proxy_url": self.proxy_url,
+            "token_proxy_url": self.token_proxy.as_ref().map(|(u, _)| u),
+            "token_proxy_ca_file": self.token_proxy.as_ref().map(|(_, ca)| ca),
+            "authority_dns_url": self.dns_domain.as_ref().map(|d| format!("https://login.{d}")),
             "ca_file": self.files.ca_file,
             "federated_token_file": self.files.federated_token_file,
             "client_secret_file": self.files.client_secret_file,
@@ -350,7 +412,28 @@ pub struct Handle {
 impl Emulator {
     /// Generate the CA, write the state files, bind every listener and start serving.
     pub async fn start(config: EmulatorConfig) -> io::Result<Emulator> {
-        let vaults = vault_names(&config.vaults)?;
+        let plain_vaults = vault_names(&config.vaults)?;
+        let hsms = vault_names(&config.managed_hsms)?;
+        let vaults: Vec<String> =
+            plain_vaults.iter().chain(hsms.iter().filter(|h| !plain_vaults.contains(h))).cloned().collect();
+        if let Some(domain) = &config.dns_domain {
+            let valid =
+                domain.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+            if !valid {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid DNS domain {domain:?}")));
+            }
+        }
+        // With a DNS domain: each vault's host name (HSMs under `managedhsm.`).
+        let vault_hosts: BTreeMap<String, String> = match &config.dns_domain {
+            Some(domain) => vaults
+                .iter()
+                .map(|v| {
+                    let kind = if hsms.contains(v) { "managedhsm" } else { "vault" };
+                    (v.clone(), format!("{}.{kind}.{domain}", v.to_ascii_lowercase()))
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let (state_dir, temp_dir) = match &config.state_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -364,10 +447,26 @@ impl Emulator {
                 format!("failed to create the emulator state directory {}: {e}", state_dir.display()),
             )
         })?;
-        let tls = tls::generate(config.advertise_host.as_deref())?;
+        let mut tls_names: Vec<String> = config.advertise_host.iter().cloned().collect();
+        tls_names.extend(vault_hosts.values().cloned());
+        if let Some(domain) = &config.dns_domain {
+            // The authority by name too, and its regional forms (`westus2.login.{domain}`).
+            tls_names.push(format!("login.{domain}"));
+            tls_names.push(format!("*.login.{domain}"));
+        }
+        let tls = tls::generate(&tls_names)?;
         let files = write_files(&state_dir, &tls.ca_pem).await?;
 
         let authority = server::bind(config.bind, "authority").await?;
+        let token_proxy = match &config.token_proxy_sni {
+            Some(sni) => {
+                let tls = tls::generate_for(std::slice::from_ref(sni))?;
+                let ca = state_dir.join("token-proxy-ca.pem");
+                tokio::fs::write(&ca, &tls.ca_pem).await?;
+                Some((server::bind(config.bind, "token proxy").await?, tls.acceptor, ca))
+            }
+            None => None,
+        };
         let plain = server::bind(config.bind, "IMDS and control").await?;
         let arc_listener = server::bind(config.bind, "Azure Arc").await?;
         let mut vault_listeners = Vec::with_capacity(vaults.len());
@@ -395,9 +494,33 @@ impl Emulator {
         let imds_url = format!("http://{host}:{}", plain.local_addr()?.port());
         let arc_url = format!("http://{host}:{}", arc_listener.local_addr()?.port());
         let mut vault_urls = BTreeMap::new();
+        let mut proxy_routes = BTreeMap::new();
         for (name, listener) in &vault_listeners {
-            vault_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
+            match vault_hosts.get(name) {
+                Some(dns) => {
+                    vault_urls.insert(name.clone(), format!("https://{dns}"));
+                    proxy_routes.insert(dns.clone(), listener.local_addr()?);
+                }
+                None => {
+                    vault_urls.insert(name.clone(), format!("https://{host}:{}", listener.local_addr()?.port()));
+                }
+            }
         }
+        let proxy = match &config.dns_domain {
+            Some(domain) => {
+                proxy_routes.insert(format!("login.{domain}"), authority.local_addr()?);
+                proxy_routes.insert(format!("*.login.{domain}"), authority.local_addr()?);
+                Some(server::bind(config.bind, "CONNECT proxy").await?)
+            }
+            None => None,
+        };
+        let proxy_url = match &proxy {
+            Some(p) => Some(format!("http://{host}:{}", p.local_addr()?.port())),
+            None => None,
+        };
+        let managedhsm_resource = config.managedhsm_resource.trim_end_matches('/').to_owned();
+        let vault_resources = hsms.iter().map(|h| (h.clone(), managedhsm_resource.clone())).collect();
+        let vault_tenants = config.vault_tenants.iter().map(|(v, t)| (v.clone(), t.to_ascii_lowercase())).collect();
 
         let mut store_urls = BTreeMap::new();
         let mut replica_urls: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -425,6 +548,16 @@ impl Emulator {
             imds_url,
             vault_urls,
             keyvault_resource: config.keyvault_resource.trim_end_matches('/').to_owned(),
+            vault_resources,
+            vault_tenants,
+            proxy_url,
+            dns_domain: config.dns_domain.clone(),
+            token_proxy: match &token_proxy {
+                Some((listener, _, ca)) => {
+                    Some((format!("https://{host}:{}", listener.local_addr()?.port()), ca.clone()))
+                }
+                None => None,
+            },
             store_urls,
             replica_urls,
             appconfig: appconfig::Stores::new(&stores),
@@ -446,6 +579,13 @@ impl Emulator {
             server::serve(plain, None, Arc::new(plain::PlainHandler { shared: shared.clone() }), cancel.clone()),
             server::serve(arc_listener, None, Arc::new(plain::ArcHandler { shared: shared.clone() }), cancel.clone()),
         ];
+        if let Some(proxy) = proxy {
+            tasks.push(proxy::serve(proxy, proxy_routes, cancel.clone()));
+        }
+        if let Some((listener, acceptor, _)) = token_proxy {
+            let handler = Arc::new(aad::AadHandler { shared: shared.clone() });
+            tasks.push(server::serve(listener, Some(acceptor), handler, cancel.clone()));
+        }
         for (vault, listener) in vault_listeners {
             let handler = Arc::new(keyvault::VaultHandler { shared: shared.clone(), vault });
             tasks.push(server::serve(listener, Some(tls.acceptor.clone()), handler, cancel.clone()));
@@ -499,6 +639,24 @@ impl Handle {
 
     pub fn vault_urls(&self) -> &BTreeMap<String, String> {
         &self.shared.vault_urls
+    }
+
+    /// With `token_proxy_sni`: the token proxy's URL (`https://127.0.0.1:<port>`, for
+    /// `AZURE_KUBERNETES_TOKEN_PROXY`) and its CA's PEM file (`AZURE_KUBERNETES_CA_FILE`).
+    pub fn token_proxy(&self) -> Option<(&str, &Path)> {
+        self.shared.token_proxy.as_ref().map(|(url, ca)| (url.as_str(), ca.as_path()))
+    }
+
+    /// With `dns_domain`: the authority by name (`https://login.{domain}`, through the proxy;
+    /// `{region}.login.{domain}` reaches it too, as a regional authority).
+    pub fn authority_dns_url(&self) -> Option<String> {
+        self.shared.dns_domain.as_ref().map(|domain| format!("https://login.{domain}"))
+    }
+
+    /// With `dns_domain`: the CONNECT proxy that reaches the vaults by name (`http://127.0.0.1:<port>`),
+    /// for `HTTPS_PROXY`.
+    pub fn proxy_url(&self) -> Option<&str> {
+        self.shared.proxy_url.as_deref()
     }
 
     /// The control API's base URL (`http://127.0.0.1:<port>/_emulator`).
@@ -757,6 +915,13 @@ impl Handle {
     /// Revoke every token minted so far.
     pub fn revoke_tokens(&self) {
         self.shared.state.revoke_tokens()
+    }
+
+    /// A CAE critical event: vaults answer tokens that do not carry the returned claims (JSON)
+    /// with an `insufficient_claims` challenge naming them, until a token asked for with them
+    /// arrives.
+    pub fn revoke_tokens_cae(&self) -> String {
+        self.shared.state.revoke_tokens_cae()
     }
 
     /// Every token minted and not yet pruned (tokens are pruned only past 10,000), for tests

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Emulator, EmulatorConfig};
 
 const USAGE: &str = "usage: azure-emulator [--bind IP] [--advertise-host HOST] [--state-dir DIR] \
-                     [--vault NAME]... [--store NAME]... [--store-replicas N] [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID] [--arc-key-dir DIR]";
+                     [--vault NAME]... [--store NAME]... [--store-replicas N] [--seed FILE] [--secrets N] [--token-lifetime 1h] [--tenant-id ID] [--client-id ID] [--arc-key-dir DIR] \
+                     [--dns-domain DOMAIN] [--managed-hsm NAME]... [--vault-tenant VAULT=TENANT]... \
+                     [--keyvault-resource URL] [--managedhsm-resource URL] [--token-proxy-sni NAME]";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -31,7 +33,12 @@ struct Options {
 /// `{"vault": {"secret-name": "value"}}`; its vaults are created),
 /// `--secrets N` (`secret-0000`.. in every vault, value `value-0000`..), `--token-lifetime 1h`,
 /// `--tenant-id ID`, `--client-id ID`, `--arc-key-dir DIR` (where the Arc endpoint writes its
-/// challenge key files). Prints one JSON line to stdout once listening.
+/// challenge key files), `--dns-domain DOMAIN` (vaults named `{vault}.vault.DOMAIN` and
+/// `{hsm}.managedhsm.DOMAIN`, reached through the CONNECT proxy of the info line's `proxy_url`),
+/// `--managed-hsm NAME` (repeatable), `--vault-tenant VAULT=TENANT` (a vault in another tenant),
+/// `--keyvault-resource URL`, `--managedhsm-resource URL` (the audiences), `--token-proxy-sni NAME`
+/// (an AKS token proxy: `token_proxy_url`, `token_proxy_ca_file`). Prints one JSON line
+/// to stdout once listening.
 pub async fn run_standalone(args: &[String], cancel: CancellationToken) -> Result<(), String> {
     let mut options = parse_args(args)?;
     let seed = match &options.seed {
@@ -109,6 +116,17 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--tenant-id" => config.tenant_id = value()?,
             "--client-id" => config.client_id = value()?,
             "--arc-key-dir" => config.arc_key_dir = Some(PathBuf::from(value()?)),
+            "--dns-domain" => config.dns_domain = Some(value()?),
+            "--managed-hsm" => config.managed_hsms.push(value()?),
+            "--vault-tenant" => {
+                let v = value()?;
+                let (vault, tenant) =
+                    v.split_once('=').ok_or_else(|| format!("--vault-tenant {v:?}: use VAULT=TENANT"))?;
+                config.vault_tenants.insert(vault.to_owned(), tenant.to_owned());
+            }
+            "--keyvault-resource" => config.keyvault_resource = value()?,
+            "--managedhsm-resource" => config.managedhsm_resource = value()?,
+            "--token-proxy-sni" => config.token_proxy_sni = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown emulator flag {other:?}\n{USAGE}")),
         }

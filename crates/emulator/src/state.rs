@@ -111,6 +111,9 @@ pub struct RequestRecord {
     pub headers: BTreeMap<String, String>,
     /// Names of the form fields of a token request (`client_assertion`, `scope`, ...).
     pub form_keys: Vec<String>,
+    /// The `scope` of a token request (a resource name, never a credential).
+    #[serde(default)]
+    pub scope: Option<String>,
     /// The status answered, once known (absent while a hung request is still waiting).
     pub status: Option<u16>,
     /// When the request arrived, in milliseconds since the Unix epoch (to measure the spacing
@@ -120,7 +123,8 @@ pub struct RequestRecord {
 }
 
 /// Request headers copied into the log: none of them carries a credential.
-pub(crate) const LOGGED_HEADERS: [&str; 8] = [
+pub(crate) const LOGGED_HEADERS: [&str; 9] = [
+    "host",
     "metadata",
     "if-none-match",
     "if-match",
@@ -293,6 +297,10 @@ pub(crate) struct Grant {
     /// The resource, without a trailing slash (`https://vault.azure.net`).
     pub audience: String,
     pub expires_on: i64,
+    /// The tenant that issued it (`None`: the home tenant, as managed identities get).
+    pub tenant: Option<String>,
+    /// Minted after a CAE revocation and asked for with that revocation's claims.
+    pub carries_claims: bool,
 }
 
 /// The outcome of checking a bearer token.
@@ -323,6 +331,9 @@ struct Inner {
     keys: HashMap<(String, String), Vec<KeyVersion>>,
     certificates: HashMap<(String, String), Vec<CertificateVersion>>,
     last_assertion: Option<SecretString>,
+    /// A CAE revocation not yet satisfied: its `nbf` (unix seconds). Tokens issued before it,
+    /// or after it without its claims, get the `insufficient_claims` challenge.
+    cae_nbf: Option<i64>,
 }
 
 /// The emulator's state, shared by every listener and the control API.
@@ -351,6 +362,7 @@ impl State {
                 canned: HashMap::new(),
                 keys: HashMap::new(),
                 certificates: HashMap::new(),
+                cae_nbf: None,
                 last_assertion: None,
             }),
             recorded: tokio::sync::Notify::new(),
@@ -578,7 +590,24 @@ impl State {
     /// Mint an opaque token for `audience`, valid for the configured lifetime. Returns the token
     /// and its expiry (unix seconds).
     pub fn mint_token(&self, audience: &str) -> (SecretString, i64, Duration) {
+        self.mint_token_in(audience, None, None)
+    }
+
+    /// Mint a token from `tenant`, asked for with `claims` (the request's JSON, if any).
+    pub fn mint_token_in(
+        &self,
+        audience: &str,
+        tenant: Option<&str>,
+        claims: Option<&str>,
+    ) -> (SecretString, i64, Duration) {
         let token = SecretString::new(format!("emu{}", random_hex(32)));
+        let carries_claims = {
+            let inner = self.lock();
+            match (inner.cae_nbf, claims) {
+                (Some(nbf), Some(claims)) => claims_satisfy(claims, nbf),
+                _ => false,
+            }
+        };
         let mut inner = self.lock();
         let lifetime = inner.token_lifetime;
         let now = unix_now();
@@ -586,10 +615,48 @@ impl State {
         if inner.tokens.len() >= MAX_TOKENS {
             inner.tokens.retain(|_, grant| grant.expires_on > now);
         }
-        inner
-            .tokens
-            .insert(token.expose().to_owned(), Grant { audience: normalize_audience(audience).to_owned(), expires_on });
+        inner.tokens.insert(
+            token.expose().to_owned(),
+            Grant {
+                audience: normalize_audience(audience).to_owned(),
+                expires_on,
+                tenant: tenant.map(str::to_ascii_lowercase),
+                carries_claims,
+            },
+        );
         (token, expires_on, lifetime)
+    }
+
+    /// The grant behind a token, if we minted it.
+    pub fn grant(&self, token: &str) -> Option<Grant> {
+        self.lock().tokens.get(token).cloned()
+    }
+
+    /// A CAE revocation (a critical event: the identity's sessions revoked): from now on a vault
+    /// answers a token issued before now, or one asked for without the claims it names, with
+    /// `error="insufficient_claims"`. Returns the claims (JSON) the challenge carries.
+    pub fn revoke_tokens_cae(&self) -> String {
+        let nbf = unix_now();
+        self.lock().cae_nbf = Some(nbf);
+        cae_claims(nbf)
+    }
+
+    /// The claims a pending CAE revocation asks for, if one is pending.
+    pub fn cae_pending(&self) -> Option<String> {
+        self.lock().cae_nbf.map(cae_claims)
+    }
+
+    /// Whether `grant` passes a pending CAE revocation; one that does ends it.
+    pub fn cae_check(&self, grant: &Grant) -> bool {
+        let mut inner = self.lock();
+        match inner.cae_nbf {
+            None => true,
+            Some(_) if grant.carries_claims => {
+                inner.cae_nbf = None;
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Whether `token` is one we minted, still valid, for `audience`.
@@ -800,6 +867,19 @@ fn canned_key(path: &str) -> String {
     } else {
         trimmed.to_owned()
     }
+}
+
+/// The claims of a CAE challenge, as Entra-integrated resources send them.
+fn cae_claims(nbf: i64) -> String {
+    format!(r#"{{"access_token":{{"nbf":{{"essential":true,"value":"{nbf}"}}}}}}"#)
+}
+
+/// Whether a token request's `claims` ask for at least the revocation's `nbf`.
+fn claims_satisfy(claims: &str, nbf: i64) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(claims) else { return false };
+    let value = &v["access_token"]["nbf"]["value"];
+    let asked = value.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| value.as_i64());
+    asked.is_some_and(|n| n >= nbf)
 }
 
 /// Audiences compare without a trailing slash (`https://vault.azure.net/` = `https://vault.azure.net`).

@@ -1,5 +1,5 @@
 //! The emulator's TLS: a certificate authority generated for each run, and a server certificate
-//! it signs for `127.0.0.1`, `::1` and `localhost` (plus an optional advertised host name).
+//! it signs for `127.0.0.1`, `::1` and `localhost` (plus an optional advertised host name and the vaults' DNS names).
 //! Clients trust the run's CA through the PEM written to `<state_dir>/ca.pem`.
 //!
 //! The rustls config names the ring provider itself, so nothing depends on a process-wide
@@ -20,14 +20,25 @@ pub(crate) struct ServerTls {
     pub acceptor: TlsAcceptor,
 }
 
-/// Generate a CA and a server certificate for the loopback names and `extra_host`.
-pub(crate) fn generate(extra_host: Option<&str>) -> io::Result<ServerTls> {
+/// Generate a CA and a server certificate for the loopback names and `extra_hosts`.
+pub(crate) fn generate(extra_hosts: &[String]) -> io::Result<ServerTls> {
     let (ca_pem, issuer) = new_ca().map_err(tls_error)?;
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    if let Some(host) = extra_host.filter(|h| !names.iter().any(|n| n == h)) {
-        names.push(host.to_owned());
+    for host in extra_hosts {
+        if !names.contains(host) {
+            names.push(host.clone());
+        }
     }
     let (cert_der, key_der) = new_server_cert(names, &issuer).map_err(tls_error)?;
+    let config = server_config(cert_der, key_der)?;
+    Ok(ServerTls { ca_pem, acceptor: TlsAcceptor::from(Arc::new(config)) })
+}
+
+/// A CA of its own and a certificate it signs for `names` only (no loopback names): a server
+/// that a client can verify only under one of those names (the AKS token proxy's SNI name).
+pub(crate) fn generate_for(names: &[String]) -> io::Result<ServerTls> {
+    let (ca_pem, issuer) = new_ca().map_err(tls_error)?;
+    let (cert_der, key_der) = new_server_cert(names.to_vec(), &issuer).map_err(tls_error)?;
     let config = server_config(cert_der, key_der)?;
     Ok(ServerTls { ca_pem, acceptor: TlsAcceptor::from(Arc::new(config)) })
 }
