@@ -4,7 +4,7 @@
 //! The driver's rules come from its source (Azure/secrets-store-csi-driver-provider-azure,
 //! pkg/provider/provider.go, types/parameters.go, validate.go, pkg/auth/auth.go): `params`
 //! reads the parameters and the identity, `objects` each object. What the driver itself would
-//! refuse is refused here (exit 2); what the sidecar cannot do the same way is left out with
+//! refuse is refused here (exit 1, as `inject` refuses); what the sidecar cannot do the same way is left out with
 //! the reason, on stderr and as a comment in the output, never silently.
 
 mod objects;
