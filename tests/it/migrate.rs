@@ -702,3 +702,29 @@ fn with_the_manifest_only_the_containers_that_mounted_the_csi_volume_see_the_sec
     std::fs::write(&rendered, &out).unwrap();
     validate_k8s(&[&rendered]);
 }
+
+/// Two classes of one namespace migrated with the default flags must not write one ConfigMap:
+/// `kubectl apply` of the second would replace the first's config, and the first pod's sidecar
+/// would reload it and publish the other app's secrets. The default name is the class's.
+#[test]
+fn two_classes_migrated_with_the_default_flags_get_two_config_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = object(&[("objectName", "db-password"), ("objectType", "secret")]);
+    let mut names = Vec::new();
+    for class in ["app-secrets", "billing-secrets"] {
+        let manifest = dir.path().join(format!("{class}.yaml"));
+        std::fs::write(
+            &manifest,
+            DEPLOYMENT.replace("secretProviderClass: app-secrets", &format!("secretProviderClass: {class}")),
+        )
+        .unwrap();
+        let input = spc(&objects, "", "").replace("name: app-secrets", &format!("name: {class}"));
+        let (out, _) = migrated(&input, &["--manifest", manifest.to_str().unwrap()]);
+        let all = docs(&out);
+        let name = all[0]["metadata"]["name"].as_str().unwrap().to_string();
+        let volumes = all[1]["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+        assert!(volumes.iter().any(|v| v["configMap"]["name"] == name.as_str()), "the pod mounts its ConfigMap: {out}");
+        names.push(name);
+    }
+    assert_eq!(names, ["app-secrets-sidecar-config", "billing-secrets-sidecar-config"]);
+}
