@@ -728,3 +728,19 @@ fn two_classes_migrated_with_the_default_flags_get_two_config_maps() {
     }
     assert_eq!(names, ["app-secrets-sidecar-config", "billing-secrets-sidecar-config"]);
 }
+
+/// A class whose objects all stay out (or that lists none: provider.go:283-285 then mounts an
+/// empty volume) gives no config `check` would load (a keyvault source needs a secret):
+/// migrate says so, with each object's reason, instead of writing one.
+#[test]
+fn a_class_with_nothing_to_publish_is_refused_with_the_reasons() {
+    let only_history = object(&[("objectName", "old"), ("objectType", "secret"), ("objectVersionHistory", "3")]);
+    let (code, out, err) = migrate(&spc(&only_history, "", ""), &[]);
+    assert_eq!(code, Some(1), "{err}\n{out}");
+    assert!(err.contains("nothing to publish") && err.contains("objectVersionHistory 3"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    let none = spc("", "", "").replace("      array:\n", "      array: []\n");
+    let (code, out, err) = migrate(&none, &[]);
+    assert_eq!(code, Some(1), "{err}\n{out}");
+    assert!(err.contains("lists no objects"), "{err}");
+}
