@@ -76,7 +76,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, env: Vec<(String, String)>
         }
         Command::Probe { what, addr } => probe(what, addr, &env),
         Command::Inject { file, options } => inject(file, &options),
-        Command::MigrateCsi { file, manifest, options } => migrate_csi(file, manifest, &options),
+        Command::MigrateCsi { file, manifest, options, config_map_named } => {
+            migrate_csi(file, manifest, &options, config_map_named)
+        }
         #[cfg(feature = "demo")]
         Command::Demo { dir } => Ok(crate::demo::run(dir, build)?),
         #[cfg(not(feature = "demo"))]
@@ -156,12 +158,25 @@ fn migrate_csi(
     file: Option<PathBuf>,
     manifest: Option<PathBuf>,
     options: &crate::inject::Options,
+    config_map_named: bool,
 ) -> Result<(), AppError> {
     let input = read_input("migrate csi", file.as_deref())?;
     let migration = crate::migrate::migrate(&input)?;
     let output = match manifest {
         None => migration.config.clone(),
         Some(path) => {
+            // One ConfigMap per class: two classes of a namespace under one name would replace
+            // each other's config on `kubectl apply`.
+            let mut options = options.clone();
+            if !config_map_named {
+                options.config_map = format!("{}-sidecar-config", migration.class);
+                if let Some(problem) = options.problem() {
+                    return Err(AppError::Usage(crate::cli::UsageError(format!(
+                        "{problem} (named after the class; give --config-map NAME)"
+                    ))));
+                }
+            }
+            let options = &options;
             let pods = read_input("migrate csi", Some(path.as_path()).filter(|p| p.as_os_str() != "-"))?;
             let config_map = crate::migrate::config_map(&migration, &options.config_map);
             crate::inject::replace_csi(&pods, &migration.class, vec![config_map], options)?

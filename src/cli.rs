@@ -26,11 +26,13 @@ pub enum Command {
         options: crate::inject::Options,
     },
     /// `migrate csi [-f FILE] [--manifest FILE]`: no file or `-` is stdin. With a manifest,
-    /// `options` are inject's for it (the mount path comes from the CSI volume).
+    /// `options` are inject's for it (the mount path comes from the CSI volume; without
+    /// `--config-map`, `config_map_named` false, the ConfigMap is named after the class).
     MigrateCsi {
         file: Option<PathBuf>,
         manifest: Option<PathBuf>,
         options: crate::inject::Options,
+        config_map_named: bool,
     },
     Version,
     Help,
@@ -85,6 +87,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut manifest = None;
     let mut migrate_what = None;
     let mut inject_flags = false;
+    let mut config_map_named = false;
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -109,7 +112,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             ("migrate", "-f" | "--file") => file = Some(PathBuf::from(value("-f")?)),
             ("migrate", "--manifest") => manifest = Some(PathBuf::from(value("--manifest")?)),
             ("migrate", "--image") => (inject.image, inject_flags) = (value("--image")?, true),
-            ("migrate", "--config-map") => (inject.config_map, inject_flags) = (value("--config-map")?, true),
+            ("migrate", "--config-map") => {
+                (inject.config_map, inject_flags, config_map_named) = (value("--config-map")?, true, true)
+            }
             ("migrate", "--classic") if !inject.classic && inline.is_none() => {
                 (inject.classic, inject_flags) = (true, true)
             }
@@ -145,7 +150,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             if file.is_none() && manifest.as_ref().is_some_and(|m| m.as_os_str() == "-") {
                 return Err(UsageError("only one of -f and --manifest can be stdin".into()));
             }
-            Command::MigrateCsi { file: stdin(file), manifest, options: inject }
+            Command::MigrateCsi { file: stdin(file), manifest, options: inject, config_map_named }
         }
         "version" | "--version" => Command::Version,
         "help" => Command::Help,
@@ -215,14 +220,20 @@ mod tests {
         );
         assert_eq!(
             p(&["migrate", "csi", "-f", "spc.yaml"]).unwrap(),
-            Command::MigrateCsi { file: Some("spc.yaml".into()), manifest: None, options: Default::default() }
+            Command::MigrateCsi {
+                file: Some("spc.yaml".into()),
+                manifest: None,
+                options: Default::default(),
+                config_map_named: false
+            }
         );
         assert_eq!(
             p(&["migrate", "csi", "--manifest", "d.yaml", "--config-map=c", "--classic"]).unwrap(),
             Command::MigrateCsi {
                 file: None,
                 manifest: Some("d.yaml".into()),
-                options: crate::inject::Options { config_map: "c".into(), classic: true, ..Default::default() }
+                options: crate::inject::Options { config_map: "c".into(), classic: true, ..Default::default() },
+                config_map_named: true
             }
         );
         assert!(p(&["migrate"]).unwrap_err().0.contains("migrate csi"));

@@ -179,7 +179,8 @@ pub struct RawSecret {
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
     /// For certificates: `pem` (default; `<path>/tls.crt` and `<path>/tls.key`), `pem-bundle`
-    /// (one file: key, then chain) or `pfx`.
+    /// (one file: key, then chain; a secret that backs no certificate as it is), `pem-leaf`
+    /// (the certificate alone) or `pfx`.
     #[serde(default)]
     pub format: Option<String>,
     /// For secrets: `utf-8` (default), `base64` or `hex`, decoded before the value is written.

@@ -11,9 +11,16 @@ fn name_of(v: &Value) -> &str {
     v["name"].as_str().unwrap_or_default()
 }
 
+/// Where a pod mounted the CSI volume: the path, and the containers that mounted it (only
+/// those see the files: a volume is visible where it is listed in `volumeMounts`).
+pub struct Mounted {
+    pub path: String,
+    pub containers: Vec<String>,
+}
+
 /// Takes the CSI volume of `class` out of the pod `template` and its mounts out of every
-/// container; the path they mounted it at. `Ok(None)`: this pod does not mount the class.
-pub fn take(template: &mut Mapping, class: &str) -> Result<Option<String>, String> {
+/// container; where they mounted it. `Ok(None)`: this pod does not mount the class.
+pub fn take(template: &mut Mapping, class: &str) -> Result<Option<Mounted>, String> {
     let Some(spec) = template.get_mut("spec").and_then(Value::as_mapping_mut) else { return Ok(None) };
     let ours = |v: &Value| {
         v["csi"]["driver"].as_str() == Some(DRIVER)
@@ -72,5 +79,5 @@ pub fn take(template: &mut Mapping, class: &str) -> Result<Option<String>, Strin
     if let Some(vs) = spec.get_mut("volumes").and_then(Value::as_sequence_mut) {
         vs.retain(|v| !ours(v));
     }
-    Ok(Some(path))
+    Ok(Some(Mounted { path, containers: paths.into_iter().map(|(c, _)| c).collect() }))
 }

@@ -92,7 +92,8 @@ pub fn parse_yaml(src: &str) -> Result<Vec<Value>, String> {
 
 /// `migrate csi --manifest`: every workload of `src` that mounts SecretProviderClass `class`
 /// through the CSI driver gets the sidecar instead, its volume mounted where the CSI volume
-/// was (`opts.mount_path` is not used); other workloads and documents are left as they are.
+/// was and in the containers that mounted it, no others (`opts.mount_path` is not used);
+/// other workloads and documents are left as they are.
 /// `first` (the ConfigMap) is written before them. Refused if no workload mounts the class.
 pub fn replace_csi(src: &str, class: &str, first: Vec<Value>, opts: &Options) -> Result<String, InjectError> {
     let mut docs = yaml::parse_all(src).map_err(InjectError::Input)?;
@@ -146,14 +147,16 @@ fn object(doc: &mut Value, parts: &template::Parts, opts: &Options, mut csi: Csi
             .ok_or_else(|| (what.clone(), format!("has no {} to add the sidecar to", template_path.join("."))))?;
     }
     let template = node.as_mapping_mut().expect("checked above");
-    let Some((class, count)) = csi else { return pod::inject(template, parts, opts).map_err(|reason| (what, reason)) };
-    let Some(path) = csi::take(template, class).map_err(|reason| (what.clone(), reason))? else { return Ok(()) };
-    let opts = Options { mount_path: path, ..opts.clone() };
+    let Some((class, count)) = csi else {
+        return pod::inject(template, parts, opts, None).map_err(|reason| (what, reason));
+    };
+    let Some(mounted) = csi::take(template, class).map_err(|reason| (what.clone(), reason))? else { return Ok(()) };
+    let opts = Options { mount_path: mounted.path, ..opts.clone() };
     if let Some(problem) = opts.problem() {
         return Err((what, format!("the CSI volume's mount path cannot take the sidecar's volume: {problem}")));
     }
     *count += 1;
-    pod::inject(template, parts, &opts).map_err(|reason| (what, reason))
+    pod::inject(template, parts, &opts, Some(&mounted.containers)).map_err(|reason| (what, reason))
 }
 
 #[cfg(test)]

@@ -34,7 +34,9 @@ fn name_of(v: &Value) -> &str {
     v["name"].as_str().unwrap_or_default()
 }
 
-pub fn inject(template: &mut Mapping, parts: &Parts, opts: &Options) -> Result<(), String> {
+/// `only`: the containers that get the secrets volume (`migrate csi --manifest`: those that
+/// mounted the CSI volume); `None`: every container but the sidecar's.
+pub fn inject(template: &mut Mapping, parts: &Parts, opts: &Options, only: Option<&[String]>) -> Result<(), String> {
     let spec = map_at(template, "spec", "spec")?;
     if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
         return Err("the pod uses hostNetwork: the sidecar's health port (8201) and loopback HTTP would \
@@ -127,7 +129,7 @@ pub fn inject(template: &mut Mapping, parts: &Parts, opts: &Options) -> Result<(
     let n_init = init.len();
     for (i, c) in init.iter_mut().chain(apps.iter_mut()).enumerate() {
         let name = name_of(c).to_string();
-        if ours.contains(&name.as_str()) {
+        if ours.contains(&name.as_str()) || only.is_some_and(|only| !only.contains(&name)) {
             continue;
         }
         let c = c.as_mapping_mut().ok_or_else(|| format!("container {name} is not a mapping"))?;

@@ -4,7 +4,7 @@
 //! The driver's rules come from its source (Azure/secrets-store-csi-driver-provider-azure,
 //! pkg/provider/provider.go, types/parameters.go, validate.go, pkg/auth/auth.go): `params`
 //! reads the parameters and the identity, `objects` each object. What the driver itself would
-//! refuse is refused here (exit 2); what the sidecar cannot do the same way is left out with
+//! refuse is refused here (exit 1, as `inject` refuses); what the sidecar cannot do the same way is left out with
 //! the reason, on stderr and as a comment in the output, never silently.
 
 mod objects;
@@ -56,6 +56,16 @@ pub fn migrate(src: &str) -> Result<Migration, MigrateError> {
     let params = params::read(&spc["spec"]["parameters"]).map_err(|e| MigrateError(format!("{class}: {e}")))?;
     let mapped =
         objects::map_all(&params, &spc["spec"]["secretObjects"]).map_err(|e| MigrateError(format!("{class}: {e}")))?;
+    // A keyvault source needs at least one secret (`check` refuses `secrets: []`): say why here
+    // rather than write a config that does not load.
+    if mapped.entries.is_empty() {
+        let why = if mapped.left_out.is_empty() {
+            "the class lists no objects (the driver mounts an empty volume), so there is nothing to publish".to_string()
+        } else {
+            format!("no object can be migrated, so there is nothing to publish: {}", mapped.left_out.join("; "))
+        };
+        return Err(MigrateError(format!("{class}: {why}")));
+    }
     let notes = params
         .notes
         .iter()
@@ -138,11 +148,7 @@ fn render(class: &str, namespace: Option<&str>, params: &params::Params, mapped:
     out.push_str(&format!("cloud: {}\n", params.cloud));
     out.push_str("sources:\n  - type: keyvault\n");
     out.push_str(&format!("    vault: {}\n", quoted(&params.vault)));
-    if mapped.entries.is_empty() {
-        out.push_str("    secrets: []\n");
-    } else {
-        out.push_str("    secrets:\n");
-    }
+    out.push_str("    secrets:\n");
     for e in &mapped.entries {
         for line in &e.comments {
             comment(&mut out, "      ", line);

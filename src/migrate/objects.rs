@@ -19,6 +19,12 @@ pub struct Entry {
     pub encoding: Option<&'static str>,
     /// Said above the entry: how the driver's object maps.
     pub comments: Vec<String>,
+    /// `objects array[i] (type name)`: the object it comes from, for reports.
+    pub what: String,
+    /// The object's `filePermission`, as written (empty: the driver's default).
+    pub permission: String,
+    /// Taken as a plain secret, where the vault might hold a certificate.
+    pub plain: bool,
 }
 
 pub struct Mapped {
@@ -47,13 +53,20 @@ struct Object {
     permission: String,
 }
 
-fn field(m: &Value, key: &str) -> String {
-    match &m[key] {
-        Value::String(s) => s.trim().to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        _ => String::new(),
-    }
+/// One object's YAML as the provider unmarshals it (yaml.v3 into types.go `KeyVaultObject`):
+/// string fields take a plain scalar's text as written (`objectName: 0123` is "0123"), unknown
+/// keys are ignored.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawObject {
+    object_name: Option<String>,
+    object_alias: Option<String>,
+    object_version: Option<String>,
+    object_version_history: Option<i64>,
+    object_type: Option<String>,
+    object_format: Option<String>,
+    object_encoding: Option<String>,
+    file_permission: Option<String>,
 }
 
 /// The `objects` parameter: a YAML text `array:` of YAML texts, one object each
@@ -66,6 +79,7 @@ fn parse(objects: &str) -> Result<Vec<Object>, String> {
         Value::Null => vec![],
         _ => return Err("parameter objects: array is not a list".into()),
     };
+    let trimmed = |s: Option<String>| s.map(|s| s.trim().to_string()).unwrap_or_default();
     array
         .iter()
         .enumerate()
@@ -77,22 +91,16 @@ fn parse(objects: &str) -> Result<Vec<Object>, String> {
             if !m.is_mapping() {
                 return Err(format!("objects array[{i}] is not a mapping of objectName, objectType, ..."));
             }
-            let history = match &m["objectVersionHistory"] {
-                Value::Null => 0,
-                Value::Number(n) => {
-                    n.as_i64().ok_or(format!("objects array[{i}]: objectVersionHistory is not a number"))?
-                }
-                _ => return Err(format!("objects array[{i}]: objectVersionHistory is not a number")),
-            };
+            let raw: RawObject = serde_yaml::from_str(text).map_err(|e| format!("objects array[{i}]: {e}"))?;
             Ok(Object {
-                name: field(&m, "objectName"),
-                alias: field(&m, "objectAlias"),
-                version: field(&m, "objectVersion"),
-                history,
-                kind: field(&m, "objectType"),
-                format: field(&m, "objectFormat"),
-                encoding: field(&m, "objectEncoding"),
-                permission: field(&m, "filePermission"),
+                name: trimmed(raw.object_name),
+                alias: trimmed(raw.object_alias),
+                version: trimmed(raw.object_version),
+                history: raw.object_version_history.unwrap_or(0),
+                kind: trimmed(raw.object_type),
+                format: trimmed(raw.object_format),
+                encoding: trimmed(raw.object_encoding),
+                permission: trimmed(raw.file_permission),
             })
         })
         .collect()
@@ -122,9 +130,13 @@ fn driver_refuses(o: &Object) -> Option<String> {
     if file.starts_with('/') || file.contains("..") {
         return Some(format!("file name {file:?} must be relative and must not contain '..'"));
     }
-    // types.go GetFilePermission: octal.
-    if !o.permission.is_empty() && i64::from_str_radix(&o.permission, 8).is_err() {
-        return Some(format!("filePermission {:?} must be a valid octal number", o.permission));
+    // The driver's writer (secrets-store-csi-driver pkg/util/fileutil/writer.go:34,
+    // atomic_writer.go:261-291): a clean path, segments of at most 255 bytes, 4096 in all.
+    if file != "." && file.split('/').any(|seg| seg.is_empty() || seg == ".") {
+        return Some(format!("file name {file:?} is not a clean path (filepath.Clean changes it)"));
+    }
+    if file.len() > 4096 || file.split('/').any(|seg| seg.len() > 255) {
+        return Some(format!("file name {file:?} has a segment longer than 255 bytes or is longer than 4096"));
     }
     // provider.go getKeyVaultObjectContent: the type is matched exactly.
     if !["secret", "key", "cert"].contains(&o.kind.as_str()) {
@@ -153,8 +165,6 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
     let objects = parse(&params.objects)?;
     let tls = tls_sources(secret_objects);
     let mut mapped = Mapped { entries: vec![], left_out: vec![], notes: vec![], file_mode: SIDECAR_MODE };
-    let mut plain = Vec::new();
-    let mut permissions = Vec::new();
     for (i, o) in objects.iter().enumerate() {
         if let Some(why) = driver_refuses(o) {
             return Err(format!("objects array[{i}] ({}): {why} (the driver fails the mount)", o.name));
@@ -189,13 +199,27 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
             }
         };
         let path = RelPath::parse(&file).expect("checked above");
-        let clash = mapped.entries.iter().find(|e| {
+        // The driver writes a map by path (writer.go:62-68), filled in order: of two objects
+        // with one file name, the later is the file.
+        if let Some(at) = mapped.entries.iter().position(|e| e.path == file) {
+            let earlier = mapped.entries.remove(at);
+            mapped.left_out.push(format!(
+                "{} -> {file}: {what} writes the same file after it, and the driver writes the last",
+                earlier.what
+            ));
+        }
+        // A file under another object's file: the driver's MkdirAll or WriteFile of one of the
+        // two fails (atomic_writer.go:390-402), whatever the order.
+        let nested = mapped.entries.iter().find(|e| {
             let other = RelPath::parse(&e.path).expect("checked when mapped");
-            other == path || other.is_dir_prefix_of(&path) || path.is_dir_prefix_of(&other)
+            other.is_dir_prefix_of(&path) || path.is_dir_prefix_of(&other)
         });
-        if let Some(other) = clash {
-            leave(format!("{} already writes {} (a file cannot also be a directory)", other.name, other.path));
-            continue;
+        if let Some(other) = nested {
+            return Err(format!(
+                "{what}: file {file:?} would sit under another object's file {:?} (or hold it): {} cannot be both a \
+                 file and a directory (the driver fails the mount)",
+                other.path, other.what
+            ));
         }
         let encoding = match o.encoding.to_ascii_lowercase().as_str() {
             "base64" => Some("base64"),
@@ -234,14 +258,23 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
                 ));
                 ("certificate", Some("pem-bundle"), None)
             }
-            _ => {
-                plain.push(o.name.clone());
-                ("secret", None, encoding)
-            }
+            _ => ("secret", None, encoding),
         };
-        permissions.push(o.permission.clone());
-        mapped.entries.push(Entry { name: o.name.clone(), path: file, version, kind, format, encoding, comments });
+        let plain = kind == "secret" && !o.format.eq_ignore_ascii_case("pfx");
+        mapped.entries.push(Entry {
+            name: o.name.clone(),
+            path: file,
+            version,
+            kind,
+            format,
+            encoding,
+            comments,
+            what,
+            permission: o.permission.clone(),
+            plain,
+        });
     }
+    let plain: Vec<String> = mapped.entries.iter().filter(|e| e.plain).map(|e| e.name.clone()).collect();
     if !plain.is_empty() {
         mapped.notes.push(format!(
             "objectType secret taken as plain secrets (the value as Key Vault holds it): {}. If one names a \
@@ -250,6 +283,7 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
             plain.join(", ")
         ));
     }
+    let permissions: Vec<String> = mapped.entries.iter().map(|e| e.permission.clone()).collect();
     file_modes(&permissions, &mut mapped);
     for (i, so) in secret_objects.as_sequence().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
         let keys: Vec<String> = so["data"]
@@ -277,7 +311,7 @@ pub fn map_all(params: &Params, secret_objects: &Value) -> Result<Mapped, String
 /// 0440 for the owner and the pod's fsGroup, said.
 fn file_modes(permissions: &[String], mapped: &mut Mapped) {
     let explicit: Vec<&String> = permissions.iter().filter(|p| !p.is_empty()).collect();
-    let modes: Vec<u32> = explicit.iter().filter_map(|p| u32::from_str_radix(p, 8).ok()).collect();
+    let modes: Vec<u32> = explicit.iter().map(|p| go_file_mode(p, &mut mapped.notes)).collect();
     // Config validate.rs `file_mode`: no special bits, never writable by others, readable.
     let usable = |m: u32| m <= 0o777 && m & 0o002 == 0 && m & 0o444 != 0;
     match modes.as_slice() {
@@ -305,5 +339,21 @@ fn file_modes(permissions: &[String], mapped: &mut Mapped) {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
+    }
+}
+
+/// The mode the driver gives a file for `filePermission`: parameters.go `GetFilePermission`
+/// (`strconv.ParseInt(s, 8, 32)`), whose error provider.go:332 drops (mode 0 then), and Go's
+/// `os.Chmod`, which keeps the permission bits alone (`FileMode.Perm`).
+fn go_file_mode(permission: &str, notes: &mut Vec<String>) -> u32 {
+    match i32::from_str_radix(permission, 8) {
+        Ok(mode) => mode as u32 & 0o777,
+        Err(_) => {
+            notes.push(format!(
+                "filePermission {permission:?} is not an octal number: the driver mounts it anyway, with mode 0000 \
+                 (the provider drops the parse error)"
+            ));
+            0
+        }
     }
 }

@@ -318,7 +318,6 @@ fn what_cannot_map_is_reported_on_stderr_and_in_comments() {
         object(&[("objectName", "odd"), ("objectType", "secret"), ("objectAlias", "\"with space\"")]),
         object(&[("objectName", "db"), ("objectType", "secret"), ("filePermission", "0600")]),
         object(&[("objectName", "api"), ("objectType", "secret")]),
-        object(&[("objectName", "db-dir"), ("objectType", "secret"), ("objectAlias", "db/x")]),
     ]
     .concat();
     let secret_objects = "  secretObjects:\n    - secretName: db-env\n      type: Opaque\n      data:\n        - objectName: db\n          key: password\n";
@@ -332,7 +331,6 @@ fn what_cannot_map_is_reported_on_stderr_and_in_comments() {
             "a path outside the sidecar's rules",
         ),
         ("secretObjects[0] (Kubernetes Secret db-env, type Opaque, password<-db)", "a synced Kubernetes Secret"),
-        ("objects array[4] (secret db-dir) -> db/x: db already writes db", "a file under another file"),
     ] {
         assert!(notes.contains(&format!("not migrated: {reason}")), "{what} on stderr: {notes}");
         assert!(config.contains(&format!("    # - {reason}")), "{what} as a comment: {config}");
@@ -575,4 +573,174 @@ fn the_guide_s_examples_are_what_migrate_gives() {
     let rendered = dir.path().join("rendered.yaml");
     std::fs::write(&rendered, &out).unwrap();
     validate_k8s(&[&rendered]);
+}
+
+/// The driver keys what it writes by path (secrets-store-csi-driver pkg/util/fileutil/writer.go:62-68,
+/// a map filled in the provider's order), so of two objects with one file name the later is
+/// the file: migrate keeps that one and reports the earlier.
+#[test]
+fn of_two_objects_with_one_file_name_the_later_is_written_as_by_the_driver() {
+    let objects = [
+        object(&[("objectName", "db-old"), ("objectType", "secret"), ("objectAlias", "db")]),
+        object(&[("objectName", "db-new"), ("objectType", "secret"), ("objectAlias", "db")]),
+    ]
+    .concat();
+    let (config, notes) = migrated(&spc(&objects, "", ""), &[]);
+    assert!(config.contains("      - name: \"db-new\"\n        path: \"db\"\n"), "the later object: {config}");
+    assert!(!config.contains("- name: \"db-old\""), "{config}");
+    assert!(notes.contains("not migrated: objects array[0] (secret db-old) -> db"), "{notes}");
+}
+
+/// What the driver fails the mount for, migrate refuses: a file under another object's file
+/// (atomic_writer.go:390-402 writes each path with MkdirAll then WriteFile, so one of the two
+/// fails whatever the order), a path that is not clean (writer.go:34-36), a segment over 255
+/// bytes (atomic_writer.go:282).
+#[test]
+fn paths_the_driver_cannot_write_are_refused() {
+    let two = |a: &str, b: &str| {
+        [
+            object(&[("objectName", "one"), ("objectType", "secret"), ("objectAlias", a)]),
+            object(&[("objectName", "two"), ("objectType", "secret"), ("objectAlias", b)]),
+        ]
+        .concat()
+    };
+    let long = "x".repeat(256);
+    for (objects, reason) in [
+        (two("db", "db/x"), "under another"),
+        (two("db/x", "db"), "under another"),
+        (two("a/./b", "c"), "not a clean path"),
+        (two("a/", "c"), "not a clean path"),
+        (two("./a", "c"), "not a clean path"),
+        (two(&long, "c"), "longer than 255"),
+    ] {
+        let (code, out, err) = migrate(&spc(&objects, "", ""), &[]);
+        assert_eq!(code, Some(1), "{reason}: {err}");
+        assert!(err.contains(reason) && err.contains("the driver fails the mount"), "{reason:?} in: {err}");
+        assert!(out.is_empty(), "{out}");
+    }
+}
+
+/// The provider drops GetFilePermission's error (provider.go:332; parameters.go:139-141 gives
+/// 0), so a filePermission that is no octal number mounts, as mode 0000; and Go's os.Chmod
+/// keeps only the permission bits of the mode (FileMode.Perm: 04750 is written 0750).
+#[test]
+fn file_permission_is_read_as_the_provider_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = object(&[("objectName", "db"), ("objectType", "secret"), ("filePermission", "rw-r")]);
+    let (config, notes) = migrated(&spc(&objects, "", ""), &[]);
+    assert!(notes.contains("filePermission \"rw-r\" is not an octal number"), "{notes}");
+    assert!(config.contains("file_mode: \"0440\""), "{config}");
+    assert_checks(dir.path(), &config);
+    let objects = object(&[("objectName", "db"), ("objectType", "secret"), ("filePermission", "\"4750\"")]);
+    let (config, _) = migrated(&spc(&objects, "", ""), &[]);
+    assert!(config.contains("file_mode: \"0750\""), "{config}");
+    assert_checks(dir.path(), &config);
+}
+
+/// The provider unmarshals each object into string fields with yaml.v3, which keeps a plain
+/// scalar's text (`objectName: 0123` is the name "0123", types.go:61): the same name here.
+#[test]
+fn an_unquoted_name_keeps_its_text() {
+    let objects = [
+        object(&[("objectName", "0123"), ("objectType", "secret")]),
+        object(&[("objectName", "1e3"), ("objectType", "secret"), ("objectAlias", "007")]),
+    ]
+    .concat();
+    let (config, _) = migrated(&spc(&objects, "", ""), &[]);
+    assert!(config.contains("- name: \"0123\"\n        path: \"0123\"\n"), "{config}");
+    assert!(config.contains("- name: \"1e3\"\n        path: \"007\"\n"), "{config}");
+}
+
+/// `objectFormat: pem` on a secret that backs no certificate: the provider writes its value as
+/// it is (provider.go:466-467, only a secret with a `kid` is converted), so the migrated
+/// `pem-bundle` entry publishes it as it is too, rather than failing it as no certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_format_pem_on_a_plain_secret_publishes_its_value_as_the_driver_does() {
+    let w = World::start(&["main"]).await;
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+    w.emu.set_secret("main", "deploy-key", key).unwrap();
+    w.emu.set_secret("main", "settings", "{\"a\": 1}").unwrap();
+    let objects = [
+        object(&[("objectName", "deploy-key"), ("objectType", "secret"), ("objectFormat", "pem")]),
+        object(&[("objectName", "settings"), ("objectType", "secret"), ("objectFormat", "PEM")]),
+    ]
+    .concat();
+    let (config, _) = migrated(&spc(&objects, "", ""), &[]);
+    assert!(config.contains("format: pem-bundle"), "{config}");
+    let cfg = runnable(&w, &config, "main");
+    let mut sc = Sidecar::spawn(&w, &cfg, &["--once"], &[]);
+    assert!(sc.wait_exit(Duration::from_secs(30)).success(), "--once failed: {}", sc.logs());
+    let files = published(&w.out());
+    assert_eq!(files["deploy-key"], key.as_bytes());
+    assert_eq!(files["settings"], b"{\"a\": 1}");
+}
+
+/// A container sees a volume only where it lists it in volumeMounts (Kubernetes pod semantics;
+/// the driver's files are in the CSI volume alone), so `--manifest` mounts the sidecar's volume
+/// in the containers that mounted the CSI volume, and not in the others (a log shipper next to
+/// the app must not start reading the app's secrets).
+#[test]
+fn with_the_manifest_only_the_containers_that_mounted_the_csi_volume_see_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("deployment.yaml");
+    let with_shipper = DEPLOYMENT.replace(
+        "      volumes:\n",
+        "        - name: log-shipper\n          image: registry.example/shipper:1.0\n          volumeMounts:\n            - name: cache\n              mountPath: /cache\n      volumes:\n",
+    );
+    std::fs::write(&manifest, &with_shipper).unwrap();
+    let objects = object(&[("objectName", "db-password"), ("objectType", "secret")]);
+    let (out, _) = migrated(&spc(&objects, "", ""), &["--manifest", manifest.to_str().unwrap()]);
+    let all = docs(&out);
+    let containers = all[1]["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();
+    let mounts_of = |name: &str| -> Vec<String> {
+        let c = containers.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} in {out}"));
+        c["volumeMounts"].as_sequence().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(mounts_of("app").contains(&"secrets".to_string()), "{out}");
+    assert_eq!(mounts_of("log-shipper"), ["cache"], "the shipper never mounted the secrets: {out}");
+    let rendered = dir.path().join("rendered.yaml");
+    std::fs::write(&rendered, &out).unwrap();
+    validate_k8s(&[&rendered]);
+}
+
+/// Two classes of one namespace migrated with the default flags must not write one ConfigMap:
+/// `kubectl apply` of the second would replace the first's config, and the first pod's sidecar
+/// would reload it and publish the other app's secrets. The default name is the class's.
+#[test]
+fn two_classes_migrated_with_the_default_flags_get_two_config_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = object(&[("objectName", "db-password"), ("objectType", "secret")]);
+    let mut names = Vec::new();
+    for class in ["app-secrets", "billing-secrets"] {
+        let manifest = dir.path().join(format!("{class}.yaml"));
+        std::fs::write(
+            &manifest,
+            DEPLOYMENT.replace("secretProviderClass: app-secrets", &format!("secretProviderClass: {class}")),
+        )
+        .unwrap();
+        let input = spc(&objects, "", "").replace("name: app-secrets", &format!("name: {class}"));
+        let (out, _) = migrated(&input, &["--manifest", manifest.to_str().unwrap()]);
+        let all = docs(&out);
+        let name = all[0]["metadata"]["name"].as_str().unwrap().to_string();
+        let volumes = all[1]["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap();
+        assert!(volumes.iter().any(|v| v["configMap"]["name"] == name.as_str()), "the pod mounts its ConfigMap: {out}");
+        names.push(name);
+    }
+    assert_eq!(names, ["app-secrets-sidecar-config", "billing-secrets-sidecar-config"]);
+}
+
+/// A class whose objects all stay out (or that lists none: provider.go:283-285 then mounts an
+/// empty volume) gives no config `check` would load (a keyvault source needs a secret):
+/// migrate says so, with each object's reason, instead of writing one.
+#[test]
+fn a_class_with_nothing_to_publish_is_refused_with_the_reasons() {
+    let only_history = object(&[("objectName", "old"), ("objectType", "secret"), ("objectVersionHistory", "3")]);
+    let (code, out, err) = migrate(&spc(&only_history, "", ""), &[]);
+    assert_eq!(code, Some(1), "{err}\n{out}");
+    assert!(err.contains("nothing to publish") && err.contains("objectVersionHistory 3"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    let none = spc("", "", "").replace("      array:\n", "      array: []\n");
+    let (code, out, err) = migrate(&none, &[]);
+    assert_eq!(code, Some(1), "{err}\n{out}");
+    assert!(err.contains("lists no objects"), "{err}");
 }

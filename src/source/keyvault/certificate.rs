@@ -5,7 +5,8 @@
 //! Format `pem-leaf` publishes the certificate alone (PEM, from `GET /certificates`: no key,
 //! no chain, and no need to read secrets), the CSI driver's `objectType: cert`.
 //! Format `pem-bundle` publishes one file, the CSI driver's layout: the key, then the chain
-//! (a PEM-stored certificate as Key Vault holds it).
+//! (a PEM-stored certificate as Key Vault holds it); a secret that backs no certificate (no
+//! `kid`) as it is, as the driver writes it.
 //! Format `pem` publishes `<path>/tls.crt` (the chain, leaf first) and `<path>/tls.key` (the
 //! private key, PKCS#8 as Key Vault holds it), the names of a Kubernetes TLS secret; a
 //! certificate whose key is not exportable has no key in its secret, so `tls.crt` is published
@@ -103,6 +104,17 @@ pub(super) async fn fetch(
         return fail_all(why.to_string());
     }
     let Some(value) = raw.value else { return fail_all("certificate secret has no value".into()) };
+    // provider.go getSecret (`secret.Kid != nil && len(*secret.Kid) > 0`): only a certificate's
+    // secret becomes its key and chain; the driver writes any other secret as it is.
+    if format == CertFormat::PemBundle && raw.kid.as_deref().is_none_or(str::is_empty) {
+        return Ok(Fetched::Object(Object {
+            path: outputs[0].clone(),
+            value: value.0,
+            version,
+            updated: attributes.updated,
+            required: planned.required,
+        }));
+    }
     let stored = match Stored::read(value.0.expose(), raw.content_type.as_deref()) {
         Ok(stored) => stored,
         Err(reason) => return fail_all(format!("not a usable certificate: {reason}")),
@@ -333,6 +345,8 @@ struct RawCertSecret {
     id: Option<String>,
     #[serde(rename = "contentType")]
     content_type: Option<String>,
+    /// Set on the secret that backs a certificate (its key's id).
+    kid: Option<String>,
     #[serde(default)]
     attributes: RawAttributes,
 }
