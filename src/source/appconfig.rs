@@ -398,7 +398,10 @@ impl AppConfigSource {
             if !matches!(self.cfg.format, Format::Json | Format::Yaml) {
                 self.log_flags_left_out(&flags);
             }
-            let rendered = render::render_document(self.cfg.format, &settings, &flags);
+            // With a feature flag select, flags are written even when none matched (an empty
+            // list, as the Python provider writes with feature flags enabled).
+            let flags_loaded = !flags.is_empty() || self.cfg.select.iter().any(is_flag_select);
+            let rendered = render::render_document(self.cfg.format, &settings, flags_loaded.then_some(&flags[..]));
             self.log_skipped(&rendered.skipped);
             if unresolved.is_empty() {
                 polled.objects.push(object(self.cfg.path.clone(), rendered.bytes, true));

@@ -228,3 +228,12 @@ def test_the_provider_and_the_sidecar_give_the_same_settings_before_and_after_a_
     ours = sidecar(work, store, "after")
     assert theirs["db:host"] == "db2.prd.internal" and "db:port" not in theirs
     compare(theirs, ours)
+
+    # Every selected flag deleted: the provider still writes feature_management.feature_flags,
+    # empty (feature_flag_enabled), and so must the sidecar with a flag select.
+    for flag in ("Beta", "Exp"):
+        store.control("DELETE", "/stores/interop/kv", {"key": f".appconfig.featureflag/{flag}", "label": "prd"})
+    theirs = provider(store, credential)
+    ours = sidecar(work, store, "no-flags")
+    assert theirs["feature_management"] == {"feature_flags": []}
+    compare(theirs, ours)
