@@ -87,7 +87,7 @@ pub fn appconfig_page(data: &[u8]) {
         })
         .collect();
     for format in [Format::Json, Format::Yaml, Format::Env, Format::Properties] {
-        let _ = render::render_document(format, &settings, &flags);
+        let _ = render::render_document(format, &settings, Some(&flags));
     }
     let (files, _) = render::render_files(&settings);
     for file in files {

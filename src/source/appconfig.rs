@@ -401,7 +401,10 @@ impl AppConfigSource {
             if !matches!(self.cfg.format, Format::Json | Format::Yaml) {
                 self.log_flags_left_out(&flags);
             }
-            let rendered = render::render_document(self.cfg.format, &settings, &flags);
+            // With a feature flag select, flags are written even when none matched (an empty
+            // list, as the Python provider writes with feature flags enabled).
+            let flags_loaded = !flags.is_empty() || self.cfg.select.iter().any(is_flag_select);
+            let rendered = render::render_document(self.cfg.format, &settings, flags_loaded.then_some(&flags[..]));
             self.log_skipped(&rendered.skipped);
             if unresolved.is_empty() {
                 polled.objects.push(object(self.cfg.path.clone(), rendered.bytes, true));
@@ -785,10 +788,11 @@ fn is_snapshot_ref(content_type: Option<&str>) -> bool {
             && content_type.is_some_and(|ct| ct.split(';').skip(1).any(|p| p.trim() == SNAPSHOT_REF_PROFILE)))
 }
 
-/// The `snapshot_name` of a snapshot reference's value.
+/// The `snapshot_name` of a snapshot reference's value, without surrounding whitespace (the
+/// Python provider's `SnapshotReferenceParser` strips it); `None` when it is empty.
 fn snapshot_name(value: Option<&str>) -> Option<String> {
     let parsed: serde_json::Value = serde_json::from_str(value?).ok()?;
-    parsed.get("snapshot_name")?.as_str().filter(|n| !n.is_empty()).map(str::to_owned)
+    parsed.get("snapshot_name")?.as_str().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned)
 }
 
 /// The content type without its parameters (`;charset=...`), trimmed; empty when there is none.
@@ -962,6 +966,13 @@ mod tests {
         let kvs = dedupe_by_key([kv("a", "1"), kv("b", "2"), kv("a", "3")].into_iter());
         let pairs: Vec<(&str, &str)> = kvs.iter().map(|k| (k.key.as_str(), k.value.as_deref().unwrap())).collect();
         assert_eq!(pairs, vec![("a", "3"), ("b", "2")]);
+    }
+
+    #[test]
+    fn snapshot_reference_names_are_trimmed_as_the_python_provider_trims_them() {
+        assert_eq!(snapshot_name(Some(r#"{"snapshot_name": " base\t"}"#)).as_deref(), Some("base"));
+        assert_eq!(snapshot_name(Some(r#"{"snapshot_name": "  "}"#)), None);
+        assert_eq!(snapshot_name(Some(r#"{"snapshot_name": 3}"#)), None);
     }
 
     #[test]

@@ -88,14 +88,17 @@ const FEATURE_MANAGEMENT: &str = "feature_management";
 const FEATURE_FLAGS: &str = "feature_flags";
 
 /// Renders `settings` (and, in json and yaml, the feature `flags`) as one document; other
-/// formats ignore `flags`. `Format::Files` is not a document: use `render_files`.
-pub fn render_document(format: Format, settings: &[Setting], flags: &[Value]) -> Rendered {
+/// formats ignore `flags`. `Some` flags, even none, are written as
+/// `feature_management.feature_flags` (the Python provider writes an empty list when flags are
+/// loaded and none matched); `None` writes no section. `Format::Files` is not a document: use
+/// `render_files`.
+pub fn render_document(format: Format, settings: &[Setting], flags: Option<&[Value]>) -> Rendered {
     let mut skipped = Vec::new();
     let bytes = match format {
         Format::Json | Format::Yaml => {
             let (mut settings, empty) = dedupe(settings.iter().map(|s| (s.key.as_str(), &s.value)));
             skipped.extend(empty);
-            let flags = feature_flags(flags);
+            let flags = flags.map(feature_flags);
             if flags.is_some() {
                 skipped.extend(drop_flag_conflicts(&mut settings));
             }
@@ -198,16 +201,13 @@ fn flatten_json(key: &str, value: &Json, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// The flags as one array, sorted by `id`, the last of each `id` kept; `None` when there are none.
-fn feature_flags(flags: &[Value]) -> Option<Value> {
-    if flags.is_empty() {
-        return None;
-    }
+/// The flags as one array, sorted by `id`, the last of each `id` kept.
+fn feature_flags(flags: &[Value]) -> Value {
     let mut by_id: BTreeMap<&str, &Value> = BTreeMap::new();
     for flag in flags {
         by_id.insert(flag.get("id").and_then(Value::as_str).unwrap_or_default(), flag);
     }
-    Some(Value::Array(by_id.into_values().cloned().collect()))
+    Value::Array(by_id.into_values().cloned().collect())
 }
 
 /// Removes the settings that would sit where the feature flags go (`feature_management`
@@ -538,7 +538,7 @@ mod tests {
     }
 
     fn text(format: Format, settings: &[Setting]) -> String {
-        String::from_utf8(render_document(format, settings, &[]).bytes).unwrap()
+        String::from_utf8(render_document(format, settings, None).bytes).unwrap()
     }
 
     #[test]
@@ -561,7 +561,7 @@ mod tests {
 
     #[test]
     fn json_leaf_that_is_also_a_parent_is_skipped_and_reported() {
-        let r = render_document(Format::Json, &[s("db", "x"), s("db:host", "h")], &[]);
+        let r = render_document(Format::Json, &[s("db", "x"), s("db:host", "h")], None);
         let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
         assert_eq!(v, serde_json::json!({"db": {"host": "h"}}));
         assert_eq!(r.skipped.len(), 1);
@@ -571,7 +571,7 @@ mod tests {
 
     #[test]
     fn later_settings_override_earlier_and_empty_keys_are_skipped() {
-        let r = render_document(Format::Json, &[s("k", "old"), s("", "v"), s("k", "new")], &[]);
+        let r = render_document(Format::Json, &[s("k", "old"), s("", "v"), s("k", "new")], None);
         let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
         assert_eq!(v, serde_json::json!({"k": "new"}));
         assert_eq!(r.skipped.len(), 1);
@@ -651,7 +651,7 @@ mod tests {
 
     #[test]
     fn env_name_collisions_keep_the_first_key_and_report_the_rest() {
-        let r = render_document(Format::Env, &[s("db_host", "2"), s("db.host", "1")], &[]);
+        let r = render_document(Format::Env, &[s("db_host", "2"), s("db.host", "1")], None);
         assert_eq!(String::from_utf8(r.bytes).unwrap(), "DB_HOST=\"1\"\n");
         assert_eq!(
             r.skipped,
@@ -705,7 +705,7 @@ mod tests {
                 s("feature_management:other", "kept"),
                 s("feature_management:feature_flags:0", "clash"),
             ],
-            &[flag("Zeta", false), targeting.clone(), flag("Alpha", false), flag("Alpha", true)],
+            Some(&[flag("Zeta", false), targeting.clone(), flag("Alpha", false), flag("Alpha", true)]),
         );
         let v: Value = serde_json::from_slice(&r.bytes).unwrap();
         assert_eq!(
@@ -759,12 +759,21 @@ mod tests {
     fn flat_formats_leave_feature_flags_out() {
         assert_eq!(text_with_flags(Format::Env, &[s("k", "v")], &[flag("Beta", true)]), "K=\"v\"\n");
         assert_eq!(text_with_flags(Format::Properties, &[s("k", "v")], &[flag("Beta", true)]), "k=v\n");
-        let r = render_document(Format::Json, &[s("feature_management", "x")], &[]);
+        let r = render_document(Format::Json, &[s("feature_management", "x")], None);
         assert_eq!(
             String::from_utf8(r.bytes).unwrap(),
             "{\n  \"feature_management\": \"x\"\n}\n",
             "no flags, no clash"
         );
+    }
+
+    #[test]
+    fn flags_loaded_but_none_found_are_an_empty_list_as_the_python_provider_writes() {
+        let r = render_document(Format::Json, &[s("k", "v")], Some(&[]));
+        let v: Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(v, serde_json::json!({"feature_management": {"feature_flags": []}, "k": "v"}));
+        let yaml = text_with_flags(Format::Yaml, &[], &[]);
+        assert_eq!(yaml, "\"feature_management\":\n  \"feature_flags\": []\n");
     }
 
     #[test]
@@ -783,7 +792,7 @@ mod tests {
     }
 
     fn text_with_flags(format: Format, settings: &[Setting], flags: &[Value]) -> String {
-        String::from_utf8(render_document(format, settings, flags).bytes).unwrap()
+        String::from_utf8(render_document(format, settings, Some(flags)).bytes).unwrap()
     }
 
     #[test]
@@ -792,7 +801,7 @@ mod tests {
         let logging = serde_json::json!({"level": "warn", "sinks": ["console", {"file": "/x"}], "n": 1.5, "on": true, "none": null});
         let settings =
             [j("logging", logging.clone()), j("nothing", Value::Null), s("k", "v"), j("list", serde_json::json!([]))];
-        let doc: Value = serde_json::from_slice(&render_document(Format::Json, &settings, &[]).bytes).unwrap();
+        let doc: Value = serde_json::from_slice(&render_document(Format::Json, &settings, None).bytes).unwrap();
         assert_eq!(doc, serde_json::json!({"logging": logging, "nothing": null, "k": "v", "list": []}));
         let yaml = text(Format::Yaml, &settings);
         let parsed: Value = figment::Figment::from(figment::providers::Yaml::string(&yaml)).extract().unwrap();

@@ -70,6 +70,8 @@ def seed(store, vault_url):
         # A snapshot reference (expanded in place) and one to a snapshot that does not exist.
         ("app:snapref", None, json.dumps({"snapshot_name": "base"}), SNAPSHOT_REF),
         ("app:snapref:gone", None, json.dumps({"snapshot_name": "gone"}), SNAPSHOT_REF),
+        # The provider's SnapshotReferenceParser strips the name it reads.
+        ("app:snapref:padded", None, json.dumps({"snapshot_name": " padded\t"}), SNAPSHOT_REF),
         # A Key Vault reference.
         ("app:db:password", "prd", json.dumps({"uri": f"{vault_url}/secrets/db-password"}), KV_REF),
         # Feature flags: plain, telemetry with an allocation.
@@ -90,6 +92,8 @@ def seed(store, vault_url):
     store.set_kv("app:snap:ref", "captured (referenced)", label="base")
     store.create_snapshot("rel", [{"key": "app:snap:sel", "label": "rel"}])
     store.create_snapshot("base", [{"key": "app:snap:ref", "label": "base"}])
+    store.set_kv("app:snap:padded", "captured (referenced with spaces)", label="padded")
+    store.create_snapshot("padded", [{"key": "app:snap:padded", "label": "padded"}])
     store.set_kv("app:snap:sel", "changed after the snapshot", label="rel")
 
 
@@ -210,6 +214,7 @@ def test_the_provider_and_the_sidecar_give_the_same_settings_before_and_after_a_
     assert theirs["db:password"] == "s3cret-1" and theirs["json:obj"]["c"] == {"d": "e"}
     assert theirs["json:comments"] == {"size": 10, "url": "http://x//y"} and theirs["json:empty"] == ""
     assert theirs["snap:sel"] == "captured (selected)" and theirs["snap:ref"] == "captured (referenced)"
+    assert theirs["snap:padded"] == "captured (referenced with spaces)"
     compare(theirs, ours)
 
     store.set_kv("app:db:host", "db2.prd.internal", label="prd")
@@ -222,4 +227,13 @@ def test_the_provider_and_the_sidecar_give_the_same_settings_before_and_after_a_
     theirs = provider(store, credential)
     ours = sidecar(work, store, "after")
     assert theirs["db:host"] == "db2.prd.internal" and "db:port" not in theirs
+    compare(theirs, ours)
+
+    # Every selected flag deleted: the provider still writes feature_management.feature_flags,
+    # empty (feature_flag_enabled), and so must the sidecar with a flag select.
+    for flag in ("Beta", "Exp"):
+        store.control("DELETE", "/stores/interop/kv", {"key": f".appconfig.featureflag/{flag}", "label": "prd"})
+    theirs = provider(store, credential)
+    ours = sidecar(work, store, "no-flags")
+    assert theirs["feature_management"] == {"feature_flags": []}
     compare(theirs, ours)
