@@ -142,8 +142,19 @@ fn subject_and_issuer(
         .map_err(|_| invalid_chain())?;
     let leaf = &parsed[0];
     let names_leaf = thumbprint.is_some_and(|(kind, t)| {
-        let normalized: String =
-            t.trim_end_matches('=').chars().map(|c| if c == '+' { '-' } else if c == '/' { '_' } else { c }).collect();
+        let normalized: String = t
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| {
+                if c == '+' {
+                    '-'
+                } else if c == '/' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
         let alg = if kind == "x5t" { &ring::digest::SHA1_FOR_LEGACY_USE_ONLY } else { &ring::digest::SHA256 };
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(normalized)
@@ -151,9 +162,10 @@ fn subject_and_issuer(
     });
     let common_name = leaf.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default();
     let full_name = leaf.subject().to_string();
-    let registration = ids.trusted_certificate_subjects.iter().find(|r| {
-        r.subject_name.eq_ignore_ascii_case(common_name) || r.subject_name.eq_ignore_ascii_case(&full_name)
-    });
+    let registration = ids
+        .trusted_certificate_subjects
+        .iter()
+        .find(|r| r.subject_name.eq_ignore_ascii_case(common_name) || r.subject_name.eq_ignore_ascii_case(&full_name));
     let Some(registration) = registration.filter(|_| names_leaf) else { return Ok(None) };
     let issuers: Vec<Vec<u8>> = registration.issuers.iter().filter_map(|i| std.decode(i).ok()).collect();
     let issuers: Vec<_> = issuers.iter().filter_map(|der| x509_parser::parse_x509_certificate(der).ok()).collect();
