@@ -221,7 +221,7 @@ async fn a_regional_authority_name_sends_token_requests_to_the_regional_host() {
 async fn the_proxy_refuses_every_target_off_the_machine() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = world().await;
-    let proxy = url::Url::parse(&w.emu.proxy_url().unwrap()).unwrap();
+    let proxy = url::Url::parse(w.emu.proxy_url().unwrap()).unwrap();
     let address = format!("{}:{}", proxy.host_str().unwrap(), proxy.port().unwrap());
     let status = |head: String| {
         let address = address.clone();
@@ -249,7 +249,7 @@ async fn the_proxy_refuses_every_target_off_the_machine() {
     }
     let line = status("GET http://169.254.169.254/metadata HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".into()).await;
     assert!(line.starts_with("HTTP/1.1 405"), "{line}");
-    let authority = url::Url::parse(&w.emu.authority_url()).unwrap();
+    let authority = url::Url::parse(w.emu.authority_url()).unwrap();
     let loopback = format!("127.0.0.1:{}", authority.port().unwrap());
     let line = status(format!("CONNECT {loopback} HTTP/1.1\r\nHost: {loopback}\r\n\r\n")).await;
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
