@@ -285,3 +285,55 @@ def test_missing_keys_and_certificates_raise_not_found(emulator, certificate_cre
     with pytest.raises(ResourceNotFoundError) as raised:
         certs.get_certificate("no-such-certificate")
     assert raised.value.error.code == "CertificateNotFound"
+
+
+def sni_credential(emulator, path, send_chain):
+    info = emulator.info
+    return CertificateCredential(
+        info["tenant_id"], info["client_id"], certificate_path=str(path), authority=info["authority_url"],
+        disable_instance_discovery=True, connection_verify=emulator.ca_file, send_certificate_chain=send_chain,
+    )
+
+
+def test_subject_name_and_issuer_trusts_the_chain_the_sdk_sends_in_x5c(emulator):
+    # The app trusts the subject of this certificate from its issuer; its thumbprint is not registered.
+    path = emulator.info["sni_client_certificate_file"]
+    token = sni_credential(emulator, path, True).get_token("https://vault.azure.net/.default")
+    assert token.token
+    header = last_assertion_header(emulator)
+    chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in header["x5c"]]
+    assert len(chain) == 2 and chain[0].issuer == chain[1].subject
+    with pytest.raises(ClientAuthenticationError) as raised:
+        sni_credential(emulator, path, False).get_token("https://vault.azure.net/.default")
+    assert "AADSTS700027" in str(raised.value)
+
+
+def test_subject_name_and_issuer_refuses_a_chain_from_another_issuer(emulator, tmp_path):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+    import datetime
+
+    registered = x509.load_pem_x509_certificates(Path(emulator.info["sni_client_certificate_file"]).read_bytes())[0]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else's CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf = (
+        x509.CertificateBuilder().subject_name(registered.subject).issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = tmp_path / "same-subject-other-issuer.pem"
+    pem.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    with pytest.raises(ClientAuthenticationError) as raised:
+        sni_credential(emulator, pem, True).get_token("https://vault.azure.net/.default")
+    assert "AADSTS7000213" in str(raised.value)

@@ -213,3 +213,44 @@ async fn a_regional_authority_name_sends_token_requests_to_the_regional_host() {
     assert!(!hosts.is_empty() && hosts.iter().all(|h| h == &format!("westus2.login.{DOMAIN}")), "{hosts:?}");
     drop(sc);
 }
+
+/// The emulator's proxy reaches only what it serves and loopback: a CONNECT to IMDS, to Entra,
+/// to a private address, to a vault it does not serve or to its vault on another port gets 403,
+/// and a plain proxied GET 405, over a real socket; a loopback CONNECT is tunnelled.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_refuses_every_target_off_the_machine() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let proxy = url::Url::parse(w.emu.proxy_url().unwrap()).unwrap();
+    let address = format!("{}:{}", proxy.host_str().unwrap(), proxy.port().unwrap());
+    let status = |head: String| {
+        let address = address.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&address).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; 256];
+            let n = tokio::time::timeout(LIMIT, s.read(&mut buf)).await.unwrap().unwrap();
+            String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+        }
+    };
+    for target in [
+        "169.254.169.254:80",
+        "login.microsoftonline.com:443",
+        "main.vault.azure.net:443",
+        "10.0.0.1:443",
+        "0.0.0.0:443",
+        "[::ffff:169.254.169.254]:80",
+        &format!("other.vault.{DOMAIN}:443"),
+        &format!("main.vault.{DOMAIN}:8443"),
+        &format!("main.vault.{DOMAIN}.evil.com:443"),
+    ] {
+        let line = status(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")).await;
+        assert!(line.starts_with("HTTP/1.1 403"), "{target}: {line}");
+    }
+    let line = status("GET http://169.254.169.254/metadata HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".into()).await;
+    assert!(line.starts_with("HTTP/1.1 405"), "{line}");
+    let authority = url::Url::parse(w.emu.authority_url()).unwrap();
+    let loopback = format!("127.0.0.1:{}", authority.port().unwrap());
+    let line = status(format!("CONNECT {loopback} HTTP/1.1\r\nHost: {loopback}\r\n\r\n")).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+}

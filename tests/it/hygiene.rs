@@ -41,6 +41,17 @@ async fn surfaces(sc: &Sidecar, out: &Path) -> String {
     format!("{metrics}\n{listing}")
 }
 
+/// A client-certificate identity with the certificate and key at `pem`.
+fn certificate_identity(w: &World, pem: &Path) -> String {
+    format!(
+        "identity:\n  mode: client-certificate\n  client_id: \"{}\"\n  tenant_id: \"{}\"\n  client_certificate_file: \"{}\"\n  authority_host: \"{}\"\n",
+        w.emu.client_id(),
+        w.emu.tenant_id(),
+        pem.display(),
+        w.emu.authority_url()
+    )
+}
+
 /// Every secret of the run: the values, the tokens the emulator minted, the client secret and
 /// the assertions.
 fn forbidden(w: &World, extra: &[String]) -> Vec<String> {
@@ -91,11 +102,25 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
             ),
         ),
         ("managed", format!("identity:\n  mode: managed\n  imds_endpoint: \"{}\"\n", w.emu.imds_url())),
+        ("client-certificate", certificate_identity(&w, w.emu.client_certificate_file())),
+        ("client-certificate-sni", certificate_identity(&w, w.emu.sni_client_certificate_file())),
     ];
+    // The private keys' bodies are secrets too; the SNI certificate is trusted only with its
+    // chain, sent when AZURE_CLIENT_SEND_CERTIFICATE_CHAIN is true.
+    let key_lines: Vec<String> = [w.emu.client_certificate_file(), w.emu.sni_client_certificate_file()]
+        .iter()
+        .map(|p| {
+            let pem = std::fs::read_to_string(p).unwrap();
+            pem.split("-----BEGIN PRIVATE KEY-----").nth(1).unwrap().lines().nth(1).unwrap().to_string()
+        })
+        .collect();
+    let values_and_keys: Vec<String> = values.iter().cloned().chain(key_lines).collect();
+    let chain_env = [("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "true".to_string())];
     let mut scanned = 0usize;
     for (mode, identity) in &identities {
         let cfg = w.write_config(&format!("{identity}{tail}"));
-        let mut sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+        let env: &[(&str, String)] = if *mode == "client-certificate-sni" { &chain_env } else { &[] };
+        let mut sc = Sidecar::spawn(&w, &cfg, &[], env);
         let out = w.out();
         wait_for(&format!("published with {mode}"), LIMIT, || read(&out, "api-key")).await;
         // A renewal too (the token cache's path), then a 401 to the cached token.
@@ -114,7 +139,7 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
         assert_eq!(sc.wait_exit(Duration::from_secs(10)).code(), Some(0));
         let logs = sc.logs();
         assert!(logs.contains("TRACE"), "{mode}: ran at trace level");
-        for secret in forbidden(&w, &values) {
+        for secret in forbidden(&w, &values_and_keys) {
             assert_clean(&logs, &[&secret]);
             assert_clean(&seen, &[&secret]);
         }
@@ -149,7 +174,7 @@ async fn no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any
     figure(
         "no_value_token_client_secret_or_assertion_leaks_at_trace_level_with_any_credential",
         &[
-            ("credentials", "client-secret, workload, managed".into()),
+            ("credentials", "client-secret, workload, managed, client-certificate (thumbprint and x5c)".into()),
             ("secrets_checked", forbidden(&w, &values).len().to_string()),
             ("bytes_scanned", scanned.to_string()),
             ("leaks", "0".into()),

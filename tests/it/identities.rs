@@ -450,3 +450,51 @@ async fn access_token_file_takes_what_az_account_get_access_token_prints_or_a_ba
     wait_for("the reason", LIMIT, || sc.logs().contains("is JSON without an accessToken").then_some(())).await;
     assert_clean(&sc.logs(), &[token.expose()]);
 }
+
+/// Subject name and issuer: the app trusts certificates for a subject from an issuer, not a
+/// thumbprint. With AZURE_CLIENT_SEND_CERTIFICATE_CHAIN=true the chain goes in x5c and the
+/// emulator (as Entra) chains it to the registered issuer; without it the key is not found; a
+/// chain from another issuer is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subject_name_and_issuer_registration_takes_the_chain_only() {
+    use base64::Engine as _;
+    let w = world().await;
+    let sni = w.emu.sni_client_certificate_file().to_path_buf();
+    let pem = std::fs::read_to_string(&sni).unwrap();
+    let key_body: String = pem.split("-----BEGIN PRIVATE KEY-----").nth(1).unwrap().lines().nth(1).unwrap().to_string();
+    let mut env = authority_env(&w);
+    env.push(("AZURE_CLIENT_CERTIFICATE_PATH", sni.display().to_string()));
+
+    // Without the chain: AADSTS700027, logged, nothing published, nothing secret in the log.
+    let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &env);
+    wait_for("the refusal", LIMIT, || sc.logs().contains("AADSTS700027").then_some(())).await;
+    assert!(read(&w.out(), "db-password").is_none());
+    let refused = w.emu.last_assertion().expect("an assertion was sent");
+    assert_clean(&sc.logs(), &[CANARY, refused.expose(), &key_body]);
+    drop(sc);
+
+    // With the chain: a token, and the secret published.
+    let mut chained = env.clone();
+    chained.push(("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "true".to_string()));
+    let sc = Sidecar::spawn(&w, &config(&w, ""), &["--once"], &chained);
+    published(&w, &sc).await;
+    let assertion = w.emu.last_assertion().unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: serde_json::Value =
+        serde_json::from_slice(&b64.decode(assertion.expose().split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["x5c"].as_array().map(Vec::len), Some(2), "leaf and issuer: {header}");
+    assert_clean(&sc.logs(), &[CANARY, assertion.expose(), &key_body]);
+    drop(sc);
+
+    // The registration trusts another issuer (the emulator's TLS CA): the chain is refused.
+    std::fs::remove_dir_all(w.out()).unwrap();
+    let mut ids = w.emu.identities();
+    let ca_pem = std::fs::read(w.emu.ca_file()).unwrap();
+    let other_issuer = sidecar_core::pki::CertBundle::from_pem(&ca_pem).unwrap().chain[0].clone();
+    ids.trusted_certificate_subjects[0].issuers = vec![base64::engine::general_purpose::STANDARD.encode(other_issuer)];
+    w.emu.set_identities(ids);
+    let sc = Sidecar::spawn(&w, &config(&w, ""), &[], &chained);
+    wait_for("the refusal", LIMIT, || sc.logs().contains("AADSTS7000213").then_some(())).await;
+    assert!(read(&w.out(), "db-password").is_none());
+    assert_clean(&sc.logs(), &[CANARY, &key_body]);
+}

@@ -34,6 +34,27 @@ pub fn self_signed_rsa(key_pem: &str, common_name: &str) -> Result<Issued, rcgen
     Ok(Issued { cert_der: cert.der().to_vec(), cert_and_key_pem: format!("{}{}", cert.pem(), key.serialize_pem()) })
 }
 
+/// A client certificate for a subject-name-and-issuer registration: a leaf for `subject` with
+/// the RSA key `key_pem`, issued by a CA of its own; the PEM holds the leaf, the CA and the key
+/// (what `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` sends as `x5c`). Returns it and the CA's DER.
+pub fn issued_rsa(key_pem: &str, subject: &str) -> Result<(Issued, Vec<u8>), rcgen::Error> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.distinguished_name.push(DnType::CommonName, "emulated trusted issuer for subject name and issuer");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::from_pem(key_pem)?;
+    let mut params = CertificateParams::new(vec![subject.to_owned()])?;
+    params.distinguished_name.push(DnType::CommonName, subject);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf = params.signed_by(&key, &issuer)?;
+    let pem = format!("{}{}{}", leaf.pem(), ca.pem(), key.serialize_pem());
+    Ok((Issued { cert_der: leaf.der().to_vec(), cert_and_key_pem: pem }, ca.der().to_vec()))
+}
+
 /// What a Key Vault certificate is made of and how its backing secret is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -2,6 +2,9 @@
 //! private key of a certificate registered on the app): which certificate (`x5t`, the SHA-1
 //! thumbprint, or `x5t#S256`), the signature (RS256 or PS256) with its public key, and the
 //! claims (`aud` the token endpoint, `iss` = `sub` = client id, `nbf` <= now < `exp`).
+//! A certificate whose thumbprint is not registered may still be trusted by subject name and
+//! issuer: the header's `x5c` (standard base64 DER, leaf first) must hold the certificate named
+//! by the thumbprint, for a registered subject, chained by signatures to a registered issuer.
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -59,12 +62,25 @@ pub(crate) fn check(
             },
         )
     });
-    let Some(certificate) = certificate else {
-        let t = thumbprint.map(|(_, t)| t).unwrap_or_default();
-        return Err((
-            700027,
-            format!("Client assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{t}']"),
-        ));
+    let certificate = match certificate {
+        Some(c) => c,
+        None => {
+            let t = thumbprint.map(|(_, t)| t).unwrap_or_default();
+            let not_found = || {
+                (
+                    700027,
+                    format!(
+                        "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint \
+                         of key used by client: '{t}', Please visit the Azure Portal, Graph Explorer or directly use \
+                         MS Graph to see configured keys for app Id '{client_id}'.]"
+                    ),
+                )
+            };
+            match header.get("x5c") {
+                Some(x5c) => subject_and_issuer(ids, x5c, thumbprint, unix_now())?.ok_or_else(not_found)?,
+                None => return Err(not_found()),
+            }
+        }
     };
     let algorithm: &dyn ring::signature::VerificationAlgorithm = match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
@@ -103,6 +119,95 @@ pub(crate) fn check(
     }
 }
 
+/// The leaf of `x5c` if a subject-name-and-issuer registration trusts it; `None` when no
+/// registration names its subject (or the thumbprint is not the leaf's); Err for a chain that
+/// does not lead to the registration's issuer (AADSTS7000213).
+fn subject_and_issuer(
+    ids: &Identities,
+    x5c: &Value,
+    thumbprint: Option<(&str, &str)>,
+    now: i64,
+) -> Result<Option<Vec<u8>>, (u32, String)> {
+    let std = base64::engine::general_purpose::STANDARD;
+    let invalid_chain = || (7000213, "Invalid certificate chain.".to_string());
+    let chain: Vec<Vec<u8>> = x5c
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .and_then(|a| a.iter().map(|c| c.as_str().and_then(|c| std.decode(c).ok())).collect())
+        .ok_or_else(invalid_chain)?;
+    let parsed: Vec<_> = chain
+        .iter()
+        .map(|der| x509_parser::parse_x509_certificate(der).map(|(_, c)| c))
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid_chain())?;
+    let leaf = &parsed[0];
+    let names_leaf = thumbprint.is_some_and(|(kind, t)| {
+        let normalized: String = t
+            .trim_end_matches('=')
+            .chars()
+            .map(|c| {
+                if c == '+' {
+                    '-'
+                } else if c == '/' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let alg = if kind == "x5t" { &ring::digest::SHA1_FOR_LEGACY_USE_ONLY } else { &ring::digest::SHA256 };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(normalized)
+            .is_ok_and(|p| ring::digest::digest(alg, &chain[0]).as_ref() == p.as_slice())
+    });
+    let common_name = leaf.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or_default();
+    let full_name = leaf.subject().to_string();
+    let registration = ids
+        .trusted_certificate_subjects
+        .iter()
+        .find(|r| r.subject_name.eq_ignore_ascii_case(common_name) || r.subject_name.eq_ignore_ascii_case(&full_name));
+    let Some(registration) = registration.filter(|_| names_leaf) else { return Ok(None) };
+    let issuers: Vec<Vec<u8>> = registration.issuers.iter().filter_map(|i| std.decode(i).ok()).collect();
+    let issuers: Vec<_> = issuers.iter().filter_map(|der| x509_parser::parse_x509_certificate(der).ok()).collect();
+    let in_time = |c: &x509_parser::certificate::X509Certificate<'_>| {
+        c.validity().not_before.timestamp() <= now && now < c.validity().not_after.timestamp()
+    };
+    // Each certificate must be in its validity period and signed by the next, until one is
+    // signed by a trusted issuer.
+    for (i, cert) in parsed.iter().enumerate() {
+        if !in_time(cert) {
+            return Err(invalid_chain());
+        }
+        if issuers.iter().any(|(_, ca)| ca.subject() == cert.issuer() && signed_by(cert, ca)) {
+            return Ok(Some(chain[0].clone()));
+        }
+        match parsed.get(i + 1) {
+            Some(next) if next.subject() == cert.issuer() && signed_by(cert, next) => {}
+            _ => return Err(invalid_chain()),
+        }
+    }
+    Err(invalid_chain())
+}
+
+/// Whether `issuer`'s key made `cert`'s signature (RSA or ECDSA with SHA-256/384).
+fn signed_by(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    issuer: &x509_parser::certificate::X509Certificate<'_>,
+) -> bool {
+    use ring::signature as sig;
+    let algorithm: &dyn sig::VerificationAlgorithm = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.113549.1.1.11" => &sig::RSA_PKCS1_2048_8192_SHA256,
+        "1.2.840.113549.1.1.12" => &sig::RSA_PKCS1_2048_8192_SHA384,
+        "1.2.840.10045.4.3.2" => &sig::ECDSA_P256_SHA256_ASN1,
+        "1.2.840.10045.4.3.3" => &sig::ECDSA_P384_SHA384_ASN1,
+        _ => return false,
+    };
+    let key = &issuer.tbs_certificate.subject_pki.subject_public_key.data;
+    sig::UnparsedPublicKey::new(algorithm, key)
+        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +235,7 @@ mod tests {
             client_secret: None,
             accepted_assertions: None,
             client_certificates: vec![base64::engine::general_purpose::STANDARD.encode(cert_der)],
+            trusted_certificate_subjects: vec![],
             imds: vec![],
         }
     }
@@ -175,5 +281,42 @@ mod tests {
         let msal = json!({"aud": AUD, "iss": "c", "sub": "c", "jti": "j", "iat": now, "exp": now as f64 + 600.5});
         assert_eq!(check_with(&header, msal, CLIENT_KEY_PEM), Ok(()));
         assert!(certificate_header("federated-token-without-dots").is_none());
+    }
+
+    #[test]
+    fn a_subject_and_issuer_registration_trusts_the_chain_in_x5c_only() {
+        use crate::certs::issued_rsa;
+        use crate::state::TrustedSubject;
+        let std = base64::engine::general_purpose::STANDARD;
+        let (leaf, ca) = issued_rsa(CLIENT_KEY_PEM, "sni.example").unwrap();
+        let (_, other_ca) = issued_rsa(CLIENT_KEY_PEM, "sni.example").unwrap();
+        let registration = |issuer: &[u8], subject: &str| Identities {
+            client_certificates: vec![],
+            trusted_certificate_subjects: vec![TrustedSubject {
+                subject_name: subject.into(),
+                issuers: vec![std.encode(issuer)],
+            }],
+            ..ids(&[])
+        };
+        let now = unix_now();
+        let x5t = sidecar_core::pki::x5t(&leaf.cert_der);
+        let with_chain = json!({"alg": "RS256", "x5t": x5t, "x5c": [std.encode(&leaf.cert_der), std.encode(&ca)]});
+        let run = |ids: &Identities, h: &Value| {
+            check(ids, "c", AUD, &jwt(CLIENT_KEY_PEM, &leaf.cert_der, h.clone(), claims(now)), h)
+        };
+        assert_eq!(run(&registration(&ca, "sni.example"), &with_chain), Ok(()));
+        assert_eq!(run(&registration(&ca, "CN=sni.example"), &with_chain), Ok(()), "the whole name");
+        let leaf_only = json!({"alg": "RS256", "x5t": x5t, "x5c": [std.encode(&leaf.cert_der)]});
+        assert_eq!(run(&registration(&ca, "sni.example"), &leaf_only), Ok(()), "the issuer is known");
+        let code = |r: Result<(), (u32, String)>| r.unwrap_err().0;
+        let no_chain = json!({"alg": "RS256", "x5t": x5t});
+        assert_eq!(code(run(&registration(&ca, "sni.example"), &no_chain)), 700027, "no x5c");
+        assert_eq!(code(run(&registration(&other_ca, "sni.example"), &with_chain)), 7000213, "another issuer");
+        assert_eq!(code(run(&registration(&ca, "other.example"), &with_chain)), 700027, "another subject");
+        let (stranger, _) = issued_rsa(CLIENT_KEY_PEM, "other.example").unwrap();
+        let wrong_leaf = json!({"alg": "RS256", "x5t": x5t, "x5c": [std.encode(&stranger.cert_der), std.encode(&ca)]});
+        assert_eq!(code(run(&registration(&ca, "other.example"), &wrong_leaf)), 700027, "x5t names another leaf");
+        let garbage = json!({"alg": "RS256", "x5t": x5t, "x5c": ["not base64!"]});
+        assert_eq!(code(run(&registration(&ca, "sni.example"), &garbage)), 7000213);
     }
 }

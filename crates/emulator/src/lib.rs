@@ -119,7 +119,9 @@ pub use certs::{CertContent, CertificateSpec, KeyKind, PfxEncryption};
 pub use faults::{Fault, FaultId, RetryAfter};
 pub use fixtures::{CannedResponse, FixtureError};
 pub use standalone::run_standalone;
-pub use state::{AuthKind, Endpoint, Identities, ImdsIdentity, RequestRecord, SecretAttributes, StateError};
+pub use state::{
+    AuthKind, Endpoint, Identities, ImdsIdentity, RequestRecord, SecretAttributes, StateError, TrustedSubject,
+};
 
 use sidecar_core::secret::{SecretString, SecretValue};
 use state::State;
@@ -181,7 +183,14 @@ pub struct EmulatorConfig {
     /// with a certificate for this server name only, from a CA of its own
     /// (`<state_dir>/token-proxy-ca.pem`).
     pub token_proxy_sni: Option<String>,
+    /// A subject-name-and-issuer registration on the app: certificates for this subject issued
+    /// by a CA of the emulator's are trusted when the assertion carries their chain (`x5c`);
+    /// the leaf, its CA and key are in `<state_dir>/client-certificate-sni.pem`. `None`: none.
+    pub trusted_certificate_subject: Option<String>,
 }
+
+/// The subject of the emulator's subject-name-and-issuer client certificate.
+pub const DEFAULT_TRUSTED_SUBJECT: &str = "sni-client.azure-secrets-sidecar.example";
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
@@ -204,6 +213,7 @@ impl Default for EmulatorConfig {
             managedhsm_resource: MANAGEDHSM_RESOURCE.to_owned(),
             vault_tenants: BTreeMap::new(),
             token_proxy_sni: None,
+            trusted_certificate_subject: Some(DEFAULT_TRUSTED_SUBJECT.to_owned()),
         }
     }
 }
@@ -286,6 +296,7 @@ pub(crate) struct Files {
     pub(crate) federated_token_file: PathBuf,
     pub(crate) client_secret_file: PathBuf,
     pub(crate) client_certificate_file: PathBuf,
+    pub(crate) sni_client_certificate_file: PathBuf,
     pub(crate) identity_header_file: PathBuf,
 }
 
@@ -333,6 +344,7 @@ impl Shared {
             "federated_token_file": self.files.federated_token_file,
             "client_secret_file": self.files.client_secret_file,
             "client_certificate_file": self.files.client_certificate_file,
+            "sni_client_certificate_file": self.files.sni_client_certificate_file,
             "app_service_endpoint": format!("{}{}", self.imds_url, app_service::TOKEN_PATH),
             "identity_header_file": self.files.identity_header_file,
             "arc_identity_endpoint": format!("{}{}", self.arc_url, arc::TOKEN_PATH),
@@ -455,7 +467,7 @@ impl Emulator {
             tls_names.push(format!("*.login.{domain}"));
         }
         let tls = tls::generate(&tls_names)?;
-        let files = write_files(&state_dir, &tls.ca_pem).await?;
+        let files = write_files(&state_dir, &tls.ca_pem, config.trusted_certificate_subject.as_deref()).await?;
 
         let authority = server::bind(config.bind, "authority").await?;
         let token_proxy = match &config.token_proxy_sni {
@@ -539,6 +551,12 @@ impl Emulator {
             client_secret: Some(files.client_secret.expose().to_owned()),
             accepted_assertions: None,
             client_certificates: vec![files.client_certificate_b64.clone()],
+            trusted_certificate_subjects: match (&config.trusted_certificate_subject, &files.sni_issuer_b64) {
+                (Some(subject), Some(issuer)) => {
+                    vec![TrustedSubject { subject_name: subject.clone(), issuers: vec![issuer.clone()] }]
+                }
+                _ => vec![],
+            },
             imds: config.imds_identities.clone().unwrap_or_else(|| default_imds_identities(&config.client_id)),
         };
         let shared = Arc::new(Shared {
@@ -692,6 +710,13 @@ impl Handle {
     /// (for `AZURE_CLIENT_CERTIFICATE_PATH`).
     pub fn client_certificate_file(&self) -> &Path {
         &self.shared.files.client_certificate_file
+    }
+
+    /// A PEM file with a certificate for `EmulatorConfig::trusted_certificate_subject`, its
+    /// issuing CA and its private key: trusted by subject name and issuer only (its thumbprint is
+    /// not registered), so only an assertion carrying the chain in `x5c` gets a token.
+    pub fn sni_client_certificate_file(&self) -> &Path {
+        &self.shared.files.sni_client_certificate_file
     }
 
     /// The App Service / Container Apps `IDENTITY_ENDPOINT` (`http://127.0.0.1:<port>/msi/token`).
@@ -1069,16 +1094,19 @@ struct WrittenFiles {
     identity_header: SecretString,
     /// The client certificate's DER, base64 (as `Identities::client_certificates` holds it).
     client_certificate_b64: String,
+    /// The subject-name-and-issuer certificate's issuer, base64 DER.
+    sni_issuer_b64: Option<String>,
 }
 
 /// Write the CA and the credential files a client of this run needs.
-async fn write_files(state_dir: &Path, ca_pem: &str) -> io::Result<WrittenFiles> {
+async fn write_files(state_dir: &Path, ca_pem: &str, sni_subject: Option<&str>) -> io::Result<WrittenFiles> {
     let paths = Files {
         state_dir: state_dir.to_owned(),
         ca_file: state_dir.join("ca.pem"),
         federated_token_file: state_dir.join("federated-token"),
         client_secret_file: state_dir.join("client-secret"),
         client_certificate_file: state_dir.join("client-certificate.pem"),
+        sni_client_certificate_file: state_dir.join("client-certificate-sni.pem"),
         identity_header_file: state_dir.join("identity-header"),
     };
     let client_secret = SecretString::new(format!("emu~{}", state::random_hex(20)));
@@ -1099,5 +1127,17 @@ async fn write_files(state_dir: &Path, ca_pem: &str) -> io::Result<WrittenFiles>
     }
     use base64::Engine as _;
     let client_certificate_b64 = base64::engine::general_purpose::STANDARD.encode(&client_cert.cert_der);
-    Ok(WrittenFiles { paths, client_secret, identity_header, client_certificate_b64 })
+    let sni_issuer_b64 = match sni_subject {
+        Some(subject) => {
+            let (sni, ca_der) = certs::issued_rsa(certs::CLIENT_KEY_PEM, subject)
+                .map_err(|e| io::Error::other(format!("failed to make the emulator's SNI client certificate: {e}")))?;
+            let path = &paths.sni_client_certificate_file;
+            tokio::fs::write(path, &sni.cert_and_key_pem)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
+            Some(base64::engine::general_purpose::STANDARD.encode(ca_der))
+        }
+        None => None,
+    };
+    Ok(WrittenFiles { paths, client_secret, identity_header, client_certificate_b64, sni_issuer_b64 })
 }

@@ -164,8 +164,23 @@ pub struct Identities {
     /// client assertion whose header names one by `x5t` / `x5t#S256` must be signed by its key.
     #[serde(default)]
     pub client_certificates: Vec<String>,
+    /// Subject-name-and-issuer registrations (the app manifest's `trustedCertificateSubjects`):
+    /// an assertion whose `x5c` chain leads from a leaf with this subject to one of these
+    /// issuers is trusted without its thumbprint being registered.
+    #[serde(default)]
+    pub trusted_certificate_subjects: Vec<TrustedSubject>,
     #[serde(default)]
     pub imds: Vec<ImdsIdentity>,
+}
+
+/// A subject name trusted when a trusted issuer vouches for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedSubject {
+    /// The leaf's subject: its common name (`sni.example`) or the whole name (`CN=sni.example`).
+    pub subject_name: String,
+    /// The issuing CAs trusted for it, base64 DER.
+    pub issuers: Vec<String>,
 }
 
 impl fmt::Debug for Identities {
@@ -176,6 +191,7 @@ impl fmt::Debug for Identities {
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("accepted_assertions", &self.accepted_assertions.as_ref().map(|a| a.len()))
             .field("client_certificates", &self.client_certificates.len())
+            .field("trusted_certificate_subjects", &self.trusted_certificate_subjects)
             .field("imds", &self.imds)
             .finish()
     }
@@ -917,6 +933,7 @@ mod tests {
             client_secret: None,
             accepted_assertions: None,
             client_certificates: vec![],
+            trusted_certificate_subjects: vec![],
             imds: vec![],
         };
         State::new(&["v".to_owned()], ids, Duration::from_secs(3600))

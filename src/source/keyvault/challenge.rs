@@ -24,7 +24,7 @@ pub(super) struct Challenge {
 pub(super) enum Refused {
     #[error("not a Bearer challenge with authorization and resource or scope")]
     Malformed,
-    #[error("the challenge's resource {resource} is not a parent domain of the vault's host {vault}")]
+    #[error("the challenge's resource {resource} is not a parent domain of the vault's host {vault} (host:port)")]
     ForeignResource { resource: String, vault: String },
 }
 
@@ -67,9 +67,13 @@ pub(super) fn parse(vault: &Url, header: &str) -> Result<Challenge, Refused> {
         (None, Some(resource)) => format!("{}/.default", resource.trim_end_matches('/')),
         (None, None) => return Err(Refused::Malformed),
     };
-    let resource_host = Url::parse(&scope).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
-    let resource_host = resource_host.filter(|h| !h.is_empty()).ok_or(Refused::Malformed)?;
-    let vault_host = vault.host_str().unwrap_or_default().to_ascii_lowercase();
+    // Host and port, as the SDK compares netlocs (443, https' default, when none is given).
+    let authority = |u: &Url| {
+        let host = u.host_str().filter(|h| !h.is_empty())?.to_ascii_lowercase();
+        Some(format!("{host}:{}", u.port().unwrap_or(443)))
+    };
+    let resource_host = Url::parse(&scope).ok().as_ref().and_then(authority).ok_or(Refused::Malformed)?;
+    let vault_host = authority(vault).unwrap_or_default();
     if !vault_host.ends_with(&format!(".{resource_host}")) {
         return Err(Refused::ForeignResource { resource: resource_host, vault: vault_host });
     }
@@ -119,6 +123,20 @@ mod tests {
         let emulator =
             "Bearer authorization=\"https://login.microsoftonline.com/t\", resource=\"https://vault.azure.net\"";
         assert!(parse(&vault("https://127.0.0.1:8443"), emulator).is_err());
+    }
+
+    #[test]
+    fn ports_count_as_the_sdk_counts_them() {
+        // challenge_auth_policy.py compares netlocs, 443 being the default of https.
+        let r = |resource: &str| format!("Bearer authorization=\"https://login/t\", resource=\"{resource}\"");
+        let v = vault("https://myvault.vault.azure.net");
+        assert!(parse(&v, &r("https://vault.azure.net:443")).is_ok());
+        assert!(parse(&v, &r("https://VAULT.azure.net")).is_ok(), "hosts compare in any case");
+        assert!(parse(&v, &r("https://vault.azure.net:8443")).is_err(), "another port");
+        let on_port = vault("https://myvault.vault.azure.net:8443");
+        assert!(parse(&on_port, &r("https://vault.azure.net")).is_err(), "a vault on another port");
+        assert!(parse(&on_port, &r("https://vault.azure.net:8443")).is_ok());
+        assert!(parse(&v, &r("https://vault.azure.net.evil.com")).is_err());
     }
 
     #[test]
