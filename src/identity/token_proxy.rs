@@ -71,6 +71,11 @@ impl TokenProxy {
                 .ok_or_else(|| local(format!("cannot resolve the token proxy's host {host}")))?;
             url.set_host(Some(sni)).map_err(|e| local(format!("AZURE_KUBERNETES_SNI_NAME {sni:?}: {e}")))?;
             builder = builder.resolve(sni, addr);
+            // The URL now names `sni`, so an egress proxy (HTTPS_PROXY / NO_PROXY) would be
+            // chosen, and CONNECTed to, by that name rather than the token proxy's: go direct.
+            // The token proxy is the cluster's own (AKS identity binding), never off-cluster;
+            // azure-identity would CONNECT through an egress proxy unless NO_PROXY names it.
+            builder = builder.no_proxy();
             // The Host header stays the proxy's, as azure-identity sends it (only TLS names `sni`).
             let netloc = match self.endpoint.port() {
                 Some(port) => format!("{}:{port}", self.endpoint.host_str().unwrap_or_default()),

@@ -85,6 +85,9 @@ pub struct AppConfigSource {
     /// The keys left out of the output last time, and why: each is logged once, when it first
     /// is left out (again once it was back in the output in between).
     reported: BTreeSet<(String, String)>,
+    /// How many feature flags a flat format left out last time: logged when that changes, not
+    /// at every poll.
+    flags_left_out: usize,
     /// The keys whose JSON content type held invalid JSON last time (published as text): each
     /// is logged once.
     invalid_json: BTreeSet<String>,
@@ -170,6 +173,7 @@ impl AppConfigSource {
             snapshots: BTreeMap::new(),
             active: AtomicUsize::new(0),
             reported: BTreeSet::new(),
+            flags_left_out: 0,
             invalid_json: BTreeSet::new(),
         }
     }
@@ -416,8 +420,9 @@ impl AppConfigSource {
         polled
     }
 
-    fn log_flags_left_out(&self, flags: &[serde_json::Value]) {
-        if !flags.is_empty() {
+    fn log_flags_left_out(&mut self, flags: &[serde_json::Value]) {
+        let before = std::mem::replace(&mut self.flags_left_out, flags.len());
+        if !flags.is_empty() && flags.len() != before {
             tracing::warn!(
                 source = self.id,
                 flags = flags.len(),

@@ -579,6 +579,25 @@ async fn a_key_that_cannot_become_a_file_name_is_logged_once_not_at_every_poll()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn flags_a_flat_format_leaves_out_are_logged_once_not_at_every_poll() {
+    let w = world().await;
+    seed(&w);
+    let flag = json!({"id": "Beta", "enabled": true, "conditions": {"client_filters": []}});
+    w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &flag.to_string(), Some(FF)).unwrap();
+    let selects = "    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n";
+    let source =
+        seeds_source(&w, "env", "app.env").replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
+    let cfg = w.write_config(&format!("{}{source}", w.base_config("1s")));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    wait_for("app.env published", LIMIT, || read(&w.out(), "app.env")).await;
+    let first = w.emu.appconfig_requests("settings");
+    // Flag selects are listed at every poll: wait for three more polls' worth of lists.
+    wait_for("three more polls", LIMIT, || (w.emu.appconfig_requests("settings") >= first + 6).then_some(())).await;
+    let logs = sc.logs();
+    assert_eq!(logs.matches("feature flags are written only in json and yaml output").count(), 1, "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn json_content_type_values_are_subtrees_in_json_and_flattened_in_env_invalid_json_stays_text_logged_once() {
     let w = world().await;
     let logging = json!({"level": "warn", "sinks": ["console", {"file": "/var/log/x"}], "retries": 3, "on": true});
