@@ -295,6 +295,59 @@ async fn a_token_file_planted_by_another_uid_never_becomes_the_token() {
     assert!(read(&out, "api-key").is_none(), "nothing served or published with a foreign token");
 }
 
+/// A symlink or a FIFO another container put at `.sidecar-token` (in a plain volume anyone may
+/// replace the sidecar's own token file while the sidecar restarts) is not read and does not
+/// stop the start: like a planted file, it is replaced by a token of the sidecar's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_or_fifo_planted_at_the_token_file_is_replaced_not_fatal() {
+    if !is_root() {
+        println!("SKIPPED: needs root to make entries of another uid");
+        return;
+    }
+    const PLANTED: &str = "planted-token-0123456789abcdef";
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "api-key", "k1").unwrap();
+    for kind in ["symlink", "fifo"] {
+        let out = w.out();
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let token = out.join(".sidecar-token");
+        let bait = w.tmp.path().join("bait");
+        std::fs::write(&bait, PLANTED).unwrap();
+        match kind {
+            "symlink" => symlink(&bait, &token).unwrap(),
+            _ => assert!(std::process::Command::new("mkfifo").arg(&token).status().unwrap().success()),
+        }
+        let ok = std::process::Command::new("chown").arg("-h").arg("1000:1000").arg(&token).status().unwrap();
+        assert!(ok.success());
+        let mut sc = Sidecar::spawn(&w, &w.write_config(&config(&w, &["api-key"])), &[], &[]);
+        let deadline = std::time::Instant::now() + LIMIT;
+        while read(&out, "api-key").is_none() {
+            let exited = sc.child.try_wait().unwrap();
+            if std::time::Instant::now() > deadline || exited.is_some() {
+                panic!("{kind}: no publish (exit {exited:?}); the log:\n{}", sc.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let meta = std::fs::symlink_metadata(&token).unwrap();
+        assert!(meta.is_file(), "{kind}: the token file is still the planted entry");
+        let now = std::fs::read_to_string(&token).unwrap();
+        assert_ne!(now.trim(), PLANTED, "{kind}: the planted target became the token");
+        let (_, serve) = listener_addrs(&sc).await;
+        // HTTP serves a publish a moment after its swap: wait for it, with the new token.
+        let url = format!("http://{serve}/v1/secrets/api-key");
+        eventually("200 with the sidecar's token", LIMIT, || {
+            let (url, token) = (url.clone(), now.trim().to_string());
+            async move {
+                let resp = reqwest::Client::new().get(url).header("X-Sidecar-Token", token).send().await.ok()?;
+                (resp.status() == 200).then_some(())
+            }
+        })
+        .await;
+        assert_eq!(std::fs::read_to_string(&bait).unwrap(), PLANTED, "{kind}: the link's target untouched");
+    }
+}
+
 /// A `..data` link of another uid in a sticky volume cannot be replaced by anyone but its owner
 /// (or root): every publish fails. What holds: the cause is logged once at error level at the
 /// start (owner, sticky bit, what to do), every failed publish is counted in
