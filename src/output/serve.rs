@@ -96,6 +96,23 @@ pub fn load_or_create_token(path: &Path, shared: bool) -> Result<(SecretString, 
         }
         Ok((bytes, _)) => read_token(path, bytes).map(|t| (t, TokenOrigin::Read)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create_token(path).map(|t| (t, TokenOrigin::Created)),
+        // In the shared dir, a link, FIFO, socket or device there was put by another container
+        // (the sidecar writes only regular files): never read, replaced like a planted file (the
+        // rename replaces the entry itself, never what a link names). A directory cannot be
+        // replaced: the error names its owner.
+        Err(source) if shared => match fs::symlink_metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                let (owner, uid) = (std::os::unix::fs::MetadataExt::uid(&meta), rustix::process::geteuid().as_raw());
+                tracing::warn!(token_file = %path.display(), owner, uid, error = %source, "the token file is not a regular file; it is not read and is replaced by a new token");
+                create_token(path).map(|t| (t, TokenOrigin::Created)).map_err(|e| TokenError::Foreign {
+                    path: path.to_path_buf(),
+                    owner,
+                    uid,
+                    source: Box::new(e),
+                })
+            }
+            _ => Err(TokenError::Read { path: path.to_path_buf(), source }),
+        },
         Err(source) => Err(TokenError::Read { path: path.to_path_buf(), source }),
     }
 }
