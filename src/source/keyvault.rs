@@ -628,6 +628,14 @@ impl Vault for AzureVault {
                 *target = (c.scope, tenant);
                 Challenged::Taken
             }
+            // The scope the token already has: no token goes to a new resource, so this is a
+            // plain 401 (a revoked or expired token), renewed as any other. This is how a vault
+            // on a loopback address (an emulator, a private endpoint by IP) answers.
+            Err(challenge::Refused::ForeignResource { scope, .. })
+                if self.target.lock().unwrap_or_else(|e| e.into_inner()).0 == scope =>
+            {
+                Challenged::Unchanged
+            }
             Err(why @ challenge::Refused::ForeignResource { .. }) => Challenged::Refused(why.to_string()),
             Err(why) => {
                 tracing::debug!(vault = url.host_str().unwrap_or(""), reason = %why, "not taking the vault's challenge; keeping the configured scope");

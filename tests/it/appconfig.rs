@@ -585,8 +585,8 @@ async fn flags_a_flat_format_leaves_out_are_logged_once_not_at_every_poll() {
     let flag = json!({"id": "Beta", "enabled": true, "conditions": {"client_filters": []}});
     w.emu.set_kv("settings", ".appconfig.featureflag/Beta", Some("prd"), &flag.to_string(), Some(FF)).unwrap();
     let selects = "    select:\n      - key: \"myapp:*\"\n        label: prd\n      - key: \".appconfig.featureflag/*\"\n        label: prd\n";
-    let source =
-        seeds_source(&w, "env", "app.env").replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
+    let source = seeds_source(&w, "env", "app.env")
+        .replace("    select:\n      - key: \"myapp:*\"\n        label: prd\n", selects);
     let cfg = w.write_config(&format!("{}{source}", w.base_config("1s")));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
     wait_for("app.env published", LIMIT, || read(&w.out(), "app.env")).await;

@@ -25,7 +25,7 @@ pub(super) enum Refused {
     #[error("not a Bearer challenge with authorization and resource or scope")]
     Malformed,
     #[error("the challenge's resource {resource} is not a parent domain of the vault's host {vault} (host:port)")]
-    ForeignResource { resource: String, vault: String },
+    ForeignResource { resource: String, vault: String, scope: String },
 }
 
 /// The claims a CAE challenge asks for (decoded JSON), if `header` is one.
@@ -75,7 +75,7 @@ pub(super) fn parse(vault: &Url, header: &str) -> Result<Challenge, Refused> {
     let resource_host = Url::parse(&scope).ok().as_ref().and_then(authority).ok_or(Refused::Malformed)?;
     let vault_host = authority(vault).unwrap_or_default();
     if !vault_host.ends_with(&format!(".{resource_host}")) {
-        return Err(Refused::ForeignResource { resource: resource_host, vault: vault_host });
+        return Err(Refused::ForeignResource { resource: resource_host, vault: vault_host, scope });
     }
     let tenant = Url::parse(&authorization)
         .ok()
