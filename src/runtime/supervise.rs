@@ -189,6 +189,17 @@ async fn next_shutdown(control: &mut mpsc::UnboundedReceiver<Control>) -> Option
 
 /// Create `dir` if needed and clean what an interrupted publish of ours left (blocking I/O, so
 /// on a blocking thread). A failure is a runtime failure (exit 1 at start).
+/// Whether `a` and `b` name one directory, however spelled (`/x/out`, `/x/./out`, a link to
+/// it): a second writer on it would clean up the first one's snapshot in progress.
+fn same_directory(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    a == b
+        || match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+}
+
 async fn open_files(dir: &Path, mode: u32) -> Result<Arc<FileOutput>, RunError> {
     let out = Arc::new(FileOutput::new(dir.to_path_buf(), mode));
     let prepared = out.clone();
@@ -300,7 +311,10 @@ impl Supervisor {
             }
         };
         // One writer per directory: an unchanged output.dir keeps its writer.
-        let same_dir = old.output.dir.is_some() && old.output.dir == new.output.dir;
+        let same_dir = match (&old.output.dir, &new.output.dir) {
+            (Some(a), Some(b)) => same_directory(a, b),
+            _ => false,
+        };
         built.pipeline.files = match (&new.output.dir, same_dir) {
             (Some(_), true) => self.current_files(),
             (Some(dir), false) => match open_files(dir, new.output.file_mode).await {
@@ -340,5 +354,25 @@ impl Supervisor {
 
     fn current_files(&self) -> Option<Arc<FileOutput>> {
         self.running.as_ref().and_then(|r| r.files.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_directory;
+
+    #[test]
+    fn one_directory_however_spelled_is_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(&out, tmp.path().join("alias")).unwrap();
+        assert!(same_directory(&out, &out));
+        assert!(same_directory(&out, &tmp.path().join("./out")));
+        assert!(same_directory(&out, &tmp.path().join("out/../out")));
+        assert!(same_directory(&out, &tmp.path().join("alias")));
+        std::fs::create_dir(tmp.path().join("other")).unwrap();
+        assert!(!same_directory(&out, &tmp.path().join("other")));
+        assert!(!same_directory(&out, &tmp.path().join("missing")));
     }
 }
