@@ -34,7 +34,7 @@ venv=target/k8s-venv
 installed=$("$venv/bin/kubernetes-validate" --version 2>/dev/null || true)
 if [ "$installed" != "$VALIDATE_VERSION" ]; then
   echo "==> installing kubernetes-validate $VALIDATE_VERSION into $venv"
-  python3 -m venv --clear "$venv"   # --clear: a venv copied from another checkout points at its python
+  python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "kubernetes-validate==$VALIDATE_VERSION" "PyYAML>=6"
 fi
