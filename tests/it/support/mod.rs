@@ -397,7 +397,9 @@ impl Sidecar {
     pub fn spawn_as(world: &World, config: &Path, uid: u32, gid: u32) -> Sidecar {
         use std::os::unix::process::CommandExt;
         let log = world.path(&format!("sidecar-{}.log", fastrand::u32(..)));
-        let child = base_command(&[])
+        let mut cmd = Command::new(bin_for_any_uid(world));
+        cmd.env_clear();
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -422,7 +424,7 @@ impl Sidecar {
             .arg(format!("--reuid={uid}"))
             .arg(format!("--regid={gid}"))
             .arg(format!("--groups={}", groups.join(",")))
-            .arg(BIN)
+            .arg(bin_for_any_uid(world))
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -432,6 +434,21 @@ impl Sidecar {
             .expect("setpriv starts the sidecar");
         Sidecar { child, log }
     }
+}
+
+/// The binary copied into the world's temp dir, mode 0755: the checkout may sit in a directory
+/// other uids cannot enter (a `mktemp -d` clone is 0700), as a pod's image never does.
+fn bin_for_any_uid(world: &World) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = world.path("azure-secrets-sidecar");
+    if !copy.exists() {
+        // A hard link where the file system allows (the binary is 0755 already), else a copy.
+        if std::fs::hard_link(BIN, &copy).is_err() {
+            std::fs::copy(BIN, &copy).unwrap();
+        }
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
 }
 
 /// Whether util-linux `setpriv` is on PATH.
