@@ -30,27 +30,22 @@ for component in rustfmt clippy; do
   fi
 done
 
-# promtool (Debian's prometheus package): the alert rules' unit tests, and `promtool check
-# metrics` on a running sidecar's /metrics (tests/it/monitoring.rs; SKIPPED without it, outside CI).
-if ! command -v promtool >/dev/null; then
+# `need TOOL PACKAGE WHY`: install Debian's PACKAGE when TOOL is missing (as root); otherwise the
+# tests that need it print SKIPPED (outside CI).
+need() {
+  command -v "$1" >/dev/null && return
   if [ "$(id -u)" -eq 0 ]; then
-    echo "==> installing Debian's prometheus package (promtool)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    echo "==> installing Debian's $2 package ($1: $3)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
   else
-    echo "==> no promtool and not root: the monitoring tests will print SKIPPED (apt-get install prometheus)"
+    echo "==> no $1 and not root: $3 will print SKIPPED (apt-get install $2)"
   fi
-fi
-
-# strace (Debian's package): the shutdown tests (tests/it/shutdown.rs) slow one syscall of the
-# running sidecar with it; SKIPPED without it, outside CI.
-if ! command -v strace >/dev/null; then
-  if [ "$(id -u)" -eq 0 ]; then
-    echo "==> installing Debian's strace package"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null
-  else
-    echo "==> no strace and not root: the shutdown tests will print SKIPPED (apt-get install strace)"
-  fi
-fi
+}
+# promtool: the alert rules' unit tests, and `promtool check metrics` on a running sidecar's
+# /metrics (tests/it/monitoring.rs).
+need promtool prometheus "the monitoring tests"
+# strace: the shutdown tests (tests/it/shutdown.rs) slow one syscall of the running sidecar.
+need strace strace "the shutdown tests"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -111,10 +106,7 @@ EMULATOR_BIN="$PWD/target/debug/azure-emulator" SIDECAR_BIN="$PWD/target/debug/a
 
 echo "==> interop tests: the sidecar's output read by the parsers its users run"
 # java.util.Properties itself reads the properties format: Debian's JRE when java is missing.
-if ! command -v java >/dev/null && [ "$(id -u)" -eq 0 ]; then
-  echo "==> installing Debian's default-jre-headless (java, for the properties round trip)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
-fi
+need java default-jre-headless "the properties round trip"
 venv=target/interop-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
