@@ -203,13 +203,7 @@ async fn a_regional_authority_name_sends_token_requests_to_the_regional_host() {
     assert!(stdout.contains(&format!("region westus2 (tokens from https://westus2.login.{DOMAIN})")), "{stdout}");
     let sc = Sidecar::spawn(&w, &cfg, &[], &env);
     wait_for("the secret", LIMIT, || (read(&w.out(), "db-password").as_deref() == Some(CANARY)).then_some(())).await;
-    let hosts: Vec<String> = w
-        .emu
-        .request_log()
-        .into_iter()
-        .filter(|r| r.endpoint == Endpoint::Aad && r.method == "POST")
-        .filter_map(|r| r.headers.get("host").cloned())
-        .collect();
+    let hosts = token_request_hosts(&w);
     assert!(!hosts.is_empty() && hosts.iter().all(|h| h == &format!("westus2.login.{DOMAIN}")), "{hosts:?}");
     drop(sc);
 }

@@ -58,25 +58,31 @@ async fn check_refuses_a_service_url_of_another_cloud() {
     assert!(stderr.contains("sources[0].endpoint") && stderr.contains("set cloud: china"), "{stderr}");
 }
 
-/// An emulated China cloud accepts only `https://vault.azure.cn` and `https://appconfig.azure.cn`
-/// tokens: with `cloud: china` the sidecar asks for those audiences and publishes; with
-/// `cloud: public` Key Vault refuses its token with AKV10022.
-#[tokio::test(flavor = "multi_thread")]
-async fn china_cloud_asks_for_the_china_audiences() {
+/// An emulated cloud whose Key Vault and App Configuration accept only tokens for these
+/// audiences, with a vault `main` (db-password) and a store `store` (app:color).
+async fn cloud_world(keyvault_resource: &str, appconfig_resource: &str) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(EmulatorConfig {
         state_dir: Some(tmp.path().join("emulator")),
         vaults: vec!["main".to_string()],
         appconfig_stores: vec!["store".to_string()],
-        keyvault_resource: "https://vault.azure.cn".to_string(),
-        appconfig_resource: "https://appconfig.azure.cn".to_string(),
+        keyvault_resource: keyvault_resource.to_string(),
+        appconfig_resource: appconfig_resource.to_string(),
         ..Default::default()
     })
     .await
     .unwrap();
     emu.set_secret("main", "db-password", CANARY).unwrap();
     emu.set_kv("store", "app:color", None, "red", None).unwrap();
-    let w = World { emu, tmp };
+    World { emu, tmp }
+}
+
+/// An emulated China cloud accepts only `https://vault.azure.cn` and `https://appconfig.azure.cn`
+/// tokens: with `cloud: china` the sidecar asks for those audiences and publishes; with
+/// `cloud: public` Key Vault refuses its token with AKV10022.
+#[tokio::test(flavor = "multi_thread")]
+async fn china_cloud_asks_for_the_china_audiences() {
+    let w = cloud_world("https://vault.azure.cn", "https://appconfig.azure.cn").await;
     let sources = format!(
         "sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: db-password\n  - type: appconfig\n    endpoint: \"{}\"\n    trim_prefix: [\"app:\"]\n",
         w.vault("main"),
@@ -155,20 +161,7 @@ async fn check_shows_a_custom_cloud_and_names_its_missing_keys() {
 /// `cloud: public` is refused (AKV10022), so the audience really is checked.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_custom_cloud_asks_its_authority_for_its_audiences() {
-    let tmp = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        state_dir: Some(tmp.path().join("emulator")),
-        vaults: vec!["main".to_string()],
-        appconfig_stores: vec!["store".to_string()],
-        keyvault_resource: "https://vault.sov.example".to_string(),
-        appconfig_resource: "https://appconfig.sov.example".to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    emu.set_secret("main", "db-password", CANARY).unwrap();
-    emu.set_kv("store", "app:color", None, "red", None).unwrap();
-    let w = World { emu, tmp };
+    let w = cloud_world("https://vault.sov.example", "https://appconfig.sov.example").await;
     let identity = format!(
         "identity:\n  mode: workload\n  client_id: \"{}\"\n  tenant_id: \"{}\"\n  federated_token_file: \"{}\"\n",
         w.emu.client_id(),

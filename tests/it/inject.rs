@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use serde_yaml::Value;
 
-use crate::support::base_command;
+use crate::support::{base_command, validate_k8s};
 
 const SIDECAR: &str = "azure-secrets-sidecar";
 const WI_LABEL: &str = "azure.workload.identity/use";
@@ -142,21 +142,6 @@ fn strip(template: &mut Value) {
     }
 }
 
-fn validate(files: &[&Path]) {
-    let out = std::process::Command::new("bash")
-        .arg(root().join("scripts/validate-k8s.sh"))
-        .args(files)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "validate-k8s.sh rejects the output:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn every_kind_gets_the_native_sidecar_and_nothing_else_changes() {
     let input = every_kind();
@@ -212,7 +197,7 @@ fn every_kind_gets_the_native_sidecar_and_nothing_else_changes() {
         std::fs::write(&path, injected(&input, args)).unwrap();
         files.push(path);
     }
-    validate(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    validate_k8s(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>());
 }
 
 /// k8s/base/deployment.yaml without what inject adds: an operator's Deployment.

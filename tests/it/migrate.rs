@@ -67,21 +67,6 @@ fn assert_checks(dir: &Path, config: &str) {
     );
 }
 
-fn validate_k8s(files: &[&Path]) {
-    let out = std::process::Command::new("bash")
-        .arg(root().join("scripts/validate-k8s.sh"))
-        .args(files)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "validate-k8s.sh rejects the output:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Go's `pem.EncodeToMemory` without headers: 64 base64 characters a line (encoding/pem).
 fn go_pem(label: &str, der: &[u8]) -> Vec<u8> {
     let b64 = B64.encode(der);

@@ -281,30 +281,7 @@ async fn changes_of_a_publish_cut_short_by_a_reload_still_reach_the_webhook() {
     }
     let w = World::start(&["main"]).await;
     w.emu.set_secret("main", "a", "v1").unwrap();
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/-/reload", hook.local_addr().unwrap());
-    let (tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = hook.accept().await.unwrap();
-            let tx = tx.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let tx = tx.clone();
-                async move {
-                    use http_body_util::BodyExt;
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        hyper::body::Bytes::new(),
-                    )))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
+    let (hook_url, mut bodies) = webhook_receiver().await;
     let cfg = |jitter: &str| {
         format!(
             "{}sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n      - name: a\non_change:\n  webhook: \"{hook_url}\"\n",

@@ -143,13 +143,7 @@ async fn workload_identity_goes_through_the_aks_token_proxy() {
     w.emu.reset_requests();
     let sc = Sidecar::spawn(&w, &cfg, &[], &env);
     wait_for("the secret", LIMIT, || (read(&w.out(), "db-password").as_deref() == Some(CANARY)).then_some(())).await;
-    let hosts: Vec<String> = w
-        .emu
-        .request_log()
-        .into_iter()
-        .filter(|r| r.endpoint == Endpoint::Aad && r.method == "POST")
-        .filter_map(|r| r.headers.get("host").cloned())
-        .collect();
+    let hosts = token_request_hosts(&w);
     // TLS named the server SNI; the Host header is the proxy's, as azure-identity sends it.
     let netloc = proxy_url.trim_start_matches("https://");
     assert!(!hosts.is_empty() && hosts.iter().all(|h| h == netloc), "{hosts:?}");

@@ -235,30 +235,7 @@ async fn a_change_is_posted_to_the_webhook_with_paths_and_versions_only() {
     let w = World::start(&["main"]).await;
     set(&w, "db-password", &format!("{CANARY}-1"));
     set(&w, "api-key", "k1");
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/-/reload", hook.local_addr().unwrap());
-    let (tx, mut bodies) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = hook.accept().await.unwrap();
-            let tx = tx.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let tx = tx.clone();
-                async move {
-                    use http_body_util::BodyExt;
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        hyper::body::Bytes::new(),
-                    )))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
+    let (hook_url, mut bodies) = webhook_receiver().await;
     let cfg = w.write_config(&format!("{}{}on_change:\n  webhook: \"{hook_url}\"\n", w.base_config("1s"), sources(&w)));
     let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
 

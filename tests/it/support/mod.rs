@@ -455,3 +455,59 @@ fn bin_for_any_uid(world: &World) -> PathBuf {
 pub fn have_setpriv() -> bool {
     Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success())
 }
+
+/// A webhook receiver on loopback: its URL (`/-/reload`) and every POST body it receives, in order.
+pub async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/-/reload", hook.local_addr().unwrap());
+    let (tx, bodies) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = hook.accept().await.unwrap();
+            let tx = tx.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        hyper::body::Bytes::new(),
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (hook_url, bodies)
+}
+
+/// `scripts/validate-k8s.sh FILES...`: the manifests are valid against the Kubernetes schemas.
+pub fn validate_k8s(files: &[&Path]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/validate-k8s.sh"))
+        .args(files)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "validate-k8s.sh rejects the output:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `Host` header of every token request (POST) the emulator's Entra ID received.
+pub fn token_request_hosts(w: &World) -> Vec<String> {
+    w.emu
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == azure_emulator::Endpoint::Aad && r.method == "POST")
+        .filter_map(|r| r.headers.get("host").cloned())
+        .collect()
+}
