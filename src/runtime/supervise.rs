@@ -140,12 +140,9 @@ pub async fn serve(
                     }
                     match (stop, &reload_from) {
                         (Some(sig), _) => sig,
-                        // A shutdown during a reload is taken at once, whatever the reload
-                        // is waiting for (the old loop's publish, a new output.dir, a bind).
-                        (None, Some((path, _))) => tokio::select! {
-                            biased;
-                            Some(Control::Shutdown(sig)) = next_shutdown(&mut control) => sig,
-                            () = sup.reload(path, reason) => continue,
+                        (None, Some((path, _))) => match reload_until_quiet(&mut sup, &mut control, path, reason).await {
+                            Some(sig) => sig,
+                            None => continue,
                         },
                         (None, None) => continue,
                     }
@@ -176,6 +173,46 @@ pub async fn serve(
     }
 }
 
+/// Reload from `path`, and again while reload requests came in during one (an edit that lands
+/// after a reload read the file is not lost); a shutdown during a reload is taken at once,
+/// whatever the reload is waiting for (the old loop's publish, a new output.dir, a bind), and
+/// returned.
+async fn reload_until_quiet(
+    sup: &mut Supervisor,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    path: &Path,
+    mut reason: ReloadReason,
+) -> Option<&'static str> {
+    loop {
+        let mut again = None;
+        let shutdown = tokio::select! {
+            biased;
+            Some(sig) = next_shutdown_noting_reloads(control, &mut again) => Some(sig),
+            () = sup.reload(path, reason) => None,
+        };
+        match (shutdown, again) {
+            (Some(sig), _) => return Some(sig),
+            (None, Some(next)) => reason = next,
+            (None, None) => return None,
+        }
+    }
+}
+
+/// The next shutdown's signal on `control`; the last reload request seen meanwhile goes to
+/// `reloads`.
+async fn next_shutdown_noting_reloads(
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    reloads: &mut Option<ReloadReason>,
+) -> Option<&'static str> {
+    loop {
+        match control.recv().await {
+            Some(Control::Shutdown(sig)) => return Some(sig),
+            Some(Control::Reload(reason)) => *reloads = Some(reason),
+            None => return std::future::pending().await,
+        }
+    }
+}
+
 /// The next shutdown on `control` (reloads are ignored once stopping).
 async fn next_shutdown(control: &mut mpsc::UnboundedReceiver<Control>) -> Option<Control> {
     loop {
@@ -187,8 +224,6 @@ async fn next_shutdown(control: &mut mpsc::UnboundedReceiver<Control>) -> Option
     }
 }
 
-/// Create `dir` if needed and clean what an interrupted publish of ours left (blocking I/O, so
-/// on a blocking thread). A failure is a runtime failure (exit 1 at start).
 /// Whether `a` and `b` name one directory, however spelled (`/x/out`, `/x/./out`, a link to
 /// it): a second writer on it would clean up the first one's snapshot in progress.
 fn same_directory(a: &Path, b: &Path) -> bool {
@@ -200,6 +235,8 @@ fn same_directory(a: &Path, b: &Path) -> bool {
         }
 }
 
+/// Create `dir` if needed and clean what an interrupted publish of ours left (blocking I/O, so
+/// on a blocking thread). A failure is a runtime failure (exit 1 at start).
 async fn open_files(dir: &Path, mode: u32) -> Result<Arc<FileOutput>, RunError> {
     let out = Arc::new(FileOutput::new(dir.to_path_buf(), mode));
     let prepared = out.clone();

@@ -179,3 +179,34 @@ async fn no_publish_starts_after_sigterm_even_with_a_new_value_waiting() {
     assert!(!after.contains(" published objects="), "a publish after SIGTERM:\n{logs}");
     assert_ne!(read(&w.out(), "a").as_deref(), Some("v3"), "v3 was published after SIGTERM:\n{logs}");
 }
+
+/// An edit that lands while a reload is under way (here: its new output.dir's creation hangs)
+/// is applied after it, not dropped: the reload ran on the text it read before the edit.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_during_a_reload_is_applied_after_it() {
+    if !have_strace() {
+        return;
+    }
+    let w = World::start(&["main"]).await;
+    w.emu.set_secret("main", "a", "v1").unwrap();
+    w.emu.set_secret("main", "b", "b1").unwrap();
+    // The config alone in its directory: no other file's events (the sidecar's log) reload it.
+    let dir = w.path("cfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config(&w)).unwrap();
+    let sc = Sidecar::spawn(&w, &path, &[], &[]);
+    wait_for("first publish", LIMIT, || read(&w.out(), "a").filter(|v| v == "v1")).await;
+    let out2 = w.path("out2");
+    let Some(delay) = Delay::attach(&w, sc.child.id(), &out2, "mkdir,mkdirat", Duration::from_secs(3)).await else {
+        return;
+    };
+    let moved = config(&w).replace(&format!("dir: \"{}\"", w.out().display()), &format!("dir: \"{}\"", out2.display()));
+    assert_ne!(moved, config(&w));
+    std::fs::write(&path, &moved).unwrap();
+    wait_for("the reload under way", LIMIT, || sc.logs().contains("config changed; applying it").then_some(())).await;
+    std::fs::write(&path, format!("{moved}      - name: b\n")).unwrap();
+    wait_for("b published after the reload", LIMIT, || read(&out2, "b").filter(|v| v == "b1")).await;
+    drop(delay);
+    assert_eq!(read(&out2, "a").as_deref(), Some("v1"), "{}", sc.logs());
+}
