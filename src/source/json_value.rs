@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 
 /// A parsed JSON value; object members sorted by name (a repeated name: the last one wins, as in
 /// Python's `json.loads`).
-#[derive(Clone, Debug, PartialEq)]
+/// Its `Debug` shows the shape and member names, never a string's or number's text: values may
+/// be secrets (as `Setting`'s own `Debug` redacts them).
+#[derive(Clone, PartialEq)]
 pub enum Json {
     Null,
     Bool(bool),
@@ -20,6 +22,19 @@ pub enum Json {
     String(String),
     Array(Vec<Json>),
     Object(BTreeMap<String, Json>),
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Json::Null => f.write_str("Null"),
+            Json::Bool(b) => write!(f, "Bool({b})"),
+            Json::Number(n) => write!(f, "Number(<{} bytes>)", n.len()),
+            Json::String(s) => write!(f, "String(<{} bytes>)", s.len()),
+            Json::Array(items) => f.debug_list().entries(items).finish(),
+            Json::Object(members) => f.debug_map().entries(members).finish(),
+        }
+    }
 }
 
 /// Parses `text` as JSON, or as JSON with comments; `None` when it is neither.
@@ -155,6 +170,14 @@ impl Serialize for Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_shape_never_a_value() {
+        let parsed = parse(r#"{"password": "hunter2-s3cret", "pin": 48151623, "list": [true, null]}"#).unwrap();
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("48151623"), "{shown}");
+        assert_eq!(shown, r#"{"list": [Bool(true), Null], "password": String(<14 bytes>), "pin": Number(<8 bytes>)}"#);
+    }
 
     #[test]
     fn numbers_keep_their_text_and_serialise_back_as_it() {

@@ -31,7 +31,7 @@ pub(super) fn decode(value: &SecretValue, encoding: Encoding) -> Result<SecretVa
                 .map(SecretValue::new)
                 .map_err(|e| format!("the value is not valid base64 (encoding: base64): {}", base64_problem(&e)))
         }
-        Encoding::Hex => hex(raw).map(SecretValue::new),
+        Encoding::Hex => hex(raw).map(|mut bytes| SecretValue::new(std::mem::take(&mut *bytes))),
     }
 }
 
@@ -45,9 +45,9 @@ fn base64_problem(e: &base64::DecodeError) -> String {
     }
 }
 
-fn hex(raw: &[u8]) -> Result<Vec<u8>, String> {
+fn hex(raw: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
     if raw.len() % 2 != 0 {
-        return Err(format!("the value is not valid hex (encoding: hex): an odd number of digits ({})", raw.len()));
+        return Err("the value is not valid hex (encoding: hex): an odd number of digits".into());
     }
     let digit = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -55,15 +55,17 @@ fn hex(raw: &[u8]) -> Result<Vec<u8>, String> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     };
-    raw.chunks(2)
-        .enumerate()
-        .map(|(i, pair)| match (digit(pair[0]), digit(pair[1])) {
-            (Some(h), Some(l)) => Ok(h << 4 | l),
-            (None, _) => Err(i * 2),
-            (_, None) => Err(i * 2 + 1),
-        })
-        .collect::<Result<Vec<u8>, usize>>()
-        .map_err(|at| format!("the value is not valid hex (encoding: hex): a non-hex character at offset {at}"))
+    let bad = |at: usize| format!("the value is not valid hex (encoding: hex): a non-hex character at offset {at}");
+    // Zeroized also when a later digit fails: the bytes decoded so far are part of a secret.
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len() / 2));
+    for (i, pair) in raw.chunks(2).enumerate() {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => out.push(h << 4 | l),
+            (None, _) => return Err(bad(i * 2)),
+            (_, None) => return Err(bad(i * 2 + 1)),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
