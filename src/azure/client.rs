@@ -117,23 +117,28 @@ impl Throttle {
     }
 }
 
+/// Every client's settings: rustls, the user agent, the timeouts, no redirects, a pool without
+/// an idle timer. The roots are the caller's.
+fn base_builder(request_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(USER_AGENT)
+        .timeout(request_timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
+        // Azure's APIs do not redirect; following one could carry a token elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        // Keep connections from one poll to the next, with no timer to reap them: an idle
+        // timeout makes the pool wake every 90 s between polls. The server closes idle
+        // connections when it likes, and TCP keepalive (kernel timers) finds dead ones.
+        .pool_idle_timeout(None)
+}
+
 impl AzureClient {
     /// A rustls client trusting the built-in public roots plus every certificate of
     /// `ca_file` and `ssl_cert_file`. A file that cannot be read or holds no usable
     /// certificate is an `AzureError::Setup` naming it.
     pub fn new(settings: &HttpSettings, policy: RetryPolicy, metrics: Arc<Metrics>) -> Result<Self, AzureError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(true)
-            .user_agent(USER_AGENT)
-            .timeout(settings.request_timeout)
-            .connect_timeout(CONNECT_TIMEOUT.min(settings.request_timeout))
-            // Azure's APIs do not redirect; following one could carry a token elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            // Keep connections from one poll to the next, with no timer to reap them: an idle
-            // timeout makes the pool wake every 90 s between polls. The server closes idle
-            // connections when it likes, and TCP keepalive (kernel timers) finds dead ones.
-            .pool_idle_timeout(None);
+        let mut builder = base_builder(settings.request_timeout).tls_built_in_root_certs(true);
         for path in settings.ca_file.iter().chain(settings.ssl_cert_file.iter()) {
             for cert in load_pem_roots(path)? {
                 builder = builder.add_root_certificate(cert);
@@ -152,12 +157,7 @@ impl AzureClient {
     /// A client builder with this client's timeouts, user agent and redirect rule, for
     /// [`AzureClient::with_http`].
     pub fn builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(USER_AGENT)
-            .timeout(self.request_timeout)
-            .connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout))
-            .redirect(reqwest::redirect::Policy::none())
+        base_builder(self.request_timeout)
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -371,7 +371,6 @@ fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, AzureError> 
 /// The usable trust anchors of a PEM text; `origin` names it in errors.
 pub fn pem_roots(pem: &[u8], origin: &str) -> Result<Vec<reqwest::Certificate>, AzureError> {
     let setup = |reason: String| AzureError::Setup(format!("failed to load CA certificates from {origin}: {reason}"));
-    let path = origin;
     let mut certs = Vec::new();
     let mut skipped = 0usize;
     for item in CertificateDer::pem_slice_iter(pem) {
@@ -383,12 +382,12 @@ pub fn pem_roots(pem: &[u8], origin: &str) -> Result<Vec<reqwest::Certificate>, 
         certs.push(reqwest::Certificate::from_der(&der).map_err(|e| setup(describe(&e)))?);
     }
     if skipped > 0 {
-        tracing::warn!(file = %path, skipped, "skipped CA certificates that cannot be used as trust anchors");
+        tracing::warn!(file = %origin, skipped, "skipped CA certificates that cannot be used as trust anchors");
     }
     if certs.is_empty() {
         return Err(setup("no usable certificate in the file".to_string()));
     }
-    tracing::debug!(file = %path, count = certs.len(), "added CA certificates");
+    tracing::debug!(file = %origin, count = certs.len(), "added CA certificates");
     Ok(certs)
 }
 

@@ -87,12 +87,7 @@ pub fn load_or_create_token(path: &Path, shared: bool) -> Result<(SecretString, 
         Ok((_, owner)) if shared && owner != rustix::process::geteuid().as_raw() => {
             let uid = rustix::process::geteuid().as_raw();
             tracing::warn!(token_file = %path.display(), owner, uid, "the token file belongs to another uid; it is not the token and is replaced by a new one");
-            create_token(path).map(|t| (t, TokenOrigin::Created)).map_err(|e| TokenError::Foreign {
-                path: path.to_path_buf(),
-                owner,
-                uid,
-                source: Box::new(e),
-            })
+            replace_foreign(path, owner, uid)
         }
         Ok((bytes, _)) => read_token(path, bytes).map(|t| (t, TokenOrigin::Read)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => create_token(path).map(|t| (t, TokenOrigin::Created)),
@@ -104,17 +99,23 @@ pub fn load_or_create_token(path: &Path, shared: bool) -> Result<(SecretString, 
             Ok(meta) if !meta.is_file() => {
                 let (owner, uid) = (std::os::unix::fs::MetadataExt::uid(&meta), rustix::process::geteuid().as_raw());
                 tracing::warn!(token_file = %path.display(), owner, uid, error = %source, "the token file is not a regular file; it is not read and is replaced by a new token");
-                create_token(path).map(|t| (t, TokenOrigin::Created)).map_err(|e| TokenError::Foreign {
-                    path: path.to_path_buf(),
-                    owner,
-                    uid,
-                    source: Box::new(e),
-                })
+                replace_foreign(path, owner, uid)
             }
             _ => Err(TokenError::Read { path: path.to_path_buf(), source }),
         },
         Err(source) => Err(TokenError::Read { path: path.to_path_buf(), source }),
     }
+}
+
+/// A new token in place of a file another container put at `path` (owned by `owner`); where it
+/// cannot be replaced (a sticky dir), the error names the owner.
+fn replace_foreign(path: &Path, owner: u32, uid: u32) -> Result<(SecretString, TokenOrigin), TokenError> {
+    create_token(path).map(|t| (t, TokenOrigin::Created)).map_err(|e| TokenError::Foreign {
+        path: path.to_path_buf(),
+        owner,
+        uid,
+        source: Box::new(e),
+    })
 }
 
 /// The file's bytes, opened without following a link at `path` (a planted `.sidecar-token`
