@@ -77,7 +77,7 @@ def test_the_sdk_takes_the_managed_hsm_audience_from_its_challenge(emulator):
 
 
 def test_the_sdk_refuses_a_challenge_for_a_resource_outside_the_vaults_domain(emulator):
-    foreign = f'Bearer authorization="https://login.microsoftonline.com/{emulator.info["tenant_id"]}", resource="https://management.{DOMAIN}"'
+    foreign = f'Bearer authorization="https://login.{DOMAIN}/{emulator.info["tenant_id"]}", resource="https://management.{DOMAIN}"'
     emulator.control("POST", "/canned", {
         "vault": "main", "path": "/secrets/guarded",
         "responses": [{"status": 401, "headers": {"www-authenticate": foreign}, "body": {"error": {"code": "Unauthorized"}}}],

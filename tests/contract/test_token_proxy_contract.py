@@ -28,8 +28,9 @@ def test_workload_identity_gets_a_token_through_the_token_proxy(emulator, monkey
         tenant_id=info["tenant_id"],
         client_id=info["client_id"],
         token_file_path=info["federated_token_file"],
-        # Never reached: the request goes to the proxy.
-        authority="https://login.microsoftonline.com",
+        # Never reached: the request goes to the proxy. A loopback port nothing listens on,
+        # so a routing regression fails here instead of reaching Entra ID.
+        authority="https://127.0.0.1:1",
         disable_instance_discovery=True,
         enable_azure_proxy=True,
     )

@@ -96,7 +96,7 @@ async fn a_challenge_for_a_resource_outside_the_vaults_domain_is_refused_without
     let w = world().await;
     w.emu.set_secret("main", "db-password", CANARY).unwrap();
     let foreign = format!(
-        "Bearer authorization=\"https://login.microsoftonline.com/{}\", resource=\"https://management.{DOMAIN}\"",
+        "Bearer authorization=\"https://login.{DOMAIN}/{}\", resource=\"https://management.{DOMAIN}\"",
         w.emu.tenant_id()
     );
     let challenge = CannedResponse {

@@ -117,8 +117,9 @@ async fn workload_identity_goes_through_the_aks_token_proxy() {
         ("AZURE_CLIENT_ID", w.emu.client_id()),
         ("AZURE_TENANT_ID", w.emu.tenant_id()),
         ("AZURE_FEDERATED_TOKEN_FILE", w.token_file().display().to_string()),
-        // Never used for the token: the request goes to the proxy.
-        ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com".to_string()),
+        // Never used for the token: the request goes to the proxy. A loopback port nothing
+        // listens on, so a routing regression fails here instead of reaching Entra ID.
+        ("AZURE_AUTHORITY_HOST", "https://127.0.0.1:1".to_string()),
         ("AZURE_KUBERNETES_TOKEN_PROXY", proxy_url.clone()),
         ("AZURE_KUBERNETES_CA_FILE", proxy_ca.display().to_string()),
     ];
