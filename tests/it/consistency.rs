@@ -27,20 +27,27 @@ const FILE_READERS: usize = 700;
 const HTTP_READERS: usize = 300;
 const PUBLISHES: u64 = 200;
 
-/// The value of `name` in `vault` at generation `g`: its header names all three, and its
-/// length (1-4 KiB) follows from them.
+/// The value of `name` in `vault` at generation `g`: its header (see [`header`]) repeated up
+/// to a length (1-4 KiB) that follows from all three.
 fn value(vault: &str, g: u64, name: &str) -> String {
-    let header = format!("{vault}|{g:06}|{name}|");
-    let len = 1024 + (g as usize * 131 + name.len() * 17 + vault.len() * 7) % 3072;
-    let mut v = header.clone();
-    while v.len() < len {
-        v.push_str(&header);
-    }
+    let (header, len) = (header(vault, g, name), expected_len(vault, g, name));
+    let mut v = header.repeat(len.div_ceil(header.len()));
     v.truncate(len);
     v
 }
 
+fn header(vault: &str, g: u64, name: &str) -> String {
+    format!("{vault}|{g:06}|{name}|")
+}
+
+fn expected_len(vault: &str, g: u64, name: &str) -> usize {
+    1024 + (g as usize * 131 + name.len() * 17 + vault.len() * 7) % 3072
+}
+
 /// The generation a value claims, if the whole value is exactly what that generation wrote.
+/// Checked in place, chunk by chunk, without building the value: 1,000 readers check
+/// hundreds of thousands of values a second, and a check that allocates and copies them
+/// (in a debug build) took the CPU the sidecar and the emulator under test needed.
 fn check(vault: &str, name: &str, bytes: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{vault}/{name}: not UTF-8 ({} bytes)", bytes.len()))?;
     let g: u64 = text
@@ -48,11 +55,29 @@ fn check(vault: &str, name: &str, bytes: &[u8]) -> Result<u64, String> {
         .nth(1)
         .and_then(|g| g.parse().ok())
         .ok_or_else(|| format!("{vault}/{name}: no header ({} bytes)", bytes.len()))?;
-    if text == value(vault, g, name) {
+    let header = header(vault, g, name);
+    let whole = bytes.len() == expected_len(vault, g, name)
+        && bytes.chunks(header.len()).all(|chunk| chunk == &header.as_bytes()[..chunk.len()]);
+    if whole {
         Ok(g)
     } else {
         Err(format!("{vault}/{name}: torn or foreign value ({} bytes, generation {g})", bytes.len()))
     }
+}
+
+#[test]
+fn check_takes_a_whole_value_and_refuses_a_torn_or_foreign_one() {
+    let v = value("sa", 7, "k1");
+    assert_eq!(check("sa", "k1", v.as_bytes()), Ok(7));
+    assert!(check("sa", "k1", &v.as_bytes()[..v.len() - 1]).is_err(), "cut short");
+    let mut spliced = v.clone().into_bytes();
+    let at = spliced.len() / 2;
+    spliced[at] ^= 1;
+    assert!(check("sa", "k1", &spliced).is_err(), "one byte changed");
+    let other = value("sa", 8, "k1");
+    let mixed = format!("{}{}", &v[..v.len() / 2], &other[other.len() / 2..]);
+    assert!(check("sa", "k1", mixed.as_bytes()).is_err(), "two generations in one value");
+    assert!(check("sb", "k1", v.as_bytes()).is_err(), "another store's value");
 }
 
 #[derive(Default)]
@@ -180,12 +205,6 @@ async fn appconfig_world(stores: &[&str]) -> World {
 /// page: so every poll sees one generation per store, and any mix a reader finds was made on
 /// the way to the files or the HTTP answers.
 #[tokio::test(flavor = "multi_thread")]
-// Ignored at the end of 2026-12-02's session, not fixed: with this session's merges the test
-// alone ran 600 s for 90 publishes (it took far less at 51c3c1d), and its 1,000 reader threads
-// held the machine for those 10 minutes, so the timing tests beside it failed too. Whether the
-// product's publishes or the in-process emulator (starved by the readers) slowed is not known
-// yet: bisect 51c3c1d..HEAD with `cargo test --test it -- --ignored consistency::a_thousand`.
-#[ignore = "regressed this session: 90 publishes in 600 s under 1,000 readers; see the comment"]
 async fn a_thousand_readers_see_no_torn_read_and_no_mixed_snapshot_during_200_publishes() {
     let w = appconfig_world(&STORES).await;
     let set_generation = |store: &str, g: u64| {
@@ -228,10 +247,15 @@ async fn a_thousand_readers_see_no_torn_read_and_no_mixed_snapshot_during_200_pu
     for _ in 0..FILE_READERS {
         let (out, tally, stop) = (out.clone(), tally.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
+            // The app's CPU is not the sidecar's: in a pod each container has its own share.
+            // On one 2-core machine, 700 readers at the same priority as the sidecar and the
+            // emulator took 98% of the CPU, polls timed out and the test measured starvation
+            // (90 publishes in 600 s, at 51c3c1d as at HEAD). At nice 19 (per thread on Linux)
+            // they still read all the time the others leave.
+            let _ = rustix::process::setpriority_process(None, 19);
             while !stop.load(Ordering::Relaxed) {
                 read_files_once(&out, &tally);
-                // Pacing, not synchronisation: on 2 cores, 700 readers must leave the sidecar
-                // some CPU.
+                // Pacing, not synchronisation: a reader reads ten times a second.
                 std::thread::sleep(PACE);
             }
         }));
