@@ -118,9 +118,10 @@ impl Throttle {
 }
 
 /// Every client's settings: rustls, the user agent, the timeouts, no redirects, a pool without
-/// an idle timer. The roots are the caller's.
-fn base_builder(request_timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// an idle timer, the environment's egress proxy with loopback direct. The roots are the
+/// caller's.
+fn base_builder(request_timeout: Duration) -> Result<reqwest::ClientBuilder, AzureError> {
+    let builder = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(USER_AGENT)
         .timeout(request_timeout)
@@ -131,6 +132,9 @@ fn base_builder(request_timeout: Duration) -> reqwest::ClientBuilder {
         // timeout makes the pool wake every 90 s between polls. The server closes idle
         // connections when it likes, and TCP keepalive (kernel timers) finds dead ones.
         .pool_idle_timeout(None)
+        // Only the proxies below, not reqwest's own reading of the environment.
+        .no_proxy();
+    Ok(super::proxy::from_env()?.into_iter().fold(builder, reqwest::ClientBuilder::proxy))
 }
 
 impl AzureClient {
@@ -138,7 +142,7 @@ impl AzureClient {
     /// `ca_file` and `ssl_cert_file`. A file that cannot be read or holds no usable
     /// certificate is an `AzureError::Setup` naming it.
     pub fn new(settings: &HttpSettings, policy: RetryPolicy, metrics: Arc<Metrics>) -> Result<Self, AzureError> {
-        let mut builder = base_builder(settings.request_timeout).tls_built_in_root_certs(true);
+        let mut builder = base_builder(settings.request_timeout)?.tls_built_in_root_certs(true);
         for path in settings.ca_file.iter().chain(settings.ssl_cert_file.iter()) {
             for cert in load_pem_roots(path)? {
                 builder = builder.add_root_certificate(cert);
@@ -156,7 +160,7 @@ impl AzureClient {
 
     /// A client builder with this client's timeouts, user agent and redirect rule, for
     /// [`AzureClient::with_http`].
-    pub fn builder(&self) -> reqwest::ClientBuilder {
+    pub fn builder(&self) -> Result<reqwest::ClientBuilder, AzureError> {
         base_builder(self.request_timeout)
     }
 

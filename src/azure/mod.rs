@@ -6,6 +6,7 @@
 
 mod client;
 mod error;
+mod proxy;
 mod retry;
 #[cfg(test)]
 pub(crate) mod testserver;

@@ -41,7 +41,7 @@ impl TokenProxy {
         let prefix = self.endpoint.path().trim_end_matches('/');
         url.set_path(&format!("{prefix}/{}", token_url.path().trim_start_matches('/')));
         url.set_query(token_url.query());
-        let mut builder = base.builder();
+        let mut builder = base.builder().map_err(|e| local(e.to_string()))?;
         let roots = match &self.ca {
             ProxyCa::Default => None,
             ProxyCa::File(path) => {

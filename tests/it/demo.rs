@@ -3,7 +3,9 @@
 //! `prd` appear as one JSON document (prefix trimmed, a JSON value as a subtree, a Key Vault
 //! reference resolved, a feature flag under `feature_management`); after the first publish the
 //! demo switches its own config to label `staging` and the running sidecar reloads it; Ctrl-C
-//! (SIGINT) stops it cleanly with the files kept.
+//! (SIGINT) stops it cleanly with the files kept. It runs as on a laptop behind a corporate
+//! egress proxy: every proxy variable names a listener that only counts who connects, and the
+//! demo's loopback traffic never reaches it.
 
 use crate::support;
 
@@ -20,13 +22,34 @@ fn appsettings(dir: &std::path::Path) -> Option<Value> {
     serde_json::from_str(&read(dir, "appsettings.json")?).ok()
 }
 
+/// A listener that accepts and drops connections, counting them.
+async fn connection_counter() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, count)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_publishes_key_vault_and_app_configuration_reloads_its_edited_config_and_stops_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo-secrets");
     let log = tmp.path().join("demo.log");
     let stdout = tmp.path().join("demo.out");
-    let child = base_command(&[])
+    let (proxy, proxied) = connection_counter().await;
+    let proxy_url = format!("http://{proxy}");
+    let proxy_env: Vec<(&str, String)> =
+        ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"]
+            .into_iter()
+            .map(|name| (name, proxy_url.clone()))
+            .collect();
+    let child = base_command(&proxy_env)
         .args(["demo", "--dir"])
         .arg(&dir)
         .stdout(std::fs::File::create(&stdout).unwrap())
@@ -81,6 +104,8 @@ async fn demo_publishes_key_vault_and_app_configuration_reloads_its_edited_confi
     let out = std::fs::read_to_string(&stdout).unwrap();
     assert!(out.contains("Edited "), "the edit is announced:\n{out}");
     assert_eq!(read(&dir, "db/password").unwrap(), password, "Key Vault files kept across the reload");
+
+    assert_eq!(proxied.load(std::sync::atomic::Ordering::SeqCst), 0, "the demo went through the egress proxy");
 
     sc.signal("INT");
     assert_eq!(sc.wait_exit(Duration::from_secs(5)).code(), Some(0), "log:\n{}", sc.logs());
