@@ -60,7 +60,7 @@ pub fn run(dir: Option<PathBuf>, build: Build) -> Result<(), RunError> {
         let token_file = work.path().join("federated-token");
         // Stands in for the projected service-account token the kubelet writes in a real pod.
         std::fs::write(&token_file, "demo-federated-service-account-token").map_err(rt_err)?;
-        // Its own directory: the watcher reloads on any event in the config's directory.
+        // Its own directory, as a ConfigMap mount is (the watcher reads events on the config's name).
         let config_dir = work.path().join("config");
         std::fs::create_dir(&config_dir).map_err(rt_err)?;
         let config_path = config_dir.join("config.yaml");

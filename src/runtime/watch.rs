@@ -1,9 +1,13 @@
 //! The config watcher: notify on the config file's directory, not the file. A ConfigMap volume
 //! updates by writing a new `..<timestamp>` dir and swapping the `..data` symlink, so the file's
-//! own inode never changes; any event in the directory asks for a reload, and the reload
-//! re-resolves the path. Bursts are debounced by the receiver (`app`).
+//! own inode never changes. An event asks for a reload when it names the config file, a
+//! `..`-prefixed entry (the ConfigMap's `..data` and its snapshots) or the entry the config's
+//! own link points into; other files in the directory (a log redirected there, an editor's swap
+//! file) do not: each reload of an unchanged config would log, and a log there would feed it.
+//! The reload re-resolves the path. Bursts are debounced by the receiver (`supervise`).
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Component, Path};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -16,13 +20,57 @@ pub fn watch_config(config: &Path, tx: mpsc::UnboundedSender<Control>) -> notify
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    let config = config.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event {
-            if !e.kind.is_access() {
+            // No paths, or a rescan: events were lost, so any of them may have been the config's.
+            let lost = e.paths.is_empty() || e.need_rescan();
+            if !e.kind.is_access() && (lost || e.paths.iter().any(|p| concerns_config(p, &config))) {
                 let _ = tx.send(Control::Reload(ReloadReason::ConfigChanged));
             }
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// Whether an event on `path` (in the config's directory) may have changed what `config` reads.
+fn concerns_config(path: &Path, config: &Path) -> bool {
+    let Some(name) = path.file_name() else { return true };
+    if Some(name) == config.file_name() || name.as_encoded_bytes().starts_with(b"..") {
+        return true;
+    }
+    // `config.yaml -> real/config.yaml` or `-> config-v2.yaml`: the entry the link goes through.
+    link_entry(config).is_some_and(|entry| entry == name)
+}
+
+/// The first component of `config`'s link target, when it is a relative link.
+fn link_entry(config: &Path) -> Option<OsString> {
+    let target = std::fs::read_link(config).ok()?;
+    match target.components().next()? {
+        Component::Normal(first) => Some(first.to_os_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_config_its_link_and_configmap_entries_concern_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, "x").unwrap();
+        for name in ["config.yaml", "..data", "..data_tmp", "..2026_12_02_08_00_00.123456789"] {
+            assert!(concerns_config(&dir.path().join(name), &config), "{name}");
+        }
+        for name in ["sidecar.log", ".config.yaml.swp", "4913", "other.yaml"] {
+            assert!(!concerns_config(&dir.path().join(name), &config), "{name}");
+        }
+        let linked = dir.path().join("linked.yaml");
+        std::os::unix::fs::symlink("real/config.yaml", &linked).unwrap();
+        assert!(concerns_config(&dir.path().join("real"), &linked));
+        assert!(!concerns_config(&dir.path().join("unreal"), &linked));
+    }
 }

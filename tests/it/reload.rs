@@ -312,3 +312,32 @@ async fn changes_of_a_publish_cut_short_by_a_reload_still_reach_the_webhook() {
     assert_eq!(body["changed"][0]["version"], version.as_str(), "{body}");
     assert_eq!(read(&w.out(), "a").as_deref(), Some("v2"));
 }
+
+/// Other files in the config's directory do not reload it: here the sidecar's own log, at debug
+/// level, and an editor's swap file. Only the config, the entry its link goes through and a
+/// ConfigMap's `..` entries do. Before, every log line written there was an event, every event a
+/// reload, and every reload of the unchanged config a debug line in that log: a loop.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_beside_the_config_do_not_reload_it() {
+    let w = World::start(&["main"]).await;
+    for (name, value) in [("a", "v1"), ("b", "v2"), ("c", "v3")] {
+        w.emu.set_secret("main", name, value).unwrap();
+    }
+    let sources = |names: &[&str]| {
+        let secrets: String = names.iter().map(|n| format!("      - name: {n}\n")).collect();
+        format!("sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n{secrets}", w.vault("main"))
+    };
+    let cfg = w.write_config(&format!("{}{}", w.base_config("1h"), sources(&["a"])));
+    let sc = Sidecar::spawn(&w, &cfg, &[], &[]);
+    assert_eq!(sc.log.parent(), cfg.parent(), "the log sits beside the config");
+    wait_for("a", LIMIT, || read(&w.out(), "a")).await;
+    std::fs::write(w.path(".config.yaml.swp"), "an editor's swap file").unwrap();
+    // Two edits, each awaited: a reload loop fed by the log would run between and after them.
+    for (names, last) in [(&["a", "b"][..], "b"), (&["a", "b", "c"][..], "c")] {
+        std::fs::write(&cfg, format!("{}{}", w.base_config("1h"), sources(names))).unwrap();
+        wait_for(last, LIMIT, || read(&w.out(), last)).await;
+    }
+    let logs = sc.logs();
+    assert!(logs.matches("config reloaded").count() >= 2, "{logs}");
+    assert!(!logs.contains("config unchanged"), "a reload of the unchanged config:\n{logs}");
+}
