@@ -40,17 +40,24 @@ fn concerns_config(path: &Path, config: &Path) -> bool {
     if Some(name) == config.file_name() || name.as_encoded_bytes().starts_with(b"..") {
         return true;
     }
-    // `config.yaml -> real/config.yaml` or `-> config-v2.yaml`: the entry the link goes through.
-    link_entry(config).is_some_and(|entry| entry == name)
+    // `config.yaml -> real/config.yaml`, `-> ./v2.yaml` (and on from there): the entries the
+    // links go through.
+    link_entries(config).iter().any(|entry| entry == name)
 }
 
-/// The first component of `config`'s link target, when it is a relative link.
-fn link_entry(config: &Path) -> Option<OsString> {
-    let target = std::fs::read_link(config).ok()?;
-    match target.components().next()? {
-        Component::Normal(first) => Some(first.to_os_string()),
-        _ => None,
+/// The entries of the config's directory that its chain of relative links goes through (up to
+/// eight links; one that leaves the directory ends the chain: events there are not watched).
+fn link_entries(config: &Path) -> Vec<OsString> {
+    let mut entries = Vec::new();
+    let mut at = config.to_path_buf();
+    while entries.len() < 8 {
+        let Ok(target) = std::fs::read_link(&at) else { break };
+        let mut parts = target.components().filter(|c| *c != Component::CurDir);
+        let (Some(Component::Normal(first)), true) = (parts.next(), target.is_relative()) else { break };
+        entries.push(first.to_os_string());
+        at = at.parent().unwrap_or(Path::new(".")).join(&target);
     }
+    entries
 }
 
 #[cfg(test)]
@@ -72,5 +79,12 @@ mod tests {
         std::os::unix::fs::symlink("real/config.yaml", &linked).unwrap();
         assert!(concerns_config(&dir.path().join("real"), &linked));
         assert!(!concerns_config(&dir.path().join("unreal"), &linked));
+        // `./v2.yaml`, and a chain of links in the directory: every entry on the way.
+        let dotted = dir.path().join("dotted.yaml");
+        std::os::unix::fs::symlink("./v2.yaml", &dotted).unwrap();
+        assert!(concerns_config(&dir.path().join("v2.yaml"), &dotted));
+        std::os::unix::fs::symlink("v3.yaml", dir.path().join("v2.yaml")).unwrap();
+        assert!(concerns_config(&dir.path().join("v3.yaml"), &dotted), "the second link's target");
+        assert!(!concerns_config(&dir.path().join("v4.yaml"), &dotted));
     }
 }
