@@ -26,10 +26,16 @@ pub(super) fn decode(value: &SecretValue, encoding: Encoding) -> Result<SecretVa
         Encoding::Base64 => {
             // Go's decoder skips carriage returns and newlines wherever they are.
             let text = Zeroizing::new(raw.iter().copied().filter(|b| !matches!(b, b'\r' | b'\n')).collect::<Vec<u8>>());
-            GO_STD
-                .decode(text.as_slice())
-                .map(SecretValue::new)
-                .map_err(|e| format!("the value is not valid base64 (encoding: base64): {}", base64_problem(&e)))
+            // Into a zeroized buffer of its own: bytes decoded before a bad one are a secret's too.
+            let mut out = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(text.len())]);
+            let n = GO_STD.decode_slice(text.as_slice(), &mut out[..]).map_err(|e| match e {
+                base64::DecodeSliceError::DecodeError(e) => {
+                    format!("the value is not valid base64 (encoding: base64): {}", base64_problem(&e))
+                }
+                base64::DecodeSliceError::OutputSliceTooSmall => "the value did not decode (encoding: base64)".into(),
+            })?;
+            out.truncate(n);
+            Ok(SecretValue::new(std::mem::take(&mut *out)))
         }
         Encoding::Hex => hex(raw).map(|mut bytes| SecretValue::new(std::mem::take(&mut *bytes))),
     }
