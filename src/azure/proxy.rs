@@ -1,7 +1,9 @@
 //! The egress proxy the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
 //! `NO_PROXY`, upper or lower case, read as reqwest reads them), with loopback addresses always
-//! reached directly, as Go's `net/http` does: a proxy cannot reach this pod's own loopback, so
-//! an endpoint on `127.0.0.0/8` or `::1` (a local emulator, `demo`) never goes through one.
+//! reached directly, as Go's `net/http` reaches them: a proxy cannot reach this pod's own
+//! loopback, so an endpoint on `127.0.0.0/8`, `::1` or `::ffff:127.0.0.0/104` (a local emulator,
+//! `demo`) never goes through one. Unlike Go, the name `localhost` follows `NO_PROXY` as any
+//! name does: a `NO_PROXY` entry for it would match every `*.localhost` name too.
 
 use super::AzureError;
 
@@ -9,7 +11,7 @@ use super::AzureError;
 type MakeProxy = fn(&str) -> reqwest::Result<reqwest::Proxy>;
 
 /// Always direct, whatever `NO_PROXY` says.
-const LOOPBACK: &str = "127.0.0.0/8,::1";
+const LOOPBACK: &str = "127.0.0.0/8,::1,::ffff:127.0.0.0/104";
 
 /// The proxies for a client builder, from the variables `var` looks up; none when no proxy
 /// variable is set. A proxy URL that does not parse is an error naming the variable (not its
