@@ -87,4 +87,32 @@ mod tests {
         assert!(concerns_config(&dir.path().join("v3.yaml"), &dotted), "the second link's target");
         assert!(!concerns_config(&dir.path().join("v4.yaml"), &dotted));
     }
+
+    /// A link spelled `./entry/...`, an absolute link into the same directory, or a link to a
+    /// link: before 0034f76 any event in the directory reloaded; now the entry that changes is
+    /// not recognised, so the edit or the swap is never applied.
+    #[test]
+    fn links_spelled_with_dot_absolute_or_chained_still_concern_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("v1")).unwrap();
+        std::fs::write(dir.path().join("v1/config.yaml"), "x").unwrap();
+        std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();
+        std::fs::write(dir.path().join("config-v2.yaml"), "x").unwrap();
+        std::os::unix::fs::symlink("config-v2.yaml", dir.path().join("plain.yaml")).unwrap();
+        let absolute = dir.path().join("config-v2.yaml").display().to_string();
+        let mut missed = Vec::new();
+        for (name, target, entry) in [
+            ("dot.yaml", "./current/config.yaml", "current"),
+            ("dot2.yaml", "./config-v2.yaml", "config-v2.yaml"),
+            ("abs.yaml", absolute.as_str(), "config-v2.yaml"),
+            ("chain.yaml", "plain.yaml", "config-v2.yaml"),
+        ] {
+            let config = dir.path().join(name);
+            std::os::unix::fs::symlink(target, &config).unwrap();
+            if !concerns_config(&dir.path().join(entry), &config) {
+                missed.push(format!("{name} -> {target}: an event on {entry} is ignored"));
+            }
+        }
+        assert!(missed.is_empty(), "{missed:#?}");
+    }
 }
