@@ -341,3 +341,28 @@ async fn files_beside_the_config_do_not_reload_it() {
     assert!(logs.matches("config reloaded").count() >= 2, "{logs}");
     assert!(!logs.contains("config unchanged"), "a reload of the unchanged config:\n{logs}");
 }
+
+/// A config reached through a link spelled `./real.yaml` (as `ln -s ./real.yaml config.yaml`
+/// writes it): an edit of the file it names is a config change. Before 0034f76 every event in
+/// the directory reloaded; now only the first component of the link's text is recognised, and
+/// `.` is not a name, so this edit is never applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_of_the_file_a_dot_slash_link_names_is_applied() {
+    let w = World::start(&["main"]).await;
+    for (name, value) in [("a", "v1"), ("b", "v2")] {
+        w.emu.set_secret("main", name, value).unwrap();
+    }
+    let sources = |names: &[&str]| {
+        let secrets: String = names.iter().map(|n| format!("      - name: {n}\n")).collect();
+        format!("sources:\n  - type: keyvault\n    vault: \"{}\"\n    secrets:\n{secrets}", w.vault("main"))
+    };
+    let dir = w.path("cfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("real.yaml"), format!("{}{}", w.base_config("1h"), sources(&["a"]))).unwrap();
+    std::os::unix::fs::symlink("./real.yaml", dir.join("config.yaml")).unwrap();
+    let sc = Sidecar::spawn(&w, &dir.join("config.yaml"), &[], &[]);
+    wait_for("a", LIMIT, || read(&w.out(), "a")).await;
+    std::fs::write(dir.join("real.yaml"), format!("{}{}", w.base_config("1h"), sources(&["a", "b"]))).unwrap();
+    wait_for("b after the edit (the reload never came)", LIMIT, || read(&w.out(), "b")).await;
+    assert!(sc.logs().contains("config reloaded"), "{}", sc.logs());
+}
