@@ -7,7 +7,7 @@
 //! The reload re-resolves the path. Bursts are debounced by the receiver (`supervise`).
 
 use std::ffi::OsString;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -45,17 +45,31 @@ fn concerns_config(path: &Path, config: &Path) -> bool {
     link_entries(config).iter().any(|entry| entry == name)
 }
 
-/// The entries of the config's directory that its chain of relative links goes through (up to
-/// eight links; one that leaves the directory ends the chain: events there are not watched).
+/// The entries of the config's directory that its chain of links goes through, relative or
+/// absolute (up to eight links; a link out of the directory ends the chain: events there are
+/// not watched).
 fn link_entries(config: &Path) -> Vec<OsString> {
+    let dir = config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(dir) = std::fs::canonicalize(dir) else { return Vec::new() };
     let mut entries = Vec::new();
-    let mut at = config.to_path_buf();
+    let mut at = dir.join(config.file_name().unwrap_or_default());
     while entries.len() < 8 {
         let Ok(target) = std::fs::read_link(&at) else { break };
-        let mut parts = target.components().filter(|c| *c != Component::CurDir);
-        let (Some(Component::Normal(first)), true) = (parts.next(), target.is_relative()) else { break };
-        entries.push(first.to_os_string());
-        at = at.parent().unwrap_or(Path::new(".")).join(&target);
+        // Where the link points, spelled from the root without `.` (a `..` ends the chain).
+        let from = if target.is_absolute() { PathBuf::new() } else { at.parent().unwrap_or(&dir).to_path_buf() };
+        let mut resolved = from;
+        for part in target.components() {
+            match part {
+                Component::CurDir => {}
+                Component::ParentDir => return entries,
+                other => resolved.push(other),
+            }
+        }
+        match resolved.strip_prefix(&dir).ok().and_then(|rest| rest.components().next()) {
+            Some(Component::Normal(entry)) => entries.push(entry.to_os_string()),
+            _ => break,
+        }
+        at = resolved;
     }
     entries
 }
