@@ -130,14 +130,7 @@ pub async fn serve(
             biased;
             msg = control.recv() => match msg {
                 Some(Control::Reload(reason)) => {
-                    // Debounce: a ConfigMap update is a burst of events.
-                    let mut stop = None;
-                    while let Ok(Some(more)) = tokio::time::timeout(RELOAD_DEBOUNCE, control.recv()).await {
-                        if let Control::Shutdown(sig) = more {
-                            stop = Some(sig);
-                            break;
-                        }
-                    }
+                    let stop = settle(&mut control).await;
                     match (stop, &reload_from) {
                         (Some(sig), _) => sig,
                         (None, Some((path, _))) => match reload_until_quiet(&mut sup, &mut control, path, reason).await {
@@ -192,10 +185,27 @@ async fn reload_until_quiet(
         };
         match (shutdown, again) {
             (Some(sig), _) => return Some(sig),
-            (None, Some(next)) => reason = next,
+            (None, Some(next)) => {
+                // The edit that came in may still be being written: let it settle first.
+                reason = next;
+                if let Some(sig) = settle(control).await {
+                    return Some(sig);
+                }
+            }
             (None, None) => return None,
         }
     }
+}
+
+/// Debounce: wait until `control` has been quiet for `RELOAD_DEBOUNCE` (a ConfigMap update, an
+/// editor's save, is a burst of events); a shutdown meanwhile is taken at once and returned.
+async fn settle(control: &mut mpsc::UnboundedReceiver<Control>) -> Option<&'static str> {
+    while let Ok(Some(more)) = tokio::time::timeout(RELOAD_DEBOUNCE, control.recv()).await {
+        if let Control::Shutdown(sig) = more {
+            return Some(sig);
+        }
+    }
+    None
 }
 
 /// The next shutdown's signal on `control`; the last reload request seen meanwhile goes to
