@@ -48,28 +48,8 @@ pub(super) fn from_env() -> Result<Vec<reqwest::Proxy>, AzureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::testserver::{Reply, TestServer};
     use std::collections::HashMap;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// A listener answering 204 to every request; the first line of each request it saw.
-    async fn recorder() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let _ = tx.send(head.lines().next().unwrap_or_default().to_string());
-                let _ = stream
-                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            }
-        });
-        (addr, rx)
-    }
 
     fn client(vars: &[(&str, String)]) -> reqwest::Client {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
@@ -80,30 +60,46 @@ mod tests {
         builder.build().unwrap()
     }
 
+    /// The `Host` and path of every request `server` saw.
+    fn seen(server: &TestServer) -> Vec<(String, String)> {
+        server
+            .requests()
+            .iter()
+            .map(|r| (r.header("host").unwrap_or_default().to_string(), r.path().to_string()))
+            .collect()
+    }
+
     #[tokio::test]
     async fn loopback_goes_direct_and_everything_else_through_the_proxy() {
-        let (proxy, mut via_proxy) = recorder().await;
-        let (target, mut direct) = recorder().await;
+        let proxy = TestServer::start(|_| Reply::new(204, "")).await;
+        let target = TestServer::start(|_| Reply::new(204, "")).await;
+        let (at, port) = (target.addr, target.addr.port());
         for name in ["HTTP_PROXY", "http_proxy", "ALL_PROXY"] {
-            let http = client(&[(name, format!("http://{proxy}"))]);
+            let http = client(&[(name, format!("http://{}", proxy.addr))]);
             // Loopback, named by address: straight to the target.
-            http.get(format!("http://{target}/direct")).send().await.unwrap();
-            assert_eq!(direct.recv().await.unwrap(), "GET /direct HTTP/1.1", "{name}");
-            // Any other host: to the proxy (which answers itself: nothing is resolved or left
+            http.get(format!("http://{at}/direct")).send().await.unwrap();
+            // Any other host: to the proxy (which answers itself: nothing is resolved or leaves
             // the machine).
             http.get("http://vault.sidecar.invalid/proxied").send().await.unwrap();
-            assert_eq!(via_proxy.recv().await.unwrap(), "GET http://vault.sidecar.invalid/proxied HTTP/1.1", "{name}");
         }
+        assert_eq!(seen(&target), vec![(at.to_string(), "/direct".to_string()); 3]);
+        assert_eq!(seen(&proxy), vec![("vault.sidecar.invalid".to_string(), "/proxied".to_string()); 3]);
         // Only addresses are loopback by rule: the name `localhost` follows NO_PROXY as any name
         // does (`/etc/hosts` resolves it, no DNS).
-        let port = target.port();
-        let http = client(&[("HTTP_PROXY", format!("http://{proxy}"))]);
-        http.get(format!("http://localhost:{port}/named")).send().await.unwrap();
-        assert_eq!(via_proxy.recv().await.unwrap(), format!("GET http://localhost:{port}/named HTTP/1.1"));
-        let http = client(&[("HTTP_PROXY", format!("http://{proxy}")), ("no_proxy", "localhost".into())]);
-        http.get(format!("http://localhost:{port}/named")).send().await.unwrap();
-        assert_eq!(direct.recv().await.unwrap(), "GET /named HTTP/1.1");
-        assert!(via_proxy.try_recv().is_err());
+        let named = (format!("localhost:{port}"), "/named".to_string());
+        client(&[("HTTP_PROXY", format!("http://{}", proxy.addr))])
+            .get(format!("http://localhost:{port}/named"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seen(&proxy).last(), Some(&named));
+        client(&[("HTTP_PROXY", format!("http://{}", proxy.addr)), ("no_proxy", "localhost".into())])
+            .get(format!("http://localhost:{port}/named"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seen(&target).last(), Some(&named));
+        assert_eq!(seen(&proxy).len(), 4, "the NO_PROXY name went direct");
     }
 
     #[test]
