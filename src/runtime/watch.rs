@@ -47,11 +47,18 @@ fn concerns_config(path: &Path, config: &Path) -> bool {
 
 /// The entries of the config's directory that its chain of links goes through, relative or
 /// absolute (up to eight links; a link out of the directory ends the chain: events there are
-/// not watched).
+/// not watched), and the entry the fully resolved config lies under.
 fn link_entries(config: &Path) -> Vec<OsString> {
     let dir = config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Ok(dir) = std::fs::canonicalize(dir) else { return Vec::new() };
     let mut entries = Vec::new();
+    // Where the whole chain ends, as the kernel resolves it (links in any component, `..`,
+    // absolute links through a linked path): the entry of the directory it lies under.
+    if let Ok(real) = std::fs::canonicalize(config) {
+        if let Some(Component::Normal(entry)) = real.strip_prefix(&dir).ok().and_then(|r| r.components().next()) {
+            entries.push(entry.to_os_string());
+        }
+    }
     let mut at = dir.join(config.file_name().unwrap_or_default());
     while entries.len() < 8 {
         let Ok(target) = std::fs::read_link(&at) else { break };
@@ -100,6 +107,18 @@ mod tests {
         std::os::unix::fs::symlink("v3.yaml", dir.path().join("v2.yaml")).unwrap();
         assert!(concerns_config(&dir.path().join("v3.yaml"), &dotted), "the second link's target");
         assert!(!concerns_config(&dir.path().join("v4.yaml"), &dotted));
+        // A link through a linked dir (`current -> v1`): the real dir's entry too, and a `..`.
+        std::fs::create_dir(dir.path().join("v1")).unwrap();
+        std::fs::write(dir.path().join("v1/config.yaml"), "x").unwrap();
+        std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();
+        let through = dir.path().join("through.yaml");
+        std::os::unix::fs::symlink("current/config.yaml", &through).unwrap();
+        assert!(concerns_config(&dir.path().join("current"), &through));
+        assert!(concerns_config(&dir.path().join("v1"), &through), "the real dir, renamed over");
+        let up = dir.path().join("up.yaml");
+        std::os::unix::fs::symlink("v1/../v5.yaml", &up).unwrap();
+        std::fs::write(dir.path().join("v5.yaml"), "x").unwrap();
+        assert!(concerns_config(&dir.path().join("v5.yaml"), &up), "a link with ..");
     }
 
     /// A link spelled `./entry/...`, an absolute link into the same directory, or a link to a
